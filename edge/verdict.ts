@@ -1,0 +1,50 @@
+// Verdicts are values: a stage decides, the pipeline acts (Envoy filter status / Haraka outcome).
+// Reason codes are stable snake_case strings, asserted in tests and used as metric labels.
+import type { Endpoint, SipMessage } from './sip/types';
+
+export type StageMode = 'enforce' | 'shadow' | 'off';
+
+export type Verdict =
+  | { readonly action: 'continue' }
+  | {
+      readonly action: 'reply';
+      readonly status: number;
+      readonly reason: string;
+      /** reason phrase for the status line; a standard phrase for the status when absent */
+      readonly phrase?: string;
+      /** extra header lines for the reply, e.g. [['Retry-After', '30']] */
+      readonly headers?: ReadonlyArray<readonly [string, string]>;
+      /** name of the rule that decided, when a rule file decided */
+      readonly rule?: string;
+    }
+  | { readonly action: 'drop'; readonly reason: string; readonly rule?: string }
+  | { readonly action: 'ban'; readonly reason: string; readonly seconds: number; readonly rule?: string };
+
+export const CONTINUE: Verdict = Object.freeze({ action: 'continue' });
+export const reply = (status: number, reason: string, extra?: Partial<{ phrase: string; headers: ReadonlyArray<readonly [string, string]>; rule: string }>): Verdict =>
+  ({ action: 'reply', status, reason, ...extra });
+export const drop = (reason: string, rule?: string): Verdict => ({ action: 'drop', reason, rule });
+export const ban = (reason: string, seconds: number, rule?: string): Verdict => ({ action: 'ban', reason, seconds, rule });
+
+/** Where a message comes from, relative to the edge. */
+export type Side = 'outside' | 'inside';
+
+/** trusted: outside peer authenticated by address (carrier); inside: the PBX side; untrusted: the rest */
+export type Trust = 'untrusted' | 'trusted' | 'inside';
+
+export interface MessageContext {
+  readonly msg: SipMessage;
+  readonly source: Endpoint;
+  readonly side: Side;
+  readonly trust: Trust;
+  /** monotonic milliseconds at receipt */
+  readonly receivedAt: number;
+}
+
+export interface Stage {
+  readonly name: string;
+  /** closed list of reason codes this stage can return (declared up front for metrics) */
+  readonly reasons: readonly string[];
+  /** synchronous unless the stage needs I/O; the pipeline awaits only when a promise comes back */
+  check(ctx: MessageContext): Verdict | Promise<Verdict>;
+}
