@@ -1,0 +1,58 @@
+// The configuration the edge runs on, after the YAML file and the CLI flags have been merged,
+// validated and resolved. Immutable once built; a reload builds a new one.
+import type { ParseLimits } from '../sip/parser';
+import type { TransportName } from '../sip/types';
+import type { ListenerSpec } from '../transport/types';
+
+export interface UpstreamSpec {
+  readonly transport: TransportName;
+  /** canonical IP address (host names are resolved when the config is resolved) */
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface ResolvedConfig {
+  readonly listen: readonly ListenerSpec[];
+  /** address (and port) to put in Via / Record-Route / Path instead of the bound one,
+   *  for wildcard binds or NAT in front of the edge */
+  readonly advertise?: { readonly host: string; readonly port?: number };
+  readonly upstreams: readonly UpstreamSpec[];
+  /** served SIP domains, lower-case; the edge's own addresses always count too */
+  readonly domains: readonly string[];
+  /** CIDRs whose traffic is inside traffic (besides the upstream addresses) */
+  readonly inside: readonly string[];
+  /** outside CIDRs authenticated by address (carriers, partner PBXs) */
+  readonly trusted: readonly string[];
+  /** HMAC secret for flow tokens and branch derivation; shared by every instance of a cluster.
+   *  From config `secret` or env SIPEDGE_SECRET; when absent a random per-process secret is used. */
+  readonly secret?: string;
+  readonly limits: ParseLimits;
+  readonly tcp: {
+    readonly maxConnections: number;          // default 10000
+    readonly maxConnectionsPerSource: number; // default 32
+    readonly messageTimeoutMs: number;        // time to receive one whole message, default 10000
+    readonly idleTimeoutMs: number;           // default 180000 (phones keep TCP flows alive with CRLF pings)
+  };
+  readonly transactions: {
+    readonly max: number;  // default 100000
+    readonly t1Ms: number; // RFC 3261 17.1.1.1 T1, default 500
+    readonly t2Ms: number; // default 4000
+    readonly t4Ms: number; // default 5000
+  };
+  readonly health: {
+    readonly intervalMs: number;         // OPTIONS ping period, default 5000
+    readonly timeoutMs: number;          // default 2000
+    readonly failuresBeforeDown: number; // default 2
+    readonly retryAfterSeconds: number;  // Retry-After on 503 when no upstream is healthy, default 30
+  };
+  readonly proxy: {
+    readonly recordRoute: boolean;  // default true
+    readonly path: boolean;         // add Path to REGISTER (RFC 3327), default true
+    readonly maxForwards: number;   // inserted when absent, default 70
+  };
+  readonly shutdownGraceMs: number; // default 5000
+  readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  readonly metrics: { readonly listen: string | null; readonly token?: string }; // default "127.0.0.1:9090"
+  /** absolute path of the config file this came from, if any */
+  readonly configFile?: string;
+}
