@@ -1,0 +1,211 @@
+// Wiring: transports -> gate -> parse -> stages -> proxy, and the admin listener.
+// This is the only place that turns a verdict into bytes on the wire (Haraka's connection turns
+// a plugin outcome into an SMTP reply the same way): stages decide, the edge acts.
+import { randomBytes } from 'node:crypto';
+import { networkInterfaces } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from 'pino';
+import { startAdmin, type AdminServer, type ReadinessReport } from './admin';
+import { type Clock, systemClock } from './clock';
+import type { ResolvedConfig } from './config/types';
+import { Metrics, type EdgeMetrics } from './metrics';
+import { canonicalAddress } from './net/address';
+import { CidrSet } from './net/cidr';
+import { Pipeline, type StageEntry } from './pipeline';
+import { Proxy, PROXY_REASONS } from './router/proxy';
+import { parseMessage, type ParseReason } from './sip/parser';
+import type { Endpoint, SipMessage, SipRequest } from './sip/types';
+import { verdictForParseFailure } from './stages/parse-verdict';
+import { createSanityStage } from './stages/sanity';
+import { createListener } from './transport';
+import type { Inbound, Listener } from './transport/types';
+import type { MessageContext, Side, Trust, Verdict } from './verdict';
+import { sampled, preview } from './log';
+
+export interface EdgeHandle {
+  close(graceMs: number): Promise<void>;
+  readonly listeners: ReadonlyArray<{ transport: string; address: string; port: number }>;
+  readonly admin?: { address: string; port: number };
+  readonly proxy: Proxy;
+  readonly metrics: EdgeMetrics;
+  /** run one inbound message through the edge (also what the transports call) */
+  readonly inject: (inb: Inbound) => void;
+}
+
+export interface EdgeOptions {
+  clock?: Clock;
+  metrics?: EdgeMetrics;
+  /** extra stages after sanity (later issues: scanner, access, geoip, ratelimit, auth) */
+  stages?: StageEntry[];
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::']);
+
+function localAddresses(): string[] {
+  const out: string[] = [];
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) out.push(canonicalAddress(a.address));
+  }
+  return out;
+}
+
+export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOptions = {}): Promise<EdgeHandle> {
+  const clock = opts.clock ?? systemClock;
+  const sanity = createSanityStage();
+  const stageEntries: StageEntry[] = [{ stage: sanity, mode: 'enforce' }, ...(opts.stages ?? [])];
+  const upstreamLabels = cfg.upstreams.map((u) => `${u.transport}:${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`);
+  const metrics: EdgeMetrics = opts.metrics ?? new Metrics({
+    stages: [
+      ...stageEntries.map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),
+      { name: 'parse', reasons: PARSE_STAGE_REASONS },
+      { name: 'proxy', reasons: PROXY_REASONS },
+    ],
+    upstreams: upstreamLabels,
+    transports: [...new Set(cfg.listen.map((l) => l.transport))],
+  });
+
+  const inside = new CidrSet();
+  for (const c of cfg.inside) inside.add(c);
+  const trusted = new CidrSet();
+  for (const c of cfg.trusted) trusted.add(c);
+  const upstreamHosts = new Set(cfg.upstreams.map((u) => u.host));
+  const isInside = (a: string): boolean => upstreamHosts.has(a) || inside.has(a);
+  const trustOf = (a: string, side: Side): Trust => (side === 'inside' ? 'inside' : trusted.has(a) ? 'trusted' : 'untrusted');
+
+  const secret = cfg.secret ? Buffer.from(cfg.secret, 'utf8') : randomBytes(32);
+  const logSample = (): boolean => sampled('parse_failure', 5);
+  const errSample = (): boolean => sampled('internal_error', 5);
+
+  let proxy: Proxy | undefined;
+  const pipeline = new Pipeline(stageEntries, (stage, v, mode) => metrics.verdictOf(stage, v, mode));
+
+  const apply = (v: Verdict, msg: SipMessage | undefined, source: Endpoint): void => {
+    if (v.action !== 'reply' || !msg || msg.kind !== 'request' || !proxy) return;
+    // RFC 3261 17: never answer an ACK; responses are never answered (both are drops)
+    proxy.replyTo(msg as SipRequest, source, v.status, v.reason, { phrase: v.phrase, headers: v.headers });
+  };
+
+  const finish = (ctx: MessageContext, verdict: Verdict): void => {
+    if (verdict.action !== 'continue') {
+      apply(verdict, ctx.msg, ctx.source);
+    } else if (proxy) {
+      if (ctx.msg.kind === 'request') proxy.handleRequest(ctx);
+      else proxy.handleResponse(ctx);
+    }
+    metrics.observeProcessing(ctx.msg.kind, (performance.now() - ctx.receivedAt) / 1000);
+  };
+
+  const inject = (inb: Inbound): void => {
+    try {
+      const source = inb.source;
+      const side: Side = isInside(source.address) ? 'inside' : 'outside';
+      const r = parseMessage(inb.bytes, {
+        limits: cfg.limits,
+        framing: source.transport === 'udp' ? 'datagram' : 'stream',
+      });
+      if (!r.ok) {
+        metrics.received(source.transport, side, 'invalid');
+        metrics.parseFailure(r.reason as ParseReason);
+        const v = verdictForParseFailure(r, source);
+        if (v.action !== 'continue') metrics.verdictOf('parse', v, 'enforce');
+        if (logSample()) log.info({ event: 'parse_failure', reason: r.reason, src: source.address, transport: source.transport, preview: preview(inb.bytes) }, 'malformed message');
+        apply(v, r.partial, source);
+        return;
+      }
+      const msg = r.msg;
+      metrics.received(source.transport, side, msg.kind);
+      const ctx: MessageContext = { msg, source, side, trust: trustOf(source.address, side), receivedAt: inb.receivedAt };
+      const out = pipeline.run(ctx);
+      if (out instanceof Promise) {
+        out.then((o) => finish(ctx, o.verdict), (err) => { if (errSample()) log.error({ err }, 'pipeline failed'); });
+      } else {
+        finish(ctx, out.verdict);
+      }
+    } catch (err) {
+      // a bug, never a reaction to attacker bytes by design; keep serving
+      if (errSample()) log.error({ err, src: inb.source.address, preview: preview(inb.bytes) }, 'internal error');
+    }
+  };
+
+  const listeners: Listener[] = [];
+  try {
+    for (const spec of cfg.listen) {
+      listeners.push(await createListener(spec, {
+        onMessage: inject,
+        onEvent: (event, l) => metrics.transportEvent(l.spec.transport, event),
+        onOversize: (head, source) => {
+          // a stream message over the size cap whose head we have: answer 413 (RFC 3261 21.4.11)
+          const r = parseMessage(head, { limits: { ...cfg.limits, maxMessageBytes: Math.max(cfg.limits.maxMessageBytes, head.length) }, framing: 'datagram' });
+          const msg = r.ok ? r.msg : r.partial;
+          if (msg && msg.kind === 'request') apply({ action: 'reply', status: 413, reason: 'message_too_large' }, msg, source);
+        },
+      }, { ...cfg.tcp, maxMessageBytes: cfg.limits.maxMessageBytes }));
+    }
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.close(0)));
+    throw err;
+  }
+
+  const wildcard = listeners.some((l) => WILDCARDS.has(l.local.address));
+  proxy = new Proxy({
+    cfg, clock, listeners, secret, isInside,
+    localAddresses: wildcard ? localAddresses() : [],
+    events: {
+      sent: (t, side, kind) => metrics.sent(t, side, kind),
+      unmatched: (k) => metrics.unmatched(k),
+      retransmission: (d) => metrics.retransmission(d),
+      txExpired: () => metrics.transactionExpired(),
+      txRejected: (r) => metrics.transactionRejected(r),
+      upstreamResponse: (i, cls) => metrics.upstreamResponse(upstreamLabels[i] ?? 'other', cls === 'timeout' ? 'timeout' : Number(cls[0]) * 100),
+      upstreamHealth: (i, up) => {
+        metrics.upstreamUp(upstreamLabels[i] ?? 'other', up);
+        log.warn({ event: up ? 'upstream_up' : 'upstream_down', upstream: upstreamLabels[i] }, up ? 'upstream healthy' : 'upstream down');
+      },
+      proxyReply: (status, reason) => {
+        if (status >= 300) metrics.verdict('proxy', 'reply', reason, 'enforce');
+      },
+    },
+  });
+  upstreamLabels.forEach((l) => metrics.upstreamUp(l, true));
+  metrics.bindGauges({ transactionsActive: () => proxy!.activeTransactions });
+  proxy.startProbes();
+
+  let admin: AdminServer | undefined;
+  if (cfg.metrics.listen) {
+    const readiness = (): ReadinessReport => {
+      const healthy = proxy!.upstreams.list.filter((u) => u.up).length;
+      const checks = [
+        { name: 'listeners_bound', ok: listeners.length === cfg.listen.length, detail: `${listeners.length} of ${cfg.listen.length} listeners bound` },
+        { name: 'rules_loaded', ok: true },
+        { name: 'upstream_healthy', ok: healthy > 0, detail: `${healthy} of ${cfg.upstreams.length} upstreams healthy` },
+      ];
+      return { ready: checks.every((c) => c.ok), checks };
+    };
+    admin = await startAdmin({ listen: cfg.metrics.listen, token: cfg.metrics.token, metrics, readiness });
+  }
+
+  let closed = false;
+  return {
+    listeners: listeners.map((l) => ({ transport: l.spec.transport, address: l.local.address, port: l.local.port })),
+    admin: admin?.address,
+    proxy,
+    metrics,
+    inject,
+    async close(graceMs: number) {
+      if (closed) return;
+      closed = true;
+      // stop taking new transactions, let live ones finish, then close sockets
+      await proxy!.drain(graceMs);
+      await Promise.all(listeners.map((l) => l.close(0)));
+      await admin?.close();
+    },
+  };
+}
+
+/** reason codes the parse step can produce as verdicts (parser reasons) */
+const PARSE_STAGE_REASONS: readonly string[] = [
+  'empty', 'start_line_invalid', 'method_invalid', 'version_unsupported', 'status_invalid',
+  'request_uri_invalid', 'request_uri_too_long', 'header_line_too_long', 'too_many_headers',
+  'message_too_large', 'headers_unterminated', 'header_syntax', 'control_char',
+  'content_length_invalid', 'content_length_duplicate', 'content_length_missing', 'body_truncated',
+];

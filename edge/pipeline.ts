@@ -1,0 +1,72 @@
+// Runs the configured stages in order; the first non-continue verdict wins (Envoy's filter
+// chain, fastify's hook runner). Synchronous unless a stage returns a promise, so the hot path
+// costs no microtask hop per stage. Shadow mode (Envoy's shadow policies): the stage decides and
+// is counted as if enforcing, but the message goes on.
+import type { MessageContext, Stage, StageMode, Verdict } from './verdict';
+import { CONTINUE } from './verdict';
+
+export interface StageEntry {
+  readonly stage: Stage;
+  readonly mode: StageMode;
+}
+
+/** Called for every non-continue decision (enforced or shadowed), for metrics and logs. */
+export type VerdictObserver = (stage: string, v: Exclude<Verdict, { action: 'continue' }>, mode: 'enforce' | 'shadow', ctx: MessageContext) => void;
+
+export interface StageOutcome {
+  readonly verdict: Verdict;
+  /** the stage that decided (undefined for continue) */
+  readonly stage?: string;
+}
+
+const PASS: StageOutcome = Object.freeze({ verdict: CONTINUE });
+
+export class Pipeline {
+  private readonly active: readonly StageEntry[];
+  constructor(entries: readonly StageEntry[], private readonly observe?: VerdictObserver) {
+    this.active = entries.filter((e) => e.mode !== 'off');
+  }
+
+  get stages(): readonly StageEntry[] { return this.active; }
+
+  run(ctx: MessageContext): StageOutcome | Promise<StageOutcome> {
+    return this.from(0, ctx);
+  }
+
+  private from(i: number, ctx: MessageContext): StageOutcome | Promise<StageOutcome> {
+    for (; i < this.active.length; i++) {
+      const e = this.active[i]!;
+      let v: Verdict | Promise<Verdict>;
+      try {
+        v = e.stage.check(ctx);
+      } catch (err) {
+        // a throwing stage is a bug, not a verdict: fail closed for this message, keep running
+        v = { action: 'drop', reason: 'stage_error' };
+        this.observeError(e, err);
+      }
+      if (v instanceof Promise) {
+        const next = i + 1;
+        return v.then(
+          (res) => this.settle(e, res, ctx) ?? this.from(next, ctx),
+          (err) => { this.observeError(e, err); return this.settle(e, { action: 'drop', reason: 'stage_error' }, ctx) ?? this.from(next, ctx); },
+        );
+      }
+      const done = this.settle(e, v, ctx);
+      if (done) return done;
+    }
+    return PASS;
+  }
+
+  /** the outcome when this verdict ends the run, undefined to go on */
+  private settle(e: StageEntry, v: Verdict, ctx: MessageContext): StageOutcome | undefined {
+    if (v.action === 'continue') return undefined;
+    this.observe?.(e.stage.name, v, e.mode === 'shadow' ? 'shadow' : 'enforce', ctx);
+    if (e.mode === 'shadow') return undefined;
+    return { verdict: v, stage: e.stage.name };
+  }
+
+  errors = 0;
+  private observeError(_e: StageEntry, _err: unknown): void {
+    this.errors++;
+  }
+}

@@ -1,0 +1,844 @@
+// The stateful proxy core (RFC 3261 sections 16 and 17): transactions, routing both ways,
+// Record-Route / Path with flow tokens, hop-by-hop ACK and CANCEL, retransmissions, failover.
+//
+// Routing model. The edge has an outside (phones, carriers) and an inside (the PBX, `upstreams`
+// and `inside` CIDRs). It record-routes twice (one entry per side, like Kamailio's double RR) and
+// puts in the outside entry a signed flow token naming the phone's real transport address, so
+// requests the PBX sends into a dialog, or to a registered phone through the Path the edge added
+// on REGISTER (RFC 3327), reach the phone behind its NAT, over the same TCP connection if it
+// registered over TCP (RFC 5626 5.3). Requests from outside go only to served domains (no open
+// relay) and only to the inside.
+import { createHmac, randomFillSync } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { Clock } from '../clock';
+import type { ResolvedConfig } from '../config/types';
+import { parseMessage } from '../sip/parser';
+import * as H from '../sip/headers';
+import { buildHopRequest, buildReply, phraseFor, stableTag, stampVia } from '../sip/reply';
+import type { Endpoint, NameAddr, SipRequest, SipResponse, SipUri, TransportName } from '../sip/types';
+import { MessageWriter } from '../sip/writer';
+import type { Listener } from '../transport/types';
+import { type ClientTx, type ServerTx, TransactionTable } from '../transaction/table';
+import type { MessageContext } from '../verdict';
+import { FlowCodec } from './flow';
+import { UpstreamPool } from './upstreams';
+
+/** RFC 3261 16.6 item 6 / 12.1.1: requests that create a dialog get Record-Route. */
+const DIALOG_CREATING = new Set(['INVITE', 'SUBSCRIBE', 'REFER', 'NOTIFY']);
+const TIMER_C_MS = 180_000; // RFC 3261 16.6 item 11: greater than 3 minutes
+
+export type UnmatchedKind = 'response' | 'ack' | 'cancel';
+
+/** Counters the proxy reports; the edge binds them to metrics. All label values are closed sets. */
+export interface ProxyEvents {
+  sent?(transport: TransportName, side: 'outside' | 'inside', kind: 'request' | 'response'): void;
+  unmatched?(kind: UnmatchedKind): void;
+  retransmission?(direction: 'absorbed' | 'sent'): void;
+  txExpired?(): void;
+  txRejected?(reason: 'table_full'): void;
+  upstreamResponse?(upstream: number, cls: '1xx' | '2xx' | '3xx' | '4xx' | '5xx' | '6xx' | 'timeout'): void;
+  upstreamHealth?(upstream: number, up: boolean): void;
+  /** a reply the proxy itself generated, by reason code (no_upstream, relay_denied ...) */
+  proxyReply?(status: number, reason: string): void;
+  log?(level: 'debug' | 'info' | 'warn', obj: Record<string, unknown>, msg: string): void;
+}
+
+/** Closed list of the proxy's own reason codes. */
+export const PROXY_REASONS = [
+  'relay_denied', 'route_preloaded', 'route_not_inside', 'no_upstream', 'loop_detected', 'flow_failed',
+  'no_route', 'transaction_table_full', 'request_timeout', 'cancel_unmatched', 'send_failed',
+  'unmatched_response', 'unmatched_ack', 'transport_unavailable',
+] as const;
+
+type Forward =
+  | { kind: 'upstream' }
+  | { kind: 'dest'; dest: Endpoint; mayConnect: boolean; upstream?: number };
+
+interface RouteDecision {
+  fwd?: Forward;
+  reply?: { status: number; reason: string; headers?: ReadonlyArray<readonly [string, string]> };
+  popRoutes: number;
+  /** upstream marker found in our own Route entry */
+  upstreamHint?: number;
+}
+
+export interface ProxyOptions {
+  cfg: ResolvedConfig;
+  clock: Clock;
+  listeners: readonly Listener[];
+  secret: Buffer;
+  isInside(address: string): boolean;
+  events?: ProxyEvents;
+  /** extra addresses that are the edge's own (interface addresses for wildcard binds) */
+  localAddresses?: readonly string[];
+}
+
+interface Advertised { host: string; port: number; hostPort: string }
+
+export class Proxy {
+  readonly table: TransactionTable;
+  readonly upstreams: UpstreamPool;
+  private readonly flow: FlowCodec;
+  private readonly cfg: ResolvedConfig;
+  private readonly clock: Clock;
+  private readonly ev: ProxyEvents;
+  private readonly listeners: readonly Listener[];
+  private readonly ownHosts = new Set<string>();
+  private readonly ownPorts = new Set<number>();
+  private readonly domains: Set<string>;
+  private readonly adv = new Map<string, Advertised>();
+  private readonly secret: Buffer;
+  private readonly t1: number;
+  private readonly t2: number;
+  private readonly t4: number;
+  private readonly isInside: (a: string) => boolean;
+  private readonly probes = new Map<string, { idx: number; timer: ReturnType<Clock['setTimer']> }>();
+  private probeTimer?: ReturnType<Clock['setTimer']>;
+  private rnd = Buffer.alloc(0);
+  private rndOff = 0;
+  private closing = false;
+
+  constructor(o: ProxyOptions) {
+    this.cfg = o.cfg;
+    this.clock = o.clock;
+    this.ev = o.events ?? {};
+    this.listeners = o.listeners;
+    this.secret = o.secret;
+    this.flow = new FlowCodec(o.secret);
+    this.isInside = o.isInside;
+    this.t1 = o.cfg.transactions.t1Ms;
+    this.t2 = o.cfg.transactions.t2Ms;
+    this.t4 = o.cfg.transactions.t4Ms;
+    this.table = new TransactionTable(o.cfg.transactions.max);
+    this.upstreams = new UpstreamPool(o.cfg.upstreams, o.cfg.health.failuresBeforeDown, (i, up) => this.ev.upstreamHealth?.(i, up));
+    for (const l of o.listeners) {
+      const wildcard = l.local.address === '0.0.0.0' || l.local.address === '::';
+      const host = o.cfg.advertise?.host ?? (wildcard ? (o.localAddresses?.find((a) => (isIP(a) === 6) === (l.family === 6)) ?? l.local.address) : l.local.address);
+      const port = o.cfg.advertise?.port ?? l.local.port;
+      this.adv.set(l.id, { host, port, hostPort: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}` });
+      this.ownPorts.add(l.local.port);
+      if (!wildcard) this.ownHosts.add(l.local.address);
+    }
+    if (o.cfg.advertise) {
+      this.ownHosts.add(o.cfg.advertise.host.toLowerCase());
+      if (o.cfg.advertise.port) this.ownPorts.add(o.cfg.advertise.port);
+    }
+    for (const a of o.localAddresses ?? []) this.ownHosts.add(a);
+    this.domains = new Set(o.cfg.domains.map((d) => d.toLowerCase()));
+  }
+
+  // ---------------------------------------------------------------- identity helpers
+
+  /** Is this URI one of the edge's own addresses (a Route/Record-Route entry we inserted)? */
+  isOwnUri(u: SipUri): boolean {
+    if (u.scheme !== 'sip' && u.scheme !== 'sips') return false;
+    if (!this.ownHosts.has(u.host)) return false;
+    const port = u.port ?? (u.scheme === 'sips' ? 5061 : 5060);
+    return this.ownPorts.has(port);
+  }
+
+  /** RFC 3261 16.4 / 16.3: is the Request-URI for a domain this edge serves (or the edge itself)? */
+  servesDomain(u: SipUri): boolean {
+    return this.domains.has(u.host) || this.ownHosts.has(u.host);
+  }
+
+  private listenerFor(transport: TransportName, address: string, preferId?: string): Listener | undefined {
+    const fam = isIP(address) === 6 ? 6 : 4;
+    if (preferId) {
+      const l = this.listeners.find((x) => x.id === preferId);
+      if (l && l.spec.transport === transport && l.family === fam) return l;
+    }
+    return this.listeners.find((x) => x.spec.transport === transport && x.family === fam);
+  }
+
+  private send(dest: Endpoint, bytes: Buffer, mayConnect: boolean, side: 'outside' | 'inside', kind: 'request' | 'response'): boolean {
+    const l = this.listenerFor(dest.transport, dest.address, dest.listenerId);
+    if (!l) return false;
+    const ok = l.send(dest, bytes, mayConnect);
+    if (ok) this.ev.sent?.(dest.transport, side, kind);
+    return ok;
+  }
+
+  private sideOf(ep: Endpoint): 'outside' | 'inside' {
+    return this.isInside(ep.address) ? 'inside' : 'outside';
+  }
+
+  private randomToken(n: number): string {
+    if (this.rndOff + n > this.rnd.length) {
+      this.rnd = randomFillSync(Buffer.allocUnsafe(4096));
+      this.rndOff = 0;
+    }
+    const s = this.rnd.subarray(this.rndOff, this.rndOff + n).toString('base64url');
+    this.rndOff += n;
+    return s;
+  }
+
+  /** RFC 3261 16.6 item 8 and 16.3 item 4: a branch with a random part (unguessable: it keys our
+   *  client transactions, so an attacker must not be able to forge a matching response) and a
+   *  loop-detection part that is the same whenever the same request comes back unchanged. */
+  private newBranch(loopHash: string): string {
+    return `z9hG4bK${this.randomToken(12)}.${loopHash}`;
+  }
+
+  private loopHash(req: SipRequest): string {
+    const h = createHmac('sha1', this.secret);
+    h.update(req.uri);
+    h.update('\0');
+    h.update(H.first(req, 'call-id') ?? '');
+    h.update('\0');
+    h.update(H.from(req)?.params.get('tag') ?? '');
+    h.update('\0');
+    h.update(String(H.cseq(req)?.seq ?? ''));
+    h.update('\0');
+    for (const r of H.fields(req, 'proxy-require')) h.update(r.value);
+    return h.digest('base64url').slice(0, 10);
+  }
+
+  // ---------------------------------------------------------------- replies
+
+  /** Send a reply generated by the edge back to the source of `req`. Never replies to ACK. */
+  replyTo(req: SipRequest, source: Endpoint, status: number, reason: string,
+    opts: { phrase?: string; headers?: ReadonlyArray<readonly [string, string]> } = {}): Buffer | null {
+    if (req.method === 'ACK') return null;
+    const bytes = buildReply(req, status, { phrase: opts.phrase, headers: opts.headers, source, toTag: stableTag(req, 'se') });
+    if (!bytes) return null;
+    this.ev.proxyReply?.(status, reason);
+    this.send(source, bytes, false, this.sideOf(source), 'response');
+    return bytes;
+  }
+
+  // ---------------------------------------------------------------- requests
+
+  handleRequest(ctx: MessageContext): void {
+    const req = ctx.msg as SipRequest;
+    const top = H.topVia(req);
+    if (!top) return; // the sanity stage guarantees a Via; be total anyway
+    const sentBy = top.port ? `${top.host}:${top.port}` : top.host;
+    const fallback = (): string => `${H.first(req, 'call-id')}|${H.from(req)?.params.get('tag') ?? ''}|${H.cseq(req)?.seq}|${req.uri}`;
+    const key = TransactionTable.serverKey(top.branch, sentBy, req.method, fallback);
+
+    if (req.method === 'ACK') return this.handleAck(ctx, req, key);
+    if (req.method === 'CANCEL') {
+      // RFC 3261 9.2: the CANCEL matches the INVITE with the same branch and sent-by
+      return this.handleCancel(ctx, req, TransactionTable.serverKey(top.branch, sentBy, 'INVITE', fallback));
+    }
+
+    const existing = this.table.server.get(key);
+    if (existing) {
+      // RFC 3261 17.2.1 / 17.2.2: a retransmission: resend the last response, never forward again
+      this.ev.retransmission?.('absorbed');
+      if (existing.lastResponse) this.send(existing.source, existing.lastResponse, false, ctx.side, 'response');
+      return;
+    }
+    if (this.closing || this.table.full) {
+      this.table.rejected++;
+      this.ev.txRejected?.('table_full');
+      this.replyTo(req, ctx.source, 503, 'transaction_table_full', { headers: [['Retry-After', String(5 + Math.floor(Math.random() * 10))]] });
+      return;
+    }
+
+    const dec = this.route(ctx, req);
+    if (dec.reply) {
+      this.replyTo(req, ctx.source, dec.reply.status, dec.reply.reason, { headers: dec.reply.headers });
+      return;
+    }
+
+    const st: ServerTx = {
+      key, method: req.method, request: req, source: ctx.source, state: 'proceeding',
+      cancelPending: false, cancelled: false, gInterval: this.t1, createdAt: this.clock.now(),
+    };
+    this.table.server.set(key, st);
+    if (req.method === 'INVITE') {
+      // RFC 3261 16.2: a stateful proxy SHOULD send 100 Trying for INVITE, at once
+      const trying = buildReply(req, 100, { source: ctx.source });
+      if (trying) {
+        st.lastResponse = trying;
+        this.send(ctx.source, trying, false, ctx.side, 'response');
+      }
+    }
+    this.forward(st, ctx, dec, []);
+  }
+
+  /** Build and send the forwarded request for server transaction `st` (also used for failover). */
+  private forward(st: ServerTx, ctx: MessageContext, dec: RouteDecision, tried: number[]): void {
+    const req = st.request;
+    let dest: Endpoint;
+    let mayConnect: boolean;
+    let upstream: number | undefined;
+    const fwd = dec.fwd!;
+    if (fwd.kind === 'upstream') {
+      const idx = this.upstreams.pick(tried);
+      if (idx < 0) {
+        this.finalLocal(st, tried.length ? 503 : 503, 'no_upstream', [['Retry-After', String(this.cfg.health.retryAfterSeconds + Math.floor(Math.random() * 10))]]);
+        return;
+      }
+      const u = this.upstreams.list[idx]!.spec;
+      dest = { transport: u.transport, address: u.host, port: u.port };
+      mayConnect = true;
+      upstream = idx;
+    } else {
+      dest = fwd.dest;
+      mayConnect = fwd.mayConnect;
+      upstream = fwd.upstream;
+    }
+    const listener = this.listenerFor(dest.transport, dest.address, dest.listenerId);
+    if (!listener) {
+      this.finalLocal(st, 503, 'transport_unavailable');
+      return;
+    }
+    const adv = this.adv.get(listener.id)!;
+    const branch = this.newBranch(this.loopHash(req));
+    const tname = dest.transport.toUpperCase();
+    const via = `SIP/2.0/${tname} ${adv.hostPort};branch=${branch}${dest.transport === 'udp' ? ';rport' : ''}`;
+
+    const w = new MessageWriter(req);
+    // RFC 3581 4 / RFC 3261 18.2.1: record where the request really came from in the client's Via
+    const top = H.topVia(req)!;
+    const hasEmptyRport = top.params.has('rport') && !top.params.get('rport');
+    if (hasEmptyRport || top.host !== ctx.source.address) {
+      const stamped = stampVia(top.raw, ctx.source, top.host, hasEmptyRport);
+      if (stamped !== top.raw) {
+        w.removeFirstValue('via');
+        w.prependTop('Via', stamped);
+      }
+    }
+    w.prependTop('Via', via);
+    // RFC 3261 16.6 item 3: decrement Max-Forwards, or add it
+    const mf = H.maxForwards(req);
+    if (typeof mf === 'number') w.replaceFirst('max-forwards', String(mf - 1));
+    else w.append('Max-Forwards', String(this.cfg.proxy.maxForwards));
+    // RFC 3261 16.4 / 16.6 item 6: remove the Route entries that name us
+    for (let i = 0; i < dec.popRoutes; i++) w.removeFirstValue('route');
+
+    const initial = !H.to(req)?.params.has('tag');
+    if (this.cfg.proxy.recordRoute && initial && DIALOG_CREATING.has(req.method)) {
+      w.prependBefore('Record-Route', this.recordRouteValue(ctx, dest, listener, upstream));
+    }
+    if (this.cfg.proxy.path && req.method === 'REGISTER' && ctx.side === 'outside') {
+      // RFC 3327 5.2: the registrar stores this Path and puts it as Route on requests to the
+      // phone; our flow token in it says where the phone really is
+      const tok = this.flow.encode(ctx.source);
+      const p = dest.transport === 'udp' ? '' : `;transport=${dest.transport}`;
+      w.prependBefore('Path', `<sip:${tok}@${adv.hostPort}${p};lr>`);
+    }
+    const bytes = w.toBuffer();
+    const ct: ClientTx = {
+      key: TransactionTable.clientKey(branch, req.method), branch, method: req.method, server: st,
+      dest, bytes, via, state: req.method === 'INVITE' ? 'calling' : 'trying', upstream, tried: upstream !== undefined ? [...tried, upstream] : tried,
+      retransmitMs: this.t1,
+    };
+    st.client = ct;
+    this.table.client.set(ct.key, ct);
+    const side = this.sideOf(dest);
+    if (!this.send(dest, bytes, mayConnect, side, 'request')) {
+      this.clientFailed(ct, 'send_failed');
+      return;
+    }
+    this.startClientTimers(ct);
+  }
+
+  /** Double Record-Route (one entry per side). The outside entry carries the phone's flow token,
+   *  the inside one the upstream index, so in-dialog requests find their way back. */
+  private recordRouteValue(ctx: MessageContext, dest: Endpoint, outListener: Listener, upstream: number | undefined): string {
+    const inListener = this.listenerFor(ctx.source.transport, ctx.source.address, ctx.source.listenerId) ?? outListener;
+    const mk = (l: Listener, user: string | undefined, transport: TransportName): string => {
+      const a = this.adv.get(l.id)!;
+      const t = transport === 'udp' ? '' : `;transport=${transport}`;
+      return `<sip:${user ? user + '@' : ''}${a.hostPort}${t};lr>`;
+    };
+    const fromInside = ctx.side === 'inside';
+    const phoneFlow = fromInside ? dest : ctx.source;
+    const tok = this.flow.encode(phoneFlow);
+    const srcUp = fromInside ? this.upstreams.indexOf(ctx.source.address) : upstream;
+    const upUser = srcUp !== undefined && srcUp >= 0 ? `up${srcUp}` : undefined;
+    const arrival = mk(inListener, fromInside ? upUser : tok, ctx.source.transport);
+    const departure = mk(outListener, fromInside ? tok : upUser, dest.transport);
+    // top -> bottom: departure side first (the next hop sees it first), then the arrival side
+    return `${departure}, ${arrival}`;
+  }
+
+  /** Decide where a new request goes (RFC 3261 16.4 Route processing, 16.5 targets). */
+  route(ctx: MessageContext, req: SipRequest): RouteDecision {
+    const rs = H.routes(req) ?? [];
+    let pop = 0;
+    let flowEp: Endpoint | null = null;
+    let upstreamHint: number | undefined;
+    while (pop < rs.length && this.isOwnUri(rs[pop]!.uri)) {
+      const user = rs[pop]!.uri.user;
+      if (user?.startsWith('up')) {
+        const n = Number(user.slice(2));
+        if (Number.isInteger(n) && n >= 0 && n < this.upstreams.list.length) upstreamHint = n;
+      } else if (user) {
+        flowEp = this.flow.decode(user) ?? flowEp;
+      }
+      pop++;
+    }
+    const rest: NameAddr[] = rs.slice(pop);
+    const ruri = H.requestUri(req);
+    if (!ruri) return { reply: { status: 400, reason: 'ruri_invalid' }, popRoutes: 0 };
+    const initial = !H.to(req)?.params.has('tag');
+
+    // loop detection (RFC 3261 16.3 item 4): one of our Vias with the same loop hash
+    const vias = H.vias(req) ?? [];
+    if (vias.length > 1) {
+      const lh = this.loopHash(req);
+      for (let i = 1; i < vias.length; i++) {
+        const v = vias[i]!;
+        if (v.branch?.endsWith('.' + lh) && v.branch.startsWith('z9hG4bK') && this.ownHosts.has(v.host)) {
+          return { reply: { status: 482, reason: 'loop_detected' }, popRoutes: pop };
+        }
+      }
+    }
+
+    if (ctx.side === 'outside') {
+      if (rest.length > 0) {
+        // RFC 3261 16.4 leaves pre-loaded routes to policy: from the internet they are a way to
+        // use the edge as a relay toward arbitrary hosts, so only our own Route is honoured
+        if (initial) return { reply: { status: 403, reason: 'route_preloaded' }, popRoutes: pop };
+        const next = rest[0]!.uri;
+        if (!isIP(next.host) || !this.isInside(next.host)) return { reply: { status: 403, reason: 'route_not_inside' }, popRoutes: pop };
+        return { fwd: { kind: 'dest', dest: this.uriDest(next), mayConnect: true }, popRoutes: pop };
+      }
+      if (initial || pop === 0) {
+        if (!this.servesDomain(ruri)) return { reply: { status: 403, reason: 'relay_denied' }, popRoutes: pop };
+        if (!this.upstreams.anyUp()) return { reply: { status: 503, reason: 'no_upstream', headers: [['Retry-After', String(this.cfg.health.retryAfterSeconds)]] }, popRoutes: pop };
+        return { fwd: { kind: 'upstream' }, popRoutes: pop };
+      }
+      // in-dialog, came through our Record-Route: to the PBX's contact when it is inside,
+      // else to the upstream the dialog was set up with
+      if (isIP(ruri.host) && this.isInside(ruri.host)) {
+        return { fwd: { kind: 'dest', dest: this.uriDest(ruri), mayConnect: true, upstream: this.upstreams.indexOf(ruri.host, ruri.port ?? 5060) }, popRoutes: pop, upstreamHint };
+      }
+      if (upstreamHint !== undefined) {
+        const u = this.upstreams.list[upstreamHint]!.spec;
+        return { fwd: { kind: 'dest', dest: { transport: u.transport, address: u.host, port: u.port }, mayConnect: true, upstream: upstreamHint }, popRoutes: pop };
+      }
+      return { fwd: { kind: 'upstream' }, popRoutes: pop };
+    }
+
+    // from inside: trusted to reach anywhere; a flow token wins (RFC 5626 5.3)
+    if (flowEp) {
+      if (flowEp.connId !== undefined) {
+        const l = this.listeners.find((x) => x.id === flowEp!.listenerId);
+        if (!l || !l.isOpen?.(flowEp.connId)) return { reply: { status: 430, reason: 'flow_failed' }, popRoutes: pop };
+        return { fwd: { kind: 'dest', dest: flowEp, mayConnect: false }, popRoutes: pop };
+      }
+      return { fwd: { kind: 'dest', dest: flowEp, mayConnect: false }, popRoutes: pop };
+    }
+    const target = rest.length > 0 ? rest[0]!.uri : ruri;
+    if (!isIP(target.host)) {
+      // RFC 3263 resolution (NAPTR/SRV/A) is not implemented: inside peers address by IP
+      return { reply: { status: 404, reason: 'no_route' }, popRoutes: pop };
+    }
+    if (this.isOwnUri(target)) return { reply: { status: 404, reason: 'no_route' }, popRoutes: pop };
+    return { fwd: { kind: 'dest', dest: this.uriDest(target), mayConnect: true }, popRoutes: pop };
+  }
+
+  private uriDest(u: SipUri): Endpoint {
+    const t = (u.params.get('transport') ?? (u.scheme === 'sips' ? 'tls' : 'udp')).toLowerCase();
+    const transport: TransportName = t === 'tcp' || t === 'tls' || t === 'ws' || t === 'wss' ? t : 'udp';
+    return { transport, address: u.host, port: u.port ?? (transport === 'tls' ? 5061 : 5060) };
+  }
+
+  private handleAck(ctx: MessageContext, req: SipRequest, key: string): void {
+    const st = this.table.server.get(key);
+    if (st && st.method === 'INVITE' && st.finalStatus !== undefined && st.finalStatus >= 300) {
+      // RFC 3261 17.2.1: the ACK for a non-2xx final is hop-by-hop: absorb it, stop Timer G
+      this.clock.clearTimer(st.timerG);
+      this.clock.clearTimer(st.timerH);
+      if (st.state === 'completed') {
+        st.state = 'confirmed';
+        this.clock.clearTimer(st.timerEnd);
+        st.timerEnd = this.clock.setTimer(st.source.transport === 'udp' ? this.t4 : 0, () => this.endServer(st));
+      }
+      return;
+    }
+    // ACK for a 2xx is its own transaction and goes end to end along the route set
+    // (RFC 3261 13.2.2.4, 16.6): forward statelessly if it came through our Record-Route
+    const rs = H.routes(req) ?? [];
+    if (rs.length === 0 || !this.isOwnUri(rs[0]!.uri)) {
+      this.ev.unmatched?.('ack');
+      return;
+    }
+    const dec = this.route(ctx, req);
+    if (!dec.fwd || dec.reply) { this.ev.unmatched?.('ack'); return; }
+    let dest: Endpoint;
+    let mayConnect = true;
+    if (dec.fwd.kind === 'upstream') {
+      const idx = this.upstreams.pick();
+      if (idx < 0) return;
+      const u = this.upstreams.list[idx]!.spec;
+      dest = { transport: u.transport, address: u.host, port: u.port };
+    } else { dest = dec.fwd.dest; mayConnect = dec.fwd.mayConnect; }
+    const listener = this.listenerFor(dest.transport, dest.address, dest.listenerId);
+    if (!listener) return;
+    const adv = this.adv.get(listener.id)!;
+    // stateless forwarding: derive the branch from the incoming one so that ACK retransmissions
+    // carry the same branch (RFC 3261 16.11)
+    const inBranch = H.topVia(req)?.branch ?? '';
+    const branch = 'z9hG4bK' + createHmac('sha1', this.secret).update('ack\0' + inBranch).digest('base64url').slice(0, 16);
+    const w = new MessageWriter(req);
+    w.prependTop('Via', `SIP/2.0/${dest.transport.toUpperCase()} ${adv.hostPort};branch=${branch}${dest.transport === 'udp' ? ';rport' : ''}`);
+    const mf = H.maxForwards(req);
+    if (typeof mf === 'number') w.replaceFirst('max-forwards', String(Math.max(0, mf - 1)));
+    else w.append('Max-Forwards', String(this.cfg.proxy.maxForwards));
+    for (let i = 0; i < dec.popRoutes; i++) w.removeFirstValue('route');
+    this.send(dest, w.toBuffer(), mayConnect, this.sideOf(dest), 'request');
+  }
+
+  private handleCancel(ctx: MessageContext, req: SipRequest, key: string): void {
+    const st = this.table.server.get(key);
+    if (!st || st.method !== 'INVITE') {
+      // RFC 3261 16.10: no matching transaction: 481
+      this.ev.unmatched?.('cancel');
+      this.replyTo(req, ctx.source, 481, 'cancel_unmatched');
+      return;
+    }
+    // RFC 3261 16.10: answer the CANCEL with 200 at once, then cancel the pending branch
+    this.replyTo(req, ctx.source, 200, 'cancel_ok');
+    if (st.finalStatus !== undefined || st.cancelled) return;
+    st.cancelled = true;
+    const ct = st.client;
+    if (!ct) return;
+    if (ct.state === 'proceeding') this.sendCancel(ct);
+    else st.cancelPending = true; // RFC 3261 9.1: not before a provisional response
+  }
+
+  private sendCancel(ct: ClientTx): void {
+    if (ct.cancel) return;
+    const sent = parseMessage(ct.bytes, { framing: 'datagram' });
+    if (!sent.ok || sent.msg.kind !== 'request') return;
+    const bytes = buildHopRequest('CANCEL', sent.msg, ct.via);
+    const cancel: ClientTx = {
+      key: TransactionTable.clientKey(ct.branch, 'CANCEL'), branch: ct.branch, method: 'CANCEL', server: ct.server,
+      dest: ct.dest, bytes, via: ct.via, state: 'trying', tried: [], retransmitMs: this.t1, cancels: ct,
+    };
+    ct.cancel = cancel;
+    this.table.client.set(cancel.key, cancel);
+    this.send(ct.dest, bytes, true, this.sideOf(ct.dest), 'request');
+    this.startClientTimers(cancel);
+  }
+
+  // ---------------------------------------------------------------- client timers
+
+  private startClientTimers(ct: ClientTx): void {
+    const unreliable = ct.dest.transport === 'udp';
+    const invite = ct.method === 'INVITE';
+    if (unreliable) {
+      // Timer A (INVITE) / E (non-INVITE): retransmit, doubling, non-INVITE capped at T2
+      const tick = (): void => {
+        if (ct.state === 'calling' || ct.state === 'trying' || (!invite && ct.state === 'proceeding')) {
+          this.ev.retransmission?.('sent');
+          this.send(ct.dest, ct.bytes, true, this.sideOf(ct.dest), 'request');
+          ct.retransmitMs = invite ? ct.retransmitMs * 2 : Math.min(ct.retransmitMs * 2, this.t2);
+          if (!invite && ct.state === 'proceeding') ct.retransmitMs = this.t2;
+          ct.timerA = this.clock.setTimer(ct.retransmitMs, tick);
+        }
+      };
+      ct.timerA = this.clock.setTimer(this.t1, tick);
+    }
+    // Timer B / F: 64*T1 without a final (INVITE: without any response)
+    ct.timerB = this.clock.setTimer(64 * this.t1, () => {
+      if (ct.state === 'calling' || ct.state === 'trying' || (!invite && ct.state === 'proceeding')) this.clientFailed(ct, 'request_timeout');
+    });
+  }
+
+  /** No answer (timeout) or the bytes could not be sent: fail over, or answer 408/503. */
+  private clientFailed(ct: ClientTx, reason: 'request_timeout' | 'send_failed'): void {
+    this.clock.clearTimer(ct.timerA);
+    this.clock.clearTimer(ct.timerB);
+    this.clock.clearTimer(ct.timerC);
+    ct.state = 'terminated';
+    this.table.client.delete(ct.key);
+    if (ct.cancels) return; // a CANCEL that timed out: the INVITE's own timers decide
+    if (ct.upstream !== undefined) {
+      this.ev.upstreamResponse?.(ct.upstream, 'timeout');
+      this.upstreams.failure(ct.upstream);
+    }
+    const st = ct.server;
+    if (st.client !== ct || st.finalStatus !== undefined) return;
+    // failover (only for requests that went to "any upstream" and were not cancelled)
+    if (ct.upstream !== undefined && !st.cancelled && this.upstreams.pick(ct.tried) >= 0 && this.wasUpstreamRouted(ct)) {
+      const ctx: MessageContext = { msg: st.request, source: st.source, side: 'outside', trust: 'untrusted', receivedAt: this.clock.now() };
+      const dec = this.route(ctx, st.request);
+      if (dec.fwd?.kind === 'upstream') {
+        this.forward(st, ctx, dec, ct.tried);
+        return;
+      }
+    }
+    if (st.cancelled) this.finalLocal(st, 487, 'request_terminated');
+    else this.finalLocal(st, reason === 'send_failed' ? 503 : 408, reason);
+  }
+
+  private wasUpstreamRouted(ct: ClientTx): boolean {
+    return this.sideOf(ct.server.source) === 'outside';
+  }
+
+  /** A final response generated by the edge for server transaction st. */
+  private finalLocal(st: ServerTx, status: number, reason: string, headers?: ReadonlyArray<readonly [string, string]>): void {
+    if (st.finalStatus !== undefined) return;
+    const bytes = buildReply(st.request, status, { source: st.source, toTag: stableTag(st.request, 'se'), headers });
+    this.ev.proxyReply?.(status, reason);
+    if (!bytes) { this.endServer(st); return; }
+    this.sendFinal(st, status, bytes);
+  }
+
+  // ---------------------------------------------------------------- responses
+
+  handleResponse(ctx: MessageContext): void {
+    const res = ctx.msg as SipResponse;
+    const top = H.topVia(res);
+    const cs = H.cseq(res);
+    if (!top || !top.branch || !cs) { this.ev.unmatched?.('response'); return; }
+    // health probe answers
+    const probe = this.probes.get(top.branch);
+    if (probe) {
+      this.clock.clearTimer(probe.timer);
+      this.probes.delete(top.branch);
+      this.upstreams.success(probe.idx);
+      return;
+    }
+    const ct = this.table.client.get(TransactionTable.clientKey(top.branch, cs.method));
+    // t_check_trans(): a response must match a client transaction of ours, and come from
+    // the side we sent the request to (a forged reply from elsewhere is dropped)
+    // the branch is unguessable (random), and the answer must come from the address we sent to
+    if (!ct || ct.state === 'terminated' || ctx.source.address !== ct.dest.address) {
+      this.ev.unmatched?.('response');
+      return;
+    }
+    const status = res.status;
+    if (ct.upstream !== undefined) {
+      this.ev.upstreamResponse?.(ct.upstream, (`${Math.floor(status / 100)}xx`) as '1xx');
+      this.upstreams.success(ct.upstream);
+    }
+    if (ct.cancels) {
+      // the answer to our CANCEL ends there (hop by hop)
+      if (status >= 200) this.completeClient(ct);
+      return;
+    }
+    const st = ct.server;
+    if (st.client !== ct) {
+      // a late answer from an upstream we failed over from: acknowledge a non-2xx, drop the rest
+      if (status >= 300 && ct.method === 'INVITE') this.ackNon2xx(ct, res);
+      return;
+    }
+    if (status < 200) {
+      this.clock.clearTimer(ct.timerA);
+      if (ct.state === 'calling' || ct.state === 'trying') {
+        ct.state = 'proceeding';
+        this.clock.clearTimer(ct.timerB);
+        if (ct.method === 'INVITE') {
+          // Timer C (RFC 3261 16.6 item 11): bound how long an INVITE may ring
+          ct.timerC = this.clock.setTimer(TIMER_C_MS, () => this.timerC(ct));
+        } else {
+          // RFC 3261 17.1.2.2: non-INVITE keeps Timer F running in Proceeding
+          ct.timerB = this.clock.setTimer(64 * this.t1, () => { if (ct.state === 'proceeding') this.clientFailed(ct, 'request_timeout'); });
+        }
+      }
+      if (ct.method === 'INVITE' && st.cancelPending && !ct.cancel) { st.cancelPending = false; this.sendCancel(ct); }
+      if (status === 100) return; // RFC 3261 16.7 item 3: 100 is hop by hop
+      if (st.finalStatus !== undefined) return;
+      const bytes = this.stripTopVia(res);
+      st.lastResponse = bytes;
+      this.send(st.source, bytes, false, this.sideOf(st.source), 'response');
+      return;
+    }
+    // final response
+    if (ct.method === 'INVITE' && status >= 300) {
+      if (ct.state === 'completed') {
+        // retransmitted final: resend our ACK (RFC 3261 17.1.1.2), absorb
+        this.ev.retransmission?.('absorbed');
+        if (ct.ack) this.send(ct.dest, ct.ack, true, this.sideOf(ct.dest), 'request');
+        return;
+      }
+      this.ackNon2xx(ct, res);
+      // failover on 503 (RFC 3261 16.7 item 6: a 503 is not forwarded when another target exists)
+      if (status === 503 && ct.upstream !== undefined && !st.cancelled && this.wasUpstreamRouted(ct) && this.upstreams.pick(ct.tried) >= 0) {
+        const ctx2: MessageContext = { msg: st.request, source: st.source, side: 'outside', trust: 'untrusted', receivedAt: this.clock.now() };
+        const dec = this.route(ctx2, st.request);
+        if (dec.fwd?.kind === 'upstream') { this.forward(st, ctx2, dec, ct.tried); return; }
+      }
+      this.sendFinal(st, status, this.stripTopVia(res));
+      return;
+    }
+    if (ct.method === 'INVITE') {
+      // 2xx: forward, and keep forwarding retransmissions while Accepted (RFC 6026 7.2)
+      if (ct.state !== 'accepted') {
+        this.clock.clearTimer(ct.timerA);
+        this.clock.clearTimer(ct.timerB);
+        this.clock.clearTimer(ct.timerC);
+        ct.state = 'accepted';
+        ct.timerEnd = this.clock.setTimer(64 * this.t1, () => this.endClient(ct));
+      } else {
+        this.ev.retransmission?.('sent');
+      }
+      const bytes = this.stripTopVia(res);
+      if (st.finalStatus === undefined) {
+        st.finalStatus = status;
+        st.lastResponse = bytes;
+        st.state = 'accepted';
+        this.clock.clearTimer(st.timerEnd);
+        st.timerEnd = this.clock.setTimer(64 * this.t1, () => this.endServer(st));
+      }
+      this.send(st.source, bytes, false, this.sideOf(st.source), 'response');
+      return;
+    }
+    // non-INVITE final
+    if (ct.state === 'completed') { this.ev.retransmission?.('absorbed'); return; }
+    this.completeClient(ct);
+    this.sendFinal(st, status, this.stripTopVia(res));
+  }
+
+  private stripTopVia(res: SipResponse): Buffer {
+    return new MessageWriter(res).removeFirstValue('via').toBuffer();
+  }
+
+  private ackNon2xx(ct: ClientTx, res: SipResponse): void {
+    this.clock.clearTimer(ct.timerA);
+    this.clock.clearTimer(ct.timerB);
+    this.clock.clearTimer(ct.timerC);
+    const sent = parseMessage(ct.bytes, { framing: 'datagram' });
+    if (sent.ok && sent.msg.kind === 'request') {
+      ct.ack = buildHopRequest('ACK', sent.msg, ct.via, H.first(res, 'to'));
+      this.send(ct.dest, ct.ack, true, this.sideOf(ct.dest), 'request');
+    }
+    ct.state = 'completed';
+    // Timer D: 32 s over UDP to absorb retransmitted finals, 0 over reliable transports
+    ct.timerEnd = this.clock.setTimer(ct.dest.transport === 'udp' ? Math.max(32_000, 64 * this.t1) : 0, () => this.endClient(ct));
+  }
+
+  private completeClient(ct: ClientTx): void {
+    this.clock.clearTimer(ct.timerA);
+    this.clock.clearTimer(ct.timerB);
+    this.clock.clearTimer(ct.timerC);
+    ct.state = 'completed';
+    // Timer K: T4 over UDP, 0 otherwise (RFC 3261 17.1.2.2)
+    ct.timerEnd = this.clock.setTimer(ct.dest.transport === 'udp' ? this.t4 : 0, () => this.endClient(ct));
+  }
+
+  private timerC(ct: ClientTx): void {
+    if (ct.state !== 'proceeding') return;
+    // RFC 3261 16.8: Timer C fired: cancel the branch and answer 408 ourselves
+    this.sendCancel(ct);
+    this.finalLocal(ct.server, 408, 'request_timeout');
+  }
+
+  /** send a final response upstream-to-client and run the server transaction's end timers */
+  private sendFinal(st: ServerTx, status: number, bytes: Buffer): void {
+    if (st.finalStatus !== undefined) return;
+    st.finalStatus = status;
+    st.lastResponse = bytes;
+    this.send(st.source, bytes, false, this.sideOf(st.source), 'response');
+    const udp = st.source.transport === 'udp';
+    this.clock.clearTimer(st.timerEnd);
+    if (st.method === 'INVITE') {
+      if (status >= 300) {
+        st.state = 'completed';
+        if (udp) {
+          // Timer G: retransmit the final until the ACK comes (RFC 3261 17.2.1)
+          const g = (): void => {
+            if (st.state !== 'completed') return;
+            this.ev.retransmission?.('sent');
+            this.send(st.source, bytes, false, this.sideOf(st.source), 'response');
+            st.gInterval = Math.min(st.gInterval * 2, this.t2);
+            st.timerG = this.clock.setTimer(st.gInterval, g);
+          };
+          st.timerG = this.clock.setTimer(this.t1, g);
+        }
+        // Timer H: give up waiting for the ACK
+        st.timerH = this.clock.setTimer(64 * this.t1, () => { this.clock.clearTimer(st.timerG); this.endServer(st); });
+      } else {
+        st.state = 'accepted';
+        st.timerEnd = this.clock.setTimer(64 * this.t1, () => this.endServer(st));
+      }
+    } else {
+      st.state = 'completed';
+      // Timer J: absorb retransmissions for 64*T1 over UDP
+      st.timerEnd = this.clock.setTimer(udp ? 64 * this.t1 : 0, () => this.endServer(st));
+    }
+  }
+
+  private endClient(ct: ClientTx): void {
+    ct.state = 'terminated';
+    this.clock.clearTimer(ct.timerA);
+    this.clock.clearTimer(ct.timerB);
+    this.clock.clearTimer(ct.timerC);
+    this.table.client.delete(ct.key);
+  }
+
+  private endServer(st: ServerTx): void {
+    if (st.state === 'terminated') return;
+    st.state = 'terminated';
+    this.clock.clearTimer(st.timerG);
+    this.clock.clearTimer(st.timerH);
+    this.clock.clearTimer(st.timerEnd);
+    if (this.table.server.get(st.key) === st) {
+      this.table.server.delete(st.key);
+      this.table.expired++;
+      this.ev.txExpired?.();
+    }
+    const ct = st.client;
+    if (ct && ct.state !== 'terminated' && ct.state !== 'completed' && ct.state !== 'accepted') {
+      // server side is done but the branch is still pending (no final ever came): stop it
+      this.endClient(ct);
+    }
+  }
+
+  // ---------------------------------------------------------------- health probes
+
+  /** Start periodic OPTIONS probes toward each upstream (health.intervalMs 0 disables them). */
+  startProbes(): void {
+    const every = this.cfg.health.intervalMs;
+    if (every <= 0 || this.closing) return;
+    const run = (): void => {
+      this.upstreams.list.forEach((_, i) => this.probe(i));
+      this.probeTimer = this.clock.setTimer(every, run);
+    };
+    run();
+  }
+
+  probe(idx: number): void {
+    const u = this.upstreams.list[idx]!.spec;
+    const dest: Endpoint = { transport: u.transport, address: u.host, port: u.port };
+    const l = this.listenerFor(dest.transport, dest.address);
+    if (!l) return;
+    const adv = this.adv.get(l.id)!;
+    const branch = `z9hG4bK${this.randomToken(12)}.hc`;
+    const host = u.host.includes(':') ? `[${u.host}]` : u.host;
+    const bytes = Buffer.from([
+      `OPTIONS sip:${host}:${u.port} SIP/2.0`,
+      `Via: SIP/2.0/${u.transport.toUpperCase()} ${adv.hostPort};branch=${branch}${u.transport === 'udp' ? ';rport' : ''}`,
+      `From: <sip:sip-edge@${adv.hostPort}>;tag=${this.randomToken(6)}`,
+      `To: <sip:${host}:${u.port}>`,
+      `Call-ID: ${this.randomToken(12)}@sip-edge`,
+      'CSeq: 1 OPTIONS', 'Max-Forwards: 70', 'User-Agent: sip-edge health check', 'Content-Length: 0', '', '',
+    ].join('\r\n'), 'latin1');
+    const timer = this.clock.setTimer(this.cfg.health.timeoutMs, () => {
+      if (this.probes.delete(branch)) this.upstreams.failure(idx);
+    });
+    this.probes.set(branch, { idx, timer });
+    if (!this.send(dest, bytes, true, 'inside', 'request')) {
+      this.clock.clearTimer(timer);
+      this.probes.delete(branch);
+      this.upstreams.failure(idx);
+    }
+  }
+
+  /** Stop taking new transactions; resolve when none is live or after graceMs. */
+  async drain(graceMs: number): Promise<void> {
+    this.closing = true;
+    this.clock.clearTimer(this.probeTimer);
+    for (const p of this.probes.values()) this.clock.clearTimer(p.timer);
+    this.probes.clear();
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline && [...this.table.server.values()].some((s) => s.finalStatus === undefined)) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** live transaction count, for metrics */
+  get activeTransactions(): number { return this.table.server.size; }
+
+  /** a phrase for a status, for replies built by the pipeline */
+  static phrase(status: number): string { return phraseFor(status); }
+}

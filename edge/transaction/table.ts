@@ -1,0 +1,82 @@
+// Transaction state of the stateful proxy (RFC 3261 section 17, with RFC 6026's Accepted state).
+//
+// Server transactions face whoever sent us the request; client transactions face the next hop.
+// Keys (RFC 3261 17.1.3 / 17.2.3): top-Via branch + sent-by + method, with ACK and CANCEL looked up
+// against the INVITE they belong to. Branches lacking the z9hG4bK cookie (RFC 2543 peers) are
+// made unique with Call-ID, From tag and CSeq number (17.2.3's fallback, simplified).
+// The table is bounded: when full, new requests are refused with 503 (never an unbounded Map).
+import type { TimerHandle } from '../clock';
+import type { Endpoint, SipRequest } from '../sip/types';
+
+export type ServerState = 'proceeding' | 'completed' | 'confirmed' | 'accepted' | 'terminated';
+export type ClientState = 'calling' | 'trying' | 'proceeding' | 'completed' | 'accepted' | 'terminated';
+
+export interface ServerTx {
+  readonly key: string;
+  readonly method: string;
+  readonly request: SipRequest;
+  readonly source: Endpoint;
+  state: ServerState;
+  /** last response sent back (resent on a retransmitted request) */
+  lastResponse?: Buffer;
+  finalStatus?: number;
+  client?: ClientTx;
+  /** CANCEL received before any provisional response: send it when one arrives */
+  cancelPending: boolean;
+  cancelled: boolean;
+  timerG?: TimerHandle;
+  timerH?: TimerHandle;
+  timerEnd?: TimerHandle;
+  gInterval: number;
+  readonly createdAt: number;
+}
+
+export interface ClientTx {
+  /** our branch + '|' + method */
+  readonly key: string;
+  readonly branch: string;
+  readonly method: string;
+  readonly server: ServerTx;
+  dest: Endpoint;
+  /** the bytes we sent (for retransmission, and to build ACK/CANCEL from) */
+  bytes: Buffer;
+  /** our Via value (ACK and CANCEL reuse it) */
+  via: string;
+  state: ClientState;
+  /** index into the upstream list when the destination is an upstream */
+  upstream?: number;
+  /** upstreams already tried for this request (failover) */
+  tried: number[];
+  retransmitMs: number;
+  timerA?: TimerHandle;
+  timerB?: TimerHandle;
+  timerC?: TimerHandle;
+  timerEnd?: TimerHandle;
+  /** hop-by-hop ACK we sent for a non-2xx final, resent on retransmitted finals */
+  ack?: Buffer;
+  cancel?: ClientTx;
+  /** a CANCEL's transaction: the INVITE transaction it cancels */
+  cancels?: ClientTx;
+}
+
+export class TransactionTable {
+  readonly server = new Map<string, ServerTx>();
+  readonly client = new Map<string, ClientTx>();
+  expired = 0;
+  rejected = 0;
+  constructor(readonly max: number) {}
+
+  get size(): number { return this.server.size; }
+  get full(): boolean { return this.server.size >= this.max; }
+
+  static serverKey(branch: string | undefined, sentBy: string, method: string, fallback: () => string): string {
+    const m = method === 'ACK' ? 'INVITE' : method;
+    if (branch && branch.startsWith('z9hG4bK') && branch.length > 7) return `${branch}|${sentBy}|${m}`;
+    // RFC 3261 17.2.3: pre-3261 peers: match on the request's identifying fields instead
+    return `2543|${fallback()}|${branch ?? ''}|${sentBy}|${m}`;
+  }
+
+  static clientKey(branch: string, method: string): string {
+    return `${branch}|${method === 'ACK' ? 'INVITE' : method}`;
+  }
+}

@@ -1,0 +1,25 @@
+// A complete ResolvedConfig for tests, with the documented defaults and short timers.
+import type { ResolvedConfig } from '../../edge/config/types';
+import { DEFAULT_LIMITS } from '../../edge/sip/parser';
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+export function testConfig(over: Partial<Mutable<ResolvedConfig>> = {}): ResolvedConfig {
+  return {
+    listen: [{ transport: 'udp', host: '127.0.0.1', port: 0 }],
+    upstreams: [],
+    domains: ['example.com'],
+    inside: [],
+    trusted: [],
+    secret: 'test-secret-test-secret-test-secret',
+    limits: { ...DEFAULT_LIMITS },
+    tcp: { maxConnections: 100, maxConnectionsPerSource: 10, messageTimeoutMs: 5000, idleTimeoutMs: 60000 },
+    transactions: { max: 1000, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 },
+    health: { intervalMs: 0, timeoutMs: 1000, failuresBeforeDown: 1, retryAfterSeconds: 30 },
+    proxy: { recordRoute: true, path: true, maxForwards: 70 },
+    shutdownGraceMs: 100,
+    log: { level: 'silent' },
+    metrics: { listen: null },
+    ...over,
+  };
+}

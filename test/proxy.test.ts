@@ -1,0 +1,304 @@
+// The stateful proxy over real loopback sockets, with an injected clock for the RFC 3261 timers.
+// The "phone" is an outside UDP peer on 127.0.0.1, the "PBX" an upstream on 127.0.0.2.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import pino from 'pino';
+import { ManualClock } from '../edge/clock';
+import type { ResolvedConfig } from '../edge/config/types';
+import { startEdge, type EdgeHandle } from '../edge/edge';
+import { testConfig } from './helpers/config';
+import { UdpPeer, header, headers, request, response, uniq } from './helpers/udp-peer';
+
+const silent = pino({ level: 'silent' });
+
+interface Rig { edge: EdgeHandle; port: number; phone: UdpPeer; pbx: UdpPeer; clock: ManualClock; close(): Promise<void> }
+
+async function rig(over: (pbx: UdpPeer) => Partial<ResolvedConfig> = () => ({})): Promise<Rig> {
+  const phone = await UdpPeer.bind('127.0.0.1');
+  const pbx = await UdpPeer.bind('127.0.0.2');
+  const clock = new ManualClock();
+  const cfg = testConfig({ upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }], ...over(pbx) });
+  const edge = await startEdge(cfg, silent, { clock });
+  const port = edge.listeners[0]!.port;
+  return {
+    edge, port, phone, pbx, clock,
+    async close() { phone.close(); pbx.close(); await edge.close(0); },
+  };
+}
+
+describe('proxy: INVITE dialog through the edge', () => {
+  let r: Rig;
+  before(async () => { r = await rig(); });
+  after(async () => { await r.close(); });
+
+  test('forwards an INVITE with our Via, decremented Max-Forwards, double Record-Route, and answers 100', async () => {
+    const callId = uniq('call');
+    const inv = request(r.phone, { callId, ruri: 'sip:1000@example.com', maxForwards: 70 });
+    await r.phone.send(inv, r.port);
+    const trying = await r.phone.waitFirstLine('SIP/2.0 100');
+    assert.equal(header(trying.text, 'Call-ID'), callId);
+    assert.equal(header(trying.text, 'To'), '<sip:1000@example.com>', '100 Trying carries no To tag');
+    const fwd = await r.pbx.waitFirstLine('INVITE sip:1000@example.com SIP/2.0');
+    assert.equal(fwd.port, r.port, 'sent from the edge listener');
+    const vias = headers(fwd.text, 'Via');
+    assert.equal(vias.length, 2);
+    assert.match(vias[0]!, new RegExp(`^SIP/2.0/UDP 127\\.0\\.0\\.1:${r.port};branch=z9hG4bK[A-Za-z0-9_-]{16}\\.`));
+    assert.match(vias[1]!, new RegExp(`;rport=${r.phone.port}`), 'RFC 3581: rport filled in');
+    assert.equal(header(fwd.text, 'Max-Forwards'), '69');
+    const rr = header(fwd.text, 'Record-Route')!;
+    assert.match(rr, /^<sip:up0@127\.0\.0\.1:\d+;lr>, <sip:sef1\.[^@]+@127\.0\.0\.1:\d+;lr>$/);
+    // every other byte is as the phone sent it
+    assert.equal(fwd.text.split('\r\n\r\n')[1], inv.split('\r\n\r\n')[1]);
+    assert.ok(fwd.text.includes(`Contact: <sip:alice@127.0.0.1:${r.phone.port}>\r\n`));
+  });
+
+  test('full call: 180/200 back without our Via, ACK and BYE follow Record-Route, PBX BYE reaches the phone', async () => {
+    const callId = uniq('call');
+    await r.phone.send(request(r.phone, { callId }), r.port);
+    const inv = await r.pbx.wait((m) => m.text.startsWith('INVITE') && header(m.text, 'Call-ID') === callId);
+    await r.pbx.send(response(inv.text, 180, 'Ringing', { toTag: 'pbx1' }), r.port, '127.0.0.1');
+    const ringing = await r.phone.waitFirstLine('SIP/2.0 180');
+    assert.equal(headers(ringing.text, 'Via').length, 1, 'the edge removed its own Via');
+    const rrSet = header(inv.text, 'Record-Route')!;
+    await r.pbx.send(response(inv.text, 200, 'OK', { toTag: 'pbx1', extra: [`Record-Route: ${rrSet}`, `Contact: <sip:1000@127.0.0.2:${r.pbx.port}>`] }), r.port, '127.0.0.1');
+    const ok = await r.phone.waitFirstLine('SIP/2.0 200');
+    // the phone builds its route set from Record-Route, reversed (RFC 3261 12.1.2)
+    const route = header(ok.text, 'Record-Route')!.split(/,\s*/).reverse().join(', ');
+    const ack = request(r.phone, { method: 'ACK', callId, toTag: 'pbx1', ruri: `sip:1000@127.0.0.2:${r.pbx.port}`, extra: [`Route: ${route}`] });
+    await r.phone.send(ack, r.port);
+    const fack = await r.pbx.waitFirstLine('ACK ');
+    assert.equal(header(fack.text, 'Route'), undefined, 'our Route entries are consumed');
+    assert.equal(headers(fack.text, 'Via').length, 2);
+    // the PBX hangs up: its route set is the Record-Route in order (RFC 3261 12.1.1)
+    const bye = request({ address: '127.0.0.2', port: r.pbx.port }, {
+      method: 'BYE', callId, fromTag: 'pbx1', toTag: 'ft1', from: '<sip:1000@example.com>', to: '"Alice" <sip:alice@example.com>',
+      ruri: `sip:alice@10.9.9.9:5060`, cseq: 2, extra: [`Route: ${rrSet}`],
+    });
+    await r.pbx.send(bye, r.port, '127.0.0.1');
+    const gotBye = await r.phone.waitFirstLine('BYE sip:alice@10.9.9.9:5060');
+    assert.equal(gotBye.port, r.port);
+    await r.phone.send(response(gotBye.text, 200, 'OK'), r.port);
+    const byeOk = await r.pbx.waitFirstLine('SIP/2.0 200');
+    assert.equal(header(byeOk.text, 'CSeq'), '2 BYE');
+  });
+
+  test('a retransmitted INVITE is not forwarded again; the 100 is resent', async () => {
+    const callId = uniq('call');
+    const inv = request(r.phone, { callId });
+    await r.phone.send(inv, r.port);
+    await r.pbx.wait((m) => header(m.text, 'Call-ID') === callId);
+    await r.phone.waitFirstLine('SIP/2.0 100');
+    await r.phone.send(inv, r.port);
+    await r.phone.waitFirstLine('SIP/2.0 100');
+    assert.ok(await r.pbx.silent((m) => header(m.text, 'Call-ID') === callId), 'no second INVITE upstream');
+  });
+
+  test('a stray 200 OK from a random outside address is delivered nowhere and counted', async () => {
+    const stranger = await UdpPeer.bind('127.0.0.3');
+    const strayId = uniq('stray');
+    try {
+      const fake = response(request(stranger, { callId: strayId }), 200, 'OK', { toTag: 'x' })
+        .replace('SIP/2.0/UDP 127.0.0.3', `SIP/2.0/UDP 127.0.0.1:${r.port};branch=z9hG4bKforged, SIP/2.0/UDP 127.0.0.3`);
+      await stranger.send(fake, r.port);
+      assert.ok(await r.pbx.silent((m) => m.text.includes(strayId), 200));
+      assert.ok(await r.phone.silent((m) => m.text.includes(strayId), 50));
+      const text = await r.edge.metrics.metrics();
+      assert.match(text, /sipedge_unmatched_total\{kind="response"\} [1-9]/);
+    } finally { stranger.close(); }
+  });
+});
+
+describe('proxy: timers with an injected clock', () => {
+  test('Timer A retransmits toward a silent upstream; Timer B answers 408', async () => {
+    const r = await rig();
+    try {
+      const callId = uniq('call');
+      await r.phone.send(request(r.phone, { callId }), r.port);
+      const first = await r.pbx.wait((m) => header(m.text, 'Call-ID') === callId);
+      r.clock.advance(500);
+      const again = await r.pbx.wait((m) => header(m.text, 'Call-ID') === callId);
+      assert.equal(again.text, first.text, 'retransmission is byte-identical');
+      r.clock.advance(32_000);
+      const timeout = await r.phone.waitFirstLine('SIP/2.0 408');
+      assert.equal(header(timeout.text, 'Call-ID'), callId);
+      assert.match(header(timeout.text, 'To')!, /;tag=/);
+    } finally { await r.close(); }
+  });
+
+  test('failover: the first upstream times out, the INVITE goes to the second', async () => {
+    const pbx2 = await UdpPeer.bind('127.0.0.4');
+    const r = await rig((pbx) => ({ upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }, { transport: 'udp', host: '127.0.0.4', port: pbx2.port }] }));
+    try {
+      const callId = uniq('call');
+      await r.phone.send(request(r.phone, { callId }), r.port);
+      await r.pbx.wait((m) => header(m.text, 'Call-ID') === callId);
+      r.clock.advance(32_000);
+      const moved = await pbx2.wait((m) => header(m.text, 'Call-ID') === callId);
+      assert.match(moved.text, /^INVITE /);
+      await pbx2.send(response(moved.text, 200, 'OK', { toTag: 'b' }), r.port, '127.0.0.1');
+      const ok = await r.phone.waitFirstLine('SIP/2.0 200');
+      assert.equal(header(ok.text, 'Call-ID'), callId);
+    } finally { pbx2.close(); await r.close(); }
+  });
+});
+
+describe('proxy: CANCEL', () => {
+  test('CANCEL after 180: 200 to the phone, CANCEL upstream on the INVITE branch, 487 relayed, ACK hop by hop', async () => {
+    const r = await rig();
+    try {
+      const callId = uniq('call');
+      const branch = uniq('z9hG4bK');
+      const inv = request(r.phone, { callId, branch });
+      await r.phone.send(inv, r.port);
+      const finv = await r.pbx.wait((m) => m.text.startsWith('INVITE') && header(m.text, 'Call-ID') === callId);
+      await r.pbx.send(response(finv.text, 180, 'Ringing', { toTag: 'c1' }), r.port, '127.0.0.1');
+      await r.phone.waitFirstLine('SIP/2.0 180');
+      await r.phone.send(request(r.phone, { method: 'CANCEL', callId, branch }), r.port);
+      const cok = await r.phone.wait((m) => m.text.startsWith('SIP/2.0 200') && /CANCEL/.test(header(m.text, 'CSeq')!));
+      assert.ok(cok);
+      const fc = await r.pbx.waitFirstLine('CANCEL ');
+      assert.equal(headers(fc.text, 'Via')[0], headers(finv.text, 'Via')[0], 'RFC 3261 9.1: same branch as the INVITE');
+      await r.pbx.send(response(fc.text, 200, 'OK'), r.port, '127.0.0.1');
+      await r.pbx.send(response(finv.text, 487, 'Request Terminated', { toTag: 'c1' }), r.port, '127.0.0.1');
+      const hopAck = await r.pbx.waitFirstLine('ACK ');
+      assert.equal(headers(hopAck.text, 'Via')[0], headers(finv.text, 'Via')[0]);
+      const term = await r.phone.waitFirstLine('SIP/2.0 487');
+      assert.equal(header(term.text, 'Call-ID'), callId);
+      // the phone's ACK for the 487 is absorbed by the edge
+      await r.phone.send(request(r.phone, { method: 'ACK', callId, branch, toTag: 'c1' }), r.port);
+      assert.ok(await r.pbx.silent((m) => m.text.startsWith('ACK ')));
+    } finally { await r.close(); }
+  });
+
+  test('CANCEL matching nothing gets 481 and goes nowhere', async () => {
+    const r = await rig();
+    try {
+      await r.phone.send(request(r.phone, { method: 'CANCEL' }), r.port);
+      await r.phone.waitFirstLine('SIP/2.0 481');
+      assert.ok(await r.pbx.silent());
+    } finally { await r.close(); }
+  });
+});
+
+describe('proxy: policy', () => {
+  let r: Rig;
+  before(async () => { r = await rig(); });
+  after(async () => { await r.close(); });
+
+  test('no open relay: a request for a foreign domain gets 403', async () => {
+    await r.phone.send(request(r.phone, { ruri: 'sip:+15551234@evil.example.net', method: 'INVITE' }), r.port);
+    const res = await r.phone.wait((m) => /^SIP\/2.0 [2-6]\d\d/.test(m.text) && !m.text.startsWith('SIP/2.0 100'));
+    assert.match(res.text, /^SIP\/2.0 403 /);
+    assert.ok(await r.pbx.silent());
+  });
+
+  test('a pre-loaded Route toward somewhere else gets 403', async () => {
+    await r.phone.send(request(r.phone, { extra: ['Route: <sip:198.51.100.7;lr>'] }), r.port);
+    await r.phone.waitFirstLine('SIP/2.0 403');
+    assert.ok(await r.pbx.silent());
+  });
+
+  test('a Route naming the edge itself is accepted and consumed', async () => {
+    const callId = uniq('call');
+    await r.phone.send(request(r.phone, { callId, method: 'OPTIONS', extra: [`Route: <sip:127.0.0.1:${r.port};lr>`] }), r.port);
+    const f = await r.pbx.wait((m) => header(m.text, 'Call-ID') === callId);
+    assert.equal(header(f.text, 'Route'), undefined);
+  });
+
+  test('missing Max-Forwards is added as 70', async () => {
+    const callId = uniq('call');
+    await r.phone.send(request(r.phone, { callId, method: 'OPTIONS', maxForwards: null }), r.port);
+    const f = await r.pbx.wait((m) => header(m.text, 'Call-ID') === callId);
+    assert.equal(header(f.text, 'Max-Forwards'), '70');
+  });
+
+  test('Max-Forwards 0 gets 483 Too Many Hops', async () => {
+    await r.phone.send(request(r.phone, { method: 'MESSAGE', maxForwards: 0 }), r.port);
+    await r.phone.waitFirstLine('SIP/2.0 483');
+  });
+
+  test('a looped request (our own Via with the same loop hash) gets 482', async () => {
+    const callId = uniq('call');
+    const first = request(r.phone, { callId, method: 'MESSAGE' });
+    await r.phone.send(first, r.port);
+    const f = await r.pbx.wait((m) => header(m.text, 'Call-ID') === callId);
+    // the PBX (misconfigured) sends the same request back to the edge
+    const looped = f.text.replace(/^Via: /m, `Via: SIP/2.0/UDP 127.0.0.2:${r.pbx.port};branch=z9hG4bKpbxloop\r\nVia: `);
+    await r.pbx.send(looped, r.port, '127.0.0.1');
+    const res = await r.pbx.waitFirstLine('SIP/2.0 482');
+    assert.equal(header(res.text, 'Call-ID'), callId);
+  });
+
+  test('a malformed request gets 400 with a reason; garbage is dropped silently', async () => {
+    await r.phone.send(request(r.phone, { cseqMethod: 'BYE' }), r.port);
+    const res = await r.phone.waitFirstLine('SIP/2.0 400');
+    assert.match(header(res.text, 'CSeq')!, /1 BYE/);
+    await r.phone.send('\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage', r.port);
+    assert.ok(await r.phone.silent());
+    assert.ok(await r.pbx.silent());
+  });
+});
+
+describe('proxy: REGISTER, Path and calls from the PBX to the phone', () => {
+  test('REGISTER gets a Path with a flow token; the PBX reaches the phone through it', async () => {
+    const r = await rig();
+    try {
+      const callId = uniq('reg');
+      await r.phone.send(request(r.phone, { method: 'REGISTER', ruri: 'sip:example.com', callId, to: '<sip:alice@example.com>', extra: ['Expires: 600'] }), r.port);
+      const reg = await r.pbx.waitFirstLine('REGISTER ');
+      const path = header(reg.text, 'Path')!;
+      assert.match(path, /^<sip:sef1\.[^@]+@127\.0\.0\.1:\d+;lr>$/);
+      assert.equal(header(reg.text, 'Record-Route'), undefined, 'REGISTER is not record-routed');
+      await r.pbx.send(response(reg.text, 200, 'OK', { toTag: 'reg1', extra: [`Path: ${path}`, `Contact: <sip:alice@192.168.1.20:5060>;expires=600`] }), r.port, '127.0.0.1');
+      await r.phone.waitFirstLine('SIP/2.0 200');
+      // incoming call: the registrar uses the stored Path as Route toward the private contact
+      const inCall = uniq('in');
+      const inv = request({ address: '127.0.0.2', port: r.pbx.port }, {
+        callId: inCall, ruri: 'sip:alice@192.168.1.20:5060', from: '<sip:1000@example.com>', to: '<sip:alice@example.com>', extra: [`Route: ${path}`],
+      });
+      await r.pbx.send(inv, r.port, '127.0.0.1');
+      const got = await r.phone.waitFirstLine('INVITE sip:alice@192.168.1.20:5060');
+      assert.equal(header(got.text, 'Route'), undefined);
+      assert.equal(headers(got.text, 'Via').length, 2);
+      await r.pbx.waitFirstLine('SIP/2.0 100');
+      await r.phone.send(response(got.text, 200, 'OK', { toTag: 'ph1' }), r.port);
+      const ok = await r.pbx.waitFirstLine('SIP/2.0 200');
+      assert.equal(header(ok.text, 'Call-ID'), inCall);
+    } finally { await r.close(); }
+  });
+
+  test('a forged flow token is not honoured', async () => {
+    const r = await rig();
+    try {
+      const victim = await UdpPeer.bind('127.0.0.5');
+      const forged = `<sip:sef1.${Buffer.from(`0|127.0.0.5|${victim.port}||`).toString('base64url')}.AAAAAAAAAAAAAA@127.0.0.1:${r.port};lr>`;
+      await r.pbx.send(request({ address: '127.0.0.2', port: r.pbx.port }, { ruri: 'sip:alice@example.com', extra: [`Route: ${forged}`] }), r.port, '127.0.0.1');
+      assert.ok(await victim.silent());
+      victim.close();
+    } finally { await r.close(); }
+  });
+});
+
+describe('proxy: limits', () => {
+  test('a full transaction table answers 503 and counts it', async () => {
+    const r = await rig(() => ({ transactions: { max: 1, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 } }));
+    try {
+      await r.phone.send(request(r.phone, { callId: uniq('a') }), r.port);
+      await r.pbx.waitFirstLine('INVITE ');
+      await r.phone.send(request(r.phone, { callId: uniq('b') }), r.port);
+      const busy = await r.phone.waitFirstLine('SIP/2.0 503');
+      assert.match(busy.text, /Retry-After: \d+/);
+      assert.match(await r.edge.metrics.metrics(), /sipedge_transactions_rejected_total\{reason="table_full"\} 1/);
+    } finally { await r.close(); }
+  });
+
+  test('no healthy upstream: 503 with Retry-After', async () => {
+    const r = await rig();
+    try {
+      r.edge.proxy.upstreams.failure(0);
+      await r.phone.send(request(r.phone), r.port);
+      const res = await r.phone.waitFirstLine('SIP/2.0 503');
+      assert.match(res.text, /Retry-After: \d+/);
+    } finally { await r.close(); }
+  });
+});
