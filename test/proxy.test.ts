@@ -7,6 +7,7 @@ import { ManualClock } from '../edge/clock';
 import type { ResolvedConfig } from '../edge/config/types';
 import { startEdge, type EdgeHandle } from '../edge/edge';
 import { testConfig } from './helpers/config';
+import { TcpPeer } from './helpers/tcp-peer';
 import { UdpPeer, header, headers, request, response, uniq } from './helpers/udp-peer';
 
 const silent = pino({ level: 'silent' });
@@ -300,5 +301,61 @@ describe('proxy: limits', () => {
       const res = await r.phone.waitFirstLine('SIP/2.0 503');
       assert.match(res.text, /Retry-After: \d+/);
     } finally { await r.close(); }
+  });
+});
+
+describe('proxy: TCP phones and IPv6', () => {
+  test('a phone registered over TCP gets its incoming call on the same connection', async () => {
+    const pbx = await UdpPeer.bind('127.0.0.2');
+    const clock = new ManualClock();
+    const edge = await startEdge(testConfig({
+      listen: [{ transport: 'udp', host: '127.0.0.1', port: 0 }, { transport: 'tcp', host: '127.0.0.1', port: 0 }],
+      upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }],
+    }), silent, { clock });
+    const udpPort = edge.listeners[0]!.port;
+    const tcpPort = edge.listeners[1]!.port;
+    const phone = await TcpPeer.connect(tcpPort);
+    try {
+      const reg = request({ address: '127.0.0.1', port: phone.port }, {
+        method: 'REGISTER', ruri: 'sip:example.com', to: '<sip:bob@example.com>',
+        via: `SIP/2.0/TCP 192.168.7.7:5060;branch=${uniq('z9hG4bK')};rport`,
+      });
+      phone.send(reg);
+      const fwd = await pbx.waitFirstLine('REGISTER ');
+      const path = header(fwd.text, 'Path')!;
+      assert.match(headers(fwd.text, 'Via')[1]!, /received=127\.0\.0\.1/, 'RFC 3261 18.2.1: received added');
+      await pbx.send(response(fwd.text, 200, 'OK', { toTag: 'r' }), udpPort, '127.0.0.1');
+      await phone.waitFirstLine('SIP/2.0 200');
+      const cid = uniq('tcpcall');
+      await pbx.send(request({ address: '127.0.0.2', port: pbx.port }, { callId: cid, ruri: 'sip:bob@192.168.7.7:5060;transport=tcp', extra: [`Route: ${path}`] }), udpPort, '127.0.0.1');
+      const inv = await phone.waitFirstLine('INVITE ');
+      assert.equal(header(inv.text, 'Call-ID'), cid);
+      assert.match(headers(inv.text, 'Via')[0]!, /^SIP\/2.0\/TCP /);
+      assert.match(header(inv.text, 'Record-Route')!, /^<sip:sef1\.[^>]+;transport=tcp;lr>, <sip:up0@/);
+      // the phone's connection goes away: the PBX's next request through the flow gets 430
+      phone.close();
+      await new Promise((r) => setTimeout(r, 50));
+      await pbx.send(request({ address: '127.0.0.2', port: pbx.port }, { callId: uniq('x'), ruri: 'sip:bob@192.168.7.7:5060', extra: [`Route: ${path}`] }), udpPort, '127.0.0.1');
+      await pbx.waitFirstLine('SIP/2.0 430');
+    } finally { phone.close(); pbx.close(); await edge.close(0); }
+  });
+
+  test('IPv6: a phone on ::1 calls through an edge listening on [::1]', async () => {
+    const pbx = await UdpPeer.bind('127.0.0.2');
+    const phone = await UdpPeer.bind('::1');
+    const edge = await startEdge(testConfig({
+      listen: [{ transport: 'udp', host: '::1', port: 0 }, { transport: 'udp', host: '127.0.0.1', port: 0 }],
+      upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }],
+    }), silent, { clock: new ManualClock() });
+    try {
+      const v6Port = edge.listeners[0]!.port;
+      const cid = uniq('v6');
+      await phone.send(request({ address: '[::1]', port: phone.port }, { callId: cid, ruri: 'sip:1000@example.com' }), v6Port, '::1');
+      const fwd = await pbx.wait((m) => header(m.text, 'Call-ID') === cid);
+      assert.match(headers(fwd.text, 'Via')[1]!, /received=::1/);
+      await pbx.send(response(fwd.text, 200, 'OK', { toTag: 'v' }), edge.listeners[1]!.port, '127.0.0.1');
+      const ok = await phone.waitFirstLine('SIP/2.0 200');
+      assert.equal(header(ok.text, 'Call-ID'), cid);
+    } finally { phone.close(); pbx.close(); await edge.close(0); }
   });
 });
