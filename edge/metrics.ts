@@ -1,0 +1,830 @@
+// Every sip-edge metric is declared in METRICS below, and nowhere else.
+//
+// Rules (STYLE.md principle 9, Envoy "stats declared up front"):
+// - prefix `sipedge_`, base units (seconds), counters end in `_total`, HELP on every metric;
+// - label values come only from closed lists known at construction (stage names, reason codes,
+//   rule names, configured upstream specs). A value outside the list is counted under "other":
+//   an attacker who controls a reason string, a rule name or a header can never create series.
+//   Never an IP address, user, Call-ID or User-Agent as a label value.
+//
+// Hot path (~40k messages/s): prom-client's `counter.inc(labels)` builds a label object and a
+// hash string per call, and `histogram.observe` also validates labels and stringifies the bucket
+// bound. So the edge counts into plain Float64Array cells addressed through Maps of the closed
+// label values (resolved once per call, no allocation) and prom-client only sees the numbers at
+// scrape time: each family is a small collector whose get() returns the same shape prom-client's
+// own metrics return, so the Registry's text exposition, getMetricsAsJSON() and the cluster
+// AggregatorRegistry all work on it unchanged.
+//
+// Cluster mode (later): run one Metrics per worker, each on its own Registry (the default);
+// in the primary, `new AggregatorRegistry()` + `clusterMetrics()` merges the workers' JSON
+// using each family's `aggregator` (sum for counters and most gauges, max for *_up and *_info).
+// Metrics takes an injected Registry so a worker can hand its registry to prom-client's cluster
+// plumbing, or a test can inspect it.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import type { Aggregator, Metric } from 'prom-client';
+import type { ParseReason } from './sip/parser';
+import type { TransportName } from './sip/types';
+import type { TransportEvent } from './transport/types';
+import type { Side, StageMode, Verdict } from './verdict';
+
+// ---------------------------------------------------------------------------------------------
+// Closed label value lists. Each list is checked against its source type at compile time.
+
+type Exhaustive<T, L extends readonly T[]> = [Exclude<T, L[number]>] extends [never] ? L : never;
+
+export const TRANSPORTS = ['udp', 'tcp', 'tls', 'ws', 'wss'] as const;
+const _transports: Exhaustive<TransportName, typeof TRANSPORTS> = TRANSPORTS;
+
+export const SIDES = ['outside', 'inside'] as const;
+const _sides: Exhaustive<Side, typeof SIDES> = SIDES;
+
+/** keepalive: RFC 5626 4.4.1 CRLF ping / RFC 3261 7.5 stray CRLF; invalid: failed to parse */
+export const MESSAGE_KINDS = ['request', 'response', 'keepalive', 'invalid'] as const;
+export type MessageKind = (typeof MESSAGE_KINDS)[number];
+
+export const VERDICT_ACTIONS = ['reply', 'drop', 'ban'] as const;
+export type VerdictAction = (typeof VERDICT_ACTIONS)[number];
+
+/** 'off' stages never run, so they never produce a verdict to count. */
+export const VERDICT_MODES = ['enforce', 'shadow'] as const;
+export type VerdictMode = Exclude<StageMode, 'off'>;
+const _modes: Exhaustive<VerdictMode, typeof VERDICT_MODES> = VERDICT_MODES;
+
+export const PARSE_REASONS = [
+  'empty', 'start_line_invalid', 'method_invalid', 'version_unsupported', 'status_invalid',
+  'request_uri_invalid', 'request_uri_too_long', 'header_line_too_long', 'too_many_headers',
+  'message_too_large', 'headers_unterminated', 'header_syntax', 'control_char',
+  'content_length_invalid', 'content_length_duplicate', 'content_length_missing', 'body_truncated',
+] as const;
+const _parse: Exhaustive<ParseReason, typeof PARSE_REASONS> = PARSE_REASONS;
+
+/** Replies / ACKs / CANCELs matching no transaction (RFC 3261 17.1.3, 17.2.3, 9.2; Kamailio
+ *  t_check_trans drops them too). */
+export const UNMATCHED_KINDS = ['response', 'ack', 'cancel'] as const;
+export type UnmatchedKind = (typeof UNMATCHED_KINDS)[number];
+
+/** absorbed: a retransmitted request swallowed by the edge (RFC 3261 17.2.1 "Proceeding" state);
+ *  answered: a retransmission answered from the stored final response (17.2.1 / 17.2.2);
+ *  sent: the edge itself retransmitted over UDP (17.1.1.2 Timer A, 17.1.2.2 Timer E). */
+export const RETRANSMISSION_DIRECTIONS = ['absorbed', 'answered', 'sent'] as const;
+export type RetransmissionDirection = (typeof RETRANSMISSION_DIRECTIONS)[number];
+
+export const TRANSACTION_REJECT_REASONS = ['table_full'] as const;
+
+export const TRANSPORT_EVENTS = [
+  'conn_opened', 'conn_closed', 'conn_rejected_total_cap', 'conn_rejected_source_cap',
+  'conn_idle_timeout', 'conn_message_timeout', 'conn_framing_error', 'conn_oversize',
+  'keepalive_pong', 'datagram_oversize', 'send_error',
+] as const;
+const _events: Exhaustive<TransportEvent, typeof TRANSPORT_EVENTS> = TRANSPORT_EVENTS;
+
+/** RFC 3261 7.2 status classes; timeout: no final response before Timer B/F (17.1.1.2, 17.1.2.2) */
+export const RESPONSE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', '6xx', 'timeout'] as const;
+export type ResponseClass = (typeof RESPONSE_CLASSES)[number];
+
+/** challenge: 401/407 sent (RFC 3261 22.1); stale: nonce expired, re-challenged (RFC 2617 3.2.1 stale=true) */
+export const AUTH_RESULTS = ['challenge', 'success', 'failure', 'stale'] as const;
+export type AuthResult = (typeof AUTH_RESULTS)[number];
+
+export const RELOAD_RESULTS = ['ok', 'error'] as const;
+
+/** 10 us .. 100 ms: one message's trip through gate, parse and stages should sit in the lower half. */
+export const PROCESSING_BUCKETS = [
+  0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+] as const;
+
+/** Label value used for anything outside a declared list. */
+export const OTHER = 'other';
+
+/** Caps for the operator-fed lists (rules, upstreams, stages, reasons): config typos or a huge
+ *  generated rule file must not turn into a cardinality explosion. Past the cap: "other". */
+export const MAX_DYNAMIC_VALUES = 1000;
+const MAX_LABEL_VALUE_LENGTH = 128;
+
+// Keep the compile-time exhaustiveness checks referenced (noUnusedLocals).
+void [_transports, _sides, _modes, _parse, _events];
+
+// ---------------------------------------------------------------------------------------------
+// THE metric declarations.
+
+type MetricType = 'counter' | 'gauge' | 'histogram';
+interface MetricDef {
+  readonly name: string;
+  readonly help: string;
+  readonly type: MetricType;
+  readonly labels: readonly string[];
+  /** how the cluster AggregatorRegistry merges workers */
+  readonly aggregator: Aggregator;
+}
+const def = (name: string, type: MetricType, labels: readonly string[], help: string, aggregator: Aggregator = 'sum'): MetricDef =>
+  ({ name, type, labels, help, aggregator });
+
+export const METRICS = {
+  received: def('sipedge_messages_received_total', 'counter', ['transport', 'side', 'kind'],
+    'SIP messages received, by transport, side (outside = internet, inside = PBX) and kind.'),
+  sent: def('sipedge_messages_sent_total', 'counter', ['transport', 'side', 'kind'],
+    'SIP messages sent (forwarded or generated by the edge), by transport, side and kind.'),
+  verdicts: def('sipedge_verdicts_total', 'counter', ['stage', 'action', 'reason', 'mode'],
+    'Non-continue verdicts by stage, action (reply|drop|ban), reason code and mode (shadow = counted, not applied).'),
+  ruleHits: def('sipedge_rule_hits_total', 'counter', ['rule'],
+    'Verdicts decided by a named rule from the rule files.'),
+  parseFailures: def('sipedge_parse_failures_total', 'counter', ['reason'],
+    'Messages rejected by the strict parser, by parse reason code.'),
+  unmatched: def('sipedge_unmatched_total', 'counter', ['kind'],
+    'Responses, ACKs and CANCELs matching no transaction, dropped (RFC 3261 17).'),
+  transactionsActive: def('sipedge_transactions_active', 'gauge', [],
+    'Entries in the transaction table at scrape time.'),
+  transactionsExpired: def('sipedge_transactions_expired_total', 'counter', [],
+    'Transactions removed by RFC 3261 timers.'),
+  transactionsRejected: def('sipedge_transactions_rejected_total', 'counter', ['reason'],
+    'Transactions that could not be created (e.g. table_full).'),
+  retransmissions: def('sipedge_retransmissions_total', 'counter', ['direction'],
+    'Retransmissions absorbed, answered from the stored response, or sent by the edge.'),
+  upstreamUp: def('sipedge_upstream_up', 'gauge', ['upstream'],
+    '1 when the configured upstream passes health checks, else 0.', 'max'),
+  upstreamResponses: def('sipedge_upstream_responses_total', 'counter', ['upstream', 'class'],
+    'Final and provisional responses from upstreams by status class, and timeouts.'),
+  transportEvents: def('sipedge_transport_events_total', 'counter', ['transport', 'event'],
+    'Transport events: connection caps, timeouts, framing errors, oversize, send errors.'),
+  tcpConnections: def('sipedge_tcp_connections', 'gauge', [],
+    'Open stream (TCP/TLS/WS) connections at scrape time.'),
+  bansAdded: def('sipedge_bans_added_total', 'counter', ['reason'],
+    'Source bans added, by reason code.'),
+  bansActive: def('sipedge_bans_active', 'gauge', [],
+    'Sources currently banned at scrape time.'),
+  bansExpired: def('sipedge_bans_expired_total', 'counter', [],
+    'Bans that expired.'),
+  auth: def('sipedge_auth_total', 'counter', ['result'],
+    'Digest authentication outcomes (challenge|success|failure|stale).'),
+  redisUp: def('sipedge_redis_up', 'gauge', [],
+    '1 when the shared store (Redis) is reachable, else 0.', 'min'),
+  redisErrors: def('sipedge_redis_errors_total', 'counter', [],
+    'Failed shared store (Redis) operations.'),
+  rulesReloads: def('sipedge_rules_reloads_total', 'counter', ['result'],
+    'Rule file reloads by result (error keeps the previous snapshot).'),
+  rulesInfo: def('sipedge_rules_info', 'gauge', ['version'],
+    'Always 1; the version label identifies the active rules snapshot.', 'max'),
+  processing: def('sipedge_processing_seconds', 'histogram', ['kind'],
+    'Time from receipt to verdict applied (gate, parse, stages, route) per message.'),
+  ready: def('sipedge_ready', 'gauge', [],
+    '1 when the edge is ready (what /readyz answers 200 for), else 0; read at scrape time.', 'min'),
+  buildInfo: def('sipedge_build_info', 'gauge', ['version', 'node'],
+    'Always 1; labels carry the sip-edge and Node.js versions.', 'max'),
+} as const satisfies Record<string, MetricDef>;
+
+// ---------------------------------------------------------------------------------------------
+// The API the edge calls. Metrics and NullMetrics both implement it.
+
+export interface StageDeclaration {
+  readonly name: string;
+  readonly reasons: readonly string[];
+}
+
+/** Numbers owned by other components, read only when Prometheus scrapes. */
+export interface GaugeSources {
+  transactionsActive?: () => number;
+  tcpConnections?: () => number;
+  bansActive?: () => number;
+  /** the readiness verdict, cached by its owner (a scrape must not wait on a Redis PING) */
+  ready?: () => boolean;
+}
+
+export interface EdgeMetrics {
+  readonly enabled: boolean;
+  received(transport: TransportName, side: Side, kind: MessageKind): void;
+  sent(transport: TransportName, side: Side, kind: MessageKind): void;
+  verdict(stage: string, action: VerdictAction, reason: string, mode: VerdictMode): void;
+  /** Convenience for the pipeline: counts a stage's verdict value (continue costs one compare)
+   *  and its rule hit, if a rule decided. */
+  verdictOf(stage: string, verdict: Verdict, mode: VerdictMode): void;
+  ruleHit(rule: string): void;
+  parseFailure(reason: ParseReason): void;
+  unmatched(kind: UnmatchedKind): void;
+  transactionExpired(): void;
+  transactionRejected(reason: string): void;
+  retransmission(direction: RetransmissionDirection): void;
+  upstreamUp(upstream: string, up: boolean): void;
+  /** status 100..699 or 'timeout' */
+  upstreamResponse(upstream: string, status: number | 'timeout'): void;
+  transportEvent(transport: TransportName, event: TransportEvent): void;
+  banAdded(reason: string): void;
+  banExpired(): void;
+  auth(result: AuthResult): void;
+  redisUp(up: boolean): void;
+  redisError(): void;
+  rulesReload(ok: boolean): void;
+  /** new rules snapshot: its version and the rule names that may appear in ruleHit() */
+  rulesLoaded(version: string, ruleNames: readonly string[]): void;
+  observeProcessing(kind: MessageKind, seconds: number): void;
+  declareStage(stage: string, reasons: readonly string[]): void;
+  declareUpstreams(upstreams: readonly string[]): void;
+  bindGauges(sources: GaugeSources): void;
+  /** Prometheus text exposition */
+  metrics(): Promise<string>;
+  readonly contentType: string;
+}
+
+export interface MetricsOptions {
+  /** injected registry (cluster worker, tests); a fresh one otherwise. Never the global one. */
+  registry?: Registry;
+  /** process/runtime metrics from prom-client, prefixed `sipedge_` (default true) */
+  defaultMetrics?: boolean;
+  /** sip-edge version for sipedge_build_info (default: package.json version when readable) */
+  version?: string;
+  stages?: readonly StageDeclaration[];
+  /** configured upstream spec strings, e.g. "udp:10.0.0.5:5060" */
+  upstreams?: readonly string[];
+  /** rule names from the rule files */
+  rules?: readonly string[];
+  /** reasons a ban can carry besides the declared stages' reasons (e.g. "suspicion_exhausted") */
+  banReasons?: readonly string[];
+  /** transports in use: received/sent/event series start at zero only for these (default: all) */
+  transports?: readonly TransportName[];
+  gauges?: GaugeSources;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage: one dimension = a closed list of values + "other".
+
+class Dim {
+  readonly values: string[];
+  private readonly index = new Map<string, number>();
+  /** index of "other": always the last slot */
+  readonly other: number;
+
+  constructor(values: readonly string[]) {
+    const vs: string[] = [];
+    for (const v of values) {
+      if (vs.length >= MAX_DYNAMIC_VALUES) break;
+      if (typeof v !== 'string' || !isSafeLabelValue(v) || v === OTHER || this.index.has(v)) continue;
+      this.index.set(v, vs.length);
+      vs.push(v);
+    }
+    this.other = vs.length;
+    vs.push(OTHER);
+    this.values = vs;
+  }
+
+  get size(): number { return this.values.length; }
+
+  at(v: string): number {
+    const i = this.index.get(v);
+    return i === undefined ? this.other : i;
+  }
+}
+
+/** A label value the operator declared must still be printable and short. */
+function isSafeLabelValue(v: string): boolean {
+  if (v.length === 0 || v.length > MAX_LABEL_VALUE_LENGTH) return false;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+
+interface ExportValue {
+  value: number;
+  labels: Record<string, string>;
+  metricName?: string;
+}
+
+interface Collector {
+  readonly name: string;
+  readonly help: string;
+  readonly type: MetricType;
+  readonly aggregator: Aggregator;
+  get(): Promise<{ name: string; help: string; type: MetricType; aggregator: Aggregator; values: ExportValue[] }>;
+  reset(): void;
+}
+
+/** Counter or gauge over a product of closed dimensions, stored flat. */
+class Family implements Collector {
+  readonly name: string;
+  readonly help: string;
+  readonly type: MetricType;
+  readonly aggregator: Aggregator;
+  private readonly labelNames: readonly string[];
+  dims: Dim[];
+  cells: Float64Array;
+  /** gauges read from another component at scrape time */
+  source?: () => number;
+  /** not exported until first set (e.g. redis_up when no Redis is configured) */
+  hidden = false;
+
+  constructor(d: MetricDef, dims: Dim[]) {
+    if (dims.length !== d.labels.length) throw new Error(`metric ${d.name}: label/dimension mismatch`);
+    this.name = d.name;
+    this.help = d.help;
+    this.type = d.type;
+    this.aggregator = d.aggregator;
+    this.labelNames = d.labels;
+    this.dims = dims;
+    this.cells = new Float64Array(dims.reduce((n, dim) => n * dim.size, 1));
+  }
+
+  /** Replace dimension `k`'s value list, keeping the counts of values that remain. */
+  redeclare(k: number, values: readonly string[]): void {
+    const old = this.dims;
+    const oldCells = this.cells;
+    const dims = old.slice();
+    dims[k] = new Dim(values);
+    const cells = new Float64Array(dims.reduce((n, dim) => n * dim.size, 1));
+    forEachIndex(old, (idx, flat) => {
+      const v = oldCells[flat];
+      if (v === 0) return;
+      let f = 0;
+      for (let i = 0; i < dims.length; i++) f = f * dims[i].size + dims[i].at(old[i].values[idx[i]]);
+      cells[f] += v;
+    });
+    this.dims = dims;
+    this.cells = cells;
+  }
+
+  reset(): void { this.cells.fill(0); }
+
+  async get(): Promise<{ name: string; help: string; type: MetricType; aggregator: Aggregator; values: ExportValue[] }> {
+    const values: ExportValue[] = [];
+    if (this.hidden) {
+      // nothing to say yet
+    } else if (this.source) {
+      let v = 0;
+      try {
+        v = Number(this.source());
+      } catch {
+        v = NaN; // a broken source must not break the scrape
+      }
+      values.push({ value: Number.isFinite(v) ? v : 0, labels: {} });
+    } else {
+      forEachIndex(this.dims, (idx, flat) => {
+        const v = this.cells[flat];
+        // Declared values start at zero (dashboards show 0, not "no data"); "other" appears once used.
+        if (v === 0 && idx.some((i, k) => i === this.dims[k].other)) return;
+        const labels: Record<string, string> = {};
+        for (let k = 0; k < idx.length; k++) labels[this.labelNames[k]] = this.dims[k].values[idx[k]];
+        values.push({ value: v, labels });
+      });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+}
+
+function forEachIndex(dims: readonly Dim[], fn: (idx: number[], flat: number) => void): void {
+  const idx = new Array<number>(dims.length).fill(0);
+  const total = dims.reduce((n, d) => n * d.size, 1);
+  for (let flat = 0; flat < total; flat++) {
+    fn(idx, flat);
+    for (let k = dims.length - 1; k >= 0; k--) {
+      if (++idx[k] < dims[k].size) break;
+      idx[k] = 0;
+    }
+  }
+}
+
+/** sipedge_verdicts_total: reasons are closed per stage, so each stage has its own block. */
+class VerdictFamily implements Collector {
+  readonly name: string;
+  readonly help: string;
+  readonly type: MetricType;
+  readonly aggregator: Aggregator;
+  readonly stages = new Map<string, StageBlock>();
+  /** verdicts from stages nobody declared: stage="other", reason="other" */
+  readonly otherStage = new StageBlock(OTHER, []);
+
+  constructor(d: MetricDef) {
+    this.name = d.name;
+    this.help = d.help;
+    this.type = d.type;
+    this.aggregator = d.aggregator;
+  }
+
+  block(stage: string): StageBlock {
+    return this.stages.get(stage) ?? this.otherStage;
+  }
+
+  declare(stage: string, reasons: readonly string[]): void {
+    if (!isSafeLabelValue(stage) || stage === OTHER) return;
+    const prev = this.stages.get(stage);
+    if (!prev && this.stages.size >= MAX_DYNAMIC_VALUES) return;
+    const next = new StageBlock(stage, prev ? [...prev.reasons.values.slice(0, -1), ...reasons] : reasons);
+    if (prev) next.absorb(prev);
+    this.stages.set(stage, next);
+  }
+
+  reset(): void {
+    for (const b of this.stages.values()) b.cells.fill(0);
+    this.otherStage.cells.fill(0);
+  }
+
+  async get(): Promise<{ name: string; help: string; type: MetricType; aggregator: Aggregator; values: ExportValue[] }> {
+    const values: ExportValue[] = [];
+    for (const b of this.stages.values()) b.export(values, true);
+    this.otherStage.export(values, false);
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+}
+
+const ACTION_INDEX: Readonly<Record<string, number>> = { reply: 0, drop: 1, ban: 2 };
+const MODE_INDEX: Readonly<Record<string, number>> = { enforce: 0, shadow: 1 };
+
+class StageBlock {
+  readonly reasons: Dim;
+  /** [action][mode][reason] */
+  readonly cells: Float64Array;
+
+  constructor(readonly stage: string, reasons: readonly string[]) {
+    this.reasons = new Dim(reasons);
+    this.cells = new Float64Array(VERDICT_ACTIONS.length * VERDICT_MODES.length * this.reasons.size);
+  }
+
+  inc(action: string, reason: string, mode: string): void {
+    const a = ACTION_INDEX[action];
+    const m = MODE_INDEX[mode];
+    if (a === undefined || m === undefined) return; // typed API; a bad call is a bug, not a series
+    this.cells[(a * 2 + m) * this.reasons.size + this.reasons.at(reason)]++;
+  }
+
+  absorb(prev: StageBlock): void {
+    const n = prev.reasons.size;
+    for (let am = 0; am < VERDICT_ACTIONS.length * VERDICT_MODES.length; am++) {
+      for (let r = 0; r < n; r++) {
+        const v = prev.cells[am * n + r];
+        if (v !== 0) this.cells[am * this.reasons.size + this.reasons.at(prev.reasons.values[r])] += v;
+      }
+    }
+  }
+
+  export(out: ExportValue[], declared: boolean): void {
+    const n = this.reasons.size;
+    for (let a = 0; a < VERDICT_ACTIONS.length; a++) {
+      for (let m = 0; m < VERDICT_MODES.length; m++) {
+        for (let r = 0; r < n; r++) {
+          const v = this.cells[(a * 2 + m) * n + r];
+          if (v === 0 && (!declared || r === this.reasons.other)) continue;
+          out.push({ value: v, labels: { stage: this.stage, action: VERDICT_ACTIONS[a], reason: this.reasons.values[r], mode: VERDICT_MODES[m] } });
+        }
+      }
+    }
+  }
+}
+
+/** sipedge_processing_seconds: fixed buckets, plain counts per kind. */
+class ProcessingHistogram implements Collector {
+  readonly name: string;
+  readonly help: string;
+  readonly type: MetricType;
+  readonly aggregator: Aggregator;
+  readonly kinds = new Dim(MESSAGE_KINDS);
+  /** per kind: one count per bucket (non-cumulative) + one for +Inf */
+  readonly buckets: Float64Array;
+  readonly sums: Float64Array;
+  readonly counts: Float64Array;
+  private readonly nb = PROCESSING_BUCKETS.length + 1;
+
+  constructor(d: MetricDef) {
+    this.name = d.name;
+    this.help = d.help;
+    this.type = d.type;
+    this.aggregator = d.aggregator;
+    this.buckets = new Float64Array(this.kinds.size * this.nb);
+    this.sums = new Float64Array(this.kinds.size);
+    this.counts = new Float64Array(this.kinds.size);
+  }
+
+  observe(kind: string, seconds: number): void {
+    if (!(seconds >= 0) || seconds === Infinity) return; // NaN, negative, Infinity: a clock bug, not data
+    const k = this.kinds.at(kind);
+    let b = 0;
+    while (b < PROCESSING_BUCKETS.length && seconds > PROCESSING_BUCKETS[b]) b++;
+    this.buckets[k * this.nb + b]++;
+    this.sums[k] += seconds;
+    this.counts[k]++;
+  }
+
+  reset(): void {
+    this.buckets.fill(0);
+    this.sums.fill(0);
+    this.counts.fill(0);
+  }
+
+  async get(): Promise<{ name: string; help: string; type: MetricType; aggregator: Aggregator; values: ExportValue[] }> {
+    const values: ExportValue[] = [];
+    for (let k = 0; k < this.kinds.size; k++) {
+      if (k === this.kinds.other && this.counts[k] === 0) continue;
+      const kind = this.kinds.values[k];
+      let acc = 0;
+      for (let b = 0; b < PROCESSING_BUCKETS.length; b++) {
+        acc += this.buckets[k * this.nb + b];
+        values.push({ value: acc, labels: { le: String(PROCESSING_BUCKETS[b]), kind }, metricName: `${this.name}_bucket` });
+      }
+      values.push({ value: this.counts[k], labels: { le: '+Inf', kind }, metricName: `${this.name}_bucket` });
+      values.push({ value: this.sums[k], labels: { kind }, metricName: `${this.name}_sum` });
+      values.push({ value: this.counts[k], labels: { kind }, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+}
+
+function readPackageVersion(): string {
+  try {
+    // edge/metrics.ts compiles to <out>/edge/metrics.js: the repo root is two or three levels up.
+    for (const up of ['..', '../..', '../../..']) {
+      const p = path.resolve(__dirname, up, 'package.json');
+      if (fs.existsSync(p)) {
+        const v = (JSON.parse(fs.readFileSync(p, 'utf8')) as { name?: unknown; version?: unknown });
+        if (v.name === 'sip-edge' && typeof v.version === 'string') return v.version;
+      }
+    }
+  } catch {
+    // fall through
+  }
+  return 'unknown';
+}
+
+function responseClassIndex(status: number | 'timeout'): number {
+  if (status === 'timeout') return 6;
+  // RFC 3261 7.2 / 21: classes 1xx..6xx; anything else is not a status we should have parsed
+  const c = Math.floor(status / 100);
+  return c >= 1 && c <= 6 ? c - 1 : -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export class Metrics implements EdgeMetrics {
+  readonly enabled = true;
+  readonly registry: Registry;
+
+  private readonly fReceived: Family;
+  private readonly fSent: Family;
+  private readonly fVerdicts: VerdictFamily;
+  private readonly fRuleHits: Family;
+  private readonly fParse: Family;
+  private readonly fUnmatched: Family;
+  private readonly fTxActive: Family;
+  private readonly fTxExpired: Family;
+  private readonly fTxRejected: Family;
+  private readonly fRetrans: Family;
+  private readonly fUpUp: Family;
+  private readonly fUpResp: Family;
+  private readonly fTransport: Family;
+  private readonly fTcp: Family;
+  private readonly fBansAdded: Family;
+  private readonly fBansActive: Family;
+  private readonly fBansExpired: Family;
+  private readonly fAuth: Family;
+  private readonly fRedisUp: Family;
+  private readonly fRedisErrors: Family;
+  private readonly fReloads: Family;
+  private readonly fRulesInfo: Family;
+  private readonly hProcessing: ProcessingHistogram;
+  private readonly fReady: Family;
+  private readonly fBuild: Family;
+
+  private extraBanReasons: readonly string[];
+
+  constructor(opts: MetricsOptions = {}) {
+    this.registry = opts.registry ?? new Registry();
+    const transports = new Dim(opts.transports ?? TRANSPORTS);
+    const sides = new Dim(SIDES);
+    const kinds = new Dim(MESSAGE_KINDS);
+    this.extraBanReasons = opts.banReasons ?? [];
+
+    this.fReceived = new Family(METRICS.received, [transports, sides, kinds]);
+    this.fSent = new Family(METRICS.sent, [transports, sides, kinds]);
+    this.fVerdicts = new VerdictFamily(METRICS.verdicts);
+    this.fRuleHits = new Family(METRICS.ruleHits, [new Dim(opts.rules ?? [])]);
+    this.fParse = new Family(METRICS.parseFailures, [new Dim(PARSE_REASONS)]);
+    this.fUnmatched = new Family(METRICS.unmatched, [new Dim(UNMATCHED_KINDS)]);
+    this.fTxActive = new Family(METRICS.transactionsActive, []);
+    this.fTxExpired = new Family(METRICS.transactionsExpired, []);
+    this.fTxRejected = new Family(METRICS.transactionsRejected, [new Dim(TRANSACTION_REJECT_REASONS)]);
+    this.fRetrans = new Family(METRICS.retransmissions, [new Dim(RETRANSMISSION_DIRECTIONS)]);
+    this.fUpUp = new Family(METRICS.upstreamUp, [new Dim(opts.upstreams ?? [])]);
+    this.fUpResp = new Family(METRICS.upstreamResponses, [new Dim(opts.upstreams ?? []), new Dim(RESPONSE_CLASSES)]);
+    this.fTransport = new Family(METRICS.transportEvents, [transports, new Dim(TRANSPORT_EVENTS)]);
+    this.fTcp = new Family(METRICS.tcpConnections, []);
+    this.fBansAdded = new Family(METRICS.bansAdded, [new Dim(this.extraBanReasons)]);
+    this.fBansActive = new Family(METRICS.bansActive, []);
+    this.fBansExpired = new Family(METRICS.bansExpired, []);
+    this.fAuth = new Family(METRICS.auth, [new Dim(AUTH_RESULTS)]);
+    this.fRedisUp = new Family(METRICS.redisUp, []);
+    this.fRedisUp.hidden = true; // absent, not 0, when no Redis is configured: "Redis down" must not fire
+    this.fRedisErrors = new Family(METRICS.redisErrors, []);
+    this.fReloads = new Family(METRICS.rulesReloads, [new Dim(RELOAD_RESULTS)]);
+    this.fRulesInfo = new Family(METRICS.rulesInfo, [new Dim([])]);
+    this.hProcessing = new ProcessingHistogram(METRICS.processing);
+    this.fReady = new Family(METRICS.ready, []);
+    this.fReady.hidden = true; // absent until someone says how readiness is known
+    this.fBuild = new Family(METRICS.buildInfo, [
+      new Dim([sanitizeInfo(opts.version ?? readPackageVersion())]),
+      new Dim([process.version]),
+    ]);
+    this.fBuild.cells[0] = 1;
+
+    // gauges with no source bound yet read 0 (nothing known), not absent
+    for (const c of this.collectors()) this.registry.registerMetric(c as unknown as Metric);
+
+    for (const s of opts.stages ?? []) this.declareStage(s.name, s.reasons);
+    if (opts.gauges) this.bindGauges(opts.gauges);
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'sipedge_' });
+  }
+
+  /** every sip-edge family, in declaration order */
+  private collectors(): Collector[] {
+    return [
+      this.fReceived, this.fSent, this.fVerdicts, this.fRuleHits, this.fParse, this.fUnmatched,
+      this.fTxActive, this.fTxExpired, this.fTxRejected, this.fRetrans, this.fUpUp, this.fUpResp,
+      this.fTransport, this.fTcp, this.fBansAdded, this.fBansActive, this.fBansExpired, this.fAuth,
+      this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.hProcessing, this.fReady, this.fBuild,
+    ];
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  metrics(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  // --- hot path: no allocation, Map lookups of closed values ---------------------------------
+
+  received(transport: TransportName, side: Side, kind: MessageKind): void {
+    const f = this.fReceived, d = f.dims;
+    f.cells[(d[0].at(transport) * d[1].size + d[1].at(side)) * d[2].size + d[2].at(kind)]++;
+  }
+
+  sent(transport: TransportName, side: Side, kind: MessageKind): void {
+    const f = this.fSent, d = f.dims;
+    f.cells[(d[0].at(transport) * d[1].size + d[1].at(side)) * d[2].size + d[2].at(kind)]++;
+  }
+
+  verdict(stage: string, action: VerdictAction, reason: string, mode: VerdictMode): void {
+    this.fVerdicts.block(stage).inc(action, reason, mode);
+  }
+
+  verdictOf(stage: string, v: Verdict, mode: VerdictMode): void {
+    if (v.action === 'continue') return;
+    this.fVerdicts.block(stage).inc(v.action, v.reason, mode);
+    if (v.rule !== undefined) this.ruleHit(v.rule);
+  }
+
+  ruleHit(rule: string): void {
+    const f = this.fRuleHits;
+    f.cells[f.dims[0].at(rule)]++;
+  }
+
+  parseFailure(reason: ParseReason): void {
+    const f = this.fParse;
+    f.cells[f.dims[0].at(reason)]++;
+  }
+
+  unmatched(kind: UnmatchedKind): void {
+    const f = this.fUnmatched;
+    f.cells[f.dims[0].at(kind)]++;
+  }
+
+  transactionExpired(): void {
+    this.fTxExpired.cells[0]++;
+  }
+
+  transactionRejected(reason: string): void {
+    const f = this.fTxRejected;
+    f.cells[f.dims[0].at(reason)]++;
+  }
+
+  retransmission(direction: RetransmissionDirection): void {
+    const f = this.fRetrans;
+    f.cells[f.dims[0].at(direction)]++;
+  }
+
+  upstreamUp(upstream: string, up: boolean): void {
+    const f = this.fUpUp;
+    const i = f.dims[0].at(upstream);
+    // an undeclared upstream has no meaningful "up" to aggregate under "other"
+    if (i !== f.dims[0].other) f.cells[i] = up ? 1 : 0;
+  }
+
+  upstreamResponse(upstream: string, status: number | 'timeout'): void {
+    const c = responseClassIndex(status);
+    if (c < 0) return;
+    const f = this.fUpResp, d = f.dims;
+    f.cells[d[0].at(upstream) * d[1].size + c]++;
+  }
+
+  transportEvent(transport: TransportName, event: TransportEvent): void {
+    const f = this.fTransport, d = f.dims;
+    f.cells[d[0].at(transport) * d[1].size + d[1].at(event)]++;
+  }
+
+  banAdded(reason: string): void {
+    const f = this.fBansAdded;
+    f.cells[f.dims[0].at(reason)]++;
+  }
+
+  banExpired(): void {
+    this.fBansExpired.cells[0]++;
+  }
+
+  auth(result: AuthResult): void {
+    const f = this.fAuth;
+    f.cells[f.dims[0].at(result)]++;
+  }
+
+  redisUp(up: boolean): void {
+    this.fRedisUp.hidden = false;
+    this.fRedisUp.cells[0] = up ? 1 : 0;
+  }
+
+  redisError(): void {
+    this.fRedisErrors.cells[0]++;
+  }
+
+  rulesReload(ok: boolean): void {
+    this.fReloads.cells[ok ? 0 : 1]++;
+  }
+
+  observeProcessing(kind: MessageKind, seconds: number): void {
+    this.hProcessing.observe(kind, seconds);
+  }
+
+  // --- setup / reload time -------------------------------------------------------------------
+
+  rulesLoaded(version: string, ruleNames: readonly string[]): void {
+    // only the active snapshot's version is exported: one series, whatever the reload count
+    this.fRulesInfo.redeclare(0, [sanitizeInfo(version)]);
+    this.fRulesInfo.cells.fill(0);
+    this.fRulesInfo.cells[0] = 1;
+    this.fRuleHits.redeclare(0, ruleNames);
+  }
+
+  declareStage(stage: string, reasons: readonly string[]): void {
+    this.fVerdicts.declare(stage, reasons);
+    // a ban verdict carries its stage's reason code, so every stage reason is a possible ban reason
+    const all = [...this.extraBanReasons];
+    for (const b of this.fVerdicts.stages.values()) all.push(...b.reasons.values.slice(0, -1));
+    this.fBansAdded.redeclare(0, all);
+  }
+
+  declareUpstreams(upstreams: readonly string[]): void {
+    this.fUpUp.redeclare(0, upstreams);
+    this.fUpResp.redeclare(0, upstreams);
+  }
+
+  bindGauges(sources: GaugeSources): void {
+    if (sources.transactionsActive) this.fTxActive.source = sources.transactionsActive;
+    if (sources.tcpConnections) this.fTcp.source = sources.tcpConnections;
+    if (sources.bansActive) this.fBansActive.source = sources.bansActive;
+    const ready = sources.ready;
+    if (ready) {
+      this.fReady.source = () => (ready() ? 1 : 0);
+      this.fReady.hidden = false;
+    }
+  }
+}
+
+/** Version strings are operator data, but keep them to a safe, short shape anyway. */
+function sanitizeInfo(v: string): string {
+  const s = String(v).replace(/[^\x21-\x7e]/g, '_').slice(0, 64);
+  return s.length > 0 && s !== OTHER ? s : 'unknown';
+}
+
+/** Metrics switched off: same API, nothing counted (also the bench baseline). */
+export class NullMetrics implements EdgeMetrics {
+  readonly enabled = false;
+  readonly contentType = Registry.PROMETHEUS_CONTENT_TYPE;
+  received(): void {}
+  sent(): void {}
+  verdict(): void {}
+  verdictOf(): void {}
+  ruleHit(): void {}
+  parseFailure(): void {}
+  unmatched(): void {}
+  transactionExpired(): void {}
+  transactionRejected(): void {}
+  retransmission(): void {}
+  upstreamUp(): void {}
+  upstreamResponse(): void {}
+  transportEvent(): void {}
+  banAdded(): void {}
+  banExpired(): void {}
+  auth(): void {}
+  redisUp(): void {}
+  redisError(): void {}
+  rulesReload(): void {}
+  rulesLoaded(): void {}
+  observeProcessing(): void {}
+  declareStage(): void {}
+  declareUpstreams(): void {}
+  bindGauges(): void {}
+  async metrics(): Promise<string> {
+    return '';
+  }
+}
+
+/** Upstream label value for a configured upstream: "udp:10.0.0.5:5060", "tcp:[2001:db8::1]:5060". */
+export function upstreamLabel(u: { readonly transport: TransportName; readonly host: string; readonly port: number }): string {
+  return `${u.transport}:${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`;
+}
