@@ -1,0 +1,245 @@
+#!/usr/bin/env node
+// sip-edge command line. The pure parts (parseCli, main with injected I/O) are exported for
+// tests; the bottom of the file is the only place that touches process.exit.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { ResolvedConfig } from './config/types';
+import { loadConfig } from './config/load';
+import type { CliOverrides } from './config/load';
+import { createLogger } from './log';
+import type { Logger } from './log';
+
+/** Package root: dist/edge/cli.js -> the folder holding package.json and sip-edge.yaml. */
+export const PACKAGE_ROOT = path.resolve(__dirname, '../..');
+export const SHIPPED_CONFIG = path.join(PACKAGE_ROOT, 'sip-edge.yaml');
+
+export const USAGE = `Usage:
+  sip-edge run   [options]   start the edge
+  sip-edge check [options]   validate the configuration and exit (0 ok, 1 invalid)
+  sip-edge --help | --version
+
+Options (list flags may repeat; given flags replace the file's list, they do not extend it):
+  --config FILE               config file (default: the shipped sip-edge.yaml)
+  --no-config                 use no file: built-in defaults plus flags
+  --listen PROTO:HOST:PORT    socket to bind, e.g. udp:0.0.0.0:5060, tcp:[::]:5060
+  --upstream PROTO:HOST:PORT  PBX to forward to, e.g. udp:10.0.0.5:5060
+  --domain NAME               served SIP domain
+  --inside CIDR               inside (PBX side) network
+  --trusted CIDR              outside peers trusted by address
+  --advertise HOST[:PORT]     address to put in Via / Record-Route / Path
+  --metrics HOST:PORT|off     Prometheus endpoint
+  --log-level LEVEL           fatal|error|warn|info|debug|trace|silent
+
+Environment: SIPEDGE_SECRET (HMAC secret shared by a cluster; overrides the file's secret).
+Exit codes: 0 ok, 1 invalid configuration or runtime failure, 2 usage error.
+`;
+
+export type ParsedCli =
+  | { readonly kind: 'help' }
+  | { readonly kind: 'version' }
+  | { readonly kind: 'usage_error'; readonly message: string }
+  | {
+      readonly kind: 'run' | 'check';
+      /** explicit --config */
+      readonly configFile?: string;
+      readonly noConfig: boolean;
+      readonly overrides: CliOverrides;
+    };
+
+const OPTIONS = {
+  config: { type: 'string' },
+  'no-config': { type: 'boolean' },
+  listen: { type: 'string', multiple: true },
+  upstream: { type: 'string', multiple: true },
+  domain: { type: 'string', multiple: true },
+  inside: { type: 'string', multiple: true },
+  trusted: { type: 'string', multiple: true },
+  advertise: { type: 'string' },
+  metrics: { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'V' },
+} as const;
+
+/** argv without node and script. Never throws. */
+export function parseCli(argv: readonly string[]): ParsedCli {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    // Node's message goes on about "--" positionals; the first sentence is what the user needs.
+    return { kind: 'usage_error', message: (e as Error).message.split('. To specify')[0] };
+  }
+  const { values: v, positionals } = parsed;
+  if (v.help === true) return { kind: 'help' };
+  if (v.version === true) return { kind: 'version' };
+  const [command, ...extra] = positionals;
+  if (command === undefined) return { kind: 'usage_error', message: 'missing command (run or check)' };
+  if (command !== 'run' && command !== 'check') return { kind: 'usage_error', message: `unknown command "${command}"` };
+  if (extra.length > 0) return { kind: 'usage_error', message: `unexpected argument "${extra[0]}"` };
+  if (v.config !== undefined && v['no-config'] === true) {
+    return { kind: 'usage_error', message: '--config and --no-config exclude each other' };
+  }
+  if (v.config === '') return { kind: 'usage_error', message: '--config needs a file name' };
+  const overrides: CliOverrides = {
+    ...(v.listen !== undefined ? { listen: v.listen } : {}),
+    ...(v.upstream !== undefined ? { upstreams: v.upstream } : {}),
+    ...(v.domain !== undefined ? { domains: v.domain } : {}),
+    ...(v.inside !== undefined ? { inside: v.inside } : {}),
+    ...(v.trusted !== undefined ? { trusted: v.trusted } : {}),
+    ...(v.advertise !== undefined ? { advertise: v.advertise } : {}),
+    ...(v.metrics !== undefined ? { metrics: v.metrics === 'off' || v.metrics === 'none' ? null : v.metrics } : {}),
+    ...(v['log-level'] !== undefined ? { logLevel: v['log-level'] } : {}),
+  };
+  return {
+    kind: command,
+    ...(v.config !== undefined ? { configFile: v.config } : {}),
+    noConfig: v['no-config'] === true,
+    overrides,
+  };
+}
+
+/**
+ * Which file to load: --config when given; none with --no-config; otherwise the shipped
+ * sip-edge.yaml when it exists (flags still override it), else built-in defaults + flags.
+ */
+export function chooseConfigFile(p: { configFile?: string; noConfig: boolean }, shipped = SHIPPED_CONFIG): string | undefined {
+  if (p.configFile !== undefined) return p.configFile;
+  if (p.noConfig) return undefined;
+  return fs.existsSync(shipped) ? shipped : undefined;
+}
+
+export interface EdgeHandle {
+  close(graceMs: number): Promise<void>;
+  readonly listeners: ReadonlyArray<{ transport: string; address: string; port: number }>;
+}
+export type StartEdge = (cfg: ResolvedConfig, log: Logger) => Promise<EdgeHandle>;
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+  env: NodeJS.ProcessEnv;
+  /** where SIGTERM/SIGINT come from (process in production, an EventEmitter in tests) */
+  signals: Pick<NodeJS.EventEmitter, 'on' | 'removeListener'>;
+  /** edge factory; default require('./edge').startEdge */
+  startEdge?: StartEdge;
+  /** logger factory; default createLogger */
+  logger?: (cfg: ResolvedConfig) => Logger;
+  shippedConfig?: string;
+}
+
+const defaultIo = (): CliIo => ({
+  out: (t) => process.stdout.write(t),
+  err: (t) => process.stderr.write(t),
+  env: process.env,
+  signals: process,
+});
+
+export function version(): string {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Dispatch; resolves to the process exit code. `run` resolves only after shutdown. */
+export async function main(argv: readonly string[], io: CliIo = defaultIo()): Promise<number> {
+  const p = parseCli(argv);
+  switch (p.kind) {
+    case 'help':
+      io.out(USAGE);
+      return 0;
+    case 'version':
+      io.out(`sip-edge ${version()}\n`);
+      return 0;
+    case 'usage_error':
+      io.err(`sip-edge: ${p.message}\n\n${USAGE}`);
+      return 2;
+    case 'check':
+    case 'run':
+      break;
+  }
+  const file = chooseConfigFile(p, io.shippedConfig ?? SHIPPED_CONFIG);
+  const loaded = loadConfig({ ...(file !== undefined ? { file } : {}), overrides: p.overrides, env: io.env });
+  if (!loaded.ok) {
+    io.err(loaded.errors.map((e) => `${e}\n`).join(''));
+    return 1;
+  }
+  if (p.kind === 'check') {
+    io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}\n`);
+    return 0;
+  }
+  return run(loaded.config, io);
+}
+
+async function run(cfg: ResolvedConfig, io: CliIo): Promise<number> {
+  const log = io.logger ? io.logger(cfg) : createLogger(cfg.log.level);
+  let startEdge = io.startEdge;
+  if (startEdge === undefined) {
+    try {
+      // Resolved at run time so that `check` works even where the edge itself is not built.
+      startEdge = (require('./edge') as { startEdge: StartEdge }).startEdge;
+    } catch (e) {
+      log.fatal({ err: e }, 'cannot load the edge module');
+      return 1;
+    }
+  }
+  let edge: EdgeHandle;
+  try {
+    edge = await startEdge(cfg, log);
+  } catch (e) {
+    log.fatal({ err: e }, 'start failed');
+    return 1;
+  }
+  const done = new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: string): void => {
+      if (stopping) {
+        // The operator asked twice: do not wait for the grace period.
+        log.warn({ signal }, 'second signal, exiting now');
+        cleanup();
+        resolve(1);
+        return;
+      }
+      stopping = true;
+      log.info({ signal, graceMs: cfg.shutdownGraceMs }, 'shutting down');
+      edge.close(cfg.shutdownGraceMs).then(
+        () => {
+          log.info('stopped');
+          cleanup();
+          resolve(0);
+        },
+        (e: unknown) => {
+          log.error({ err: e }, 'error during shutdown');
+          cleanup();
+          resolve(1);
+        },
+      );
+    };
+    const onTerm = (): void => onSignal('SIGTERM');
+    const onInt = (): void => onSignal('SIGINT');
+    const cleanup = (): void => {
+      io.signals.removeListener('SIGTERM', onTerm);
+      io.signals.removeListener('SIGINT', onInt);
+    };
+    io.signals.on('SIGTERM', onTerm);
+    io.signals.on('SIGINT', onInt);
+  });
+  // Only now: a supervisor (or test) that sends SIGTERM as soon as it reads this line must
+  // find the handlers installed, or the default action kills us without a graceful close.
+  log.info({ listeners: edge.listeners, upstreams: cfg.upstreams, configFile: cfg.configFile ?? null }, 'listening');
+  return done;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      process.stderr.write(`sip-edge: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,394 @@
+// Builds the ResolvedConfig the edge runs on: YAML file (schema-checked in yaml.ts) + CLI
+// overrides + environment, then semantic checks that the schema cannot express (spec syntax,
+// addresses, CIDRs, cross-field ranges), each reported at the offending node's file:line:column.
+// Synchronous and side-effect free: no DNS, no sockets, so `sip-edge check` is exact and fast.
+// Private address helpers live here until edge/net/{address,cidr}.ts land; see parseHostPort.
+import * as net from 'node:net';
+import * as path from 'node:path';
+import type { TransportName } from '../sip/types';
+import type { ListenerSpec } from '../transport/types';
+import type { ResolvedConfig, UpstreamSpec } from './types';
+import { ConfigFileSchema, LOG_LEVELS } from './schema';
+import type { ConfigFile, LogLevel } from './schema';
+import { loadYamlFile, loadYamlText } from './yaml';
+import type { ValuePath } from './yaml';
+
+/** Flags that replace (not extend) the corresponding file setting when given. */
+export interface CliOverrides {
+  listen?: string[];
+  upstreams?: string[];
+  domains?: string[];
+  inside?: string[];
+  trusted?: string[];
+  /** "host[:port]"; null clears the file's advertise */
+  advertise?: string | null;
+  /** "host:port"; null disables metrics */
+  metrics?: string | null;
+  logLevel?: string;
+}
+
+export interface LoadOptions {
+  /** config file; when absent only schema defaults + overrides + env are used */
+  file?: string;
+  overrides?: CliOverrides;
+  env?: NodeJS.ProcessEnv;
+}
+
+export type LoadResult = { ok: true; config: ResolvedConfig } | { ok: false; errors: string[] };
+
+/** Transports the edge can serve today; the others parse but are refused with a clear error. */
+const SUPPORTED_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp'];
+const KNOWN_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls', 'ws', 'wss'];
+/** RFC 3261 19.1.2: default port for sip: over UDP/TCP. */
+const SIP_DEFAULT_PORT = 5060;
+
+export function loadConfig(opts: LoadOptions = {}): LoadResult {
+  const env = opts.env ?? process.env;
+  const ov = opts.overrides ?? {};
+  const fileName = opts.file !== undefined ? path.resolve(opts.file) : undefined;
+  const loaded = fileName !== undefined
+    ? loadYamlFile(fileName, ConfigFileSchema)
+    : loadYamlText('', 'defaults', ConfigFileSchema);
+  if (!loaded.ok) return { ok: false, errors: loaded.errors };
+  const f: ConfigFile = loaded.value;
+  // Without a file there is no node to point at: name the setting instead.
+  const at = (p: ValuePath): string => (fileName !== undefined ? loaded.at(p) : 'config');
+
+  const errors: string[] = [];
+  const err = (where: string, msg: string): void => {
+    errors.push(`${where}: ${msg}`);
+  };
+
+  /** Items of a list setting with where each came from: a file node or a flag. */
+  const items = (key: 'listen' | 'upstreams' | 'domains' | 'inside' | 'trusted', flag: string, override?: string[]) =>
+    override !== undefined
+      ? { fromFlag: true, where: flag, list: override.map((text) => ({ text, where: `${flag} ${JSON.stringify(text)}` })) }
+      : { fromFlag: false, where: at([key]), list: f[key].map((text, i) => ({ text, where: at([key, i]) })) };
+
+  // --- listen -------------------------------------------------------------------------------
+  const listen: ListenerSpec[] = [];
+  const listenSrc = items('listen', '--listen', ov.listen);
+  const seenListen = new Set<string>();
+  for (const it of listenSrc.list) {
+    const r = parseTransportSpec(it.text, 'listen');
+    if (typeof r === 'string') {
+      err(it.where, `listen ${JSON.stringify(it.text)}: ${r}`);
+      continue;
+    }
+    const key = `${r.transport}|${r.host}|${r.port}`;
+    if (r.port !== 0 && seenListen.has(key)) err(it.where, `listen ${JSON.stringify(it.text)}: listed twice`);
+    seenListen.add(key);
+    listen.push(r);
+  }
+  if (listenSrc.list.length === 0) err(listenSrc.where, 'listen: at least one listener is required (the file\'s listen list or --listen)');
+
+  // --- upstreams ----------------------------------------------------------------------------
+  const upstreams: UpstreamSpec[] = [];
+  const upSrc = items('upstreams', '--upstream', ov.upstreams);
+  for (const it of upSrc.list) {
+    const r = parseTransportSpec(it.text, 'upstream');
+    if (typeof r === 'string') {
+      err(it.where, `upstream ${JSON.stringify(it.text)}: ${r}`);
+      continue;
+    }
+    // Forwarding to our own socket would loop every request until Max-Forwards runs out.
+    if (seenListen.has(`${r.transport}|${r.host}|${r.port}`)) {
+      err(it.where, `upstream ${JSON.stringify(it.text)}: is one of the edge's own listeners (forwarding loop)`);
+      continue;
+    }
+    upstreams.push(r);
+  }
+  if (upSrc.list.length === 0) err(upSrc.where, 'upstreams: at least one upstream is required (the file\'s upstreams list or --upstream)');
+
+  // --- advertise ----------------------------------------------------------------------------
+  let advertise: ResolvedConfig['advertise'];
+  const advText = ov.advertise !== undefined ? ov.advertise : f.advertise;
+  const advWhere = ov.advertise !== undefined ? `--advertise ${JSON.stringify(ov.advertise)}` : at(['advertise']);
+  if (advText !== null) {
+    const hp = parseHostPort(advText);
+    if (typeof hp === 'string') err(advWhere, `advertise ${JSON.stringify(advText)}: ${hp}`);
+    else {
+      const host = canonicalIp(hp.host) ?? (isDomainName(hp.host) ? hp.host.toLowerCase() : undefined);
+      if (host === undefined) err(advWhere, `advertise ${JSON.stringify(advText)}: not an IP address or host name`);
+      else if (hp.port === 0) err(advWhere, `advertise ${JSON.stringify(advText)}: port must be 1..65535`);
+      else if (isUnspecified(host)) err(advWhere, `advertise ${JSON.stringify(advText)}: a wildcard address cannot be advertised`);
+      else advertise = hp.port === undefined ? { host } : { host, port: hp.port };
+    }
+  }
+
+  // --- domains ------------------------------------------------------------------------------
+  const domains: string[] = [];
+  for (const it of items('domains', '--domain', ov.domains).list) {
+    const d = it.text.trim().toLowerCase().replace(/\.$/, '');
+    const ip = canonicalIp(d);
+    if (ip !== undefined) domains.push(ip);
+    else if (isDomainName(d)) domains.push(d);
+    else err(it.where, `domain ${JSON.stringify(it.text)}: not a valid domain name (RFC 1035 2.3.1 / RFC 1123 2.1)`);
+  }
+
+  // --- inside / trusted ---------------------------------------------------------------------
+  const cidrs = (key: 'inside' | 'trusted', flag: string, override?: string[]): string[] => {
+    const out: string[] = [];
+    for (const it of items(key, flag, override).list) {
+      const r = parseCidr(it.text);
+      if (!r.ok) err(it.where, `${key} ${JSON.stringify(it.text)}: ${r.error}`);
+      else out.push(r.cidr);
+    }
+    return out;
+  };
+  const inside = cidrs('inside', '--inside', ov.inside);
+  const trusted = cidrs('trusted', '--trusted', ov.trusted);
+
+  // --- secret -------------------------------------------------------------------------------
+  // Env wins over the file so that a deployment can keep the secret out of the config repo.
+  let secret: string | undefined = f.secret;
+  const envSecret = env.SIPEDGE_SECRET;
+  if (envSecret !== undefined && envSecret !== '') {
+    if (envSecret.length < 16) err('env SIPEDGE_SECRET', 'must be at least 16 characters');
+    else secret = envSecret;
+  }
+
+  // --- log level ----------------------------------------------------------------------------
+  let level: LogLevel = f.log.level;
+  if (ov.logLevel !== undefined) {
+    const l = (LOG_LEVELS as readonly string[]).find((x) => x === ov.logLevel);
+    if (l === undefined) err(`--log-level ${JSON.stringify(ov.logLevel)}`, `expected one of ${LOG_LEVELS.join(', ')}`);
+    else level = l as LogLevel;
+  }
+
+  // --- metrics ------------------------------------------------------------------------------
+  let metricsListen: string | null = null;
+  const mText = ov.metrics !== undefined ? ov.metrics : f.metrics.listen;
+  const mWhere = ov.metrics !== undefined ? `--metrics ${JSON.stringify(ov.metrics)}` : at(['metrics', 'listen']);
+  if (mText !== null) {
+    const hp = parseHostPort(mText);
+    const host = typeof hp === 'string' ? undefined : hp.host === 'localhost' ? '127.0.0.1' : canonicalIp(hp.host);
+    if (typeof hp === 'string') err(mWhere, `metrics.listen ${JSON.stringify(mText)}: ${hp}`);
+    else if (host === undefined) err(mWhere, `metrics.listen ${JSON.stringify(mText)}: host must be an IP address or localhost`);
+    else if (hp.port === undefined) err(mWhere, `metrics.listen ${JSON.stringify(mText)}: a port is required ("host:port")`);
+    else {
+      metricsListen = host.includes(':') ? `[${host}]:${hp.port}` : `${host}:${hp.port}`;
+      // Metrics reveal traffic patterns and upstream health: never expose them unauthenticated.
+      if (!isLoopback(host) && f.metrics.token === undefined) {
+        err(mWhere, `metrics.listen ${JSON.stringify(mText)}: a non-loopback metrics address requires metrics.token`);
+      }
+    }
+  }
+
+  // --- cross-field sanity -------------------------------------------------------------------
+  const L = f.limits;
+  if (L.maxHeaderLineBytes > L.maxMessageBytes) err(at(['limits', 'maxHeaderLineBytes']), 'limits.maxHeaderLineBytes: must not exceed limits.maxMessageBytes');
+  if (L.maxRequestUriBytes > L.maxMessageBytes) err(at(['limits', 'maxRequestUriBytes']), 'limits.maxRequestUriBytes: must not exceed limits.maxMessageBytes');
+  // RFC 3261 17.1.2.2: retransmit intervals double from T1 up to T2, so T2 < T1 is meaningless.
+  if (f.transactions.t2Ms < f.transactions.t1Ms) err(at(['transactions', 't2Ms']), 'transactions.t2Ms: must be at least transactions.t1Ms');
+  if (f.tcp.maxConnectionsPerSource > f.tcp.maxConnections) err(at(['tcp', 'maxConnectionsPerSource']), 'tcp.maxConnectionsPerSource: must not exceed tcp.maxConnections');
+  if (f.health.timeoutMs > f.health.intervalMs) err(at(['health', 'timeoutMs']), 'health.timeoutMs: must not exceed health.intervalMs');
+
+  if (errors.length > 0) return { ok: false, errors };
+
+  const config: ResolvedConfig = {
+    listen,
+    ...(advertise !== undefined ? { advertise } : {}),
+    upstreams,
+    domains: [...new Set(domains)],
+    inside,
+    trusted,
+    ...(secret !== undefined ? { secret } : {}),
+    limits: { ...f.limits },
+    tcp: { ...f.tcp },
+    transactions: { ...f.transactions },
+    health: { ...f.health },
+    proxy: { ...f.proxy },
+    shutdownGraceMs: f.shutdownGraceMs,
+    log: { level },
+    metrics: { listen: metricsListen, ...(f.metrics.token !== undefined ? { token: f.metrics.token } : {}) },
+    ...(fileName !== undefined ? { configFile: fileName } : {}),
+  };
+  return { ok: true, config: deepFreeze(config) };
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o as object)) deepFreeze(v);
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Address helpers (private stand-ins for edge/net/address.ts and edge/net/cidr.ts).
+// ---------------------------------------------------------------------------------------------
+
+/** "proto:host[:port]" -> spec, or an error message. */
+export function parseTransportSpec(text: string, role: 'listen' | 'upstream'): ListenerSpec | string {
+  const s = text.trim();
+  const i = s.indexOf(':');
+  const proto = i < 0 ? '' : s.slice(0, i).toLowerCase();
+  if (i < 0 || !/^[a-z]+$/.test(proto)) return 'expected "proto:host:port", e.g. "udp:127.0.0.1:5060"';
+  if (!(KNOWN_TRANSPORTS as readonly string[]).includes(proto)) {
+    return `unknown transport "${proto}" (expected ${SUPPORTED_TRANSPORTS.join(' or ')})`;
+  }
+  if (!(SUPPORTED_TRANSPORTS as readonly string[]).includes(proto)) {
+    return `transport "${proto}" is not supported yet (use ${SUPPORTED_TRANSPORTS.join(' or ')})`;
+  }
+  const hp = parseHostPort(s.slice(i + 1));
+  if (typeof hp === 'string') return hp;
+  let host: string | undefined;
+  if (hp.host.toLowerCase() === 'localhost') host = '127.0.0.1';
+  else host = canonicalIp(hp.host);
+  if (host === undefined) {
+    return role === 'upstream'
+      ? `host "${hp.host}" is not an IP address; DNS names for upstreams are not supported yet`
+      : `host "${hp.host}" is not an IP address to bind (use e.g. 0.0.0.0, ::, 127.0.0.1)`;
+  }
+  const port = hp.port ?? SIP_DEFAULT_PORT;
+  if (role === 'upstream') {
+    if (port === 0) return 'upstream port must be 1..65535';
+    if (isUnspecified(host)) return `"${host}" is a wildcard address, not an upstream`;
+  }
+  return { transport: proto as TransportName, host, port };
+}
+
+/** "host", "host:port", "[v6]", "[v6]:port" -> parts, or an error message. Port 0..65535. */
+export function parseHostPort(text: string): { host: string; port?: number } | string {
+  const s = text.trim();
+  let host: string;
+  let portText: string | undefined;
+  if (s.startsWith('[')) {
+    const end = s.indexOf(']');
+    if (end < 0) return 'missing "]" after IPv6 address';
+    host = s.slice(1, end);
+    const rest = s.slice(end + 1);
+    if (rest !== '') {
+      if (!rest.startsWith(':')) return `unexpected "${rest}" after "]"`;
+      portText = rest.slice(1);
+    }
+    if (net.isIPv6(host) === false) return `"${host}" is not an IPv6 address`;
+  } else {
+    const colons = s.split(':').length - 1;
+    if (colons > 1) return 'IPv6 addresses must be in brackets, e.g. "[::1]:5060"';
+    const i = s.indexOf(':');
+    host = i < 0 ? s : s.slice(0, i);
+    if (i >= 0) portText = s.slice(i + 1);
+  }
+  if (host === '') return 'missing host';
+  if (portText === undefined) return { host };
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) > 65535) return `port "${portText}" is not a number from 0 to 65535`;
+  return { host, port: Number(portText) };
+}
+
+/** Canonical IP literal (IPv6 lower-case compressed; IPv4-mapped IPv6 as IPv4), or undefined. */
+export function canonicalIp(text: string): string | undefined {
+  const fam = net.isIP(text);
+  if (fam === 4) return text.split('.').map((o) => String(Number(o))).join('.');
+  if (fam !== 6 || text.includes('%')) return undefined; // zone ids are host-local, refuse them
+  const b = ipToBytes(text);
+  return b === undefined ? undefined : bytesToIp(b);
+}
+
+function isUnspecified(ip: string): boolean {
+  return ip === '0.0.0.0' || ip === '::';
+}
+
+function isLoopback(ip: string): boolean {
+  return ip === '::1' || ip.startsWith('127.');
+}
+
+/** RFC 1035 2.3.1 as relaxed by RFC 1123 2.1 (labels may start with a digit). */
+export function isDomainName(name: string): boolean {
+  if (name.length === 0 || name.length > 253) return false;
+  return name.split('.').every((l) => /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i.test(l));
+}
+
+/** "a.b.c.d/n", "v6/n" or a bare address -> canonical "network/len", or an error message. */
+export function parseCidr(text: string): { ok: true; cidr: string } | { ok: false; error: string } {
+  const s = text.trim();
+  const slash = s.indexOf('/');
+  const addrText = slash < 0 ? s : s.slice(0, slash);
+  const fam = net.isIP(addrText);
+  if (fam === 0 || addrText.includes('%')) return { ok: false, error: 'not a CIDR ("10.0.0.0/8", "2001:db8::/32") or IP address' };
+  const bytes = ipToBytes(addrText);
+  if (bytes === undefined) return { ok: false, error: 'not a valid IP address' };
+  const max = bytes.length * 8;
+  let len = max;
+  if (slash >= 0) {
+    const lt = s.slice(slash + 1);
+    if (!/^\d{1,3}$/.test(lt) || Number(lt) > max) return { ok: false, error: `prefix length must be 0..${max}` };
+    len = Number(lt);
+  }
+  const net0 = Uint8Array.from(bytes);
+  for (let bit = len; bit < max; bit++) net0[bit >> 3] &= ~(0x80 >> (bit & 7));
+  // An IPv4-mapped prefix covers IPv4 peers, which are canonicalized to plain IPv4 (Endpoint).
+  if (bytes.length === 16 && len >= 96 && isV4Mapped(net0)) {
+    const v4 = `${Array.from(net0.slice(12)).join('.')}/${len - 96}`;
+    if (!net0.every((v, i) => v === bytes[i])) return { ok: false, error: `host bits set (did you mean "${v4}"?)` };
+    return { ok: true, cidr: v4 };
+  }
+  const network = bytesToIp(net0, false);
+  // A set host bit is almost always a typo for a host (/32) or the network; refuse to guess.
+  if (!net0.every((v, i) => v === bytes[i])) return { ok: false, error: `host bits set (did you mean "${network}/${len}"?)` };
+  return { ok: true, cidr: `${network}/${len}` };
+}
+
+function ipToBytes(ip: string): Uint8Array | undefined {
+  if (net.isIPv4(ip)) return Uint8Array.from(ip.split('.').map(Number));
+  if (!net.isIPv6(ip)) return undefined;
+  let text = ip.toLowerCase();
+  const lastColon = text.lastIndexOf(':');
+  const v4 = text.slice(lastColon + 1);
+  if (v4.includes('.')) {
+    // Embedded IPv4 tail (RFC 4291 2.2 form 3): rewrite as two hex groups.
+    if (!net.isIPv4(v4)) return undefined;
+    const o = v4.split('.').map(Number);
+    text = `${text.slice(0, lastColon + 1)}${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
+  }
+  const want = 8;
+  let groups: number[];
+  const dbl = text.indexOf('::');
+  const toNums = (p: string): number[] => (p === '' ? [] : p.split(':').map((g) => parseInt(g, 16)));
+  if (dbl >= 0) {
+    const head = toNums(text.slice(0, dbl));
+    const rest = toNums(text.slice(dbl + 2));
+    groups = [...head, ...new Array<number>(want - head.length - rest.length).fill(0), ...rest];
+  } else {
+    groups = toNums(text);
+  }
+  if (groups.length !== 8 || groups.some((g) => !(g >= 0 && g <= 0xffff))) return undefined;
+  const out = new Uint8Array(16);
+  groups.forEach((g, i) => {
+    out[2 * i] = g >> 8;
+    out[2 * i + 1] = g & 0xff;
+  });
+  return out;
+}
+
+function isV4Mapped(b: Uint8Array): boolean {
+  return b.length === 16 && b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
+}
+
+function bytesToIp(b: Uint8Array, mapV4 = true): string {
+  if (b.length === 4) return Array.from(b).join('.');
+  // IPv4-mapped (::ffff:a.b.c.d) is an IPv4 peer: canonical form is the IPv4 address (types.ts Endpoint).
+  if (mapV4 && isV4Mapped(b)) return Array.from(b.slice(12)).join('.');
+  const g: number[] = [];
+  for (let i = 0; i < 16; i += 2) g.push((b[i] << 8) | b[i + 1]);
+  // RFC 5952 4.2: compress the longest run (length >= 2) of zero groups, the first one on ties.
+  let bestStart = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = g.map((x) => x.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}

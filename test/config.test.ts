@@ -1,0 +1,305 @@
+// Config loading: schema defaults, overrides, and every kind of error at its exact file:line:column.
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Type } from '@sinclair/typebox';
+import { loadConfig, parseCidr, parseTransportSpec, canonicalIp } from '../edge/config/load';
+import { loadYamlFile, loadYamlText, suggest } from '../edge/config/yaml';
+import { ConfigFileSchema } from '../edge/config/schema';
+import { DEFAULT_LIMITS } from '../edge/sip/parser';
+
+const ROOT = path.resolve(__dirname, '../..');
+const SHIPPED = path.join(ROOT, 'sip-edge.yaml');
+const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-config-'));
+after(() => fs.rmSync(TMP, { recursive: true, force: true }));
+let n = 0;
+/** Writes `text` to a fresh temp file and returns its absolute path. */
+function tmp(text: string): string {
+  const f = path.join(TMP, `c${n++}.yaml`);
+  fs.writeFileSync(f, text);
+  return f;
+}
+const UP = { upstreams: ['udp:127.0.0.1:5080'] };
+
+test('built-in defaults match the values named in edge/config/types.ts', () => {
+  const r = loadConfig({ overrides: UP, env: {} });
+  assert.ok(r.ok, JSON.stringify(r));
+  const c = r.config;
+  assert.deepEqual(c.listen, [
+    { transport: 'udp', host: '127.0.0.1', port: 5060 },
+    { transport: 'tcp', host: '127.0.0.1', port: 5060 },
+  ]);
+  assert.deepEqual(c.upstreams, [{ transport: 'udp', host: '127.0.0.1', port: 5080 }]);
+  assert.equal(c.advertise, undefined);
+  assert.deepEqual([c.domains, c.inside, c.trusted], [[], [], []]);
+  assert.equal(c.secret, undefined);
+  assert.deepEqual(c.limits, DEFAULT_LIMITS);
+  assert.deepEqual(c.tcp, { maxConnections: 10000, maxConnectionsPerSource: 32, messageTimeoutMs: 10000, idleTimeoutMs: 180000 });
+  assert.deepEqual(c.transactions, { max: 100000, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 });
+  assert.deepEqual(c.health, { intervalMs: 5000, timeoutMs: 2000, failuresBeforeDown: 2, retryAfterSeconds: 30 });
+  assert.deepEqual(c.proxy, { recordRoute: true, path: true, maxForwards: 70 });
+  assert.equal(c.shutdownGraceMs, 5000);
+  assert.deepEqual(c.log, { level: 'info' });
+  assert.deepEqual(c.metrics, { listen: '127.0.0.1:9090' });
+  assert.equal(c.configFile, undefined);
+});
+
+test('the shipped sip-edge.yaml is valid and spells out exactly the built-in defaults', () => {
+  const shipped = loadConfig({ file: SHIPPED, env: {} });
+  assert.ok(shipped.ok, JSON.stringify(shipped));
+  const defaults = loadConfig({ overrides: UP, env: {} });
+  assert.ok(defaults.ok);
+  assert.equal(shipped.config.configFile, SHIPPED);
+  assert.deepEqual({ ...shipped.config, configFile: undefined }, { ...defaults.config, configFile: undefined });
+});
+
+test('the resolved config is deeply frozen', () => {
+  const r = loadConfig({ overrides: UP, env: {} });
+  assert.ok(r.ok);
+  assert.ok(Object.isFrozen(r.config) && Object.isFrozen(r.config.listen) && Object.isFrozen(r.config.listen[0]));
+  assert.ok(Object.isFrozen(r.config.limits) && Object.isFrozen(r.config.metrics));
+});
+
+test('an empty file means all defaults', () => {
+  const r = loadConfig({ file: tmp('# nothing but a comment\n'), overrides: UP, env: {} });
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.equal(r.config.limits.maxHeaders, 100);
+});
+
+test('file values are used; CLI list flags replace the file lists', () => {
+  const file = tmp(
+    [
+      'listen: [udp:0.0.0.0:5060, tcp:0.0.0.0:5060, "udp:[::]:5060"]',
+      'upstreams: [udp:10.0.0.5:5060]',
+      'domains: [Example.COM]',
+      'inside: [10.0.0.0/8]',
+      'trusted: [198.51.100.7]',
+      'advertise: sip.example.com:5070',
+      'limits: { maxHeaders: 50 }',
+      'log: { level: debug }',
+      '',
+    ].join('\n'),
+  );
+  const plain = loadConfig({ file, env: {} });
+  assert.ok(plain.ok, JSON.stringify(plain));
+  assert.equal(plain.config.listen.length, 3);
+  assert.deepEqual(plain.config.listen[2], { transport: 'udp', host: '::', port: 5060 });
+  assert.deepEqual(plain.config.domains, ['example.com']);
+  assert.deepEqual(plain.config.trusted, ['198.51.100.7/32']);
+  assert.deepEqual(plain.config.advertise, { host: 'sip.example.com', port: 5070 });
+  assert.equal(plain.config.limits.maxHeaders, 50);
+  assert.equal(plain.config.limits.maxMessageBytes, 16384, 'sibling fields keep their defaults');
+  assert.equal(plain.config.log.level, 'debug');
+
+  const r = loadConfig({
+    file,
+    env: {},
+    overrides: {
+      listen: ['udp:127.0.0.1:0', 'tcp:[::1]:0'],
+      upstreams: ['tcp:localhost:5080'],
+      domains: ['pbx.example.org'],
+      trusted: [],
+      metrics: null,
+      logLevel: 'warn',
+      advertise: null,
+    },
+  });
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.deepEqual(r.config.listen, [
+    { transport: 'udp', host: '127.0.0.1', port: 0 },
+    { transport: 'tcp', host: '::1', port: 0 },
+  ]);
+  assert.deepEqual(r.config.upstreams, [{ transport: 'tcp', host: '127.0.0.1', port: 5080 }]);
+  assert.deepEqual(r.config.domains, ['pbx.example.org']);
+  assert.deepEqual(r.config.inside, ['10.0.0.0/8'], 'lists without a flag keep the file value');
+  assert.deepEqual(r.config.trusted, []);
+  assert.equal(r.config.metrics.listen, null);
+  assert.equal(r.config.log.level, 'warn');
+  assert.equal(r.config.advertise, undefined);
+});
+
+test('SIPEDGE_SECRET overrides the file secret and is length-checked', () => {
+  const file = tmp('upstreams: [udp:10.0.0.5:5060]\nsecret: file-secret-0123456789\n');
+  const fromFile = loadConfig({ file, env: {} });
+  assert.ok(fromFile.ok);
+  assert.equal(fromFile.config.secret, 'file-secret-0123456789');
+  const fromEnv = loadConfig({ file, env: { SIPEDGE_SECRET: 'env-secret-0123456789' } });
+  assert.ok(fromEnv.ok);
+  assert.equal(fromEnv.config.secret, 'env-secret-0123456789');
+  assert.deepEqual(loadConfig({ file, env: { SIPEDGE_SECRET: 'short' } }), {
+    ok: false,
+    errors: ['env SIPEDGE_SECRET: must be at least 16 characters'],
+  });
+});
+
+/** [name, file text, expected error lines with FILE standing for the temp file path] */
+const ERROR_CASES: ReadonlyArray<readonly [string, string, readonly string[]]> = [
+  ['unknown top-level key with suggestion', 'listne:\n  - udp:127.0.0.1:5060\nupstreams: [udp:10.0.0.5:5060]\n',
+    ['FILE:1:1: unknown key "listne" (did you mean "listen"?)']],
+  ['unknown nested key with suggestion', 'upstreams: [udp:10.0.0.5:5060]\nlimits:\n  maxHeaders: 90\n  maxHeadrs: 80\n',
+    ['FILE:4:3: unknown key "maxHeadrs" in limits (did you mean "maxHeaders"?)']],
+  ['unknown key without a close match', 'upstreams: [udp:10.0.0.5:5060]\nfrobnicate: 1\n',
+    ['FILE:2:1: unknown key "frobnicate"']],
+  ['wrong type', 'upstreams: [udp:10.0.0.5:5060]\ntcp:\n  maxConnections: lots\n',
+    ['FILE:3:19: tcp.maxConnections: expected an integer from 1 to 1000000 (got "lots")']],
+  ['out of range', 'upstreams: [udp:10.0.0.5:5060]\nproxy: {maxForwards: 300}\n',
+    ['FILE:2:22: proxy.maxForwards: expected an integer from 1 to 255 (got 300)']],
+  ['YAML 1.2: "yes" is not a boolean', 'upstreams: [udp:10.0.0.5:5060]\nproxy:\n  path: yes\n',
+    ['FILE:3:9: proxy.path: expected true or false (got "yes")']],
+  ['bad enum', 'upstreams: [udp:10.0.0.5:5060]\nlog:\n  level: loud\n',
+    ['FILE:3:10: log.level: expected one of fatal, error, warn, info, debug, trace, silent (got "loud")']],
+  ['list expected', 'upstreams: udp:10.0.0.5:5060\n',
+    ['FILE:1:12: upstreams: expected a list of strings (at most 10000) (got "udp:10.0.0.5:5060")']],
+  ['YAML syntax error', 'upstreams: [udp:10.0.0.5:5060\nlimits:\n',
+    ['FILE:2:1: Flow sequence in block collection must be sufficiently indented and end with a ]']],
+  ['duplicate key', 'upstreams: [udp:10.0.0.5:5060]\nlog: {level: info}\nlog: {level: debug}\n',
+    ['FILE:3:1: Map keys must be unique']],
+  ['tls not supported yet', 'upstreams: [udp:10.0.0.5:5060]\nlisten:\n  - udp:0.0.0.0:5060\n  - tls:0.0.0.0:5061\n',
+    ['FILE:4:5: listen "tls:0.0.0.0:5061": transport "tls" is not supported yet (use udp or tcp)']],
+  ['unknown transport', 'upstreams: [udp:10.0.0.5:5060]\nlisten: [sctp:0.0.0.0:5060]\n',
+    ['FILE:2:10: listen "sctp:0.0.0.0:5060": unknown transport "sctp" (expected udp or tcp)']],
+  ['port out of range', 'upstreams: [udp:10.0.0.5:5060]\nlisten: [udp:0.0.0.0:70000]\n',
+    ['FILE:2:10: listen "udp:0.0.0.0:70000": port "70000" is not a number from 0 to 65535']],
+  ['missing transport', 'upstreams: [udp:10.0.0.5:5060]\nlisten: ["0.0.0.0:5060"]\n',
+    ['FILE:2:10: listen "0.0.0.0:5060": expected "proto:host:port", e.g. "udp:127.0.0.1:5060"']],
+  ['IPv6 without brackets', 'upstreams: [udp:10.0.0.5:5060]\nlisten: ["udp:::1:5060"]\n',
+    ['FILE:2:10: listen "udp:::1:5060": IPv6 addresses must be in brackets, e.g. "[::1]:5060"']],
+  ['listen on a host name', 'upstreams: [udp:10.0.0.5:5060]\nlisten: [udp:edge.example.com:5060]\n',
+    ['FILE:2:10: listen "udp:edge.example.com:5060": host "edge.example.com" is not an IP address to bind (use e.g. 0.0.0.0, ::, 127.0.0.1)']],
+  ['duplicate listener', 'upstreams: [udp:10.0.0.5:5060]\nlisten:\n  - udp:0.0.0.0:5060\n  - udp:0.0.0.0:5060\n',
+    ['FILE:4:5: listen "udp:0.0.0.0:5060": listed twice']],
+  ['no listener', 'upstreams: [udp:10.0.0.5:5060]\nlisten: []\n',
+    ["FILE:2:9: listen: at least one listener is required (the file's listen list or --listen)"]],
+  ['no upstream (absent key points at the document)', 'listen: [udp:0.0.0.0:5060]\n',
+    ["FILE:1:1: upstreams: at least one upstream is required (the file's upstreams list or --upstream)"]],
+  ['upstream DNS name', 'upstreams:\n  - udp:pbx.example.com:5060\n',
+    ['FILE:2:5: upstream "udp:pbx.example.com:5060": host "pbx.example.com" is not an IP address; DNS names for upstreams are not supported yet']],
+  ['upstream port 0', 'upstreams: [udp:10.0.0.5:0]\n',
+    ['FILE:1:13: upstream "udp:10.0.0.5:0": upstream port must be 1..65535']],
+  ['upstream is our own listener', 'listen: [udp:127.0.0.1:5060]\nupstreams: [udp:127.0.0.1:5060]\n',
+    ["FILE:2:13: upstream \"udp:127.0.0.1:5060\": is one of the edge's own listeners (forwarding loop)"]],
+  ['bad CIDR', 'upstreams: [udp:10.0.0.5:5060]\ninside:\n  - 10.0.0.0/8\n  - 10.0.0.0/33\n',
+    ['FILE:4:5: inside "10.0.0.0/33": prefix length must be 0..32']],
+  ['CIDR with host bits', 'upstreams: [udp:10.0.0.5:5060]\ntrusted: [192.168.1.10/24]\n',
+    ['FILE:2:11: trusted "192.168.1.10/24": host bits set (did you mean "192.168.1.0/24"?)']],
+  ['not an address at all', 'upstreams: [udp:10.0.0.5:5060]\ntrusted: [carrier]\n',
+    ['FILE:2:11: trusted "carrier": not a CIDR ("10.0.0.0/8", "2001:db8::/32") or IP address']],
+  ['bad domain', 'upstreams: [udp:10.0.0.5:5060]\ndomains: [example.com, "exa mple.com"]\n',
+    ['FILE:2:24: domain "exa mple.com": not a valid domain name (RFC 1035 2.3.1 / RFC 1123 2.1)']],
+  ['advertise wildcard', 'upstreams: [udp:10.0.0.5:5060]\nadvertise: "0.0.0.0"\n',
+    ['FILE:2:12: advertise "0.0.0.0": a wildcard address cannot be advertised']],
+  ['metrics on a public address without token', 'upstreams: [udp:10.0.0.5:5060]\nmetrics:\n  listen: 0.0.0.0:9090\n',
+    ['FILE:3:11: metrics.listen "0.0.0.0:9090": a non-loopback metrics address requires metrics.token']],
+  ['T2 below T1 (RFC 3261 17.1.2.2)', 'upstreams: [udp:10.0.0.5:5060]\ntransactions:\n  t1Ms: 2000\n  t2Ms: 1000\n',
+    ['FILE:4:9: transactions.t2Ms: must be at least transactions.t1Ms']],
+  ['short secret', 'upstreams: [udp:10.0.0.5:5060]\nsecret: abc\n',
+    ['FILE:2:9: secret: expected a string of 16 to 4096 characters (got "abc")']],
+  ['schema errors are reported before semantic checks run', 'listen: [tls:0.0.0.0:5061]\nlimits: {maxHeaders: 1}\nupstreams: [udp:h:1]\n',
+    [
+      'FILE:2:22: limits.maxHeaders: expected an integer from 10 to 1000 (got 1)',
+    ]],
+  ['semantic errors are all reported together', 'listen: [tls:0.0.0.0:5061]\nupstreams: [udp:h:1]\n',
+    [
+      'FILE:1:10: listen "tls:0.0.0.0:5061": transport "tls" is not supported yet (use udp or tcp)',
+      'FILE:2:13: upstream "udp:h:1": host "h" is not an IP address; DNS names for upstreams are not supported yet',
+    ]],
+];
+
+for (const [name, text, expected] of ERROR_CASES) {
+  test(`config error: ${name}`, () => {
+    const file = tmp(text);
+    const r = loadConfig({ file, env: {} });
+    assert.deepEqual(r, { ok: false, errors: expected.map((e) => e.replace('FILE', file)) });
+  });
+}
+
+test('flag errors name the flag', () => {
+  assert.deepEqual(loadConfig({ env: {}, overrides: { listen: ['ws:0.0.0.0:80'], upstreams: ['udp:10.0.0.5:5060'], logLevel: 'chatty', metrics: 'x:y' } }), {
+    ok: false,
+    errors: [
+      '--listen "ws:0.0.0.0:80": listen "ws:0.0.0.0:80": transport "ws" is not supported yet (use udp or tcp)',
+      '--log-level "chatty": expected one of fatal, error, warn, info, debug, trace, silent',
+      '--metrics "x:y": metrics.listen "x:y": port "y" is not a number from 0 to 65535',
+    ],
+  });
+});
+
+test('unreadable file', () => {
+  const missing = path.join(TMP, 'does-not-exist.yaml');
+  assert.deepEqual(loadConfig({ file: missing, env: {} }), { ok: false, errors: [`${missing}: cannot read file (ENOENT)`] });
+});
+
+test('loadYamlText is generic: defaults, nested positions, array items', () => {
+  const Rule = Type.Object(
+    { name: Type.String(), weight: Type.Integer({ default: 1, minimum: 1 }) },
+    { additionalProperties: false },
+  );
+  const Schema = Type.Object({ rules: Type.Array(Rule, { default: [] }) }, { additionalProperties: false });
+  const ok = loadYamlText('rules:\n  - name: a\n', 'r.yaml', Schema);
+  assert.ok(ok.ok);
+  assert.deepEqual(ok.value, { rules: [{ name: 'a', weight: 1 }] });
+  assert.equal(ok.at(['rules', 0, 'name']), 'r.yaml:2:11');
+  assert.equal(ok.at(['rules', 0, 'weight']), 'r.yaml:2:5', 'a defaulted field points at its parent');
+
+  const bad = loadYamlText('rules:\n  - name: a\n  - name: b\n    wieght: 2\n  - weight: 0\n    name: c\n', 'r.yaml', Schema);
+  assert.deepEqual(bad, {
+    ok: false,
+    errors: [
+      'r.yaml:4:5: unknown key "wieght" in rules[1] (did you mean "weight"?)',
+      'r.yaml:5:13: rules[2].weight: expected integer to be greater or equal to 1 (got 0)',
+    ],
+  });
+  const missing = loadYamlText('rules:\n  - weight: 2\n', 'r.yaml', Schema);
+  assert.deepEqual(missing, { ok: false, errors: ['r.yaml:2:5: rules[0].name: required'] });
+});
+
+test('loadYamlFile bounds alias expansion (billion laughs)', () => {
+  const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
+  for (let i = 1; i < 12; i++) lines.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${new Array(10).fill('*' + String.fromCharCode(96 + i)).join(', ')}]`);
+  const r = loadYamlFile(tmp(lines.join('\n') + '\n'), ConfigFileSchema);
+  assert.equal(r.ok, false);
+  if (!r.ok) assert.match(r.errors[0], /^.*:1:1: .*[Aa]lias/);
+});
+
+test('typo suggestions', () => {
+  assert.equal(suggest('listne', ['listen', 'upstreams']), 'listen');
+  assert.equal(suggest('upstream', ['listen', 'upstreams']), 'upstreams');
+  assert.equal(suggest('Domains', ['domains']), 'domains');
+  assert.equal(suggest('zzz', ['listen', 'upstreams']), undefined);
+});
+
+test('address helpers canonicalize', () => {
+  assert.deepEqual(parseTransportSpec('UDP:[2001:DB8:0:0::1]:5060', 'listen'), { transport: 'udp', host: '2001:db8::1', port: 5060 });
+  assert.deepEqual(parseTransportSpec('tcp:[::ffff:10.0.0.1]:5080', 'upstream'), { transport: 'tcp', host: '10.0.0.1', port: 5080 });
+  assert.deepEqual(parseTransportSpec('udp:10.0.0.1', 'upstream'), { transport: 'udp', host: '10.0.0.1', port: 5060 }, 'RFC 3261 19.1.2 default port');
+  assert.equal(canonicalIp('2001:db8:0:0:1:0:0:1'), '2001:db8::1:0:0:1', 'RFC 5952 4.2.3: first of equal runs');
+  assert.equal(canonicalIp('fe80::1%eth0'), undefined);
+  assert.deepEqual(parseCidr('2001:DB8::/32'), { ok: true, cidr: '2001:db8::/32' });
+  assert.deepEqual(parseCidr('::ffff:10.0.0.0/104'), { ok: true, cidr: '10.0.0.0/8' });
+  assert.deepEqual(parseCidr('::/0'), { ok: true, cidr: '::/0' });
+  assert.deepEqual(parseCidr('2001:db8::1/32'), { ok: false, error: 'host bits set (did you mean "2001:db8::/32"?)' });
+});
+
+test('resolved addresses agree with edge/net (what the edge matches on)', async () => {
+  // The loader keeps private helpers so `check` has no runtime dependency; this pins both to one spelling.
+  const { canonicalAddress } = await import('../edge/net/address');
+  const { CidrSet } = await import('../edge/net/cidr');
+  const r = loadConfig({
+    env: {},
+    overrides: {
+      listen: ['udp:[2001:DB8::0:1]:5060', 'tcp:[::ffff:127.0.0.1]:5060', 'udp:0.0.0.0:5062'],
+      upstreams: ['udp:[::1]:5080', 'tcp:10.0.0.5:5080'],
+      inside: ['10.0.0.0/8', '2001:DB8:0::/48', '::ffff:192.168.0.0/112', '192.0.2.9'],
+      trusted: ['::/0', '0.0.0.0/0'],
+    },
+  });
+  assert.ok(r.ok, JSON.stringify(r));
+  for (const h of [...r.config.listen, ...r.config.upstreams].map((s) => s.host)) assert.equal(canonicalAddress(h), h);
+  for (const c of [...r.config.inside, ...r.config.trusted]) {
+    const set = new CidrSet();
+    assert.equal(set.add(c), null, c);
+    assert.equal(set.match(c.slice(0, c.indexOf('/'))), c, `edge/net spells ${c} the same way`);
+  }
+});
