@@ -14,8 +14,12 @@ export type ClientState = 'calling' | 'trying' | 'proceeding' | 'completed' | 'a
 export interface ServerTx {
   readonly key: string;
   readonly method: string;
-  readonly request: SipRequest;
+  /** the request as received; released once a final response is sent (a settled transaction
+   *  only absorbs retransmissions, so it must not pin the parsed message in memory) */
+  request?: SipRequest;
   readonly source: Endpoint;
+  /** counted as live (no final response yet) */
+  live: boolean;
   state: ServerState;
   /** last response sent back (resent on a retransmitted request) */
   lastResponse?: Buffer;
@@ -38,13 +42,15 @@ export interface ClientTx {
   readonly method: string;
   readonly server: ServerTx;
   dest: Endpoint;
-  /** the bytes we sent (for retransmission, and to build ACK/CANCEL from) */
+  /** the bytes we sent (for retransmission, and to build ACK/CANCEL from); emptied once settled */
   bytes: Buffer;
   /** our Via value (ACK and CANCEL reuse it) */
   via: string;
   state: ClientState;
   /** index into the upstream list when the destination is an upstream */
   upstream?: number;
+  /** sent to "any healthy upstream": another one may be tried on timeout or 503 */
+  failover?: boolean;
   /** upstreams already tried for this request (failover) */
   tried: number[];
   retransmitMs: number;
@@ -59,15 +65,59 @@ export interface ClientTx {
   cancels?: ClientTx;
 }
 
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Bounded in two ways. `max` caps live transactions (no final response yet): that is what an
+ * attacker can pin, and a full table answers 503. Settled transactions linger only to absorb
+ * retransmissions (RFC 3261 Timers J, I, D, K, RFC 6026 L and M, up to 64*T1); they hold no
+ * parsed message, and beyond `lingerMax` the oldest are forgotten early, which costs at worst a
+ * retransmission forwarded once more, never a lost call.
+ */
 export class TransactionTable {
   readonly server = new Map<string, ServerTx>();
   readonly client = new Map<string, ClientTx>();
   expired = 0;
   rejected = 0;
-  constructor(readonly max: number) {}
+  evicted = 0;
+  live = 0;
+  readonly lingerMax: number;
+  constructor(readonly max: number, lingerMax?: number) {
+    this.lingerMax = lingerMax ?? max * 4;
+  }
 
   get size(): number { return this.server.size; }
-  get full(): boolean { return this.server.size >= this.max; }
+  get full(): boolean { return this.live >= this.max; }
+
+  addServer(st: ServerTx): void {
+    this.server.set(st.key, st);
+    this.live++;
+  }
+
+  /** the server transaction has its final response: release what only a live one needs.
+   *  Returns settled transactions to evict when the lingering population is over its cap. */
+  settle(st: ServerTx): ServerTx[] {
+    if (st.live) { st.live = false; this.live--; }
+    st.request = undefined;
+    const ct = st.client;
+    if (ct && (ct.state === 'accepted' || ct.state === 'completed' || ct.state === 'terminated')) ct.bytes = EMPTY;
+    const over = this.server.size - this.live - this.lingerMax;
+    if (over <= 0) return [];
+    const out: ServerTx[] = [];
+    for (const x of this.server.values()) {
+      if (out.length >= over) break;
+      if (!x.live) out.push(x);
+    }
+    this.evicted += out.length;
+    return out;
+  }
+
+  removeServer(st: ServerTx): boolean {
+    if (this.server.get(st.key) !== st) return false;
+    this.server.delete(st.key);
+    if (st.live) { st.live = false; this.live--; }
+    return true;
+  }
 
   static serverKey(branch: string | undefined, sentBy: string, method: string, fallback: () => string): string {
     const m = method === 'ACK' ? 'INVITE' : method;
