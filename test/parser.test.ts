@@ -230,3 +230,17 @@ test('whitespace between header name and colon is legal (HCOLON)', () => {
   assert.equal(h?.rawName, 'X-Spaced');
   assert.equal(h?.value, 'v');
 });
+
+test('control bytes: a quoted-pair may escape NUL inside a quoted-string (RFC 3261 25.1), nowhere else', () => {
+  const mk = (to: string): Buffer => Buffer.from(
+    `OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKq1\r\nFrom: <sip:b@example.com>;tag=1\r\nTo: ${to}\r\nCall-ID: q1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n`, 'latin1');
+  assert.equal(parseMessage(mk('"a\\\x00b\\\x07" <sip:a@example.com>')).ok, true);
+  const raw = parseMessage(mk('"a\x00b" <sip:a@example.com>'));
+  assert.equal(raw.ok, false);
+  assert.equal(!raw.ok && raw.reason, 'control_char');
+  const outside = parseMessage(mk('<sip:a@example.com>;x=\\\x00'));
+  assert.equal(!outside.ok && outside.reason, 'control_char');
+  // an escaped CR is not a quoted-pair
+  const cr = parseMessage(mk('"a\\\rb" <sip:a@example.com>'));
+  assert.equal(cr.ok, false);
+});

@@ -78,6 +78,8 @@ const LF = 0x0a;
 const SP = 0x20;
 const HT = 0x09;
 const COLON = 0x3a;
+const DQUOTE = 0x22;
+const BACKSLASH = 0x5c;
 
 function statusFor(reason: ParseReason): number {
   switch (reason) {
@@ -99,11 +101,20 @@ let lineBad = -1;
  * Finds the CR of the CRLF ending the line that starts at `from`, looking no further than `end`.
  * Records in lineBad the first control byte (RFC 3261 25.1: the head is text with CRLF line ends;
  * NUL, bare CR, bare LF and other CTLs except HT are not allowed there). Returns -1 when no CRLF.
+ * One exception, from the grammar itself: inside a quoted-string, a quoted-pair may escape any
+ * byte but CR and LF (RFC 3261 25.1 quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)); RFC 4475
+ * 3.1.1.2 (intmeth) is a valid message with escaped NUL, BEL and DEL in a display name.
  */
 function scanLine(b: Buffer, from: number, end: number): number {
   lineBad = -1;
+  let quoted = false;
   for (let i = from; i < end; i++) {
     const c = b[i] as number;
+    if (quoted && c === BACKSLASH && i + 1 < end) {
+      const n = b[i + 1] as number;
+      if (n !== CR && n !== LF) { i++; continue; }
+    }
+    if (c === DQUOTE) { quoted = !quoted; continue; }
     if (c < 0x20 || c === 0x7f) {
       if (c === CR) {
         if (i + 1 < end && b[i + 1] === LF) return i;
