@@ -113,6 +113,8 @@ export function chooseConfigFile(p: { configFile?: string; noConfig: boolean }, 
 export interface EdgeHandle {
   close(graceMs: number): Promise<void>;
   readonly listeners: ReadonlyArray<{ transport: string; address: string; port: number }>;
+  /** the bound admin (/metrics, /healthz, /readyz) address, when enabled */
+  readonly admin?: { address: string; port: number };
 }
 export type StartEdge = (cfg: ResolvedConfig, log: Logger) => Promise<EdgeHandle>;
 
@@ -230,7 +232,7 @@ async function run(cfg: ResolvedConfig, io: CliIo): Promise<number> {
   });
   // Only now: a supervisor (or test) that sends SIGTERM as soon as it reads this line must
   // find the handlers installed, or the default action kills us without a graceful close.
-  log.info({ listeners: edge.listeners, upstreams: cfg.upstreams, configFile: cfg.configFile ?? null }, 'listening');
+  log.info({ listeners: edge.listeners, admin: edge.admin ?? null, upstreams: cfg.upstreams, configFile: cfg.configFile ?? null }, 'listening');
   return done;
 }
 

@@ -119,6 +119,8 @@ export function startEdge(o: EdgeOptions): Promise<EdgeProc> {
 
     const onRecord = (rec: Record<string, unknown>): void => {
       if (typeof rec.msg === 'string' && /metrics/i.test(rec.msg) && typeof rec.port === 'number') metricsPort = rec.port;
+      const admin = rec.admin as { port?: unknown } | null | undefined;
+      if (rec.msg === 'listening' && admin && typeof admin.port === 'number') metricsPort = admin.port;
       if (ready || rec.msg !== 'listening' || !Array.isArray(rec.listeners)) return;
       const listeners = rec.listeners.filter(isListenerInfo);
       const ports: Record<string, number> = {};

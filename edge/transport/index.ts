@@ -1,0 +1,44 @@
+// One entry point for listeners: the runtime builds every configured listener through here.
+import { createTcpListener, type TcpOptions } from './tcp';
+import { createUdpListener } from './udp';
+import type { Listener, ListenerSpec, TransportHooks } from './types';
+
+export type { Inbound, Listener, ListenerSpec, TransportEvent, TransportHooks } from './types';
+export { StreamFramer, type FrameResult, type FramingError, type FramerOptions } from './framing';
+export { createTcpListener, type TcpOptions } from './tcp';
+export { createUdpListener, type UdpOptions } from './udp';
+
+export interface ListenerOptions extends TcpOptions {
+  /** UDP: datagrams over this are counted as datagram_oversize (still handed up); defaults to
+   *  maxMessageBytes, the parser limit that turns them into 413 */
+  readonly maxDatagramBytes?: number;
+  readonly recvBufferBytes?: number;
+}
+
+/** Defaults matching ResolvedConfig's documented defaults (edge/config/types.ts). */
+export const DEFAULT_LISTENER_OPTIONS: ListenerOptions = Object.freeze({
+  maxMessageBytes: 16384,
+  maxConnections: 10000,
+  maxConnectionsPerSource: 32,
+  messageTimeoutMs: 10000,
+  idleTimeoutMs: 180000,
+});
+
+/**
+ * Bind one listener. Rejects (startup error, not a packet verdict) when the address cannot be
+ * bound or the transport is not implemented here (tls/ws/wss live elsewhere).
+ */
+export function createListener(spec: ListenerSpec, hooks: TransportHooks, opts: ListenerOptions = DEFAULT_LISTENER_OPTIONS): Promise<Listener> {
+  switch (spec.transport) {
+    case 'udp':
+      return createUdpListener(spec, hooks, {
+        maxDatagramBytes: opts.maxDatagramBytes ?? opts.maxMessageBytes,
+        recvBufferBytes: opts.recvBufferBytes,
+        ipv6Only: opts.ipv6Only,
+      });
+    case 'tcp':
+      return createTcpListener(spec, hooks, opts);
+    default:
+      return Promise.reject(new Error(`transport_unsupported: ${spec.transport}`));
+  }
+}

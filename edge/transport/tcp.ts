@@ -1,0 +1,366 @@
+// SIP over TCP (RFC 3261 18.3) with the caps an internet-facing listener needs: total and
+// per-source connection limits, a per-message deadline (slowloris), an idle deadline, a
+// bounded write queue, and framing that closes the stream on the first error.
+//
+// Connections are identified by a process-wide numeric connId carried in Endpoint.connId:
+// responses go back on the connection the request came in on (RFC 3261 18.2.2), and
+// outbound connections opened towards an upstream are framed and handed up the same way so
+// that the upstream's responses and requests come back with their own connId.
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Endpoint } from '../sip/types';
+import { addressFamily, canonicalAddress, formatHostPort, ipv6Prefix, isIP } from '../net/address';
+import { StreamFramer } from './framing';
+import type { Inbound, Listener, ListenerSpec, TransportEvent, TransportHooks } from './types';
+
+export interface TcpOptions {
+  readonly maxMessageBytes: number;
+  /** inbound connections in total (outbound connections to upstreams are not capped by this) */
+  readonly maxConnections: number;
+  /** inbound connections per source address (IPv6: per source prefix, see ipv6SourcePrefix) */
+  readonly maxConnectionsPerSource: number;
+  /** from the first byte of a message to its last (slowloris guard) */
+  readonly messageTimeoutMs: number;
+  /** no byte in either direction for this long closes the connection */
+  readonly idleTimeoutMs: number;
+  /** header section limit; defaults to maxMessageBytes */
+  readonly maxHeaderBytes?: number;
+  /** IPv6 sources are counted per prefix of this length for maxConnectionsPerSource (default 64:
+   *  one subscriber usually holds a whole /64, RFC 6177) */
+  readonly ipv6SourcePrefix?: number;
+  /** bytes allowed to wait in one connection's write queue before the peer counts as not reading
+   *  and the connection is dropped (default 1 MiB) */
+  readonly maxWriteQueueBytes?: number;
+  /** IPv6 binds: refuse IPv4-mapped peers. Default true for "::", false otherwise. */
+  readonly ipv6Only?: boolean;
+}
+
+let nextConnId = 1;
+/** unique per process, across listeners, so a connId alone names a connection */
+function allocConnId(): number {
+  const id = nextConnId;
+  nextConnId = nextConnId >= Number.MAX_SAFE_INTEGER ? 1 : nextConnId + 1;
+  return id;
+}
+
+const CRLF = Buffer.from('\r\n', 'latin1');
+const DEFAULT_WRITE_QUEUE = 1024 * 1024;
+
+interface Conn {
+  readonly id: number;
+  readonly socket: net.Socket;
+  readonly framer: StreamFramer;
+  readonly remote: Endpoint;
+  /** "address|port" of the peer, for reuse by send() */
+  readonly peerKey: string;
+  /** per-source cap key; null for outbound connections */
+  readonly sourceKey: string | null;
+  connected: boolean;
+  /** outbound: bytes written before the connection was established */
+  queue: Buffer[] | null;
+  queuedBytes: number;
+  closing: boolean;
+  closed: boolean;
+  msgTimer: NodeJS.Timeout | null;
+  /** framer.messages when msgTimer was armed: a completed message restarts the deadline */
+  msgTimerAt: number;
+}
+
+export async function createTcpListener(spec: ListenerSpec, hooks: TransportHooks, opts: TcpOptions): Promise<Listener> {
+  const family = isIP(spec.host);
+  if (family === 0) throw new Error(`listen_host_not_ip: ${spec.host}`);
+  const ipv6Only = family === 6 ? (opts.ipv6Only ?? canonicalAddress(spec.host) === '::') : false;
+  const maxWriteQueue = opts.maxWriteQueueBytes ?? DEFAULT_WRITE_QUEUE;
+  const v6Prefix = opts.ipv6SourcePrefix ?? 64;
+
+  const conns = new Map<number, Conn>();
+  const byPeer = new Map<string, Set<number>>();
+  const perSource = new Map<string, number>();
+  let inboundCount = 0;
+  let closed = false;
+  let closePromise: Promise<void> | null = null;
+  let onDrained: (() => void) | null = null;
+
+  const server = net.createServer({ noDelay: true, pauseOnConnect: false });
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen({ host: spec.host, port: spec.port, ipv6Only, exclusive: true }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  // after listen, errors (EMFILE on accept ...) must not crash the process
+  server.on('error', () => undefined);
+
+  const addr = server.address() as net.AddressInfo;
+  const local = { address: canonicalAddress(addr.address), port: addr.port, family };
+  const id = `tcp:${formatHostPort(local.address, local.port)}`;
+
+  const event = (e: TransportEvent, source?: Endpoint): void => hooks.onEvent?.(e, listener, source);
+
+  function sourceKeyOf(address: string): string {
+    return addressFamily(address) === 6 ? ipv6Prefix(address, v6Prefix) : address;
+  }
+
+  function setup(socket: net.Socket, remote: Endpoint, outbound: boolean, sourceKey: string | null): Conn {
+    const conn: Conn = {
+      id: remote.connId!,
+      socket,
+      framer: new StreamFramer({ maxMessageBytes: opts.maxMessageBytes, maxHeaderBytes: opts.maxHeaderBytes }),
+      remote,
+      peerKey: `${remote.address}|${remote.port}`,
+      sourceKey,
+      connected: !outbound,
+      queue: outbound ? [] : null,
+      queuedBytes: 0,
+      closing: false,
+      closed: false,
+      msgTimer: null,
+      msgTimerAt: 0,
+    };
+    conns.set(conn.id, conn);
+    let set = byPeer.get(conn.peerKey);
+    if (set === undefined) byPeer.set(conn.peerKey, (set = new Set()));
+    set.add(conn.id);
+
+    socket.setNoDelay(true);
+    // Node resets this on every read and write: exactly "no traffic either way"
+    socket.setTimeout(opts.idleTimeoutMs);
+    socket.on('timeout', () => {
+      event('conn_idle_timeout', conn.remote);
+      destroy(conn);
+    });
+    socket.on('data', (chunk: Buffer) => onData(conn, chunk));
+    // RFC 3261 18.3 gives no meaning to a half-close; the peer is gone for our purposes
+    socket.on('end', () => destroy(conn));
+    socket.on('error', () => destroy(conn));
+    socket.on('close', () => cleanup(conn));
+    return conn;
+  }
+
+  function onData(conn: Conn, chunk: Buffer): void {
+    if (conn.closing || conn.closed) return;
+    const receivedAt = performance.now();
+    conn.framer.push(chunk);
+    for (;;) {
+      const r = conn.framer.next();
+      if (r === null) break;
+      if (r.kind === 'pong') {
+        // RFC 5626 3.5.1: one CRLF answers a CRLFCRLF ping
+        event('keepalive_pong', conn.remote);
+        write(conn, CRLF);
+        continue;
+      }
+      if (r.kind === 'error') {
+        if (r.reason === 'message_too_large') {
+          event('conn_oversize', conn.remote);
+          if (r.head !== undefined) hooks.onOversize?.(r.head, conn.remote);
+        } else {
+          event('conn_framing_error', conn.remote);
+        }
+        // flush what the caller wrote (a 413 or 400), then close
+        endThenDestroy(conn);
+        return;
+      }
+      hooks.onMessage({ bytes: r.bytes, source: conn.remote, receivedAt } satisfies Inbound);
+      if (conn.closing || conn.closed) return;
+    }
+    armMessageTimer(conn);
+  }
+
+  function armMessageTimer(conn: Conn): void {
+    const f = conn.framer;
+    if (!f.midMessage) {
+      if (conn.msgTimer !== null) { clearTimeout(conn.msgTimer); conn.msgTimer = null; }
+      return;
+    }
+    if (conn.msgTimer !== null && conn.msgTimerAt === f.messages) return; // same message still arriving
+    if (conn.msgTimer !== null) clearTimeout(conn.msgTimer);
+    conn.msgTimerAt = f.messages;
+    conn.msgTimer = setTimeout(() => {
+      conn.msgTimer = null;
+      event('conn_message_timeout', conn.remote);
+      destroy(conn);
+    }, opts.messageTimeoutMs);
+    conn.msgTimer.unref();
+  }
+
+  function write(conn: Conn, bytes: Buffer): boolean {
+    if (conn.closing || conn.closed) return false;
+    if (!conn.connected) {
+      if (conn.queuedBytes + bytes.length > maxWriteQueue) return false;
+      conn.queue!.push(bytes);
+      conn.queuedBytes += bytes.length;
+      return true;
+    }
+    if (conn.socket.writableLength + bytes.length > maxWriteQueue) {
+      // the peer does not read: holding its bytes would let it pin our memory
+      destroy(conn);
+      return false;
+    }
+    try {
+      conn.socket.write(bytes);
+      return true;
+    } catch {
+      destroy(conn);
+      return false;
+    }
+  }
+
+  function endThenDestroy(conn: Conn): void {
+    if (conn.closing || conn.closed) return;
+    conn.closing = true;
+    if (conn.msgTimer !== null) { clearTimeout(conn.msgTimer); conn.msgTimer = null; }
+    conn.socket.end(() => conn.socket.destroy());
+    // a peer that never reads would keep the socket alive; the idle timer still applies
+  }
+
+  function destroy(conn: Conn): void {
+    if (conn.closed) return;
+    conn.closing = true;
+    conn.socket.destroy();
+    cleanup(conn);
+  }
+
+  function cleanup(conn: Conn): void {
+    if (conn.closed) return;
+    conn.closed = true;
+    conn.closing = true;
+    if (conn.msgTimer !== null) { clearTimeout(conn.msgTimer); conn.msgTimer = null; }
+    conns.delete(conn.id);
+    const set = byPeer.get(conn.peerKey);
+    if (set !== undefined) {
+      set.delete(conn.id);
+      if (set.size === 0) byPeer.delete(conn.peerKey);
+    }
+    if (conn.sourceKey !== null) {
+      inboundCount--;
+      const n = (perSource.get(conn.sourceKey) ?? 1) - 1;
+      if (n <= 0) perSource.delete(conn.sourceKey);
+      else perSource.set(conn.sourceKey, n);
+    }
+    if (conn.queuedBytes > 0) event('send_error', conn.remote);
+    conn.queue = null;
+    conn.queuedBytes = 0;
+    event('conn_closed', conn.remote);
+    if (closed && conns.size === 0 && onDrained !== null) onDrained();
+  }
+
+  server.on('connection', (socket: net.Socket) => {
+    const address = canonicalAddress(socket.remoteAddress ?? '');
+    const port = socket.remotePort ?? 0;
+    socket.on('error', () => undefined); // a reset before we finish accepting must not crash
+    if (closed || address === '' || port === 0) {
+      socket.destroy();
+      return;
+    }
+    const probe: Endpoint = { transport: 'tcp', address, port, listenerId: id };
+    if (inboundCount >= opts.maxConnections) {
+      socket.destroy();
+      event('conn_rejected_total_cap', probe);
+      return;
+    }
+    const sourceKey = sourceKeyOf(address);
+    const have = perSource.get(sourceKey) ?? 0;
+    if (have >= opts.maxConnectionsPerSource) {
+      socket.destroy();
+      event('conn_rejected_source_cap', probe);
+      return;
+    }
+    perSource.set(sourceKey, have + 1);
+    inboundCount++;
+    const remote: Endpoint = { ...probe, connId: allocConnId() };
+    setup(socket, remote, false, sourceKey);
+    event('conn_opened', remote);
+  });
+
+  function openOutbound(address: string, port: number): Conn | null {
+    const remote: Endpoint = { transport: 'tcp', address, port, connId: allocConnId(), listenerId: id };
+    const destFamily = addressFamily(address);
+    let host = address;
+    if (destFamily !== family) {
+      if (family === 6 && destFamily === 4 && !ipv6Only) host = `::ffff:${address}`;
+      else return null;
+    }
+    const wildcard = local.address === '0.0.0.0' || local.address === '::';
+    let socket: net.Socket;
+    try {
+      socket = net.connect({ host, port, noDelay: true, ...(wildcard ? {} : { localAddress: addr.address }) });
+    } catch {
+      return null;
+    }
+    const conn = setup(socket, remote, true, null);
+    socket.once('connect', () => {
+      if (conn.closed) return;
+      conn.connected = true;
+      const q = conn.queue ?? [];
+      conn.queue = null;
+      conn.queuedBytes = 0;
+      for (const b of q) if (!write(conn, b)) return;
+    });
+    event('conn_opened', remote);
+    return conn;
+  }
+
+  const listener: Listener = {
+    id,
+    spec,
+    local,
+    family,
+    send(dest: Endpoint, bytes: Buffer, mayConnect = false): boolean {
+      if (dest.connId !== undefined) {
+        const c = conns.get(dest.connId);
+        if (c !== undefined && !c.closing) return write(c, bytes) || fail(dest);
+      }
+      // RFC 3261 18.2.2: a response goes back on the connection the request came in on; opening
+      // another one is the caller's decision (mayConnect), never a default
+      if (!mayConnect || closed) return fail(dest);
+      const address = canonicalAddress(dest.address);
+      if (addressFamily(address) === 0 || !Number.isInteger(dest.port) || dest.port <= 0 || dest.port > 65535) return fail(dest);
+      const set = byPeer.get(`${address}|${dest.port}`);
+      if (set !== undefined) {
+        // newest first: an older connection may be the one that is about to time out
+        const ids = [...set];
+        for (let i = ids.length - 1; i >= 0; i--) {
+          const c = conns.get(ids[i]);
+          if (c !== undefined && !c.closing) return write(c, bytes) || fail(dest);
+        }
+      }
+      const c = openOutbound(address, dest.port);
+      if (c === null) return fail(dest);
+      return write(c, bytes) || fail(dest);
+    },
+    isOpen(connId: number): boolean {
+      const c = conns.get(connId);
+      return c !== undefined && !c.closing;
+    },
+    close(graceMs = 0): Promise<void> {
+      if (closePromise !== null) return closePromise;
+      closed = true;
+      const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const drained = new Promise<void>((resolve) => {
+        onDrained = resolve;
+        if (conns.size === 0) resolve();
+      });
+      const finish = (): void => {
+        for (const c of [...conns.values()]) destroy(c);
+      };
+      let t: NodeJS.Timeout | null = null;
+      if (graceMs > 0) t = setTimeout(finish, graceMs);
+      else finish();
+      closePromise = Promise.all([serverClosed, drained]).then(() => {
+        if (t !== null) clearTimeout(t);
+      });
+      return closePromise;
+    },
+  };
+
+  function fail(dest: Endpoint): false {
+    event('send_error', dest);
+    return false;
+  }
+
+  return listener;
+}

@@ -1,0 +1,123 @@
+// SIP over UDP (RFC 3261 18.1/18.2): one datagram is one message. Bytes go up untouched with a
+// canonical source address; the parser decides what they mean.
+import dgram from 'node:dgram';
+import { performance } from 'node:perf_hooks';
+import type { Endpoint } from '../sip/types';
+import { addressFamily, canonicalAddress, formatHostPort, isIP } from '../net/address';
+import type { Inbound, Listener, ListenerSpec, TransportHooks } from './types';
+
+export interface UdpOptions {
+  /** datagrams larger than this are counted (datagram_oversize) but still handed up: the parser
+   *  answers 413 (RFC 3261 18.1.1 keeps UDP messages under the MTU; bigger ones are suspicious) */
+  readonly maxDatagramBytes: number;
+  /** socket receive buffer to ask for; failure is ignored (the kernel caps it at rmem_max) */
+  readonly recvBufferBytes?: number;
+  /** IPv6 sockets: refuse IPv4-mapped traffic. Default: true for "::" (so that a udp4 listener on
+   *  the same port can coexist), false for other IPv6 binds. */
+  readonly ipv6Only?: boolean;
+}
+
+/** An IPv4 datagram cannot carry more than 65507 bytes of payload, IPv6 without jumbograms
+ *  65527; anything past 64 KiB is not a SIP message whatever the limits say. */
+const HARD_MAX_DATAGRAM = 65536;
+const DEFAULT_RECV_BUFFER = 4 * 1024 * 1024;
+
+function isKeepalive(b: Buffer): boolean {
+  // RFC 5626 4.4.1 / RFC 3261 7.5: CRLF keepalives carry no message; answering them would make
+  // the edge a reflector
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0x0d && b[i] !== 0x0a) return false;
+  return true;
+}
+
+/** Socket family for a bind address as written ("::ffff:127.0.0.1" binds an IPv6 socket). */
+export function socketFamily(host: string): 4 | 6 | 0 {
+  const f = isIP(host);
+  return f === 0 ? 0 : f;
+}
+
+export async function createUdpListener(spec: ListenerSpec, hooks: TransportHooks, opts: UdpOptions): Promise<Listener> {
+  const family = socketFamily(spec.host);
+  if (family === 0) throw new Error(`listen_host_not_ip: ${spec.host}`);
+  const ipv6Only = family === 6 ? (opts.ipv6Only ?? canonicalAddress(spec.host) === '::') : false;
+  const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only });
+  const maxDatagram = Math.min(HARD_MAX_DATAGRAM, Math.max(1, opts.maxDatagramBytes));
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    socket.once('error', onError);
+    socket.bind({ address: spec.host, port: spec.port, exclusive: true }, () => {
+      socket.off('error', onError);
+      resolve();
+    });
+  });
+
+  try {
+    socket.setRecvBufferSize(opts.recvBufferBytes ?? DEFAULT_RECV_BUFFER);
+  } catch {
+    // a smaller buffer only means earlier drops under a flood; not a reason to fail
+  }
+
+  const bound = socket.address();
+  const local = { address: canonicalAddress(bound.address), port: bound.port, family };
+  const id = `udp:${formatHostPort(local.address, local.port)}`;
+  let closed = false;
+
+  const listener: Listener = {
+    id,
+    spec,
+    local,
+    family,
+    send(dest: Endpoint, bytes: Buffer): boolean {
+      if (closed) return fail(dest);
+      const destFamily = addressFamily(dest.address);
+      // only literal addresses: a host name here would mean a DNS lookup per packet
+      if (destFamily === 0 || !Number.isInteger(dest.port) || dest.port <= 0 || dest.port > 65535) return fail(dest);
+      let address = dest.address;
+      if (destFamily !== family) {
+        // an IPv6 socket that accepts IPv4-mapped traffic answers IPv4 peers through the mapping
+        if (family === 6 && destFamily === 4 && !ipv6Only) address = `::ffff:${dest.address}`;
+        else return fail(dest);
+      }
+      try {
+        socket.send(bytes, dest.port, address, (err) => {
+          if (err) hooks.onEvent?.('send_error', listener, dest);
+        });
+        return true;
+      } catch {
+        return fail(dest);
+      }
+    },
+    close(): Promise<void> {
+      if (closed) return Promise.resolve();
+      closed = true;
+      return new Promise<void>((resolve) => {
+        try {
+          socket.close(() => resolve());
+        } catch {
+          resolve();
+        }
+      });
+    },
+  };
+
+  function fail(dest: Endpoint): false {
+    hooks.onEvent?.('send_error', listener, dest);
+    return false;
+  }
+
+  socket.on('message', (msg: Buffer, rinfo: dgram.RemoteInfo) => {
+    const receivedAt = performance.now();
+    if (msg.length === 0 || msg.length > HARD_MAX_DATAGRAM) return;
+    if (isKeepalive(msg)) return;
+    const source: Endpoint = { transport: 'udp', address: canonicalAddress(rinfo.address), port: rinfo.port, listenerId: id };
+    if (msg.length > maxDatagram) hooks.onEvent?.('datagram_oversize', listener, source);
+    const inbound: Inbound = { bytes: msg, source, receivedAt };
+    hooks.onMessage(inbound);
+  });
+  // ICMP errors surface as socket errors on some platforms; a UDP socket stays usable after them
+  socket.on('error', () => {
+    hooks.onEvent?.('send_error', listener);
+  });
+
+  return listener;
+}

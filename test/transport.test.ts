@@ -1,0 +1,388 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { createListener, createTcpListener, createUdpListener, type ListenerOptions } from '../edge/transport/index';
+import type { Inbound, Listener, ListenerSpec, TransportEvent, TransportHooks } from '../edge/transport/types';
+import type { Endpoint } from '../edge/sip/types';
+
+// ---- helpers (bounded waits only; nothing sleeps for a fixed time) ----
+
+const open: Array<{ close(): unknown }> = [];
+after(async () => {
+  for (const o of open.splice(0)) await o.close();
+});
+
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+interface Recorder {
+  hooks: TransportHooks;
+  messages: Inbound[];
+  events: Array<{ event: TransportEvent; source?: Endpoint }>;
+  oversize: Array<{ head: Buffer; source: Endpoint }>;
+  count(e: TransportEvent): number;
+  /** runs for each message after it is recorded */
+  onMessage?: (m: Inbound) => void;
+  onOversize?: (head: Buffer, source: Endpoint) => void;
+}
+
+function recorder(): Recorder {
+  const r: Recorder = {
+    messages: [],
+    events: [],
+    oversize: [],
+    count: (e) => r.events.filter((x) => x.event === e).length,
+    hooks: {
+      onMessage: (m) => { r.messages.push(m); r.onMessage?.(m); },
+      onEvent: (event, _l, source) => { r.events.push({ event, source }); },
+      onOversize: (head, source) => { r.oversize.push({ head, source }); r.onOversize?.(head, source); },
+    },
+  };
+  return r;
+}
+
+function sip(body = '', opts: { cl?: string | null; method?: string; callId?: string } = {}): Buffer {
+  const cl = opts.cl === undefined ? `Content-Length: ${Buffer.byteLength(body)}` : opts.cl;
+  return Buffer.from(`${opts.method ?? 'OPTIONS'} sip:pbx.example.com SIP/2.0\r\n` +
+    'Via: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK776asdhds\r\n' +
+    `From: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: ${opts.callId ?? 'c1'}\r\nCSeq: 1 OPTIONS\r\n` +
+    (cl === null ? '' : `${cl}\r\n`) + '\r\n' + body, 'latin1');
+}
+
+const TCP_OPTS: ListenerOptions = {
+  maxMessageBytes: 4096,
+  maxConnections: 100,
+  maxConnectionsPerSource: 50,
+  messageTimeoutMs: 5000,
+  idleTimeoutMs: 30000,
+};
+
+async function tcpListener(host: string, r: Recorder, opts: Partial<ListenerOptions> = {}): Promise<Listener> {
+  const l = await createListener({ transport: 'tcp', host, port: 0 }, r.hooks, { ...TCP_OPTS, ...opts });
+  open.push(l);
+  return l;
+}
+
+interface Client {
+  socket: net.Socket;
+  data: Buffer[];
+  closed: boolean;
+  text(): string;
+}
+
+async function tcpClient(host: string, port: number): Promise<Client> {
+  const socket = net.connect({ host, port, noDelay: true });
+  const c: Client = { socket, data: [], closed: false, text: () => Buffer.concat(c.data).toString('latin1') };
+  socket.on('data', (d) => c.data.push(d));
+  socket.on('close', () => { c.closed = true; });
+  socket.on('error', () => undefined);
+  open.push({ close: () => socket.destroy() });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve());
+    socket.once('error', reject);
+  });
+  return c;
+}
+
+async function udpSocket(type: 'udp4' | 'udp6', host: string): Promise<{ sock: dgram.Socket; got: Array<{ msg: Buffer; rinfo: dgram.RemoteInfo }> }> {
+  const sock = dgram.createSocket(type);
+  const got: Array<{ msg: Buffer; rinfo: dgram.RemoteInfo }> = [];
+  sock.on('message', (msg, rinfo) => got.push({ msg, rinfo }));
+  await new Promise<void>((r) => sock.bind(0, host, () => r()));
+  open.push({ close: () => new Promise<void>((r) => sock.close(() => r())) });
+  return { sock, got };
+}
+
+// ---- UDP ----
+
+for (const [family, host, type] of [[4, '127.0.0.1', 'udp4'], [6, '::1', 'udp6']] as const) {
+  test(`UDP over IPv${family}: receive with canonical source, reply, keepalive ignored, oversize counted`, async () => {
+    const r = recorder();
+    const l = await createUdpListener({ transport: 'udp', host, port: 0 }, r.hooks, { maxDatagramBytes: 1000 });
+    open.push(l);
+    assert.equal(l.family, family);
+    assert.ok(l.local.port > 0);
+    assert.equal(l.id, family === 4 ? `udp:127.0.0.1:${l.local.port}` : `udp:[::1]:${l.local.port}`);
+    const { sock, got } = await udpSocket(type, host);
+    const clientPort = sock.address().port;
+
+    sock.send(Buffer.from('\r\n\r\n'), l.local.port, host);
+    sock.send(Buffer.from('\r\n'), l.local.port, host);
+    const m = sip('', { callId: 'first' });
+    sock.send(m, l.local.port, host);
+    await waitFor(() => r.messages.length >= 1, 'udp message');
+    assert.equal(r.messages.length, 1, 'CRLF keepalives are not handed up');
+    const inb = r.messages[0];
+    assert.deepEqual(inb.bytes, m);
+    assert.deepEqual(inb.source, { transport: 'udp', address: host, port: clientPort, listenerId: l.id });
+    assert.equal(typeof inb.receivedAt, 'number');
+
+    assert.equal(l.send(inb.source, Buffer.from('SIP/2.0 200 OK\r\n\r\n')), true);
+    await waitFor(() => got.length === 1, 'udp reply');
+    assert.equal(got[0].msg.toString(), 'SIP/2.0 200 OK\r\n\r\n');
+    assert.equal(got[0].rinfo.port, l.local.port);
+
+    const big = sip('x'.repeat(2000));
+    sock.send(big, l.local.port, host);
+    await waitFor(() => r.messages.length === 2, 'oversize datagram');
+    assert.equal(r.messages[1].bytes.length, big.length, 'handed up: the parser answers 413');
+    assert.equal(r.count('datagram_oversize'), 1);
+    assert.equal(r.count('send_error'), 0);
+    await l.close();
+  });
+}
+
+test('UDP: IPv4-mapped sources are canonicalised to IPv4 (dual-stack IPv6 socket)', async () => {
+  const r = recorder();
+  // an IPv6 socket bound to the mapped loopback receives IPv4 traffic as ::ffff:127.0.0.1
+  const l = await createUdpListener({ transport: 'udp', host: '::ffff:127.0.0.1', port: 0 }, r.hooks, { maxDatagramBytes: 4096 });
+  open.push(l);
+  assert.equal(l.family, 6);
+  const { sock, got } = await udpSocket('udp4', '127.0.0.1');
+  sock.send(sip(), l.local.port, '127.0.0.1');
+  await waitFor(() => r.messages.length === 1, 'mapped datagram');
+  assert.equal(r.messages[0].source.address, '127.0.0.1');
+  assert.equal(r.messages[0].source.port, sock.address().port);
+  // and an IPv4 destination is reachable through the mapping
+  assert.equal(l.send(r.messages[0].source, Buffer.from('pong')), true);
+  await waitFor(() => got.length === 1, 'reply through mapping');
+  await l.close();
+});
+
+test('UDP: send never throws; bad destinations and closed sockets return false and count send_error', async () => {
+  const r = recorder();
+  const l = await createUdpListener({ transport: 'udp', host: '127.0.0.1', port: 0 }, r.hooks, { maxDatagramBytes: 4096 });
+  assert.equal(l.send({ transport: 'udp', address: 'example.com', port: 5060 }, Buffer.from('x')), false);
+  assert.equal(l.send({ transport: 'udp', address: '::1', port: 5060 }, Buffer.from('x')), false, 'family mismatch');
+  assert.equal(l.send({ transport: 'udp', address: '127.0.0.1', port: 0 }, Buffer.from('x')), false);
+  assert.equal(l.send({ transport: 'udp', address: '127.0.0.1', port: 70000 }, Buffer.from('x')), false);
+  assert.equal(r.count('send_error'), 4);
+  await l.close();
+  assert.equal(l.send({ transport: 'udp', address: '127.0.0.1', port: 5060 }, Buffer.from('x')), false);
+  assert.equal(r.count('send_error'), 5);
+  await l.close(); // idempotent
+});
+
+test('createListener dispatches on transport and rejects unsupported ones', async () => {
+  const r = recorder();
+  const u = await createListener({ transport: 'udp', host: '127.0.0.1', port: 0 }, r.hooks);
+  const t = await createListener({ transport: 'tcp', host: '127.0.0.1', port: 0 }, r.hooks);
+  assert.ok(u.id.startsWith('udp:127.0.0.1:'));
+  assert.ok(t.id.startsWith('tcp:127.0.0.1:'));
+  assert.equal(typeof t.isOpen, 'function');
+  await u.close();
+  await t.close();
+  const spec: ListenerSpec = { transport: 'tls', host: '127.0.0.1', port: 0 };
+  await assert.rejects(createListener(spec, r.hooks), /transport_unsupported/);
+  await assert.rejects(createListener({ transport: 'udp', host: 'example.com', port: 0 }, r.hooks), /listen_host_not_ip/);
+});
+
+// ---- TCP ----
+
+test('TCP: several messages in one chunk and a message in 1-byte chunks; reply on the inbound connection', async () => {
+  const r = recorder();
+  const l = await tcpListener('127.0.0.1', r);
+  r.onMessage = (m) => {
+    assert.equal(l.send(m.source, Buffer.from(`SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n`), false), true);
+  };
+  const c = await tcpClient('127.0.0.1', l.local.port);
+  const a = sip('body-a', { callId: 'a' });
+  const b = sip('', { callId: 'b' });
+  const d = sip('ddd', { callId: 'd' });
+  c.socket.write(Buffer.concat([a, b, d]));
+  await waitFor(() => r.messages.length === 3, 'three messages');
+  assert.deepEqual(r.messages.map((m) => m.bytes), [a, b, d]);
+  const connId = r.messages[0].source.connId;
+  assert.equal(typeof connId, 'number');
+  assert.ok(r.messages.every((m) => m.source.connId === connId && m.source.listenerId === l.id && m.source.address === '127.0.0.1'));
+  assert.equal(r.messages[0].source.port, c.socket.localPort);
+
+  const e = sip('split-into-bytes', { callId: 'e' });
+  for (let i = 0; i < e.length; i++) {
+    c.socket.write(e.subarray(i, i + 1));
+    await new Promise((res) => setImmediate(res));
+  }
+  await waitFor(() => r.messages.length === 4, '1-byte message');
+  assert.deepEqual(r.messages[3].bytes, e);
+  await waitFor(() => (c.text().match(/SIP\/2\.0 200 OK/g) ?? []).length === 4, 'four replies on the same connection');
+  assert.equal(l.isOpen!(connId!), true);
+  // no connId and mayConnect false: never opens a connection, even to a known peer
+  assert.equal(l.send({ transport: 'tcp', address: '127.0.0.1', port: c.socket.localPort! }, Buffer.from('x'), false), false);
+  assert.equal(r.count('conn_opened'), 1);
+});
+
+test('TCP: CRLFCRLF ping is answered with one CRLF', async () => {
+  const r = recorder();
+  const l = await tcpListener('127.0.0.1', r);
+  const c = await tcpClient('127.0.0.1', l.local.port);
+  c.socket.write('\r\n\r\n');
+  await waitFor(() => c.text() === '\r\n', 'pong');
+  c.socket.write('\r\n'); // a single CRLF is skipped, never answered
+  c.socket.write(sip());
+  await waitFor(() => r.messages.length === 1, 'message after keepalives');
+  assert.equal(c.text(), '\r\n');
+  assert.equal(r.count('keepalive_pong'), 1);
+  assert.equal(c.closed, false);
+});
+
+test('TCP: missing Content-Length and garbage close the connection (framing errors)', async () => {
+  const r = recorder();
+  const l = await tcpListener('127.0.0.1', r);
+  const c1 = await tcpClient('127.0.0.1', l.local.port);
+  c1.socket.write(sip('', { cl: null }));
+  const c2 = await tcpClient('127.0.0.1', l.local.port);
+  c2.socket.write(Buffer.from([0x16, 0x03, 0x01, 0x00, 0xa5, 0x01, 0x00, 0x00, 0xa1, 0x03, 0x03]));
+  const c3 = await tcpClient('127.0.0.1', l.local.port);
+  c3.socket.write('GET / HTTP/1.1\r\nHost: pbx\r\n\r\n');
+  await waitFor(() => c1.closed && c2.closed && c3.closed, 'server closes all three');
+  assert.equal(r.messages.length, 0);
+  assert.equal(r.count('conn_framing_error'), 3);
+  await waitFor(() => r.count('conn_closed') === 3, 'conn_closed counted');
+});
+
+test('TCP: oversize message -> onOversize with the head (caller answers 413), then close', async () => {
+  const r = recorder();
+  const l = await tcpListener('127.0.0.1', r, { maxMessageBytes: 512 });
+  r.onOversize = (_head, source) => {
+    l.send(source, Buffer.from('SIP/2.0 413 Request Entity Too Large\r\nContent-Length: 0\r\n\r\n'));
+  };
+  const c = await tcpClient('127.0.0.1', l.local.port);
+  c.socket.write(sip('y'.repeat(1000)));
+  await waitFor(() => c.closed, 'close after 413');
+  assert.match(c.text(), /^SIP\/2\.0 413 /);
+  assert.equal(r.oversize.length, 1);
+  assert.match(r.oversize[0].head.toString('latin1'), /^OPTIONS sip:pbx\.example\.com SIP\/2\.0\r\n[\s\S]*Content-Length: 1000\r\n\r\n$/);
+  assert.equal(typeof r.oversize[0].source.connId, 'number');
+  assert.equal(r.count('conn_oversize'), 1);
+  assert.equal(r.messages.length, 0);
+});
+
+async function connectAndSettle(host: string, port: number, n: number): Promise<Client[]> {
+  const cs: Client[] = [];
+  for (let i = 0; i < n; i++) cs.push(await tcpClient(host, port));
+  return cs;
+}
+
+test('TCP: per-source connection cap closes the excess connection', async () => {
+  const r = recorder();
+  const l = await tcpListener('127.0.0.1', r, { maxConnectionsPerSource: 2 });
+  const cs = await connectAndSettle('127.0.0.1', l.local.port, 2);
+  await waitFor(() => r.count('conn_opened') === 2, 'two accepted');
+  const extra = await tcpClient('127.0.0.1', l.local.port);
+  await waitFor(() => extra.closed, 'excess closed by the server');
+  assert.equal(r.count('conn_rejected_source_cap'), 1);
+  assert.ok(cs.every((c) => !c.closed));
+  // the accepted ones still work
+  cs[1].socket.write(sip());
+  await waitFor(() => r.messages.length === 1, 'message on an accepted connection');
+  // a slot frees when one closes
+  cs[0].socket.destroy();
+  await waitFor(() => r.count('conn_closed') === 1, 'close noticed');
+  const again = await tcpClient('127.0.0.1', l.local.port);
+  await waitFor(() => r.count('conn_opened') === 3, 'slot reused');
+  assert.equal(again.closed, false);
+});
+
+test('TCP: total connection cap closes the excess connection', async () => {
+  const r = recorder();
+  const l = await tcpListener('::1', r, { maxConnections: 3, maxConnectionsPerSource: 10 });
+  const cs = await connectAndSettle('::1', l.local.port, 3);
+  await waitFor(() => r.count('conn_opened') === 3, 'three accepted');
+  const extra = await tcpClient('::1', l.local.port);
+  await waitFor(() => extra.closed, 'excess closed by the server');
+  assert.equal(r.count('conn_rejected_total_cap'), 1);
+  assert.equal(r.count('conn_rejected_source_cap'), 0);
+  assert.ok(cs.every((c) => !c.closed));
+});
+
+test('TCP: message timeout closes a slowloris connection; complete messages reset it', async () => {
+  const r = recorder();
+  const l = await tcpListener('127.0.0.1', r, { messageTimeoutMs: 200 });
+  const ok = await tcpClient('127.0.0.1', l.local.port);
+  ok.socket.write(sip());
+  const slow = await tcpClient('127.0.0.1', l.local.port);
+  const m = sip();
+  slow.socket.write(m.subarray(0, 20));
+  await waitFor(() => slow.closed, 'slowloris closed');
+  assert.equal(r.count('conn_message_timeout'), 1);
+  assert.equal(r.messages.length, 1);
+  assert.equal(ok.closed, false, 'a connection with no partial message is not subject to the message timeout');
+});
+
+test('TCP: idle timeout closes a silent connection', async () => {
+  const r = recorder();
+  const l = await tcpListener('127.0.0.1', r, { idleTimeoutMs: 200 });
+  const c = await tcpClient('127.0.0.1', l.local.port);
+  await waitFor(() => c.closed, 'idle close');
+  assert.equal(r.count('conn_idle_timeout'), 1);
+});
+
+test('TCP over IPv6: outbound connect, reuse, responses come back with the outbound connId', async () => {
+  // "edge" listener A sends to "upstream" listener B
+  const ra = recorder();
+  const rb = recorder();
+  const a = await tcpListener('::1', ra);
+  const b = await tcpListener('::1', rb);
+  rb.onMessage = (m) => {
+    b.send(m.source, Buffer.from(`SIP/2.0 200 OK\r\nCall-ID: ${m.bytes.toString().match(/Call-ID: (\S+)/)![1]}\r\nContent-Length: 0\r\n\r\n`));
+  };
+  const dest: Endpoint = { transport: 'tcp', address: '::1', port: b.local.port };
+  assert.equal(a.send(dest, sip('', { callId: 'x1' }), false), false, 'no connection without mayConnect');
+  assert.equal(ra.count('conn_opened'), 0);
+  assert.equal(a.send(dest, sip('', { callId: 'x1' }), true), true, 'queued until connected');
+  assert.equal(a.send(dest, sip('', { callId: 'x2' }), true), true, 'reuses the pending connection');
+  await waitFor(() => ra.messages.length === 2, 'responses from upstream');
+  assert.equal(rb.count('conn_opened'), 1, 'one connection for both');
+  assert.equal(ra.count('conn_opened'), 1);
+  const outConn = ra.messages[0].source.connId!;
+  assert.deepEqual(ra.messages.map((m) => m.source), [0, 1].map(() => ({ transport: 'tcp', address: '::1', port: b.local.port, connId: outConn, listenerId: a.id })));
+  assert.match(ra.messages[1].bytes.toString(), /Call-ID: x2/);
+  assert.equal(a.isOpen!(outConn), true);
+  // by connId as well
+  assert.equal(a.send({ ...dest, connId: outConn }, sip('', { callId: 'x3' })), true);
+  await waitFor(() => ra.messages.length === 3, 'third response');
+  assert.equal(rb.count('conn_opened'), 1);
+  // upstream closes: the connection is gone, a new send with mayConnect opens a fresh one
+  await b.close(0);
+  await waitFor(() => !a.isOpen!(outConn), 'outbound closed');
+  assert.equal(a.send({ ...dest, connId: outConn }, sip(), false), false, 'closed connId -> false');
+});
+
+test('TCP: connect failure counts send_error and leaves nothing open', async () => {
+  const r = recorder();
+  const a = await tcpListener('127.0.0.1', r);
+  // a port nobody listens on: bind and close a listener to get one
+  const tmp = await createTcpListener({ transport: 'tcp', host: '127.0.0.1', port: 0 }, recorder().hooks, TCP_OPTS);
+  const port = tmp.local.port;
+  await tmp.close();
+  assert.equal(a.send({ transport: 'tcp', address: '127.0.0.1', port }, sip(), true), true);
+  await waitFor(() => r.count('conn_closed') === 1, 'failed connection cleaned up');
+  assert.equal(r.count('send_error'), 1, 'queued bytes lost once');
+  assert.equal(a.send({ transport: 'tcp', address: '::1', port }, sip(), true), false, 'family mismatch');
+});
+
+test('TCP: send to a closed connId returns false; close(grace) ends connections', async () => {
+  const r = recorder();
+  const l = await tcpListener('127.0.0.1', r);
+  const c = await tcpClient('127.0.0.1', l.local.port);
+  c.socket.write(sip());
+  await waitFor(() => r.messages.length === 1, 'message');
+  const src = r.messages[0].source;
+  c.socket.destroy();
+  await waitFor(() => !l.isOpen!(src.connId!), 'closed connection noticed');
+  assert.equal(l.send(src, Buffer.from('late reply')), false);
+  assert.equal(l.isOpen!(123456789), false);
+
+  const c2 = await tcpClient('127.0.0.1', l.local.port);
+  await waitFor(() => r.count('conn_opened') === 2, 'second accepted');
+  const closing = l.close(100);
+  await closing;
+  await waitFor(() => c2.closed, 'client closed after grace');
+  await assert.rejects(tcpClient('127.0.0.1', l.local.port), 'no longer accepting');
+});
