@@ -96,7 +96,7 @@ export const ConfigFileSchema = Type.Object(
     ),
     health: section(
       {
-        intervalMs: int(5000, 100, 3600000, 'OPTIONS ping period per upstream.'),
+        intervalMs: int(5000, 0, 3600000, 'OPTIONS ping period per upstream; 0 disables active probes (health then follows real traffic only).'),
         timeoutMs: int(2000, 50, 60000, 'Time to wait for the OPTIONS reply.'),
         failuresBeforeDown: int(2, 1, 100, 'Consecutive failures before an upstream is marked down.'),
         retryAfterSeconds: int(30, 0, 86400, 'Retry-After on the 503 sent when no upstream is healthy (RFC 3261 21.5.4).'),
