@@ -68,8 +68,15 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   for (const c of cfg.inside) inside.add(c);
   const trusted = new CidrSet();
   for (const c of cfg.trusted) trusted.add(c);
+  // Where does a packet come from? An upstream is recognised like Kamailio's ds_is_from_list():
+  // by address and port over UDP (so a phone on the PBX's own host is still outside), by address
+  // over TCP (a PBX opens its connections from ephemeral ports). `inside` CIDRs mark whole hosts.
   const upstreamHosts = new Set(cfg.upstreams.map((u) => u.host));
+  const upstreamUdp = new Set(cfg.upstreams.filter((u) => u.transport === 'udp').map((u) => `${u.host}|${u.port}`));
+  const upstreamStream = new Set(cfg.upstreams.filter((u) => u.transport !== 'udp').map((u) => u.host));
   const isInside = (a: string): boolean => upstreamHosts.has(a) || inside.has(a);
+  const isInsideSource = (ep: Endpoint): boolean =>
+    inside.has(ep.address) || (ep.transport === 'udp' ? upstreamUdp.has(`${ep.address}|${ep.port}`) : upstreamStream.has(ep.address));
   const trustOf = (a: string, side: Side): Trust => (side === 'inside' ? 'inside' : trusted.has(a) ? 'trusted' : 'untrusted');
 
   const secret = cfg.secret ? Buffer.from(cfg.secret, 'utf8') : randomBytes(32);
@@ -98,7 +105,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const inject = (inb: Inbound): void => {
     try {
       const source = inb.source;
-      const side: Side = isInside(source.address) ? 'inside' : 'outside';
+      const side: Side = isInsideSource(source) ? 'inside' : 'outside';
       const r = parseMessage(inb.bytes, {
         limits: cfg.limits,
         framing: source.transport === 'udp' ? 'datagram' : 'stream',
@@ -148,7 +155,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
 
   const wildcard = listeners.some((l) => WILDCARDS.has(l.local.address));
   proxy = new Proxy({
-    cfg, clock, listeners, secret, isInside,
+    cfg, clock, listeners, secret, isInside, isInsideEndpoint: isInsideSource,
     localAddresses: wildcard ? localAddresses() : [],
     events: {
       sent: (t, side, kind) => metrics.sent(t, side, kind),

@@ -359,3 +359,17 @@ describe('proxy: TCP phones and IPv6', () => {
     } finally { phone.close(); pbx.close(); await edge.close(0); }
   });
 });
+
+describe('proxy: who is inside', () => {
+  test('a phone on the PBX host (other UDP port) is still outside: its INVITE goes to the PBX', async () => {
+    const pbx = await UdpPeer.bind('127.0.0.1');
+    const phone = await UdpPeer.bind('127.0.0.1');
+    const edge = await startEdge(testConfig({ upstreams: [{ transport: 'udp', host: '127.0.0.1', port: pbx.port }] }), silent, { clock: new ManualClock() });
+    try {
+      const cid = uniq('same-host');
+      await phone.send(request(phone, { callId: cid }), edge.listeners[0]!.port);
+      const f = await pbx.wait((m) => header(m.text, 'Call-ID') === cid);
+      assert.match(header(f.text, 'Record-Route')!, /^<sip:up0@/, 'record-routed as an outside -> inside call');
+    } finally { phone.close(); pbx.close(); await edge.close(0); }
+  });
+});

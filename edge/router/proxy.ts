@@ -67,7 +67,10 @@ export interface ProxyOptions {
   clock: Clock;
   listeners: readonly Listener[];
   secret: Buffer;
+  /** is this host an inside host (PBX side)? used for routing decisions on URIs */
   isInside(address: string): boolean;
+  /** is this transport endpoint inside? (defaults to isInside on its address) */
+  isInsideEndpoint?(ep: Endpoint): boolean;
   events?: ProxyEvents;
   /** extra addresses that are the edge's own (interface addresses for wildcard binds) */
   localAddresses?: readonly string[];
@@ -92,6 +95,7 @@ export class Proxy {
   private readonly t2: number;
   private readonly t4: number;
   private readonly isInside: (a: string) => boolean;
+  private readonly isInsideEp: (ep: Endpoint) => boolean;
   private readonly probes = new Map<string, { idx: number; timer: ReturnType<Clock['setTimer']> }>();
   private probeTimer?: ReturnType<Clock['setTimer']>;
   private rnd = Buffer.alloc(0);
@@ -106,6 +110,7 @@ export class Proxy {
     this.secret = o.secret;
     this.flow = new FlowCodec(o.secret);
     this.isInside = o.isInside;
+    this.isInsideEp = o.isInsideEndpoint ?? ((ep) => o.isInside(ep.address));
     this.t1 = o.cfg.transactions.t1Ms;
     this.t2 = o.cfg.transactions.t2Ms;
     this.t4 = o.cfg.transactions.t4Ms;
@@ -160,7 +165,7 @@ export class Proxy {
   }
 
   private sideOf(ep: Endpoint): 'outside' | 'inside' {
-    return this.isInside(ep.address) ? 'inside' : 'outside';
+    return this.isInsideEp(ep) ? 'inside' : 'outside';
   }
 
   private randomToken(n: number): string {
