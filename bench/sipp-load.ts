@@ -50,6 +50,8 @@ interface Proxy {
 }
 
 const ROOT = findRepoRoot();
+/** the PBX side lives on its own loopback address, the phones on 127.0.0.1 */
+const UAS_IP = '127.0.0.2';
 
 function parseArgs(argv: string[]): Args {
   const a: Args = {
@@ -115,7 +117,7 @@ async function startKamailio(listenPort: number, uasPort: number, dir: string): 
   const template = fs.readFileSync(path.join(ROOT, 'bench', 'reference', 'kamailio.cfg'), 'utf8');
   const cfg = template
     .replace(/^#!substdef "!EDGE_LISTEN!.*$/m, `#!substdef "!EDGE_LISTEN!udp:127.0.0.1:${listenPort}!g"`)
-    .replace(/^#!substdef "!PBX_URI!.*$/m, `#!substdef "!PBX_URI!sip:127.0.0.1:${uasPort}!g"`);
+    .replace(/^#!substdef "!PBX_URI!.*$/m, `#!substdef "!PBX_URI!sip:${UAS_IP}:${uasPort}!g"`);
   const cfgFile = path.join(dir, 'kamailio.cfg');
   fs.writeFileSync(cfgFile, cfg);
   const runDir = path.join(dir, 'run');
@@ -147,13 +149,16 @@ async function startKamailio(listenPort: number, uasPort: number, dir: string): 
   };
 }
 
-async function startEdgeProxy(uasPort: number, transport: SippTransport, domains: string[]): Promise<Proxy> {
+async function startEdgeProxy(uasPort: number, transport: SippTransport, domains: string[], dir: string): Promise<Proxy> {
   const t = transport === 't1' ? 'tcp' : 'udp';
+  // the uas scenario does not answer OPTIONS: no active health probes (real traffic still counts)
+  const cfg = path.join(dir, 'edge.yaml');
+  fs.writeFileSync(cfg, 'health:\n  intervalMs: 0\n');
   const edge: EdgeProc = await startEdge({
     listen: [`${t}:127.0.0.1:0`],
-    upstream: [`${t}:127.0.0.1:${uasPort}`],
+    upstream: [`${t}:${UAS_IP}:${uasPort}`],
     domain: domains,
-    logLevel: 'warn',
+    extraArgs: ['--config', cfg],
   });
   const port = edge.ports[t];
   if (port === undefined) { await edge.stop(); throw new Error(`edge reported no ${t} listener`); }
@@ -181,6 +186,7 @@ async function runTarget(target: Target, a: Args, dir: string): Promise<StepResu
   const results: StepResult[] = [];
   const uas: SippHandle = await startSipp({
     scenario: 'uas.xml',
+    localIp: UAS_IP,
     transport: a.transport,
     maxTimeMs: (a.durationS + 20) * a.steps.length * 1000,
     rtt: false,
@@ -192,9 +198,9 @@ async function runTarget(target: Target, a: Args, dir: string): Promise<StepResu
       const { freePort } = await import('../test/helpers/ports');
       proxy = await startKamailio(await freePort('udp'), uas.port, dir);
     } else if (target === 'edge') {
-      proxy = await startEdgeProxy(uas.port, a.transport, a.domains);
+      proxy = await startEdgeProxy(uas.port, a.transport, a.domains, dir);
     }
-    const remote = proxy?.remote ?? `127.0.0.1:${uas.port}`;
+    const remote = proxy?.remote ?? `${UAS_IP}:${uas.port}`;
     for (const rate of a.steps) {
       const calls = rate * a.durationS;
       const cpuBefore = proxy === undefined ? undefined : treeCpuSeconds(proxy.pid);

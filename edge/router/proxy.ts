@@ -8,7 +8,7 @@
 // on REGISTER (RFC 3327), reach the phone behind its NAT, over the same TCP connection if it
 // registered over TCP (RFC 5626 5.3). Requests from outside go only to served domains (no open
 // relay) and only to the inside.
-import { createHmac, randomFillSync } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Clock } from '../clock';
 import type { ResolvedConfig } from '../config/types';
@@ -20,6 +20,7 @@ import { MessageWriter } from '../sip/writer';
 import type { Listener } from '../transport/types';
 import { type ClientTx, type ServerTx, TransactionTable } from '../transaction/table';
 import type { MessageContext } from '../verdict';
+import { fastHash } from './fasthash';
 import { FlowCodec } from './flow';
 import { UpstreamPool } from './upstreams';
 
@@ -90,7 +91,6 @@ export class Proxy {
   private readonly ownPorts = new Set<number>();
   private readonly domains: Set<string>;
   private readonly adv = new Map<string, Advertised>();
-  private readonly secret: Buffer;
   private readonly t1: number;
   private readonly t2: number;
   private readonly t4: number;
@@ -107,7 +107,6 @@ export class Proxy {
     this.clock = o.clock;
     this.ev = o.events ?? {};
     this.listeners = o.listeners;
-    this.secret = o.secret;
     this.flow = new FlowCodec(o.secret);
     this.isInside = o.isInside;
     this.isInsideEp = o.isInsideEndpoint ?? ((ep) => o.isInside(ep.address));
@@ -186,17 +185,11 @@ export class Proxy {
   }
 
   private loopHash(req: SipRequest): string {
-    const h = createHmac('sha1', this.secret);
-    h.update(req.uri);
-    h.update('\0');
-    h.update(H.first(req, 'call-id') ?? '');
-    h.update('\0');
-    h.update(H.from(req)?.params.get('tag') ?? '');
-    h.update('\0');
-    h.update(String(H.cseq(req)?.seq ?? ''));
-    h.update('\0');
-    for (const r of H.fields(req, 'proxy-require')) h.update(r.value);
-    return h.digest('base64url').slice(0, 10);
+    const pr = H.fields(req, 'proxy-require');
+    return fastHash([
+      req.uri, H.first(req, 'call-id') ?? '', H.from(req)?.params.get('tag') ?? '', String(H.cseq(req)?.seq ?? ''),
+      ...pr.map((f) => f.value),
+    ]);
   }
 
   // ---------------------------------------------------------------- replies
@@ -494,7 +487,7 @@ export class Proxy {
     // stateless forwarding: derive the branch from the incoming one so that ACK retransmissions
     // carry the same branch (RFC 3261 16.11)
     const inBranch = H.topVia(req)?.branch ?? '';
-    const branch = 'z9hG4bK' + createHmac('sha1', this.secret).update('ack\0' + inBranch).digest('base64url').slice(0, 16);
+    const branch = 'z9hG4bK' + fastHash(['ack', inBranch], 16);
     const w = new MessageWriter(req);
     w.prependTop('Via', `SIP/2.0/${dest.transport.toUpperCase()} ${adv.hostPort};branch=${branch}${dest.transport === 'udp' ? ';rport' : ''}`);
     const mf = H.maxForwards(req);
