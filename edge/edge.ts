@@ -53,7 +53,10 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const clock = opts.clock ?? systemClock;
   const sanity = createSanityStage();
   const stageEntries: StageEntry[] = [{ stage: sanity, mode: 'enforce' }, ...(opts.stages ?? [])];
-  const upstreamLabels = cfg.upstreams.map((u) => `${u.transport}:${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`);
+  // metric labels never carry addresses: upstreams are labelled by their position in the
+  // configured failover order ("1", "2" ...); logs carry the address
+  const upstreamSpecs = cfg.upstreams.map((u) => `${u.transport}:${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`);
+  const upstreamLabels = cfg.upstreams.map((_, i) => String(i + 1));
   const metrics: EdgeMetrics = opts.metrics ?? new Metrics({
     stages: [
       ...stageEntries.map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),
@@ -166,7 +169,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       upstreamResponse: (i, cls) => metrics.upstreamResponse(upstreamLabels[i] ?? 'other', cls === 'timeout' ? 'timeout' : Number(cls[0]) * 100),
       upstreamHealth: (i, up) => {
         metrics.upstreamUp(upstreamLabels[i] ?? 'other', up);
-        log.warn({ event: up ? 'upstream_up' : 'upstream_down', upstream: upstreamLabels[i] }, up ? 'upstream healthy' : 'upstream down');
+        log.warn({ event: up ? 'upstream_up' : 'upstream_down', upstream: upstreamSpecs[i], position: i + 1 }, up ? 'upstream healthy' : 'upstream down');
       },
       proxyReply: (status, reason) => {
         if (status >= 300) metrics.verdict('proxy', 'reply', reason, 'enforce');
