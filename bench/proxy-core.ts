@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import pino from 'pino';
 import { ManualClock } from '../edge/clock';
 import { startEdge } from '../edge/edge';
+import { NullMetrics } from '../edge/metrics';
 import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint } from '../edge/sip/types';
 import type { Inbound } from '../edge/transport/types';
@@ -25,7 +26,10 @@ async function main(): Promise<void> {
   const edge = await startEdge(testConfig({
     listen: [{ transport: 'udp', host: '127.0.0.1', port: 0 }],
     upstreams: [{ transport: 'udp', host: '127.0.0.2', port: 5080 }],
-  }), pino({ level: 'silent' }), argv.includes('--system-clock') ? {} : { clock: new ManualClock() });
+  }), pino({ level: 'silent' }), {
+    ...(argv.includes('--system-clock') ? {} : { clock: new ManualClock() }),
+    ...(argv.includes('--no-metrics') ? { metrics: new NullMetrics() } : {}),
+  });
   const port = edge.listeners[0]!.port;
   // capture what the edge sends instead of putting it on the wire
   const l = (edge.proxy as unknown as { listeners: Array<{ send: (d: Endpoint, b: Buffer) => boolean }> }).listeners[0]!;
@@ -84,6 +88,7 @@ async function main(): Promise<void> {
   const parseUs = (parseOnly * 1000) / calls;
   console.log(JSON.stringify({
     calls,
+    metrics: !argv.includes('--no-metrics'),
     cpuUsPerCall: Number(usPerCall.toFixed(1)),
     wallUsPerCall: Number(((wall * 1000) / calls).toFixed(1)),
     parseOnlyUsPerCall: Number(parseUs.toFixed(1)),
