@@ -44,7 +44,7 @@ const _sides: Exhaustive<Side, typeof SIDES> = SIDES;
 export const MESSAGE_KINDS = ['request', 'response', 'keepalive', 'invalid'] as const;
 export type MessageKind = (typeof MESSAGE_KINDS)[number];
 
-export const VERDICT_ACTIONS = ['reply', 'drop', 'ban'] as const;
+export const VERDICT_ACTIONS = ['reply', 'drop', 'ban', 'log'] as const;
 export type VerdictAction = (typeof VERDICT_ACTIONS)[number];
 
 /** 'off' stages never run, so they never produce a verdict to count. */

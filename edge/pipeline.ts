@@ -8,6 +8,15 @@ import { CONTINUE } from './verdict';
 export interface StageEntry {
   readonly stage: Stage;
   readonly mode: StageMode;
+  /** trusted sources skip this stage (never set for sanity) */
+  readonly skipTrusted?: boolean;
+}
+
+export interface ExplainStep {
+  readonly stage: string;
+  readonly mode: StageMode;
+  /** 'skipped' when the stage is off or the source is trusted and skips it */
+  readonly verdict: Verdict | 'skipped';
 }
 
 /** Called for every non-continue decision (enforced or shadowed), for metrics and logs. */
@@ -36,6 +45,7 @@ export class Pipeline {
   private from(i: number, ctx: MessageContext): StageOutcome | Promise<StageOutcome> {
     for (; i < this.active.length; i++) {
       const e = this.active[i]!;
+      if (e.skipTrusted && ctx.trust === 'trusted') continue;
       let v: Verdict | Promise<Verdict>;
       try {
         v = e.stage.check(ctx);
@@ -61,8 +71,22 @@ export class Pipeline {
   private settle(e: StageEntry, v: Verdict, ctx: MessageContext): StageOutcome | undefined {
     if (v.action === 'continue') return undefined;
     this.observe?.(e.stage.name, v, e.mode === 'shadow' ? 'shadow' : 'enforce', ctx);
-    if (e.mode === 'shadow') return undefined;
+    if (e.mode === 'shadow' || v.action === 'log') return undefined;
     return { verdict: v, stage: e.stage.name };
+  }
+
+  /** every stage's decision, for `sip-edge explain`: no short circuit, nothing is observed */
+  async explain(ctx: MessageContext, all: readonly StageEntry[]): Promise<{ steps: ExplainStep[]; final: StageOutcome }> {
+    const steps: ExplainStep[] = [];
+    let final: StageOutcome = PASS;
+    for (const e of all) {
+      if (e.mode === 'off' || (e.skipTrusted && ctx.trust === 'trusted')) { steps.push({ stage: e.stage.name, mode: e.mode, verdict: 'skipped' }); continue; }
+      let v: Verdict;
+      try { v = await e.stage.check(ctx); } catch { v = { action: 'drop', reason: 'stage_error' }; }
+      steps.push({ stage: e.stage.name, mode: e.mode, verdict: v });
+      if (final === PASS && v.action !== 'continue' && v.action !== 'log' && e.mode === 'enforce') final = { verdict: v, stage: e.stage.name };
+    }
+    return { steps, final };
   }
 
   errors = 0;

@@ -18,13 +18,16 @@ export type Verdict =
       readonly rule?: string;
     }
   | { readonly action: 'drop'; readonly reason: string; readonly rule?: string }
-  | { readonly action: 'ban'; readonly reason: string; readonly seconds: number; readonly rule?: string };
+  | { readonly action: 'ban'; readonly reason: string; readonly seconds: number; readonly rule?: string }
+  /** a rule matched whose action is only to log and count: the message goes on */
+  | { readonly action: 'log'; readonly reason: string; readonly rule?: string };
 
 export const CONTINUE: Verdict = Object.freeze({ action: 'continue' });
 export const reply = (status: number, reason: string, extra?: Partial<{ phrase: string; headers: ReadonlyArray<readonly [string, string]>; rule: string }>): Verdict =>
   ({ action: 'reply', status, reason, ...extra });
 export const drop = (reason: string, rule?: string): Verdict => ({ action: 'drop', reason, rule });
 export const ban = (reason: string, seconds: number, rule?: string): Verdict => ({ action: 'ban', reason, seconds, rule });
+export const logOnly = (reason: string, rule?: string): Verdict => ({ action: 'log', reason, rule });
 
 /** Where a message comes from, relative to the edge. */
 export type Side = 'outside' | 'inside';
@@ -43,6 +46,8 @@ export interface MessageContext {
 
 export interface Stage {
   readonly name: string;
+  /** trusted sources (access list / --trusted) skip this stage when the rules say so; never sanity */
+  readonly skippableForTrusted?: boolean;
   /** closed list of reason codes this stage can return (declared up front for metrics) */
   readonly reasons: readonly string[];
   /** synchronous unless the stage needs I/O; the pipeline awaits only when a promise comes back */

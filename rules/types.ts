@@ -1,0 +1,90 @@
+// CONTRACT for the rule files (issue: rule files and policy stages). The loader (rules/load.ts)
+// reads rules/*.yaml, validates them (file:line:col errors), compiles them ONCE into an immutable
+// RulesSnapshot; the stages read `current()` once per message; a reload swaps the whole snapshot.
+import type { StageMode } from '../edge/verdict';
+
+/** What a matching rule does. `log` only counts and logs; the message goes on. */
+export type RuleAction =
+  | { readonly kind: 'drop' }
+  | { readonly kind: 'reject'; readonly status: number; readonly phrase?: string }
+  | { readonly kind: 'ban'; readonly seconds: number }
+  | { readonly kind: 'log' };
+
+export interface StageSetting {
+  /** 'sanity' | 'scanner' | 'access' | 'geoip' (later: 'ratelimit', 'auth') */
+  readonly name: string;
+  readonly mode: StageMode;
+}
+
+// ---- scanner (rules/scanner.yaml)
+/** Built-in structural fingerprints a signature may name instead of a regex. */
+export type FingerprintName =
+  | 'sipvicious_from_tag'   // From tag is hex that decodes to "<digits>\x01<random>" (svwar/svcrack/svmap)
+  | 'sipsak_port9'          // From or Contact URI on port 9 (sipsak's discard-port default)
+  | 'sipp_default_tag'      // From tag "<pid>SIPpTag<nn><call>" (sipp's default scenarios)
+  | 'to_equals_from_scan';  // OPTIONS/REGISTER whose To user == From user and numeric (svmap/svwar probes)
+
+export interface CompiledSignature {
+  readonly name: string;
+  readonly confidence: 'high' | 'medium' | 'low';
+  readonly note?: string;
+  readonly action: RuleAction;
+  /** where the pattern looks: a canonical header name, '*' (any header), 'body', 'request-uri' */
+  readonly where?: string;
+  readonly fingerprint?: FingerprintName;
+}
+
+export interface CompiledScanner {
+  readonly signatures: readonly CompiledSignature[];
+  /** total: the first matching signature (in file order) or null; linear time */
+  match(msg: import('../edge/sip/types').SipMessage): CompiledSignature | null;
+}
+
+// ---- access (rules/access.yaml + list files)
+export interface CompiledAccess {
+  /** 'trusted' | 'deny' | 'allow' | null (no list says anything); longest prefix wins,
+   *  and at equal prefix deny beats allow beats trusted */
+  classify(address: string): { readonly list: 'trusted' | 'deny' | 'allow'; readonly rule: string } | null;
+  /** when the allow-list is non-empty, sources on no list are denied */
+  readonly allowListActive: boolean;
+  readonly denyAction: RuleAction;
+  readonly counts: { readonly allow: number; readonly deny: number; readonly trusted: number };
+}
+
+// ---- geoip (rules/geoip.yaml)
+export interface GeoPolicy {
+  readonly countryMode: 'allow' | 'deny' | 'off';
+  readonly countries: ReadonlySet<string>; // ISO 3166-1 alpha-2, upper-case
+  readonly unknownCountry: 'allow' | 'deny';
+  readonly denyAsns: ReadonlySet<number>;
+  readonly action: RuleAction;
+}
+
+export interface CompiledGeo {
+  readonly policy: GeoPolicy;
+  /** per-listener-id overrides ("udp:0.0.0.0:5060") */
+  readonly listenerOverrides: ReadonlyMap<string, GeoPolicy>;
+  /** per served domain (Request-URI host) overrides */
+  readonly domainOverrides: ReadonlyMap<string, GeoPolicy>;
+  /** country and database paths; null = the embedded default country database */
+  readonly countryDb: string | null;
+  readonly asnDb: string | null;
+}
+
+export interface RulesSnapshot {
+  /** short content hash of every rule and list file: the active rules version */
+  readonly version: string;
+  readonly loadedAt: string;
+  readonly files: readonly string[];
+  /** stage order and modes; sanity is always first and never 'off' */
+  readonly stages: readonly StageSetting[];
+  /** stages that trusted sources skip (never 'sanity') */
+  readonly trustedSkip: ReadonlySet<string>;
+  readonly scanner: CompiledScanner;
+  readonly access: CompiledAccess;
+  readonly geoip: CompiledGeo;
+  /** every rule name (signature names, list rule names, geoip rule names) for metrics */
+  readonly ruleNames: readonly string[];
+}
+
+export type LoadRulesResult = { readonly ok: true; readonly snapshot: RulesSnapshot } | { readonly ok: false; readonly errors: readonly string[] };
