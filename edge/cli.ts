@@ -7,6 +7,11 @@ import { parseArgs } from 'node:util';
 import type { ResolvedConfig } from './config/types';
 import { loadConfig } from './config/load';
 import type { CliOverrides } from './config/load';
+import { isIP } from 'node:net';
+import { defaultRulesDir, loadRules } from '../rules/load';
+import type { RulesSnapshot } from '../rules/types';
+import { explainMessage, formatExplain } from './explain';
+import { canonicalAddress, parseHostPort } from './net/address';
 import { createLogger } from './log';
 import type { Logger } from './log';
 
@@ -16,7 +21,9 @@ export const SHIPPED_CONFIG = path.join(PACKAGE_ROOT, 'sip-edge.yaml');
 
 export const USAGE = `Usage:
   sip-edge run   [options]   start the edge
-  sip-edge check [options]   validate the configuration and exit (0 ok, 1 invalid)
+  sip-edge check [options]   validate the configuration and the rule files, exit (0 ok, 1 invalid)
+  sip-edge explain FILE.sip --source IP[:PORT] [--transport udp|tcp] [options]
+                             run one message through every stage without sending anything
   sip-edge --help | --version
 
 Options (list flags may repeat; given flags replace the file's list, they do not extend it):
@@ -30,6 +37,10 @@ Options (list flags may repeat; given flags replace the file's list, they do not
   --advertise HOST[:PORT]     address to put in Via / Record-Route / Path
   --metrics HOST:PORT|off     Prometheus endpoint
   --log-level LEVEL           fatal|error|warn|info|debug|trace|silent
+  --rules DIR                 rule files directory (default: the shipped rules/)
+
+Signals (run): SIGTERM/SIGINT drain and stop; SIGHUP re-reads the rule files (an invalid file
+keeps the previous rules in force and is reported).
 
 Environment: SIPEDGE_SECRET (HMAC secret shared by a cluster; overrides the file's secret).
 Exit codes: 0 ok, 1 invalid configuration or runtime failure, 2 usage error.
@@ -40,7 +51,11 @@ export type ParsedCli =
   | { readonly kind: 'version' }
   | { readonly kind: 'usage_error'; readonly message: string }
   | {
-      readonly kind: 'run' | 'check';
+      readonly kind: 'run' | 'check' | 'explain';
+      /** explain: the message file, source and transport */
+      readonly file?: string;
+      readonly source?: string;
+      readonly transport?: string;
       /** explicit --config */
       readonly configFile?: string;
       readonly noConfig: boolean;
@@ -58,6 +73,9 @@ const OPTIONS = {
   advertise: { type: 'string' },
   metrics: { type: 'string' },
   'log-level': { type: 'string' },
+  rules: { type: 'string' },
+  source: { type: 'string' },
+  transport: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean', short: 'V' },
 } as const;
@@ -75,8 +93,12 @@ export function parseCli(argv: readonly string[]): ParsedCli {
   if (v.help === true) return { kind: 'help' };
   if (v.version === true) return { kind: 'version' };
   const [command, ...extra] = positionals;
-  if (command === undefined) return { kind: 'usage_error', message: 'missing command (run or check)' };
-  if (command !== 'run' && command !== 'check') return { kind: 'usage_error', message: `unknown command "${command}"` };
+  if (command === undefined) return { kind: 'usage_error', message: 'missing command (run, check or explain)' };
+  if (command !== 'run' && command !== 'check' && command !== 'explain') return { kind: 'usage_error', message: `unknown command "${command}"` };
+  const file = command === 'explain' ? extra.shift() : undefined;
+  if (command === 'explain' && file === undefined) return { kind: 'usage_error', message: 'explain needs a message file' };
+  if (command === 'explain' && v.source === undefined) return { kind: 'usage_error', message: 'explain needs --source IP[:PORT]' };
+  if (command !== 'explain' && (v.source !== undefined || v.transport !== undefined)) return { kind: 'usage_error', message: '--source and --transport go with explain' };
   if (extra.length > 0) return { kind: 'usage_error', message: `unexpected argument "${extra[0]}"` };
   if (v.config !== undefined && v['no-config'] === true) {
     return { kind: 'usage_error', message: '--config and --no-config exclude each other' };
@@ -91,9 +113,13 @@ export function parseCli(argv: readonly string[]): ParsedCli {
     ...(v.advertise !== undefined ? { advertise: v.advertise } : {}),
     ...(v.metrics !== undefined ? { metrics: v.metrics === 'off' || v.metrics === 'none' ? null : v.metrics } : {}),
     ...(v['log-level'] !== undefined ? { logLevel: v['log-level'] } : {}),
+    ...(v.rules !== undefined ? { rules: v.rules } : {}),
   };
   return {
     kind: command,
+    ...(file !== undefined ? { file } : {}),
+    ...(v.source !== undefined ? { source: v.source } : {}),
+    ...(v.transport !== undefined ? { transport: v.transport } : {}),
     ...(v.config !== undefined ? { configFile: v.config } : {}),
     noConfig: v['no-config'] === true,
     overrides,
@@ -115,6 +141,8 @@ export interface EdgeHandle {
   readonly listeners: ReadonlyArray<{ transport: string; address: string; port: number }>;
   /** the bound admin (/metrics, /healthz, /readyz) address, when enabled */
   readonly admin?: { address: string; port: number };
+  /** SIGHUP */
+  reloadRules?(): unknown;
 }
 export type StartEdge = (cfg: ResolvedConfig, log: Logger) => Promise<EdgeHandle>;
 
@@ -162,6 +190,7 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
       return 2;
     case 'check':
     case 'run':
+    case 'explain':
       break;
   }
   const file = chooseConfigFile(p, io.shippedConfig ?? SHIPPED_CONFIG);
@@ -170,11 +199,53 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
     io.err(loaded.errors.map((e) => `${e}\n`).join(''));
     return 1;
   }
+  const rulesDir = loaded.config.rulesDir ?? defaultRulesDir();
+  const rules = loadRules(rulesDir, { displayDir: path.relative(process.cwd(), rulesDir) || '.' });
+  if (!rules.ok) {
+    io.err(rules.errors.map((e) => `${e}\n`).join(''));
+    return 1;
+  }
   if (p.kind === 'check') {
-    io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}\n`);
+    io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${rules.snapshot.version}\n`);
     return 0;
   }
+  if (p.kind === 'explain') return explainCommand(p.file!, p.source!, p.transport ?? 'udp', loaded.config, rules.snapshot, io);
   return run(loaded.config, io);
+}
+
+/** `sip-edge explain`: one message through every stage, nothing sent. */
+async function explainCommand(file: string, sourceText: string, transportText: string, cfg: ResolvedConfig, snapshot: RulesSnapshot, io: CliIo): Promise<number> {
+  const hp = parseHostPort(sourceText);
+  if ('error' in hp || isIP(hp.host) === 0) {
+    io.err(`sip-edge: --source must be IP[:PORT], got ${JSON.stringify(sourceText)}\n`);
+    return 2;
+  }
+  if (transportText !== 'udp' && transportText !== 'tcp') {
+    io.err(`sip-edge: --transport must be udp or tcp\n`);
+    return 2;
+  }
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (e) {
+    io.err(`sip-edge: cannot read ${file}: ${(e as Error).message}\n`);
+    return 1;
+  }
+  // message files are usually written with LF line ends: SIP needs CRLF (RFC 3261 7)
+  if (!bytes.includes('\r\n') && bytes.includes('\n')) bytes = Buffer.from(bytes.toString('latin1').replace(/\n/g, '\r\n'), 'latin1');
+  const { createPolicy } = require('./policy') as typeof import('./policy');
+  const policy = await createPolicy(() => snapshot);
+  try {
+    const report = await explainMessage({
+      bytes, cfg, rules: snapshot, stages: policy.entries(snapshot),
+      source: { transport: transportText, address: canonicalAddress(hp.host), port: hp.port ?? 5060 },
+    });
+    const text = formatExplain(report);
+    io.out(text.endsWith("\n") ? text : `${text}\n`);
+    return 0;
+  } finally {
+    policy.close();
+  }
 }
 
 async function run(cfg: ResolvedConfig, io: CliIo): Promise<number> {
@@ -223,12 +294,16 @@ async function run(cfg: ResolvedConfig, io: CliIo): Promise<number> {
     };
     const onTerm = (): void => onSignal('SIGTERM');
     const onInt = (): void => onSignal('SIGINT');
+    // SIGHUP: re-read the rule files; the edge logs and counts the outcome itself
+    const onHup = (): void => { edge.reloadRules?.(); };
     const cleanup = (): void => {
       io.signals.removeListener('SIGTERM', onTerm);
       io.signals.removeListener('SIGINT', onInt);
+      io.signals.removeListener('SIGHUP', onHup);
     };
     io.signals.on('SIGTERM', onTerm);
     io.signals.on('SIGINT', onInt);
+    io.signals.on('SIGHUP', onHup);
   });
   // Only now: a supervisor (or test) that sends SIGTERM as soon as it reads this line must
   // find the handlers installed, or the default action kills us without a graceful close.

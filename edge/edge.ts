@@ -16,7 +16,13 @@ import { Proxy, PROXY_REASONS } from './router/proxy';
 import { parseMessage, type ParseReason } from './sip/parser';
 import type { Endpoint, SipMessage, SipRequest } from './sip/types';
 import { verdictForParseFailure } from './stages/parse-verdict';
-import { createSanityStage } from './stages/sanity';
+import { SANITY_REASONS } from './stages/sanity';
+import { ACCESS_REASONS, accessTrust } from './stages/access';
+import { SCANNER_REASONS } from './stages/scanner';
+import { GEO_REASONS } from './stages/geoip';
+import { createPolicy } from './policy';
+import { defaultRulesDir } from '../rules/load';
+import { RulesHolder, RulesLoadError } from '../rules/reload';
 import { createListener } from './transport';
 import type { Inbound, Listener } from './transport/types';
 import type { MessageContext, Side, Trust, Verdict } from './verdict';
@@ -30,13 +36,20 @@ export interface EdgeHandle {
   readonly metrics: EdgeMetrics;
   /** run one inbound message through the edge (also what the transports call) */
   readonly inject: (inb: Inbound) => void;
+  readonly rules: RulesHolder;
+  /** re-read the rule files now (SIGHUP); the old rules stay in force when a file is invalid */
+  reloadRules(): { ok: boolean; version?: string; errors?: readonly string[] };
 }
 
 export interface EdgeOptions {
   clock?: Clock;
   metrics?: EdgeMetrics;
-  /** extra stages after sanity (later issues: scanner, access, geoip, ratelimit, auth) */
+  /** extra stages after the ones the rule files configure */
   stages?: StageEntry[];
+  /** rules already loaded (tests, explain); default: cfg.rulesDir or the shipped rules/ */
+  rules?: RulesHolder;
+  /** watch the rule files and reload on change (default true) */
+  watchRules?: boolean;
 }
 
 const WILDCARDS = new Set(['0.0.0.0', '::']);
@@ -51,21 +64,36 @@ function localAddresses(): string[] {
 
 export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOptions = {}): Promise<EdgeHandle> {
   const clock = opts.clock ?? systemClock;
-  const sanity = createSanityStage();
-  const stageEntries: StageEntry[] = [{ stage: sanity, mode: 'enforce' }, ...(opts.stages ?? [])];
+  let rules: RulesHolder;
+  if (opts.rules) rules = opts.rules;
+  else {
+    const r = RulesHolder.create(cfg.rulesDir ?? defaultRulesDir());
+    if (!r.ok) throw new RulesLoadError(r.errors);
+    rules = r.holder;
+  }
+  const current = () => rules.current();
+  const policy = await createPolicy(current);
+  for (const e of policy.geoErrors) log.warn({ event: 'geoip_open_failed', error: e }, 'GeoIP database not opened: countries are unknown');
+  const upstreamSpecs = cfg.upstreams.map((u) => `${u.transport}:${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`);
   // metric labels never carry addresses: upstreams are labelled by their position in the
   // configured failover order ("1", "2" ...); logs carry the address
-  const upstreamSpecs = cfg.upstreams.map((u) => `${u.transport}:${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`);
   const upstreamLabels = cfg.upstreams.map((_, i) => String(i + 1));
+  const snap0 = current();
   const metrics: EdgeMetrics = opts.metrics ?? new Metrics({
     stages: [
-      ...stageEntries.map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),
+      { name: 'sanity', reasons: SANITY_REASONS },
+      { name: 'access', reasons: ACCESS_REASONS },
+      { name: 'scanner', reasons: SCANNER_REASONS },
+      { name: 'geoip', reasons: GEO_REASONS },
+      ...(opts.stages ?? []).map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),
       { name: 'parse', reasons: PARSE_STAGE_REASONS },
       { name: 'proxy', reasons: PROXY_REASONS },
     ],
     upstreams: upstreamLabels,
+    rules: snap0.ruleNames,
     transports: [...new Set(cfg.listen.map((l) => l.transport))],
   });
+  metrics.rulesLoaded(snap0.version, snap0.ruleNames);
 
   const inside = new CidrSet();
   for (const c of cfg.inside) inside.add(c);
@@ -80,14 +108,31 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const isInside = (a: string): boolean => upstreamHosts.has(a) || inside.has(a);
   const isInsideSource = (ep: Endpoint): boolean =>
     inside.has(ep.address) || (ep.transport === 'udp' ? upstreamUdp.has(`${ep.address}|${ep.port}`) : upstreamStream.has(ep.address));
-  const trustOf = (a: string, side: Side): Trust => (side === 'inside' ? 'inside' : trusted.has(a) ? 'trusted' : 'untrusted');
+  // trusted: --trusted CIDRs or the access rules' trusted list; decided on the transport source
+  const trustOf = (a: string, side: Side): Trust =>
+    (side === 'inside' ? 'inside' : trusted.has(a) || accessTrust(current(), a) ? 'trusted' : 'untrusted');
 
   const secret = cfg.secret ? Buffer.from(cfg.secret, 'utf8') : randomBytes(32);
   const logSample = (): boolean => sampled('parse_failure', 5);
   const errSample = (): boolean => sampled('internal_error', 5);
 
   let proxy: Proxy | undefined;
-  const pipeline = new Pipeline(stageEntries, (stage, v, mode) => metrics.verdictOf(stage, v, mode));
+  const observe = (stage: string, v: Exclude<Verdict, { action: 'continue' }>, mode: 'enforce' | 'shadow'): void => metrics.verdictOf(stage, v, mode);
+  let pipeline = new Pipeline(policy.entries(snap0, opts.stages), observe);
+  // a reload swaps the whole snapshot (the stages read it per message) and rebuilds the stage
+  // order; live transactions are untouched: the proxy reads no rules
+  rules.on('reloaded', (s: typeof snap0) => {
+    pipeline = new Pipeline(policy.entries(s, opts.stages), observe);
+    metrics.rulesReload(true);
+    metrics.rulesLoaded(s.version, s.ruleNames);
+    log.warn({ event: 'rules_reload', result: 'ok', version: s.version }, 'rules reloaded');
+    void policy.reopenGeo(s).then((errs) => { for (const e of errs) log.warn({ event: 'geoip_open_failed', error: e }, 'GeoIP database not opened'); });
+  });
+  rules.on('failed', (errors: readonly string[]) => {
+    metrics.rulesReload(false);
+    log.error({ event: 'rules_reload', result: 'error', version: rules.current().version, errors: errors.slice(0, 20) }, 'rules reload failed: previous rules stay in force');
+  });
+  if (opts.watchRules !== false && !opts.rules) rules.watch();
 
   const apply = (v: Verdict, msg: SipMessage | undefined, source: Endpoint): void => {
     if (v.action !== 'reply' || !msg || msg.kind !== 'request' || !proxy) return;
@@ -186,7 +231,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       const healthy = proxy!.upstreams.list.filter((u) => u.up).length;
       const checks = [
         { name: 'listeners_bound', ok: listeners.length === cfg.listen.length, detail: `${listeners.length} of ${cfg.listen.length} listeners bound` },
-        { name: 'rules_loaded', ok: true },
+        { name: 'rules_loaded', ok: true, detail: `rules version ${current().version}` },
         { name: 'upstream_healthy', ok: healthy > 0, detail: `${healthy} of ${cfg.upstreams.length} upstreams healthy` },
       ];
       return { ready: checks.every((c) => c.ok), checks };
@@ -201,9 +246,16 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     proxy,
     metrics,
     inject,
+    rules,
+    reloadRules() {
+      const r = rules.reload();
+      return r.ok ? { ok: true, version: r.version } : { ok: false, errors: r.errors };
+    },
     async close(graceMs: number) {
       if (closed) return;
       closed = true;
+      if (!opts.rules) rules.close();
+      policy.close();
       // stop taking new transactions, let live ones finish, then close sockets
       await proxy!.drain(graceMs);
       await Promise.all(listeners.map((l) => l.close(0)));

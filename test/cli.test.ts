@@ -31,7 +31,10 @@ function cli(...args: string[]): { code: number | null; stdout: string; stderr: 
 
 test('check: a valid file prints ok and exits 0', () => {
   const file = tmp('listen: [udp:127.0.0.1:0]\nupstreams: [udp:127.0.0.1:5080]\n');
-  assert.deepEqual(cli('check', '--config', file), { code: 0, stdout: `ok: ${file}\n`, stderr: '' });
+  const r = cli('check', '--config', file);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, '');
+  assert.match(r.stdout, new RegExp(`^ok: ${escapeRe(file)}; rules ${escapeRe(path.join(ROOT, 'rules'))} version [0-9a-f]{12}\n$`));
 });
 
 test('check: errors one per line as file:line:column, exit 1', () => {
@@ -59,7 +62,9 @@ test('check: a missing file exits 1', () => {
 });
 
 test('check: without --config validates the shipped sip-edge.yaml', () => {
-  assert.deepEqual(cli('check'), { code: 0, stdout: `ok: ${path.join(ROOT, 'sip-edge.yaml')}\n`, stderr: '' });
+  const r = cli('check');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`^ok: ${escapeRe(path.join(ROOT, 'sip-edge.yaml'))}; rules .* version [0-9a-f]{12}\n$`));
 });
 
 test('check: flags override the file and are validated too', () => {
@@ -70,7 +75,9 @@ test('check: flags override the file and are validated too', () => {
 });
 
 test('check --no-config: flags alone are a complete configuration', () => {
-  assert.deepEqual(cli('check', '--no-config', '--upstream', 'udp:127.0.0.1:5080'), { code: 0, stdout: 'ok: (built-in defaults)\n', stderr: '' });
+  const ok = cli('check', '--no-config', '--upstream', 'udp:127.0.0.1:5080');
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /^ok: \(built-in defaults\); rules .* version [0-9a-f]{12}\n$/);
   const r = cli('check', '--no-config');
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^config: upstreams: at least one upstream is required/);
@@ -95,7 +102,7 @@ test('--help and --version exit 0 on stdout', () => {
 const USAGE_ERRORS: ReadonlyArray<readonly [string[], string]> = [
   [['check', '--bogus'], "sip-edge: Unknown option '--bogus'\n"],
   [['frobnicate'], 'sip-edge: unknown command "frobnicate"\n'],
-  [[], 'sip-edge: missing command (run or check)\n'],
+  [[], 'sip-edge: missing command (run, check or explain)\n'],
   [['check', 'extra'], 'sip-edge: unexpected argument "extra"\n'],
   [['check', '--config'], "sip-edge: Option '--config <value>' argument missing\n"],
   [['check', '--config', 'a.yaml', '--no-config'], 'sip-edge: --config and --no-config exclude each other\n'],
@@ -300,4 +307,28 @@ test('createLogger: JSON lines with a level label', () => {
   assert.equal(lines.length, 1);
   const rec = JSON.parse(lines[0]) as Record<string, unknown>;
   assert.deepEqual([rec.level, rec.msg, rec.reason, rec.name], ['warn', 'dropped', 'via_missing', 'sip-edge']);
+});
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+test('check: an invalid rule file fails with file:line:column', () => {
+  const dir = fs.mkdtempSync(path.join(TMP, 'rules-'));
+  fs.writeFileSync(path.join(dir, 'scanner.yaml'), 'signatures:\n  - name: bad\n    confidence: high\n    match: { where: user-agent, pattern: "((" }\n');
+  const r = cli('check', '--no-config', '--upstream', 'udp:127.0.0.1:5080', '--rules', dir);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /scanner\.yaml:4:\d+: .*regular expression/);
+});
+
+test('explain: a scanner probe is dropped by the scanner stage, nothing is sent', () => {
+  const file = path.join(TMP, 'probe.sip');
+  fs.writeFileSync(file, [
+    'OPTIONS sip:100@192.0.2.1 SIP/2.0', 'Via: SIP/2.0/UDP 198.51.100.9:5061;branch=z9hG4bK-1;rport', 'Max-Forwards: 70',
+    'To: "sipvicious"<sip:100@1.1.1.1>', 'From: "sipvicious"<sip:100@1.1.1.1>;tag=31303001383234', 'User-Agent: friendly-scanner',
+    'Call-ID: 1234', 'CSeq: 1 OPTIONS', 'Content-Length: 0', '', ''].join('\n'));
+  const r = cli('explain', file, '--source', '198.51.100.9:5061', '--no-config', '--upstream', 'udp:127.0.0.1:5080');
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /scanner +enforce +drop, reason scanner_user_agent, rule \S+ +<- decides/);
+  assert.match(r.stdout, /^forward +no$/m);
 });

@@ -25,6 +25,8 @@ export interface CliOverrides {
   /** "host:port"; null disables metrics */
   metrics?: string | null;
   logLevel?: string;
+  /** rules directory (relative to the working directory) */
+  rules?: string;
 }
 
 export interface LoadOptions {
@@ -187,6 +189,11 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
 
   if (errors.length > 0) return { ok: false, errors };
 
+  // rules directory: the flag (relative to the working directory), or the file's key (relative to
+  // the file), or none (the shipped rules/)
+  const rulesDir = opts.overrides?.rules !== undefined
+    ? path.resolve(opts.overrides.rules)
+    : typeof f.rules === 'string' ? path.resolve(fileName !== undefined ? path.dirname(fileName) : process.cwd(), f.rules) : undefined;
   const config: ResolvedConfig = {
     listen,
     ...(advertise !== undefined ? { advertise } : {}),
@@ -200,6 +207,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     transactions: { ...f.transactions },
     health: { ...f.health },
     proxy: { ...f.proxy },
+    ...(rulesDir !== undefined ? { rulesDir } : {}),
     shutdownGraceMs: f.shutdownGraceMs,
     log: { level },
     metrics: { listen: metricsListen, ...(f.metrics.token !== undefined ? { token: f.metrics.token } : {}) },

@@ -53,6 +53,9 @@ export interface ResolvedConfig {
   readonly shutdownGraceMs: number; // default 5000
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   readonly metrics: { readonly listen: string | null; readonly token?: string }; // default "127.0.0.1:9090"
+  /** absolute path of the rules directory (stages.yaml, scanner.yaml, access.yaml, geoip.yaml);
+   *  absent = the shipped rules/ directory */
+  readonly rulesDir?: string;
   /** absolute path of the config file this came from, if any */
   readonly configFile?: string;
 }

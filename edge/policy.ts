@@ -1,0 +1,59 @@
+// The policy stages built from the rule files: one instance of each stage for the life of the
+// process (they read the current snapshot per message), arranged in the order and modes the
+// snapshot says, and the GeoIP databases the geoip rules name.
+import { openGeoDatabases, type OpenedGeo } from '../geoip/db';
+import type { RulesSnapshot } from '../rules/types';
+import type { StageEntry } from './pipeline';
+import { createAccessStage } from './stages/access';
+import { createGeoStage } from './stages/geoip';
+import { createSanityStage } from './stages/sanity';
+import { createScannerStage } from './stages/scanner';
+import type { Stage } from './verdict';
+
+export interface Policy {
+  /** every stage the rules can name, by name */
+  readonly stages: ReadonlyMap<string, Stage>;
+  /** pipeline entries for a snapshot (order, modes, trusted skips), then `extra` */
+  entries(s: RulesSnapshot, extra?: readonly StageEntry[]): StageEntry[];
+  /** reopen the GeoIP databases when a reload changed their paths; errors are returned */
+  reopenGeo(s: RulesSnapshot): Promise<readonly string[]>;
+  /** errors from opening the GeoIP databases at start (the stage then sees unknown countries) */
+  readonly geoErrors: readonly string[];
+  close(): void;
+}
+
+export async function createPolicy(current: () => RulesSnapshot): Promise<Policy> {
+  const first = current();
+  let geo: OpenedGeo = await openGeoDatabases({ countryDb: first.geoip.countryDb, asnDb: first.geoip.asnDb }, { watch: true });
+  let geoPaths = `${first.geoip.countryDb}|${first.geoip.asnDb}`;
+  const stages = new Map<string, Stage>([
+    ['sanity', createSanityStage()],
+    ['access', createAccessStage(current)],
+    ['scanner', createScannerStage(current)],
+    ['geoip', createGeoStage(current, { lookup: (a) => geo.lookup(a) })],
+  ]);
+  return {
+    stages,
+    geoErrors: geo.errors,
+    entries(s, extra = []) {
+      const out: StageEntry[] = [];
+      for (const st of s.stages) {
+        const stage = stages.get(st.name);
+        if (!stage) continue;
+        out.push({ stage, mode: st.mode, ...(s.trustedSkip.has(st.name) && st.name !== 'sanity' ? { skipTrusted: true } : {}) });
+      }
+      return [...out, ...extra];
+    },
+    async reopenGeo(s) {
+      const paths = `${s.geoip.countryDb}|${s.geoip.asnDb}`;
+      if (paths === geoPaths) return [];
+      const next = await openGeoDatabases({ countryDb: s.geoip.countryDb, asnDb: s.geoip.asnDb }, { watch: true });
+      const old = geo;
+      geo = next;
+      geoPaths = paths;
+      old.close();
+      return next.errors;
+    },
+    close() { geo.close(); },
+  };
+}
