@@ -9,6 +9,10 @@ import pino from 'pino';
 import { ManualClock } from '../edge/clock';
 import { startEdge } from '../edge/edge';
 import { NullMetrics } from '../edge/metrics';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { RulesHolder } from '../rules/reload';
 import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint } from '../edge/sip/types';
 import type { Inbound } from '../edge/transport/types';
@@ -21,20 +25,49 @@ function msg(lines: string[]): Buffer {
   return Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'latin1');
 }
 
+function policyDir(kind: string): string {
+  const root = path.resolve(__dirname, '../..');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-bench-rules-'));
+  fs.copyFileSync(path.join(root, 'rules/scanner.yaml'), path.join(dir, 'scanner.yaml'));
+  if (kind === 'none') {
+    fs.writeFileSync(path.join(dir, 'stages.yaml'), 'stages:\n  - { name: sanity, mode: enforce }\ntrustedSkip: []\n');
+    return dir;
+  }
+  fs.writeFileSync(path.join(dir, 'stages.yaml'), 'stages:\n  - { name: sanity, mode: enforce }\n  - { name: access, mode: enforce }\n  - { name: scanner, mode: enforce }\n  - { name: geoip, mode: enforce }\ntrustedSkip: []\n');
+  // 100,000 CIDRs of assorted lengths in 10.0.0.0/8 and 172.16.0.0/12 (never the bench phone)
+  const lines: string[] = [];
+  for (let i = 0; i < 100_000; i++) {
+    const len = 16 + (i % 17);
+    const a = i % 2 === 0 ? 10 : 172;
+    const b = a === 10 ? (i >> 8) & 255 : 16 + ((i >> 8) & 15);
+    lines.push(`${a}.${b}.${i & 255}.${(i * 7) & 255}/${len}`);
+  }
+  fs.mkdirSync(path.join(dir, 'lists'));
+  fs.writeFileSync(path.join(dir, 'lists/feed.txt'), lines.join('\n') + '\n');
+  fs.writeFileSync(path.join(dir, 'access.yaml'), 'denyAction: drop\nfiles:\n  - { path: lists/feed.txt, list: deny, name: feed }\n');
+  fs.writeFileSync(path.join(dir, 'geoip.yaml'), 'mode: deny\ncountries: [KP, IR]\nunknownCountry: allow\n');
+  return dir;
+}
+
 async function main(): Promise<void> {
   const sent: Buffer[] = [];
+  const policy = argv.includes('--policy') ? argv[argv.indexOf('--policy') + 1]! : undefined;
+  const rules = policy ? new RulesHolder(policyDir(policy)) : undefined;
   const edge = await startEdge(testConfig({
     listen: [{ transport: 'udp', host: '127.0.0.1', port: 0 }],
     upstreams: [{ transport: 'udp', host: '127.0.0.2', port: 5080 }],
   }), pino({ level: 'silent' }), {
     ...(argv.includes('--system-clock') ? {} : { clock: new ManualClock() }),
     ...(argv.includes('--no-metrics') ? { metrics: new NullMetrics() } : {}),
+    ...(rules ? { rules } : {}),
   });
   const port = edge.listeners[0]!.port;
   // capture what the edge sends instead of putting it on the wire
   const l = (edge.proxy as unknown as { listeners: Array<{ send: (d: Endpoint, b: Buffer) => boolean }> }).listeners[0]!;
   l.send = (_d, b) => { sent.push(b); return true; };
-  const phone: Endpoint = { transport: 'udp', address: '127.0.0.1', port: 5099, listenerId: `udp:127.0.0.1:${port}` };
+  // a public documentation address when the policy is on, so GeoIP and the CIDR lists do real lookups
+  const phoneIp = policy === 'full' ? '8.8.8.8' : '127.0.0.1';
+  const phone: Endpoint = { transport: 'udp', address: phoneIp, port: 5099, listenerId: `udp:127.0.0.1:${port}` };
   const pbx: Endpoint = { transport: 'udp', address: '127.0.0.2', port: 5080, listenerId: `udp:127.0.0.1:${port}` };
   const inject = (bytes: Buffer, source: Endpoint): void => edge.inject({ bytes, source, receivedAt: performance.now() } as Inbound);
   const sdp = 'v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6004 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n';
@@ -89,6 +122,7 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({
     calls,
     metrics: !argv.includes('--no-metrics'),
+    policy: policy ?? 'shipped rules',
     cpuUsPerCall: Number(usPerCall.toFixed(1)),
     wallUsPerCall: Number(((wall * 1000) / calls).toFixed(1)),
     parseOnlyUsPerCall: Number(parseUs.toFixed(1)),
