@@ -126,3 +126,18 @@ test('svmap and svwar against the edge with the shipped scanner signatures find 
     assert.deepEqual(pbx.inbox.map((m) => m.text.split('\r\n')[0]), []);
   });
 });
+
+test('svcrack against an extension behind the edge gets no answer and finds no password', { skip: skip !== false ? skip : !toolAvailable('svcrack') && !inCi ? 'svcrack not installed' : false, timeout: 60_000 }, async () => {
+  assert.ok(toolAvailable('svcrack'), 'svcrack is not installed (Debian package sipvicious)');
+  await withEdge('enforce', async (edge, port, pbx) => {
+    // svcrack first sends a REGISTER to learn the challenge; with no answer it gives up
+    const r = await run('svcrack', ['-u100', '-r1-30', '127.0.0.1', '-p', String(port)], 45_000);
+    assert.match(r.out, /found nothing|no server response/i, `svcrack output:\n${r.out}`);
+    assert.doesNotMatch(r.out, /\|\s*100\s*\|/, 'no cracked password in the result table');
+    const exp = await edge.metrics.metrics();
+    const total = sample(exp, 'sipedge_messages_received_total', { transport: 'udp', side: 'outside', kind: 'request' }) ?? 0;
+    assert.ok(total >= 1, 'svcrack sent requests');
+    assert.equal(sumOf(exp, 'sipedge_verdicts_total', { stage: 'scanner' }), total, 'a scanner verdict for every attempt');
+    assert.deepEqual(pbx.inbox.map((m) => m.text.split('\r\n')[0]), []);
+  });
+});
