@@ -126,3 +126,23 @@ test('shadow mode: the scanner decides and counts, but the message goes through'
     phone.close(); pbx.close(); await edge.close(0); holder.close();
   }
 });
+
+test('a source on the trusted list skips the scanner (trustedSkip) but never sanity', async () => {
+  const dir = rulesDir();
+  fs.writeFileSync(path.join(dir, 'access.yaml'), 'trusted:\n  - { cidr: 127.0.0.1/32, name: lab-carrier }\n');
+  const holder = new RulesHolder(dir);
+  const pbx = await UdpPeer.bind('127.0.0.2');
+  const phone = await UdpPeer.bind('127.0.0.1');
+  const edge = await startEdge(testConfig({ upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }], domains: ['127.0.0.1'] }), silent, { clock: new ManualClock(), rules: holder });
+  try {
+    const port = edge.listeners[0]!.port;
+    const sent = fixture('svmap-options.sip', phone);
+    await phone.send(sent, port);
+    await pbx.wait((m) => header(m.text, 'Call-ID') === header(sent, 'Call-ID'));
+    // sanity still applies to trusted peers
+    await phone.send(request(phone, { cseqMethod: 'BYE' }), port);
+    await phone.waitFirstLine('SIP/2.0 400');
+  } finally {
+    phone.close(); pbx.close(); await edge.close(0); holder.close();
+  }
+});
