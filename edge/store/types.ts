@@ -1,0 +1,70 @@
+// CONTRACT (issue: rate limits, flood detection, trust and bans shared through Redis).
+// One small interface for shared state; an in-memory implementation for a single node and a
+// Redis one for a cluster. Every call is bounded in time: with Redis unreachable nothing hangs.
+
+export interface Ban {
+  /** canonical address, or an aggregated IPv6 prefix like "2001:db8:1:2::/64", or a CIDR added by hand */
+  readonly key: string;
+  readonly reason: string;
+  /** rule that caused it (rule name from a rule file, or "manual") */
+  readonly rule: string;
+  /** epoch ms */
+  readonly since: number;
+  readonly until: number;
+  /** how many times this key has been banned within the escalation memory (1 = first) */
+  readonly count: number;
+}
+
+export interface ConsumeResult {
+  /** false when the budget for this key is exhausted */
+  readonly allowed: boolean;
+  readonly remaining: number;
+  /** ms until the budget refills */
+  readonly msBeforeNext: number;
+  /** true when the answer came from the in-memory insurance limiter because Redis failed */
+  readonly degraded: boolean;
+}
+
+export interface LimiterSpec {
+  /** unique name, e.g. "source_all", "source_suspicion", "aor_register" */
+  readonly name: string;
+  readonly points: number;
+  readonly durationSec: number;
+  /** Redis unreachable: 'open' lets the request through, 'closed' refuses it; the insurance
+   *  limiter (per process, in memory) still counts either way */
+  readonly onStoreDown: 'open' | 'closed';
+}
+
+export interface Limiter {
+  readonly spec: LimiterSpec;
+  consume(key: string, points?: number): Promise<ConsumeResult>;
+  /** forget a key (trust promotion, unban) */
+  reset(key: string): Promise<void>;
+}
+
+export type BanEvent = { readonly kind: 'added'; readonly ban: Ban } | { readonly kind: 'removed'; readonly key: string };
+
+export interface SharedStore {
+  readonly kind: 'memory' | 'redis';
+  limiter(spec: LimiterSpec): Limiter;
+  /** add or extend a ban; announced to every instance (pub/sub) */
+  ban(b: Omit<Ban, 'count' | 'since' | 'until'> & { readonly seconds: number; readonly escalate?: { readonly factor: number; readonly maxSeconds: number; readonly memorySeconds: number } }): Promise<Ban>;
+  unban(key: string): Promise<boolean>;
+  /** every active ban (a starting instance loads them all) */
+  listBans(): Promise<Ban[]>;
+  /** ban added/removed anywhere in the cluster, including this instance */
+  onBanEvent(fn: (e: BanEvent) => void): void;
+  /** store reachable right now (health flag for /readyz and sipedge_redis_up) */
+  healthy(): boolean;
+  onHealth(fn: (up: boolean) => void): void;
+  /** errors talking to the store since start */
+  readonly errors: number;
+  close(): Promise<void>;
+}
+
+/** The per-packet ban check: a local copy of the shared ban set, never a store round trip. */
+export interface BanCache {
+  /** the ban covering this canonical address (exact, its IPv6 /prefix aggregate, or a CIDR ban), or null */
+  check(address: string, nowMs: number): Ban | null;
+  readonly size: number;
+}
