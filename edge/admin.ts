@@ -36,8 +36,18 @@ export interface AdminOptions {
   readonly metrics: MetricsExposition;
   /** called per /readyz request; may be async (e.g. a Redis PING with its own timeout) */
   readonly readiness: () => ReadinessReport | Promise<ReadinessReport>;
+  /** ban operations for `sip-edge bans` on a single node (no Redis): GET/POST/DELETE /bans.
+   *  Guarded by the token like /metrics (the config requires a token off loopback). */
+  readonly bans?: BanAdmin;
   /** max simultaneous connections (default 32): scrapers and probes need a handful */
   readonly maxConnections?: number;
+}
+
+export interface BanAdmin {
+  list(): Promise<unknown[]>;
+  /** key: IP or CIDR; returns the ban, or an error string for invalid input */
+  add(key: string, seconds: number, reason: string): Promise<unknown | string>;
+  remove(key: string): Promise<boolean>;
 }
 
 export interface AdminServer {
@@ -102,10 +112,32 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
     res.end(head ? undefined : buf);
   };
 
+  /** GET /bans; POST /bans?key=IP|CIDR&seconds=N&reason=TEXT; DELETE /bans?key=IP|CIDR */
+  const handleBans = async (req: http.IncomingMessage, res: http.ServerResponse, query: string, bans: BanAdmin): Promise<void> => {
+    if (!authorized(req)) return send(res, false, 401, TEXT_TYPE, 'unauthorized\n', { 'WWW-Authenticate': 'Bearer realm="sip-edge"' });
+    const p = new URLSearchParams(query);
+    const key = p.get('key') ?? '';
+    if (req.method === 'GET') return send(res, false, 200, JSON_TYPE, `${JSON.stringify(await bans.list())}\n`);
+    if (req.method === 'POST') {
+      const seconds = Number(p.get('seconds'));
+      if (!key || !Number.isInteger(seconds) || seconds <= 0) return send(res, false, 400, TEXT_TYPE, 'key and seconds (a positive integer) are required\n');
+      const r = await bans.add(key, seconds, (p.get('reason') ?? 'manual').slice(0, 200));
+      if (typeof r === 'string') return send(res, false, 400, TEXT_TYPE, `${r}\n`);
+      return send(res, false, 200, JSON_TYPE, `${JSON.stringify(r)}\n`);
+    }
+    if (req.method === 'DELETE') {
+      if (!key) return send(res, false, 400, TEXT_TYPE, 'key is required\n');
+      const removed = await bans.remove(key);
+      return send(res, false, removed ? 200 : 404, JSON_TYPE, `${JSON.stringify({ removed })}\n`);
+    }
+    return send(res, false, 405, TEXT_TYPE, 'method not allowed\n', { Allow: 'GET, POST, DELETE' });
+  };
+
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q < 0 ? url : url.slice(0, q);
+    if (pathname === '/bans' && opts.bans) return handleBans(req, res, url.slice(q < 0 ? url.length : q + 1), opts.bans);
     const known = pathname === '/metrics' || pathname === '/healthz' || pathname === '/readyz';
     if (!known) return send(res, req.method === 'HEAD', 404, TEXT_TYPE, 'not found\n');
     if (req.method !== 'GET' && req.method !== 'HEAD') {

@@ -38,6 +38,7 @@ Options (list flags may repeat; given flags replace the file's list, they do not
   --metrics HOST:PORT|off     Prometheus endpoint
   --log-level LEVEL           fatal|error|warn|info|debug|trace|silent
   --rules DIR                 rule files directory (default: the shipped rules/)
+  --redis URL|off             shared state for limits and bans (default: in memory)
 
 Signals (run): SIGTERM/SIGINT drain and stop; SIGHUP re-reads the rule files (an invalid file
 keeps the previous rules in force and is reported).
@@ -74,6 +75,7 @@ const OPTIONS = {
   metrics: { type: 'string' },
   'log-level': { type: 'string' },
   rules: { type: 'string' },
+  redis: { type: 'string' },
   source: { type: 'string' },
   transport: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -114,6 +116,7 @@ export function parseCli(argv: readonly string[]): ParsedCli {
     ...(v.metrics !== undefined ? { metrics: v.metrics === 'off' || v.metrics === 'none' ? null : v.metrics } : {}),
     ...(v['log-level'] !== undefined ? { logLevel: v['log-level'] } : {}),
     ...(v.rules !== undefined ? { rules: v.rules } : {}),
+    ...(v.redis !== undefined ? { redis: v.redis === 'off' || v.redis === 'none' ? null : v.redis } : {}),
   };
   return {
     kind: command,

@@ -26,7 +26,7 @@ import { RulesHolder, RulesLoadError } from '../rules/reload';
 import { createListener } from './transport';
 import type { Inbound, Listener } from './transport/types';
 import type { MessageContext, Side, Trust, Verdict } from './verdict';
-import { sampled, preview } from './log';
+import { sampled, preview, securityEvent } from './log';
 
 export interface EdgeHandle {
   close(graceMs: number): Promise<void>;
@@ -125,12 +125,12 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     pipeline = new Pipeline(policy.entries(s, opts.stages), observe);
     metrics.rulesReload(true);
     metrics.rulesLoaded(s.version, s.ruleNames);
-    log.warn({ event: 'rules_reload', result: 'ok', version: s.version }, 'rules reloaded');
+    securityEvent(log, 'rules_reload', { result: 'ok', version: s.version });
     void policy.reopenGeo(s).then((errs) => { for (const e of errs) log.warn({ event: 'geoip_open_failed', error: e }, 'GeoIP database not opened'); });
   });
   rules.on('failed', (errors: readonly string[]) => {
     metrics.rulesReload(false);
-    log.error({ event: 'rules_reload', result: 'error', version: rules.current().version, errors: errors.slice(0, 20) }, 'rules reload failed: previous rules stay in force');
+    securityEvent(log, 'rules_reload', { result: 'error', version: rules.current().version, errors: errors.slice(0, 20) });
   });
   if (opts.watchRules !== false && !opts.rules) rules.watch();
 

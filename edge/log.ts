@@ -99,3 +99,22 @@ export function sampled(key: string, perSecond: number): boolean {
 export function suppressedCount(key: string): number {
   return defaultSampler.suppressed(key);
 }
+
+/** Security events: one stable JSON shape that fail2ban or a SIEM can match (ops/fail2ban/),
+ *  keyed on the transport source address only, never on anything a SIP header claims.
+ *  Low volume by construction (one line per ban, unban, reload, lockout), so never sampled. */
+export type SecurityEventKind = 'ban' | 'unban' | 'rules_reload' | 'auth_lockout';
+
+export interface SecurityEventFields {
+  /** transport source address (or the banned key: an address, an IPv6 /64, a CIDR) */
+  readonly src?: string;
+  readonly reason?: string;
+  readonly rule?: string;
+  readonly [extra: string]: unknown;
+}
+
+export function securityEvent(log: Logger, kind: SecurityEventKind, fields: SecurityEventFields = {}): void {
+  // key order is part of the format: sec, then src, so a filter can anchor on both
+  const { src, ...rest } = fields;
+  log.warn({ sec: kind, ...(src !== undefined ? { src } : {}), ...rest }, `security ${kind}`);
+}

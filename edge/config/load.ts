@@ -27,6 +27,8 @@ export interface CliOverrides {
   logLevel?: string;
   /** rules directory (relative to the working directory) */
   rules?: string;
+  /** Redis URL; null = in memory */
+  redis?: string | null;
 }
 
 export interface LoadOptions {
@@ -194,6 +196,9 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   const rulesDir = opts.overrides?.rules !== undefined
     ? path.resolve(opts.overrides.rules)
     : typeof f.rules === 'string' ? path.resolve(fileName !== undefined ? path.dirname(fileName) : process.cwd(), f.rules) : undefined;
+  const redisUrl = ov.redis !== undefined ? ov.redis : f.redis;
+  if (redisUrl && !/^rediss?:\/\/[^\s]+$/.test(redisUrl)) err(ov.redis !== undefined ? '--redis' : at(['redis']), `redis: expected a redis:// or rediss:// URL, got ${JSON.stringify(redisUrl)}`);
+  if (errors.length > 0) return { ok: false, errors };
   const config: ResolvedConfig = {
     listen,
     ...(advertise !== undefined ? { advertise } : {}),
@@ -208,6 +213,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     health: { ...f.health },
     proxy: { ...f.proxy },
     ...(rulesDir !== undefined ? { rulesDir } : {}),
+    ...(redisUrl ? { redis: { url: redisUrl } } : {}),
     shutdownGraceMs: f.shutdownGraceMs,
     log: { level },
     metrics: { listen: metricsListen, ...(f.metrics.token !== undefined ? { token: f.metrics.token } : {}) },

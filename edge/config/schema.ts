@@ -111,6 +111,7 @@ export const ConfigFileSchema = Type.Object(
       },
       'Proxy behaviour.',
     ),
+    redis: nullableString(null, 'Redis URL (redis://host:6379/0, rediss://, redis+sentinel is not supported yet) shared by every instance for rate limits and bans; null = in memory, single node.'),
     rules: nullableString(null, 'Directory of the rule files (stages, scanner, access, geoip); relative to this file; null = the shipped rules/ directory.'),
     shutdownGraceMs: int(5000, 0, 600000, 'On SIGTERM, time given to open transactions and connections to finish.'),
     log: section({ level: LogLevelSchema }, 'Logging.'),

@@ -53,6 +53,8 @@ export interface ResolvedConfig {
   readonly shutdownGraceMs: number; // default 5000
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   readonly metrics: { readonly listen: string | null; readonly token?: string }; // default "127.0.0.1:9090"
+  /** shared state for limits and bans across instances; absent = in memory (single node) */
+  readonly redis?: { readonly url: string };
   /** absolute path of the rules directory (stages.yaml, scanner.yaml, access.yaml, geoip.yaml);
    *  absent = the shipped rules/ directory */
   readonly rulesDir?: string;
