@@ -1,0 +1,253 @@
+// SharedStore for a single node: rate limits and bans in this process's memory.
+//
+// Same semantics as the Redis store (edge/store/redis.ts) so that stages cannot tell them apart:
+// limiters count points per key over a fixed window (rate-limiter-flexible's RateLimiterMemory,
+// whose keys are deleted when their window ends, so memory is bounded by the keys seen within one
+// window); bans escalate with the same formula; events go to every listener, synchronously, before
+// ban()/unban() resolve. Nothing here throws at a caller: a listener that throws is isolated.
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import type { Ban, BanEvent, ConsumeResult, Limiter, LimiterSpec, SharedStore } from './types';
+
+/** The `escalate` argument of SharedStore.ban(). */
+export type Escalation = { readonly factor: number; readonly maxSeconds: number; readonly memorySeconds: number };
+/** The argument of SharedStore.ban(). */
+export type BanRequest = Parameters<SharedStore['ban']>[0];
+
+/** Longest ban accepted at all (a year): larger or non-finite durations are clamped, so a typo in a
+ *  rule file cannot create a ban that outlives every restart, nor an `until` that is not a number. */
+export const MAX_BAN_SECONDS = 365 * 24 * 3600;
+
+/**
+ * Ban length for the `count`-th ban of a key within the escalation memory:
+ * min(maxSeconds, seconds * factor^(count-1)), the fail2ban "bantime.increment" formula
+ * (bantime.factor, bantime.maxtime). Without escalation: `seconds`. Always finite, >= 1 s.
+ */
+export function banSeconds(seconds: number, count: number, esc?: Escalation): number {
+  const base = clampSeconds(seconds);
+  if (esc === undefined) return base;
+  const factor = Number.isFinite(esc.factor) && esc.factor >= 1 ? esc.factor : 1;
+  const cap = clampSeconds(esc.maxSeconds);
+  const n = Math.max(1, Math.floor(count));
+  // factor^(n-1) overflows to Infinity for a long memory: min() then yields the cap
+  return Math.min(cap, Math.max(base, Math.floor(base * Math.pow(factor, n - 1))));
+}
+
+export function clampSeconds(s: number): number {
+  if (s === Infinity) return MAX_BAN_SECONDS;
+  if (!Number.isFinite(s) || s < 1) return 1;
+  return Math.min(MAX_BAN_SECONDS, Math.floor(s));
+}
+
+/** A validated escalation, or undefined when absent or meaningless (no memory, no growth). */
+export function normaliseEscalation(e: Escalation | undefined): Escalation | undefined {
+  if (e === undefined || e === null || typeof e !== 'object') return undefined;
+  const memorySeconds = Number.isFinite(e.memorySeconds) ? Math.floor(e.memorySeconds) : 0;
+  if (memorySeconds < 1) return undefined;
+  return { factor: Number.isFinite(e.factor) && e.factor >= 1 ? e.factor : 1, maxSeconds: clampSeconds(e.maxSeconds), memorySeconds: Math.min(memorySeconds, MAX_BAN_SECONDS) };
+}
+
+/** Listener list whose members cannot break the emitter or each other. */
+export class Listeners<T> {
+  private readonly fns: Array<(v: T) => void> = [];
+  /** listener exceptions swallowed so far (a bug in a listener, counted for diagnostics) */
+  failures = 0;
+
+  add(fn: (v: T) => void): void {
+    if (typeof fn === 'function') this.fns.push(fn);
+  }
+
+  emit(v: T): void {
+    for (const fn of this.fns) {
+      try {
+        fn(v);
+      } catch {
+        this.failures++;
+      }
+    }
+  }
+}
+
+/** Map a rate-limiter-flexible answer (resolved: within budget; rejected with a RateLimiterRes:
+ *  over budget) to the contract's ConsumeResult. */
+export function toConsumeResult(res: RateLimiterRes, allowed: boolean, degraded: boolean): ConsumeResult {
+  return {
+    allowed,
+    remaining: Number.isFinite(res.remainingPoints) ? Math.max(0, res.remainingPoints) : 0,
+    msBeforeNext: Number.isFinite(res.msBeforeNext) ? Math.max(0, res.msBeforeNext) : 0,
+    degraded,
+  };
+}
+
+/** Points are whole numbers >= 1 (rate-limiter-flexible refuses fractions by throwing). */
+export function normalisePoints(points: number | undefined): number {
+  if (points === undefined) return 1;
+  if (!Number.isFinite(points) || points < 1) return 1;
+  return Math.min(Math.floor(points), 1_000_000);
+}
+
+/** A spec rate-limiter-flexible accepts: points >= 1, duration >= 1 s. */
+export function normaliseSpec(spec: LimiterSpec): { points: number; duration: number } {
+  const points = Number.isFinite(spec.points) && spec.points >= 1 ? Math.floor(spec.points) : 1;
+  const duration = Number.isFinite(spec.durationSec) && spec.durationSec >= 1 ? Math.floor(spec.durationSec) : 1;
+  return { points, duration };
+}
+
+/** Ban keys are canonical addresses or CIDRs: short printable text. Anything else is refused. */
+export function validBanKey(key: unknown): key is string {
+  return typeof key === 'string' && key.length > 0 && key.length <= 64 && /^[0-9A-Za-z.:/_-]+$/.test(key);
+}
+
+/** Reason and rule are log text: bounded, no control characters. */
+export function cleanText(s: unknown, fallback: string): string {
+  if (typeof s !== 'string' || s.length === 0) return fallback;
+  // eslint-disable-next-line no-control-regex
+  return s.slice(0, 128).replace(/[\u0000-\u001f\u007f]/g, '?');
+}
+
+class MemoryLimiter implements Limiter {
+  private readonly rl: RateLimiterMemory;
+
+  constructor(readonly spec: LimiterSpec) {
+    const { points, duration } = normaliseSpec(spec);
+    this.rl = new RateLimiterMemory({ points, duration, keyPrefix: spec.name });
+  }
+
+  async consume(key: string, points?: number): Promise<ConsumeResult> {
+    try {
+      return toConsumeResult(await this.rl.consume(String(key), normalisePoints(points)), true, false);
+    } catch (e) {
+      if (e instanceof RateLimiterRes) return toConsumeResult(e, false, false);
+      // cannot happen with valid points; answer as the spec says for a broken store
+      return { allowed: this.spec.onStoreDown === 'open', remaining: 0, msBeforeNext: 0, degraded: true };
+    }
+  }
+
+  async reset(key: string): Promise<void> {
+    try {
+      await this.rl.delete(String(key));
+    } catch {
+      // nothing to forget
+    }
+  }
+}
+
+interface EscalationEntry {
+  count: number;
+  expires: number;
+}
+
+export interface MemoryStoreOptions {
+  /** clock for bans (epoch ms); the limiters use rate-limiter-flexible's own Date.now() */
+  readonly now?: () => number;
+  /** how often expired bans and escalation counters are swept (default 30 s; 0 = only lazily) */
+  readonly sweepIntervalMs?: number;
+}
+
+class MemoryStore implements SharedStore {
+  readonly kind = 'memory' as const;
+  readonly errors = 0;
+  private readonly bans = new Map<string, Ban>();
+  private readonly escalation = new Map<string, EscalationEntry>();
+  private readonly events = new Listeners<BanEvent>();
+  private readonly now: () => number;
+  private readonly timer: NodeJS.Timeout | null;
+  private closed = false;
+  private lastSweep = 0;
+
+  constructor(opts: MemoryStoreOptions) {
+    this.now = opts.now ?? Date.now;
+    const every = opts.sweepIntervalMs ?? 30_000;
+    this.timer = every > 0 ? setInterval(() => this.sweep(), every) : null;
+    this.timer?.unref();
+  }
+
+  limiter(spec: LimiterSpec): Limiter {
+    return new MemoryLimiter(spec);
+  }
+
+  async ban(b: BanRequest): Promise<Ban> {
+    if (!validBanKey(b.key)) throw new StoreInputError('ban_key_invalid');
+    const now = this.now();
+    if (now - this.lastSweep >= 1000) this.sweep(); // at most once a second: O(bans) each
+    const esc = normaliseEscalation(b.escalate);
+    let count = 1;
+    if (esc !== undefined) {
+      const prev = this.escalation.get(b.key);
+      count = prev !== undefined && prev.expires > now ? prev.count + 1 : 1;
+      this.escalation.set(b.key, { count, expires: now + esc.memorySeconds * 1000 });
+    }
+    const seconds = banSeconds(b.seconds, count, esc);
+    const old = this.bans.get(b.key);
+    const active = old !== undefined && old.until > now;
+    // "add or extend": a shorter new ban never cuts an active one short
+    const until = Math.max(now + seconds * 1000, active ? old.until : 0);
+    const ban: Ban = {
+      key: b.key,
+      reason: cleanText(b.reason, 'unspecified'),
+      rule: cleanText(b.rule, 'manual'),
+      since: active ? old.since : now,
+      until,
+      count,
+    };
+    this.bans.set(b.key, ban);
+    this.events.emit({ kind: 'added', ban });
+    return ban;
+  }
+
+  async unban(key: string): Promise<boolean> {
+    const old = this.bans.get(key);
+    this.escalation.delete(key); // a manual unban forgives: the next ban starts over
+    if (old === undefined) return false;
+    this.bans.delete(key);
+    const wasActive = old.until > this.now();
+    this.events.emit({ kind: 'removed', key });
+    return wasActive;
+  }
+
+  async listBans(): Promise<Ban[]> {
+    this.sweep();
+    return [...this.bans.values()];
+  }
+
+  onBanEvent(fn: (e: BanEvent) => void): void {
+    this.events.add(fn);
+  }
+
+  healthy(): boolean {
+    return !this.closed;
+  }
+
+  onHealth(_fn: (up: boolean) => void): void {
+    // always up: nothing will ever change
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer !== null) clearInterval(this.timer);
+  }
+
+  /** Drop expired bans and escalation counters: memory held only for what is in force. */
+  private sweep(): void {
+    const now = this.now();
+    this.lastSweep = now;
+    for (const [k, b] of this.bans) if (b.until <= now) this.bans.delete(k);
+    for (const [k, e] of this.escalation) if (e.expires <= now) this.escalation.delete(k);
+  }
+
+  /** for tests: entries held right now */
+  get heldEntries(): { bans: number; escalation: number } {
+    return { bans: this.bans.size, escalation: this.escalation.size };
+  }
+}
+
+/** A ban request the store refuses (bad key): a programming or rule-file error, not hostile input. */
+export class StoreInputError extends Error {
+  constructor(readonly code: 'ban_key_invalid') {
+    super(code);
+    this.name = 'StoreInputError';
+  }
+}
+
+export function createMemoryStore(opts: MemoryStoreOptions = {}): SharedStore {
+  return new MemoryStore(opts);
+}
