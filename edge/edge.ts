@@ -23,6 +23,12 @@ import { GEO_REASONS } from './stages/geoip';
 import { createPolicy } from './policy';
 import { defaultRulesDir } from '../rules/load';
 import { RulesHolder, RulesLoadError } from '../rules/reload';
+import { RATELIMIT_REASONS } from './stages/ratelimit';
+import { Suspicion } from './suspicion';
+import { LocalBanCache, createMemoryStore, createRedisStore } from './store';
+import type { SharedStore } from './store/types';
+import { isIP } from 'node:net';
+import { ipv6Prefix } from './net/address';
 import { createListener } from './transport';
 import type { Inbound, Listener } from './transport/types';
 import type { MessageContext, Side, Trust, Verdict } from './verdict';
@@ -37,6 +43,9 @@ export interface EdgeHandle {
   /** run one inbound message through the edge (also what the transports call) */
   readonly inject: (inb: Inbound) => void;
   readonly rules: RulesHolder;
+  readonly store: SharedStore;
+  readonly bans: LocalBanCache;
+  readonly suspicion: Suspicion;
   /** re-read the rule files now (SIGHUP); the old rules stay in force when a file is invalid */
   reloadRules(): { ok: boolean; version?: string; errors?: readonly string[] };
 }
@@ -50,6 +59,8 @@ export interface EdgeOptions {
   rules?: RulesHolder;
   /** watch the rule files and reload on change (default true) */
   watchRules?: boolean;
+  /** shared state (tests); default: Redis when cfg.redis, else in memory */
+  store?: SharedStore;
 }
 
 const WILDCARDS = new Set(['0.0.0.0', '::']);
@@ -72,7 +83,12 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     rules = r.holder;
   }
   const current = () => rules.current();
-  const policy = await createPolicy(current);
+  // shared state: Redis when configured (every instance sees the same counters and bans), else
+  // in memory; with Redis down at start the edge still starts and heals in the background
+  const store: SharedStore = opts.store ?? (cfg.redis ? await createRedisStore({ url: cfg.redis.url }) : createMemoryStore());
+  const bans = await LocalBanCache.create(store);
+  const suspicion = new Suspicion({ store, rules: current });
+  const policy = await createPolicy(current, { store, suspicion });
   for (const e of policy.geoErrors) log.warn({ event: 'geoip_open_failed', error: e }, 'GeoIP database not opened: countries are unknown');
   const upstreamSpecs = cfg.upstreams.map((u) => `${u.transport}:${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`);
   // metric labels never carry addresses: upstreams are labelled by their position in the
@@ -85,6 +101,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       { name: 'access', reasons: ACCESS_REASONS },
       { name: 'scanner', reasons: SCANNER_REASONS },
       { name: 'geoip', reasons: GEO_REASONS },
+      { name: 'ratelimit', reasons: RATELIMIT_REASONS },
+      { name: 'gate', reasons: ['banned'] },
       ...(opts.stages ?? []).map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),
       { name: 'parse', reasons: PARSE_STAGE_REASONS },
       { name: 'proxy', reasons: PROXY_REASONS },
@@ -94,6 +112,33 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     transports: [...new Set(cfg.listen.map((l) => l.transport))],
   });
   metrics.rulesLoaded(snap0.version, snap0.ruleNames);
+  store.onBanEvent((e) => {
+    if (e.kind === 'added') {
+      metrics.banAdded(e.ban.reason);
+      securityEvent(log, 'ban', { src: e.ban.key, reason: e.ban.reason, rule: e.ban.rule, seconds: Math.round((e.ban.until - e.ban.since) / 1000), count: e.ban.count });
+    } else {
+      securityEvent(log, 'unban', { src: e.key });
+    }
+  });
+  if (cfg.redis) {
+    metrics.redisUp(store.healthy());
+    store.onHealth((up) => {
+      metrics.redisUp(up);
+      log.warn({ event: up ? 'redis_up' : 'redis_down' }, up ? 'Redis reachable again' : 'Redis unreachable: insurance limits in force');
+    });
+  }
+  /** the key a ban or a budget uses for a source: IPv6 aggregated by prefix, never a header */
+  const banKey = (address: string): string => (isIP(address) === 6 ? ipv6Prefix(address, current().limits.ipv6Prefix) : address);
+  const banFor = (address: string, v: { reason: string; seconds: number; rule?: string }): void => {
+    void store.ban({ key: banKey(address), reason: v.reason, rule: v.rule ?? v.reason, seconds: v.seconds }).catch(() => { /* counted by the store */ });
+  };
+  /** feed the source's suspicion budget (bans when it runs out); outside sources only */
+  const suspect = (source: Endpoint, event: Parameters<Suspicion['record']>[1], rule?: string): void => {
+    // trusted peers (carriers, partner PBXs) are never banned automatically: Kamailio's pike
+    // banning a customer's own trunk after an outage is the failure this avoids
+    if (isInsideSource(source) || trustOf(source.address, 'outside') === 'trusted') return;
+    void suspicion.record(source.address, event, rule);
+  };
 
   const inside = new CidrSet();
   for (const c of cfg.inside) inside.add(c);
@@ -117,7 +162,13 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const errSample = (): boolean => sampled('internal_error', 5);
 
   let proxy: Proxy | undefined;
-  const observe = (stage: string, v: Exclude<Verdict, { action: 'continue' }>, mode: 'enforce' | 'shadow'): void => metrics.verdictOf(stage, v, mode);
+  const observe = (stage: string, v: Exclude<Verdict, { action: 'continue' }>, mode: 'enforce' | 'shadow', ctx: MessageContext): void => {
+    metrics.verdictOf(stage, v, mode);
+    if (mode !== 'enforce' || ctx.side !== 'outside') return;
+    if (v.action === 'ban') banFor(ctx.source.address, v);
+    else if (stage === 'sanity' && v.action !== 'log') suspect(ctx.source, 'malformed', v.reason);
+    else if (stage === 'scanner' && v.action !== 'log') suspect(ctx.source, 'scanner', v.rule);
+  };
   let pipeline = new Pipeline(policy.entries(snap0, opts.stages), observe);
   // a reload swaps the whole snapshot (the stages read it per message) and rebuilds the stage
   // order; live transactions are untouched: the proxy reads no rules
@@ -154,6 +205,16 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     try {
       const source = inb.source;
       const side: Side = isInsideSource(source) ? 'inside' : 'outside';
+      // the gate: banned sources are dropped before any parsing (a local copy of the shared ban
+      // set: never a store round trip per packet)
+      if (side === 'outside') {
+        const ban = bans.check(source.address, Date.now());
+        if (ban) {
+          metrics.received(source.transport, side, 'invalid');
+          metrics.verdict('gate', 'drop', 'banned', 'enforce');
+          return;
+        }
+      }
       const r = parseMessage(inb.bytes, {
         limits: cfg.limits,
         framing: source.transport === 'udp' ? 'datagram' : 'stream',
@@ -161,6 +222,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       if (!r.ok) {
         metrics.received(source.transport, side, 'invalid');
         metrics.parseFailure(r.reason as ParseReason);
+        if (side === 'outside') suspect(source, 'malformed', r.reason);
         const v = verdictForParseFailure(r, source);
         if (v.action !== 'continue') metrics.verdictOf('parse', v, 'enforce');
         if (logSample()) log.info({ event: 'parse_failure', reason: r.reason, src: source.address, transport: source.transport, preview: preview(inb.bytes) }, 'malformed message');
@@ -207,7 +269,10 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     localAddresses: wildcard ? localAddresses() : [],
     events: {
       sent: (t, side, kind) => metrics.sent(t, side, kind),
-      unmatched: (k) => metrics.unmatched(k),
+      unmatched: (k, src) => { metrics.unmatched(k); suspect(src, 'unmatched_reply', `unmatched_${k}`); },
+      // the PBX accepted this phone's REGISTER: it holds valid credentials, give it the larger
+      // budget (an office re-registering after an outage is not banned)
+      registered: (src) => suspicion.promote(src.address),
       retransmission: (d) => metrics.retransmission(d),
       txExpired: () => metrics.transactionExpired(),
       txRejected: (r) => metrics.transactionRejected(r),
@@ -222,21 +287,32 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     },
   });
   upstreamLabels.forEach((l) => metrics.upstreamUp(l, true));
-  metrics.bindGauges({ transactionsActive: () => proxy!.activeTransactions });
+  metrics.bindGauges({ transactionsActive: () => proxy!.activeTransactions, bansActive: () => bans.size });
   proxy.startProbes();
 
   let admin: AdminServer | undefined;
   if (cfg.metrics.listen) {
     const readiness = (): ReadinessReport => {
       const healthy = proxy!.upstreams.list.filter((u) => u.up).length;
+      const redisOk = !cfg.redis || store.healthy();
       const checks = [
         { name: 'listeners_bound', ok: listeners.length === cfg.listen.length, detail: `${listeners.length} of ${cfg.listen.length} listeners bound` },
         { name: 'rules_loaded', ok: true, detail: `rules version ${current().version}` },
         { name: 'upstream_healthy', ok: healthy > 0, detail: `${healthy} of ${cfg.upstreams.length} upstreams healthy` },
+        ...(cfg.redis ? [{ name: 'redis_reachable', ok: redisOk, detail: redisOk ? 'Redis reachable' : 'Redis unreachable: insurance limits in force' }] : []),
       ];
       return { ready: checks.every((c) => c.ok), checks };
     };
-    admin = await startAdmin({ listen: cfg.metrics.listen, token: cfg.metrics.token, metrics, readiness });
+    admin = await startAdmin({
+      listen: cfg.metrics.listen, token: cfg.metrics.token, metrics, readiness,
+      bans: {
+        list: () => store.listBans(),
+        async add(key, seconds, reason) {
+          try { return await store.ban({ key, reason, rule: 'manual', seconds }); } catch (e) { return (e as Error).message; }
+        },
+        remove: (key) => store.unban(key).catch(() => false),
+      },
+    });
   }
 
   let closed = false;
@@ -247,6 +323,9 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     metrics,
     inject,
     rules,
+    store,
+    bans,
+    suspicion,
     reloadRules() {
       const r = rules.reload();
       return r.ok ? { ok: true, version: r.version } : { ok: false, errors: r.errors };
@@ -256,6 +335,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       closed = true;
       if (!opts.rules) rules.close();
       policy.close();
+      if (!opts.store) await store.close();
       // stop taking new transactions, let live ones finish, then close sockets
       await proxy!.drain(graceMs);
       await Promise.all(listeners.map((l) => l.close(0)));

@@ -8,6 +8,9 @@ import { createAccessStage } from './stages/access';
 import { createGeoStage } from './stages/geoip';
 import { createSanityStage } from './stages/sanity';
 import { createScannerStage } from './stages/scanner';
+import { createRateLimitStage } from './stages/ratelimit';
+import type { SharedStore } from './store/types';
+import type { Suspicion } from './suspicion';
 import type { Stage } from './verdict';
 
 export interface Policy {
@@ -22,7 +25,7 @@ export interface Policy {
   close(): void;
 }
 
-export async function createPolicy(current: () => RulesSnapshot): Promise<Policy> {
+export async function createPolicy(current: () => RulesSnapshot, deps?: { store: SharedStore; suspicion: Suspicion }): Promise<Policy> {
   const first = current();
   let geo: OpenedGeo = await openGeoDatabases({ countryDb: first.geoip.countryDb, asnDb: first.geoip.asnDb }, { watch: true });
   let geoPaths = `${first.geoip.countryDb}|${first.geoip.asnDb}`;
@@ -32,6 +35,8 @@ export async function createPolicy(current: () => RulesSnapshot): Promise<Policy
     ['scanner', createScannerStage(current)],
     ['geoip', createGeoStage(current, { lookup: (a) => geo.lookup(a) })],
   ]);
+  // explain runs without shared state: the ratelimit stage exists only in a running edge
+  if (deps) stages.set('ratelimit', createRateLimitStage({ rules: current, store: deps.store, suspicion: deps.suspicion }));
   return {
     stages,
     geoErrors: geo.errors,

@@ -5,9 +5,11 @@
 //   scanner.yaml  scanner signatures                                (rules/scanner-compile.ts)
 //   access.yaml   allow / deny / trusted CIDR lists (+ list files)  (rules/access-compile.ts)
 //   geoip.yaml    country / ASN policy                              (rules/geo-compile.ts)
+//   limits.yaml   rate limits, suspicion budget, bans, promotion    (rules/limits-compile.ts)
 //
 // Every file is optional: a missing stages.yaml means the shipped order, a missing scanner /
-// access / geoip file means that stage has nothing to say (no signature, no list, no policy).
+// access / geoip file means that stage has nothing to say (no signature, no list, no policy); a
+// missing limits.yaml means the documented default limits (never "no limits").
 // Synchronous and total: a bad rule set is a value ({ ok: false, errors }) and never throws, so a
 // reload can keep the old snapshot (STYLE.md principle 2). All files of a load are read once;
 // the version hash is computed over exactly the bytes that were validated.
@@ -20,7 +22,7 @@ import type { ValuePath } from '../edge/config/yaml';
 import type { SipMessage } from '../edge/sip/types';
 import { checkStages, DEFAULT_STAGES, DEFAULT_TRUSTED_SKIP, StagesFileSchema } from './schema';
 import type {
-  CompiledAccess, CompiledGeo, CompiledScanner, GeoPolicy, LoadRulesResult, RulesSnapshot,
+  CompiledAccess, CompiledGeo, CompiledLimits, CompiledScanner, GeoPolicy, LoadRulesResult, RulesSnapshot,
 } from './types';
 
 export const RULE_FILES = {
@@ -28,6 +30,7 @@ export const RULE_FILES = {
   scanner: 'scanner.yaml',
   access: 'access.yaml',
   geoip: 'geoip.yaml',
+  limits: 'limits.yaml',
 } as const;
 
 /** `at(path)` of a validated document: `file:line:column` of the node at path. */
@@ -51,6 +54,11 @@ export interface RuleCompilers {
     readonly schema: TSchema;
     compile(doc: any, at: AtFn): { geo: CompiledGeo; errors: string[]; ruleNames?: readonly string[] };
   };
+  readonly limits: {
+    readonly schema: TSchema;
+    /** a missing limits.yaml is compiled as an empty document: every schema default */
+    compile(doc: any, at: AtFn): { limits: CompiledLimits; errors: string[]; ruleNames?: readonly string[] };
+  };
 }
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
@@ -70,6 +78,10 @@ export const DEFAULT_COMPILERS: { readonly [K in keyof RuleCompilers]: () => Rul
   geoip: () => {
     const m = require('./geo-compile') as typeof import('./geo-compile');
     return { schema: m.GeoFileSchema, compile: m.compileGeo };
+  },
+  limits: () => {
+    const m = require('./limits-compile') as typeof import('./limits-compile');
+    return { schema: m.LimitsFileSchema, compile: m.compileLimits };
   },
 };
 /* eslint-enable @typescript-eslint/no-require-imports */
@@ -308,9 +320,37 @@ function loadRulesOnce(dir: string, opts: LoadRulesOptions): LoadRulesResult {
     }
   }
 
-  if (errors.length > 0) return { ok: false, errors };
+  // 5. limits.yaml (absent: the default limits, so a rules dir without it is still protected)
+  let limits: CompiledLimits | null = null;
+  let limitNames: readonly string[] = [];
+  const limitsFile = path.join(absDir, RULE_FILES.limits);
+  let ld = loadDoc(RULE_FILES.limits, () => compiler('limits'));
+  if (ld === 'missing') {
+    // an empty document is every default; validated by the same schema as a real file
+    try {
+      const c = compiler('limits');
+      const y = loadYamlText('', display(limitsFile), c.schema);
+      if (y.ok) ld = { value: y.value, at: y.at, c };
+      else errors.push(...y.errors);
+    } catch (e) {
+      errors.push(`${display(limitsFile)}: no compiler for the default limits in this build (${errText(e).split('\n')[0]})`);
+    }
+  }
+  if (typeof ld === 'object') {
+    try {
+      const r = ld.c.compile(ld.value, ld.at);
+      errors.push(...r.errors);
+      limits = r.limits;
+      limitNames = r.ruleNames ?? [];
+    } catch (e) {
+      errors.push(`${ld.at([])}: internal error while compiling: ${errText(e)}`);
+    }
+  }
 
-  const ruleNames = Object.freeze([...new Set([...scannerNames, ...accessNames, ...geoNames])]);
+  if (limits === null && errors.length === 0) errors.push(`${display(limitsFile)}: no limits compiled`);
+  if (errors.length > 0 || limits === null) return { ok: false, errors };
+
+  const ruleNames = Object.freeze([...new Set([...scannerNames, ...accessNames, ...geoNames, ...limitNames])]);
   const snapshot: RulesSnapshot = Object.freeze({
     version: rulesVersion(hashed),
     loadedAt: new Date().toISOString(),
@@ -320,6 +360,7 @@ function loadRulesOnce(dir: string, opts: LoadRulesOptions): LoadRulesResult {
     scanner,
     access,
     geoip,
+    limits,
     ruleNames,
   });
   return { ok: true, snapshot };

@@ -13,8 +13,8 @@ import type { ValuePath } from '../edge/config/yaml';
 import type { StageMode } from '../edge/verdict';
 import type { StageSetting } from './types';
 
-/** Stages a rules file may name today. ratelimit and auth join this list when they exist. */
-export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip'] as const;
+/** Stages a rules file may name today. auth joins this list when it exists. */
+export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip', 'ratelimit'] as const;
 export type KnownStage = (typeof KNOWN_STAGES)[number];
 
 export const STAGE_MODES: readonly StageMode[] = ['enforce', 'shadow', 'off'];
@@ -23,17 +23,21 @@ export const STAGE_MODES: readonly StageMode[] = ['enforce', 'shadow', 'off'];
  * Shipped order: the cheapest and most decisive stages first. sanity must come first (every
  * later stage reads headers through accessors it has vetted); access is one trie lookup on the
  * source address and settles allow/deny/trusted before any header is read; scanner signatures
- * read a few headers; geoip needs a database lookup.
+ * read a few headers; geoip needs a database lookup; ratelimit comes last because it is the only
+ * one that talks to the shared store (Redis) and spends budget: a message refused by an earlier,
+ * local stage costs no round trip and no budget.
  */
 export const DEFAULT_STAGES: readonly StageSetting[] = Object.freeze([
   Object.freeze({ name: 'sanity', mode: 'enforce' as const }),
   Object.freeze({ name: 'access', mode: 'enforce' as const }),
   Object.freeze({ name: 'scanner', mode: 'enforce' as const }),
   Object.freeze({ name: 'geoip', mode: 'enforce' as const }),
+  Object.freeze({ name: 'ratelimit', mode: 'enforce' as const }),
 ]);
 
-/** Carriers and partner PBXs trusted by address are not scanners and may sit anywhere. */
-export const DEFAULT_TRUSTED_SKIP: readonly string[] = Object.freeze(['scanner', 'geoip']);
+/** Carriers and partner PBXs trusted by address are not scanners, may sit anywhere, and send
+ *  whole trunks' worth of calls from one address (rate limits would throttle a carrier). */
+export const DEFAULT_TRUSTED_SKIP: readonly string[] = Object.freeze(['scanner', 'geoip', 'ratelimit']);
 
 const StageModeSchema = Type.Union(
   STAGE_MODES.map((m) => Type.Literal(m)),

@@ -2,6 +2,7 @@
 // reads rules/*.yaml, validates them (file:line:col errors), compiles them ONCE into an immutable
 // RulesSnapshot; the stages read `current()` once per message; a reload swaps the whole snapshot.
 import type { StageMode } from '../edge/verdict';
+import type { LimiterSpec } from '../edge/store/types';
 
 /** What a matching rule does. `log` only counts and logs; the message goes on. */
 export type RuleAction =
@@ -11,7 +12,7 @@ export type RuleAction =
   | { readonly kind: 'log' };
 
 export interface StageSetting {
-  /** 'sanity' | 'scanner' | 'access' | 'geoip' (later: 'ratelimit', 'auth') */
+  /** 'sanity' | 'scanner' | 'access' | 'geoip' | 'ratelimit' (later: 'auth') */
   readonly name: string;
   readonly mode: StageMode;
 }
@@ -71,6 +72,52 @@ export interface CompiledGeo {
   readonly asnDb: string | null;
 }
 
+// ---- rate limits, suspicion budget, bans, promotion (rules/limits.yaml; rules/limits-compile.ts)
+/** Weighted events that spend a source's suspicion budget (edge/suspicion.ts). */
+export type SuspicionEvent =
+  | 'malformed'        // parse or sanity failure
+  | 'scanner'          // a scanner signature matched
+  | 'unmatched_reply'  // a response that matches no transaction of the edge
+  | 'auth_failure'     // wrong credentials
+  | 'missing_auth'     // a request that needed credentials came without
+  | 'unknown_user'     // credentials for a user that does not exist
+  | 'enumeration';     // extension probing (REGISTER/OPTIONS/INVITE walking numbers)
+
+/** One per-destination-prefix limit (toll-fraud destinations): Request-URI user prefix. */
+export interface CompiledPrefixLimit {
+  /** normalized prefix ("+882", "00"): what the Request-URI user must start with */
+  readonly prefix: string;
+  /** 'global': one budget for the prefix over all sources; 'source': one per source */
+  readonly per: 'global' | 'source';
+  readonly spec: LimiterSpec;
+  /** rule name on verdicts and metrics: "limits:prefix:+882" */
+  readonly rule: string;
+}
+
+export interface CompiledLimits {
+  /** IPv6 sources are keyed by this prefix length (RFC 6177: a subscriber holds a /64) */
+  readonly ipv6Prefix: number;
+  /** requests per window per source (key: sourceKey) */
+  readonly sourceAll: LimiterSpec;
+  /** the same for promoted sources: points multiplied by promotion.factor */
+  readonly sourceAllPromoted: LimiterSpec;
+  /** the suspicion budget per source (weighted events) */
+  readonly suspicion: LimiterSpec;
+  /** REGISTER per AOR (To URI); null = no limit */
+  readonly aorRegister: LimiterSpec | null;
+  /** out-of-dialog INVITE per From user@host; null = no limit */
+  readonly userInvite: LimiterSpec | null;
+  readonly prefixes: readonly CompiledPrefixLimit[];
+  /** longest configured prefix of a normalized Request-URI user, or null; O(longest prefix) */
+  matchPrefix(normalizedUser: string): CompiledPrefixLimit | null;
+  /** 503 Retry-After for promoted sources: base + uniform integer jitter in [jitterMin, jitterMax] */
+  readonly retryAfter: { readonly base: number; readonly jitterMin: number; readonly jitterMax: number };
+  readonly bans: { readonly seconds: number; readonly factor: number; readonly maxSeconds: number; readonly memorySeconds: number };
+  /** after a successful authentication: `all` budget x factor for `seconds`; table capped at maxEntries */
+  readonly promotion: { readonly factor: number; readonly seconds: number; readonly maxEntries: number };
+  readonly weights: { readonly [E in SuspicionEvent]: number };
+}
+
 export interface RulesSnapshot {
   /** short content hash of every rule and list file: the active rules version */
   readonly version: string;
@@ -83,6 +130,8 @@ export interface RulesSnapshot {
   readonly scanner: CompiledScanner;
   readonly access: CompiledAccess;
   readonly geoip: CompiledGeo;
+  /** rate limits, suspicion weights, bans, promotion (rules/limits.yaml; defaults when absent) */
+  readonly limits: CompiledLimits;
   /** every rule name (signature names, list rule names, geoip rule names) for metrics */
   readonly ruleNames: readonly string[];
 }

@@ -2,6 +2,7 @@
 // comments and errors at their line numbers, IPv6 prefixes, longest-prefix and equal-prefix
 // precedence, 100,000-entry lists, trusted sources, and the stage's verdicts.
 import { after, test } from 'node:test';
+import { defaultLimits } from '../rules/limits-compile';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -56,6 +57,7 @@ function snapshot(access: CompiledAccess): RulesSnapshot {
     stages: [{ name: 'sanity', mode: 'enforce' }, { name: 'access', mode: 'enforce' }],
     trustedSkip: new Set(['geoip']),
     scanner: { signatures: [], match: () => null },
+    limits: defaultLimits(),
     access,
     geoip: OFF_GEO,
     ruleNames: [],

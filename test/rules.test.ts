@@ -11,6 +11,7 @@ import { Type } from '@sinclair/typebox';
 import { loadRules, defaultRulesDir, rulesVersion, EMPTY_ACCESS, EMPTY_GEO, EMPTY_SCANNER, type RuleCompilers } from '../rules/load';
 import { RulesHolder, RulesLoadError } from '../rules/reload';
 import { KNOWN_STAGES } from '../rules/schema';
+import { compileLimits, defaultLimits, LimitsFileSchema } from '../rules/limits-compile';
 import type { CompiledSignature, RulesSnapshot } from '../rules/types';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -58,7 +59,12 @@ const STUBS: RuleCompilers = {
       return { geo: EMPTY_GEO, errors: [], ruleNames: doc.denyCountries.length > 0 ? ['geoip_country'] : [] };
     },
   },
+  // the real limits compiler: small, pure, and a missing limits.yaml means its defaults
+  limits: { schema: LimitsFileSchema, compile: compileLimits },
 };
+
+/** rule names every snapshot carries from the default limits (limits.yaml absent) */
+const LIMIT_RULE_NAMES = ['limits:aor_register', 'limits:source_all', 'limits:suspicion', 'limits:user_invite'];
 
 // ---- helpers
 
@@ -103,29 +109,35 @@ const VALID = {
 
 // ---- defaults
 
-test('the shipped rules directory loads with the real compilers: default order, all enforce, trusted skip scanner and geoip', () => {
+test('the shipped rules directory loads with the real compilers: default order, all enforce, trusted skip scanner, geoip and ratelimit', () => {
   assert.equal(defaultRulesDir(), path.join(ROOT, 'rules'));
   const r = loadRules(defaultRulesDir());
   assert.ok(r.ok, r.ok ? '' : r.errors.join('\n'));
   const s = r.snapshot;
-  assert.deepEqual(s.stages.map((x) => `${x.name}:${x.mode}`), ['sanity:enforce', 'access:enforce', 'scanner:enforce', 'geoip:enforce']);
-  assert.deepEqual([...s.trustedSkip].sort(), ['geoip', 'scanner']);
+  assert.deepEqual(s.stages.map((x) => `${x.name}:${x.mode}`), ['sanity:enforce', 'access:enforce', 'scanner:enforce', 'geoip:enforce', 'ratelimit:enforce']);
+  assert.deepEqual([...s.trustedSkip].sort(), ['geoip', 'ratelimit', 'scanner']);
   assert.match(s.version, /^[0-9a-f]{12}$/);
   assert.ok(s.files.includes(path.join(ROOT, 'rules', 'stages.yaml')));
+  // the shipped limits.yaml states exactly the built-in defaults
+  assert.ok(s.files.includes(path.join(ROOT, 'rules', 'limits.yaml')));
+  assert.deepEqual(JSON.parse(JSON.stringify(s.limits)), JSON.parse(JSON.stringify(defaultLimits())));
+  for (const n of LIMIT_RULE_NAMES) assert.ok(s.ruleNames.includes(n), n);
   assert.ok(!Number.isNaN(Date.parse(s.loadedAt)));
   // every signature name is a rule name (metrics pre-declare them)
   for (const sig of s.scanner.signatures) assert.ok(s.ruleNames.includes(sig.name), sig.name);
 });
 
-test('an empty rules directory means the default order and empty scanner / access / geoip', () => {
+test('an empty rules directory means the default order, empty scanner / access / geoip and the default limits', () => {
   const s = ok(rulesDir({}));
-  assert.deepEqual(s.stages.map((x) => x.name), ['sanity', 'access', 'scanner', 'geoip']);
-  assert.deepEqual([...s.trustedSkip].sort(), ['geoip', 'scanner']);
+  assert.deepEqual(s.stages.map((x) => x.name), ['sanity', 'access', 'scanner', 'geoip', 'ratelimit']);
+  assert.deepEqual([...s.trustedSkip].sort(), ['geoip', 'ratelimit', 'scanner']);
   assert.equal(s.scanner, EMPTY_SCANNER);
   assert.equal(s.access, EMPTY_ACCESS);
   assert.equal(s.geoip, EMPTY_GEO);
   assert.deepEqual(s.files, []);
-  assert.deepEqual(s.ruleNames, []);
+  assert.deepEqual([...s.ruleNames].sort(), LIMIT_RULE_NAMES);
+  assert.equal(s.limits.sourceAll.points, 200);
+  assert.equal(s.limits.suspicion.points, 20);
   assert.equal(s.version, rulesVersion([]));
   assert.equal(EMPTY_SCANNER.match({} as never), null);
   assert.equal(EMPTY_ACCESS.classify('198.51.100.1'), null);
@@ -138,7 +150,7 @@ test('a full valid set compiles: modes, order, trusted skip, files and rule name
   assert.deepEqual(s.stages.map((x) => `${x.name}:${x.mode}`), ['sanity:enforce', 'access:enforce', 'scanner:shadow', 'geoip:off']);
   assert.deepEqual([...s.trustedSkip], ['scanner']);
   assert.deepEqual(s.scanner.signatures.map((x) => x.name), ['friendly_scanner_ua']);
-  assert.deepEqual([...s.ruleNames].sort(), ['deny:lists/deny.txt', 'friendly_scanner_ua', 'geoip_country']);
+  assert.deepEqual([...s.ruleNames].sort(), ['deny:lists/deny.txt', 'friendly_scanner_ua', 'geoip_country', ...LIMIT_RULE_NAMES].sort());
   assert.deepEqual([...s.files].map((f) => path.relative(dir, f)).sort(), ['access.yaml', 'geoip.yaml', path.join('lists', 'deny.txt'), 'scanner.yaml', 'stages.yaml']);
   assert.ok(Object.isFrozen(s));
   assert.ok(Object.isFrozen(s.stages));

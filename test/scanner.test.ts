@@ -3,6 +3,7 @@
 // packets built the way sippts / sipcli build them, benign phones that must not match,
 // compile errors with file:line:column, unsafe regexes refused, and linear-time matching.
 import { test } from 'node:test';
+import { defaultLimits } from '../rules/limits-compile';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -50,6 +51,7 @@ export function snapshotOf(scanner: CompiledScanner): RulesSnapshot {
     trustedSkip: new Set(['scanner']),
     scanner,
     access: { classify: () => null, allowListActive: false, denyAction: { kind: 'drop' }, counts: { allow: 0, deny: 0, trusted: 0 } },
+    limits: defaultLimits(),
     geoip: {
       policy: { countryMode: 'off', countries: new Set(), unknownCountry: 'allow', denyAsns: new Set(), action: { kind: 'drop' } },
       listenerOverrides: new Map(), domainOverrides: new Map(), countryDb: null, asnDb: null,

@@ -33,7 +33,10 @@ export type UnmatchedKind = 'response' | 'ack' | 'cancel';
 /** Counters the proxy reports; the edge binds them to metrics. All label values are closed sets. */
 export interface ProxyEvents {
   sent?(transport: TransportName, side: 'outside' | 'inside', kind: 'request' | 'response'): void;
-  unmatched?(kind: UnmatchedKind): void;
+  /** a reply, ACK or CANCEL that matched nothing (t_check_trans), with its transport source */
+  unmatched?(kind: UnmatchedKind, source: Endpoint): void;
+  /** the PBX accepted a REGISTER from this outside source (2xx): it authenticated */
+  registered?(source: Endpoint): void;
   retransmission?(direction: 'absorbed' | 'sent'): void;
   txExpired?(): void;
   txRejected?(reason: 'table_full'): void;
@@ -466,13 +469,13 @@ export class Proxy {
     }
     // ACK for a 2xx is its own transaction and goes end to end along the route set
     // (RFC 3261 13.2.2.4, 16.6): forward statelessly if it came through our Record-Route
-    const rs = H.routes(req) ?? [];
-    if (rs.length === 0 || !this.isOwnUri(rs[0]!.uri)) {
-      this.ev.unmatched?.('ack');
-      return;
-    }
+    // route() accepts it when it carries our Route, or when the dialog was not record-routed
+    // and the target is inside (RFC 3261 16.12); a stray ACK from outside toward anything
+    // else matches nothing and is dropped
     const dec = this.route(ctx, req);
-    if (!dec.fwd || dec.reply) { this.ev.unmatched?.('ack'); return; }
+    // an ACK with neither our Route nor an inside target would only reach the PBX because its
+    // Request-URI names a served domain: that is a stray ACK (Kamailio: t_check_trans() fails)
+    if (!dec.fwd || dec.reply || (dec.fwd.kind === 'upstream' && dec.popRoutes === 0)) { this.ev.unmatched?.('ack', ctx.source); return; }
     let dest: Endpoint;
     let mayConnect = true;
     if (dec.fwd.kind === 'upstream') {
@@ -501,7 +504,7 @@ export class Proxy {
     const st = this.table.server.get(key);
     if (!st || st.method !== 'INVITE') {
       // RFC 3261 16.10: no matching transaction: 481
-      this.ev.unmatched?.('cancel');
+      this.ev.unmatched?.('cancel', ctx.source);
       this.replyTo(req, ctx.source, 481, 'cancel_unmatched');
       return;
     }
@@ -596,7 +599,7 @@ export class Proxy {
     const res = ctx.msg as SipResponse;
     const top = H.topVia(res);
     const cs = H.cseq(res);
-    if (!top || !top.branch || !cs) { this.ev.unmatched?.('response'); return; }
+    if (!top || !top.branch || !cs) { this.ev.unmatched?.('response', ctx.source); return; }
     // health probe answers
     const probe = this.probes.get(top.branch);
     if (probe) {
@@ -610,7 +613,7 @@ export class Proxy {
     // the side we sent the request to (a forged reply from elsewhere is dropped)
     // the branch is unguessable (random), and the answer must come from the address we sent to
     if (!ct || ct.state === 'terminated' || ctx.source.address !== ct.dest.address) {
-      this.ev.unmatched?.('response');
+      this.ev.unmatched?.('response', ctx.source);
       return;
     }
     const status = res.status;
@@ -696,6 +699,8 @@ export class Proxy {
     // non-INVITE final
     if (ct.state === 'completed') { this.ev.retransmission?.('absorbed'); return; }
     this.completeClient(ct);
+    // a REGISTER the PBX accepted proves the source holds valid credentials (pass-through auth)
+    if (ct.method === 'REGISTER' && status < 300 && this.sideOf(st.source) === 'outside') this.ev.registered?.(st.source);
     this.sendFinal(st, status, this.stripTopVia(res));
   }
 

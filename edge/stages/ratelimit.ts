@@ -1,0 +1,179 @@
+// Rate-limit stage: budgets in the shared store (memory on one node, Redis in a cluster) for
+//
+//   source_all        every request from a source (IPv6: per prefix), x promotion.factor once
+//                     the source has authenticated (Suspicion.isPromoted)
+//   aor_register      REGISTER per address-of-record: the To URI (RFC 3261 10.2, 10.3 step 5:
+//                     scheme:user@host with escapes decoded and parameters dropped)
+//   user_invite       out-of-dialog INVITE per calling user (From user@host)
+//   prefix_rate       out-of-dialog INVITE to an expensive destination prefix (toll fraud),
+//                     matched on the normalized Request-URI user, longest prefix wins
+//   store_down_closed a limit with onStoreDown: closed while the store answers degraded
+//
+// Over a limit, a source that has not authenticated (not promoted) is dropped silently: a scanner
+// or flooder learns nothing and gets no reply to amplify. A promoted source (a real phone or PBX)
+// gets 503 with Retry-After (RFC 3261 21.5.4: the server is temporarily overloaded; 20.33) set to
+// base + random jitter, so phones throttled together do not retry in the same second. An ACK is
+// only ever dropped: nothing answers an ACK (RFC 3261 17.1.1.3, 17.2.1).
+//
+// Responses pass (they belong to transactions the edge created; forged ones are the proxy's
+// unmatched-reply check), inside traffic passes (the PBX is not limited), trusted sources skip
+// the stage when stages.yaml trustedSkip says so (the default).
+//
+// In-dialog requests (To tag present, RFC 3261 12.2) are not counted against user_invite and
+// prefix_rate: a re-INVITE's Request-URI is the remote target, not a dialled number, and an
+// INVITE with a made-up To tag matches no dialog, so the PBX answers 481 (RFC 3261 12.2.2).
+//
+// Checks run in order and stop at the first refusal, so a refused request spends no budget of
+// the later limits. Async: each check is one store round trip (bounded in time by the store).
+import { createHash } from 'node:crypto';
+import type { RulesSnapshot } from '../../rules/types';
+import { LIMIT_RULES, normalizeDialString } from '../../rules/limits-compile';
+import { from, requestUri, to } from '../sip/headers';
+import type { NameAddr, SipRequest } from '../sip/types';
+import type { ConsumeResult, Limiter, LimiterSpec, SharedStore } from '../store/types';
+import { LimiterCache, type Suspicion } from '../suspicion';
+import { CONTINUE, drop, reply, type MessageContext, type Stage, type Verdict } from '../verdict';
+
+export const RATELIMIT_REASONS = [
+  'source_rate',        // the source's request budget (source.all) is spent
+  'aor_register_rate',  // REGISTERs for one AOR over aorRegister
+  'user_invite_rate',   // new calls from one From user over userInvite
+  'prefix_rate',        // new calls to a limited destination prefix over its budget
+  'store_down_closed',  // the shared store is unreachable and the limit says onStoreDown: closed
+] as const;
+
+export type RateLimitReason = (typeof RATELIMIT_REASONS)[number];
+
+export interface RateLimitStageOptions {
+  readonly rules: () => RulesSnapshot;
+  readonly store: SharedStore;
+  readonly suspicion: Suspicion;
+  /** uniform [0, 1) for the Retry-After jitter (default Math.random; tests) */
+  readonly random?: () => number;
+}
+
+/** Store keys longer than this are hashed: a 4 KB To header must not become a 4 KB Redis key. */
+const MAX_KEY_CHARS = 128;
+
+function boundedKey(k: string): string {
+  return k.length <= MAX_KEY_CHARS ? k : `h:${createHash('sha256').update(k, 'latin1').digest('base64url').slice(0, 32)}`;
+}
+
+/** RFC 3261 10.3 step 5 canonical AOR: scheme:user@host, escapes decoded, no port or params.
+ *  The host is already lower-case from the parser; the user stays case-sensitive (19.1.4). */
+export function aorKey(na: NameAddr): string {
+  const u = na.uri;
+  return boundedKey(`${u.scheme}:${decodeUser(u.user ?? '')}@${u.host}`);
+}
+
+function decodeUser(user: string): string {
+  if (user.indexOf('%') < 0) return user;
+  let out = '';
+  for (let i = 0; i < user.length; i++) {
+    const c = user.charCodeAt(i);
+    if (c === 0x25 && i + 2 < user.length) {
+      const hex = user.slice(i + 1, i + 3);
+      if (/^[0-9a-fA-F]{2}$/.test(hex)) { out += String.fromCharCode(parseInt(hex, 16)); i += 2; continue; }
+    }
+    out += user[i];
+  }
+  return out;
+}
+
+/** Retry-After seconds: base + a uniform integer from jitterMin to jitterMax (both inclusive). */
+export function jitteredRetryAfter(r: RulesSnapshot['limits']['retryAfter'], random: () => number = Math.random): number {
+  const span = Math.max(0, r.jitterMax - r.jitterMin);
+  const x = random();
+  const u = Number.isFinite(x) && x >= 0 && x < 1 ? x : 0;
+  return r.base + r.jitterMin + Math.min(span, Math.floor(u * (span + 1)));
+}
+
+interface Check {
+  readonly spec: LimiterSpec;
+  readonly key: string;
+  readonly reason: RateLimitReason;
+  readonly rule: string;
+}
+
+export function createRateLimitStage(opts: RateLimitStageOptions): Stage {
+  const { rules, suspicion } = opts;
+  const random = opts.random ?? Math.random;
+  // share limiters with the suspicion budget when it talks to this very store
+  const limiters = suspicion.limiters.store === opts.store ? suspicion.limiters : new LimiterCache(opts.store);
+
+  async function consume(limiter: Limiter, key: string): Promise<ConsumeResult> {
+    try {
+      return await limiter.consume(key, 1);
+    } catch {
+      // the store contract says consume does not fail; if it does anyway, it is a store outage
+      const open = limiter.spec.onStoreDown === 'open';
+      return { allowed: open, remaining: 0, msBeforeNext: 0, degraded: true };
+    }
+  }
+
+  function checksFor(msg: SipRequest, sourceKey: string, promoted: boolean, limits: RulesSnapshot['limits']): Check[] {
+    const out: Check[] = [
+      { spec: promoted ? limits.sourceAllPromoted : limits.sourceAll, key: sourceKey, reason: 'source_rate', rule: LIMIT_RULES.sourceAll },
+    ];
+    if (msg.method === 'REGISTER' && limits.aorRegister !== null) {
+      const t = to(msg);
+      if (t) out.push({ spec: limits.aorRegister, key: aorKey(t), reason: 'aor_register_rate', rule: LIMIT_RULES.aorRegister });
+    } else if (msg.method === 'INVITE') {
+      const t = to(msg);
+      const inDialog = t ? t.params.has('tag') : false;
+      if (!inDialog) {
+        if (limits.userInvite !== null) {
+          const f = from(msg);
+          if (f) out.push({ spec: limits.userInvite, key: aorKey(f), reason: 'user_invite_rate', rule: LIMIT_RULES.userInvite });
+        }
+        if (limits.prefixes.length > 0) {
+          const user = requestUri(msg)?.user;
+          if (user !== undefined) {
+            const p = limits.matchPrefix(normalizeDialString(user));
+            if (p !== null) out.push({ spec: p.spec, key: p.per === 'global' ? '*' : sourceKey, reason: 'prefix_rate', rule: p.rule });
+          }
+        }
+      }
+    }
+    return out;
+  }
+
+  async function check(ctx: MessageContext): Promise<Verdict> {
+    try {
+      return await decide(ctx);
+    } catch {
+      // a bug (every accessor and the store are total): answer as for a store outage of the
+      // per-source limit, so "closed" stays closed and nothing rejects into the pipeline
+      return rules().limits.sourceAll.onStoreDown === 'closed' ? drop('store_down_closed', LIMIT_RULES.sourceAll) : CONTINUE;
+    }
+  }
+
+  async function decide(ctx: MessageContext): Promise<Verdict> {
+    if (ctx.side === 'inside' || ctx.msg.kind !== 'request') return CONTINUE;
+    const msg = ctx.msg;
+    const snapshot = rules();
+    const limits = snapshot.limits;
+    const address = ctx.source.address;
+    const sourceKey = suspicion.sourceKey(address);
+    const promoted = suspicion.isPromoted(address);
+
+    for (const c of checksFor(msg, sourceKey, promoted, limits)) {
+      const r = await consume(limiters.get(c.spec), c.key);
+      let reason: RateLimitReason | null = null;
+      if (r.degraded && c.spec.onStoreDown === 'closed') reason = 'store_down_closed';
+      else if (!r.allowed) reason = c.reason;
+      if (reason === null) continue;
+      // nothing answers an ACK (RFC 3261 17); an unknown source learns nothing
+      if (!promoted || msg.method === 'ACK') return drop(reason, c.rule);
+      return reply(503, reason, { headers: [['Retry-After', String(jitteredRetryAfter(limits.retryAfter, random))]], rule: c.rule });
+    }
+    return CONTINUE;
+  }
+
+  return {
+    name: 'ratelimit',
+    skippableForTrusted: true,
+    reasons: RATELIMIT_REASONS,
+    check,
+  };
+}

@@ -1,0 +1,242 @@
+// Suspicion budget, ban escalation and trust promotion.
+//
+// Every stage that sees something hostile (a malformed message, a scanner signature, a forged
+// reply, a failed or missing authentication, an unknown user, extension probing) records a
+// weighted event against the SOURCE (the transport address, never a header: Via, Contact and
+// friends are written by the sender). The weights are spent from the source's suspicion limiter
+// in the shared store, so a cluster sees one budget per source; when it is exhausted the source
+// is banned through store.ban(), which escalates repeat offenders (600 -> 1200 -> 2400 s ... capped,
+// rules/limits.yaml `bans`). This is the fail2ban model (maxretry / findtime / bantime with
+// bantime.increment) done in-line instead of by tailing logs.
+//
+// Promotion is the other direction: a source that authenticated successfully is a real phone or
+// PBX. Its `all` budget is multiplied (the ratelimit stage asks isPromoted()) and its suspicion
+// budget starts from full, so that an office whose 500 phones re-register at once after an outage
+// (one NAT address, a burst of 401 challenges = missing_auth events) is not banned once they
+// authenticate. The promotion table is per process, in memory, bounded: a Map used as an LRU
+// (insertion order; a renewal moves the entry to the end), capped at `promotion.maxEntries`,
+// oldest evicted first, entries expire after `promotion.seconds`. Eviction walks ONE persistent
+// iterator over the Map instead of asking `keys().next()` each time: a fresh iterator has to skip
+// every deleted slot at the front of V8's table again, which made a full table quadratic (50 s
+// for a million promotions); the persistent one passes each slot once (ECMAScript 24.1.5.1:
+// Map iterators are live, skip deleted entries and see entries added before they finish).
+// IPv4 sources are keyed by their 32-bit number (no string per entry), IPv6 by the prefix text.
+//
+// IPv6 sources are keyed by their prefix (limits.yaml ipv6Prefix, default /64; RFC 6177): one
+// subscriber holds a whole /64 and would otherwise dodge budgets and bans by switching addresses.
+//
+// Total: record() never throws or rejects (a store failure means "no ban this time", counted by
+// the store's error counter); promote() and isPromoted() are synchronous and O(1).
+import { bytesToIp, canonicalAddress, ipToBytes, maskBytes } from './net/address';
+import type { Ban, Limiter, LimiterSpec, SharedStore } from './store/types';
+import type { RulesSnapshot, SuspicionEvent } from '../rules/types';
+import { LIMIT_RULES, SUSPICION_EVENTS } from '../rules/limits-compile';
+
+export type { SuspicionEvent } from '../rules/types';
+export { SUSPICION_EVENTS } from '../rules/limits-compile';
+
+/** Closed list of ban reasons this module writes: "suspicion_<event that exhausted the budget>". */
+export const SUSPICION_BAN_REASONS: readonly string[] = Object.freeze(SUSPICION_EVENTS.map((e) => `suspicion_${e}`));
+
+/** Hard ceiling on the promotion table whatever limits.yaml says (about 100 bytes an entry). */
+export const MAX_PROMOTED_CAP = 10_000_000;
+
+/**
+ * One Limiter per distinct spec, shared by the ratelimit stage and Suspicion. Keyed by the spec's
+ * content, not its object, so that a rules reload that leaves a limit unchanged keeps counting
+ * in the same limiter (a reload must not hand every source a fresh budget). Bounded: a long run
+ * of reloads with ever-changing prefix limits cannot grow it past MAX_LIMITERS.
+ */
+export class LimiterCache {
+  static readonly MAX_LIMITERS = 4096;
+  private readonly map = new Map<string, Limiter>();
+  /** fast path: the very spec object seen before (specs are frozen per snapshot) */
+  private readonly bySpec = new WeakMap<LimiterSpec, Limiter>();
+  constructor(readonly store: SharedStore) {}
+
+  get(spec: LimiterSpec): Limiter {
+    const known = this.bySpec.get(spec);
+    if (known !== undefined) return known;
+    const id = `${spec.name}\0${spec.points}\0${spec.durationSec}\0${spec.onStoreDown}`;
+    let l = this.map.get(id);
+    if (l === undefined) {
+      l = this.store.limiter(spec);
+      if (this.map.size >= LimiterCache.MAX_LIMITERS) {
+        const oldest = this.map.keys().next().value;
+        if (oldest !== undefined) this.map.delete(oldest);
+      }
+      this.map.set(id, l);
+    }
+    this.bySpec.set(spec, l);
+    return l;
+  }
+}
+
+export interface SuspicionOptions {
+  readonly store: SharedStore;
+  readonly rules: () => RulesSnapshot;
+  /** epoch milliseconds (default Date.now): promotion expiry */
+  readonly now?: () => number;
+  /** called once for every ban this instance creates (log, metrics) */
+  readonly onBan?: (ban: Ban) => void;
+  /** overrides limits.yaml promotion.maxEntries (tests) */
+  readonly maxPromoted?: number;
+  /** share limiters with the ratelimit stage (optional; one is made otherwise) */
+  readonly limiters?: LimiterCache;
+}
+
+export class Suspicion {
+  private readonly store: SharedStore;
+  private readonly rules: () => RulesSnapshot;
+  private readonly now: () => number;
+  private readonly onBan: ((ban: Ban) => void) | undefined;
+  private readonly maxPromotedOverride: number | undefined;
+  readonly limiters: LimiterCache;
+  /** source (IPv4 as a 32-bit number, IPv6 prefix as text) -> expiry in whole epoch seconds
+   *  (a small integer: no boxed double per entry) */
+  private readonly promoted = new Map<number | string, number>();
+  /** the eviction cursor: see the header comment */
+  private evictor: Iterator<number | string> | null = null;
+  /** sources with a ban in flight: concurrent over-budget events make one ban, not several */
+  private readonly banning = new Set<string>();
+
+  constructor(opts: SuspicionOptions) {
+    this.store = opts.store;
+    this.rules = opts.rules;
+    this.now = opts.now ?? Date.now;
+    this.onBan = opts.onBan;
+    this.maxPromotedOverride = opts.maxPromoted;
+    this.limiters = opts.limiters ?? new LimiterCache(opts.store);
+  }
+
+  /** The key budgets, bans and promotions use for a source: canonical IPv4, IPv6 by prefix. */
+  sourceKey(address: string): string {
+    const k = this.keysOf(address, this.rules().limits.ipv6Prefix);
+    return k !== null ? k.skey : canonicalAddress(address);
+  }
+
+  /**
+   * Spends the event's weight from the source's suspicion budget. When the budget is exhausted
+   * the source is banned (escalating, limits.yaml `bans`), its budget starts again from full
+   * (the ban now does the work; after it the source gets a fresh budget and a longer next ban)
+   * and any promotion is withdrawn. Returns the ban, or null. Never rejects.
+   */
+  async record(sourceAddress: string, event: SuspicionEvent, rule?: string): Promise<Ban | null> {
+    try {
+      return await this.spend(sourceAddress, event, rule);
+    } catch {
+      return null; // a bug or a throwing store: no ban, never a rejection into a stage
+    }
+  }
+
+  private async spend(sourceAddress: string, event: SuspicionEvent, rule: string | undefined): Promise<Ban | null> {
+    const limits = this.rules().limits;
+    const weight = limits.weights[event];
+    if (typeof weight !== 'number' || weight <= 0) return null; // unknown event or weight 0
+    const key = this.sourceKey(sourceAddress);
+    if (this.banning.has(key)) return null;
+    const limiter = this.limiters.get(limits.suspicion);
+    let allowed: boolean;
+    try {
+      // A degraded answer (Redis down) comes from the per-process insurance limiter: still a
+      // budget, only per instance. onStoreDown does not apply here: a store outage must never
+      // turn into bans, and closing would mean banning on every event.
+      allowed = (await limiter.consume(key, weight)).allowed;
+    } catch {
+      return null;
+    }
+    if (allowed || this.banning.has(key)) return null;
+    this.banning.add(key);
+    try {
+      const b = limits.bans;
+      const ban = await this.store.ban({
+        key,
+        reason: `suspicion_${event}`,
+        rule: rule ?? LIMIT_RULES.suspicion,
+        seconds: b.seconds,
+        escalate: { factor: b.factor, maxSeconds: b.maxSeconds, memorySeconds: b.memorySeconds },
+      });
+      this.demote(sourceAddress);
+      await limiter.reset(key).catch(() => undefined);
+      try { this.onBan?.(ban); } catch { /* a logging hook must not undo a ban */ }
+      return ban;
+    } catch {
+      return null; // store unreachable: no ban now; the budget stays exhausted, the next event retries
+    } finally {
+      this.banning.delete(key);
+    }
+  }
+
+  /**
+   * After a successful authentication: the source's `all` budget is multiplied for
+   * promotion.seconds (renewed by each call) and its suspicion budget starts from full.
+   */
+  promote(sourceAddress: string): void {
+    const limits = this.rules().limits;
+    const k = this.keysOf(sourceAddress, limits.ipv6Prefix);
+    if (k === null) return; // not an IP address: nothing to promote
+    const pkey = k.pkey;
+    const until = Math.ceil((this.now() + limits.promotion.seconds * 1000) / 1000);
+    this.promoted.delete(pkey); // re-insert at the end: Map order is the LRU order
+    this.promoted.set(pkey, until);
+    const cap = this.cap();
+    while (this.promoted.size > cap) this.evictOldest();
+    // fire and forget: promotion must not wait for the store; a failure only means the old
+    // suspicion count lingers until its window ends
+    try {
+      this.limiters.get(limits.suspicion).reset(k.skey).catch(() => undefined);
+    } catch { /* store without a limiter: nothing to reset */ }
+  }
+
+  /** True while a promotion of this source (or its IPv6 prefix) is unexpired. O(1). */
+  isPromoted(address: string): boolean {
+    const pkey = this.keysOf(address, this.rules().limits.ipv6Prefix)?.pkey;
+    if (pkey === undefined) return false;
+    const until = this.promoted.get(pkey);
+    if (until === undefined) return false;
+    if (until * 1000 <= this.now()) {
+      this.promoted.delete(pkey);
+      return false;
+    }
+    return true;
+  }
+
+  /** Withdraw a promotion (an admin action, or a ban from elsewhere in the cluster). */
+  demote(address: string): boolean {
+    const pkey = this.keysOf(address, this.rules().limits.ipv6Prefix)?.pkey;
+    return pkey !== undefined && this.promoted.delete(pkey);
+  }
+
+  /** Entries in the promotion table (expired ones are removed lazily). */
+  get promotedCount(): number {
+    return this.promoted.size;
+  }
+
+  /** the oldest entry goes; amortised O(1) through the persistent cursor */
+  private evictOldest(): void {
+    let r = this.evictor?.next();
+    if (r === undefined || r.done === true) {
+      // the cursor ran past the end (everything it saw is gone): start over from the front
+      this.evictor = this.promoted.keys();
+      r = this.evictor.next();
+    }
+    if (r.done !== true) this.promoted.delete(r.value);
+  }
+
+  /** One parse of the address: the promotion-table key (IPv4 as its unsigned 32-bit value, no
+   *  string per entry; IPv6 as "prefix/bits") and the store key (canonical IPv4, IPv6 prefix text,
+   *  exactly ipv6Prefix() of net/address.ts). null when the text is not an IP address. */
+  private keysOf(address: string, bits: number): { pkey: number | string; skey: string } | null {
+    const b = ipToBytes(address);
+    if (b === null) return null;
+    if (b.length === 4) return { pkey: ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0, skey: bytesToIp(b) };
+    const n = Math.max(0, Math.min(128, Math.floor(bits)));
+    const skey = n === 128 ? bytesToIp(b) : `${bytesToIp(maskBytes(b, n))}/${n}`;
+    return { pkey: skey, skey };
+  }
+
+  private cap(): number {
+    const n = this.maxPromotedOverride ?? this.rules().limits.promotion.maxEntries;
+    return Math.max(1, Math.min(MAX_PROMOTED_CAP, Math.floor(n)));
+  }
+}
