@@ -12,6 +12,7 @@ import { defaultRulesDir, loadRules } from '../rules/load';
 import type { RulesSnapshot } from '../rules/types';
 import { explainMessage, formatExplain } from './explain';
 import { canonicalAddress, parseHostPort } from './net/address';
+import { parseCidr } from './net/cidr';
 import { createLogger } from './log';
 import type { Logger } from './log';
 
@@ -24,6 +25,9 @@ export const USAGE = `Usage:
   sip-edge check [options]   validate the configuration and the rule files, exit (0 ok, 1 invalid)
   sip-edge explain FILE.sip --source IP[:PORT] [--transport udp|tcp] [options]
                              run one message through every stage without sending anything
+  sip-edge bans list | add IP|CIDR --for DURATION [--reason TEXT] | remove IP|CIDR
+                             the shared ban list (Redis from --redis or the config; without
+                             Redis, the running edge's admin listener)
   sip-edge --help | --version
 
 Options (list flags may repeat; given flags replace the file's list, they do not extend it):
@@ -52,7 +56,9 @@ export type ParsedCli =
   | { readonly kind: 'version' }
   | { readonly kind: 'usage_error'; readonly message: string }
   | {
-      readonly kind: 'run' | 'check' | 'explain';
+      readonly kind: 'run' | 'check' | 'explain' | 'bans';
+      /** bans: list | add | remove, its target, duration (s) and reason */
+      readonly bans?: { readonly op: 'list' | 'add' | 'remove'; readonly key?: string; readonly seconds?: number; readonly reason?: string; readonly token?: string };
       /** explain: the message file, source and transport */
       readonly file?: string;
       readonly source?: string;
@@ -76,6 +82,9 @@ const OPTIONS = {
   'log-level': { type: 'string' },
   rules: { type: 'string' },
   redis: { type: 'string' },
+  for: { type: 'string' },
+  reason: { type: 'string' },
+  token: { type: 'string' },
   source: { type: 'string' },
   transport: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -96,7 +105,28 @@ export function parseCli(argv: readonly string[]): ParsedCli {
   if (v.version === true) return { kind: 'version' };
   const [command, ...extra] = positionals;
   if (command === undefined) return { kind: 'usage_error', message: 'missing command (run, check or explain)' };
-  if (command !== 'run' && command !== 'check' && command !== 'explain') return { kind: 'usage_error', message: `unknown command "${command}"` };
+  if (command !== 'run' && command !== 'check' && command !== 'explain' && command !== 'bans') return { kind: 'usage_error', message: `unknown command "${command}"` };
+  let bans: { op: 'list' | 'add' | 'remove'; key?: string; seconds?: number; reason?: string; token?: string } | undefined;
+  if (command === 'bans') {
+    const op = extra.shift();
+    if (op !== 'list' && op !== 'add' && op !== 'remove') return { kind: 'usage_error', message: 'bans needs list, add or remove' };
+    bans = { op, ...(v.token !== undefined ? { token: v.token } : {}) };
+    if (op !== 'list') {
+      const key = extra.shift();
+      if (key === undefined) return { kind: 'usage_error', message: `bans ${op} needs an IP or CIDR` };
+      const c = parseCidr(key);
+      if (typeof c === 'string') return { kind: 'usage_error', message: `bans ${op}: "${key}" is not an IP address or CIDR` };
+      bans.key = key.includes('/') ? key : canonicalAddress(key);
+    }
+    if (op === 'add') {
+      const seconds = parseDuration(v.for);
+      if (seconds === null) return { kind: 'usage_error', message: 'bans add needs --for DURATION (e.g. 600, 10m, 2h, 1d)' };
+      bans.seconds = seconds;
+      bans.reason = v.reason ?? 'manual';
+    }
+  } else if (v.for !== undefined || v.reason !== undefined || v.token !== undefined) {
+    return { kind: 'usage_error', message: '--for, --reason and --token go with bans' };
+  }
   const file = command === 'explain' ? extra.shift() : undefined;
   if (command === 'explain' && file === undefined) return { kind: 'usage_error', message: 'explain needs a message file' };
   if (command === 'explain' && v.source === undefined) return { kind: 'usage_error', message: 'explain needs --source IP[:PORT]' };
@@ -121,6 +151,7 @@ export function parseCli(argv: readonly string[]): ParsedCli {
   return {
     kind: command,
     ...(file !== undefined ? { file } : {}),
+    ...(bans !== undefined ? { bans } : {}),
     ...(v.source !== undefined ? { source: v.source } : {}),
     ...(v.transport !== undefined ? { transport: v.transport } : {}),
     ...(v.config !== undefined ? { configFile: v.config } : {}),
@@ -194,6 +225,7 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
     case 'check':
     case 'run':
     case 'explain':
+    case 'bans':
       break;
   }
   const file = chooseConfigFile(p, io.shippedConfig ?? SHIPPED_CONFIG);
@@ -202,6 +234,7 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
     io.err(loaded.errors.map((e) => `${e}\n`).join(''));
     return 1;
   }
+  if (p.kind === 'bans') return bansCommand(p.bans!, loaded.config, io);
   const rulesDir = loaded.config.rulesDir ?? defaultRulesDir();
   const rules = loadRules(rulesDir, { displayDir: path.relative(process.cwd(), rulesDir) || '.' });
   if (!rules.ok) {
@@ -214,6 +247,71 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
   }
   if (p.kind === 'explain') return explainCommand(p.file!, p.source!, p.transport ?? 'udp', loaded.config, rules.snapshot, io);
   return run(loaded.config, io);
+}
+
+/** "600", "10m", "2h", "1d" -> seconds; null when invalid */
+export function parseDuration(text: string | undefined): number | null {
+  const m = /^(\d{1,9})([smhd]?)$/.exec(text ?? '');
+  if (!m) return null;
+  const n = Number(m[1]) * ({ '': 1, s: 1, m: 60, h: 3600, d: 86400 } as Record<string, number>)[m[2]!]!;
+  return n > 0 && n <= 365 * 86400 ? n : null;
+}
+
+/** `sip-edge bans`: on the shared Redis when configured, else through the admin listener of the
+ *  running single-node edge (its /bans endpoint, with the metrics token). */
+async function bansCommand(b: NonNullable<Extract<ParsedCli, { kind: 'bans' | 'run' | 'check' | 'explain' }>['bans']>, cfg: ResolvedConfig, io: CliIo): Promise<number> {
+  const print = (x: unknown): void => io.out(`${JSON.stringify(x, null, 2)}\n`);
+  if (cfg.redis) {
+    const { createRedisStore } = require('./store') as typeof import('./store');
+    let store;
+    try {
+      store = await createRedisStore({ url: cfg.redis.url, requireReady: true });
+    } catch (e) {
+      io.err(`sip-edge: Redis unreachable at ${cfg.redis.url}: ${(e as Error).message}\n`);
+      return 1;
+    }
+    try {
+      if (b.op === 'list') print(await store.listBans());
+      else if (b.op === 'add') print(await store.ban({ key: b.key!, reason: b.reason ?? 'manual', rule: 'manual', seconds: b.seconds! }));
+      else {
+        const removed = await store.unban(b.key!);
+        print({ removed });
+        if (!removed) return 1;
+      }
+      return 0;
+    } catch (e) {
+      io.err(`sip-edge: ${(e as Error).message}\n`);
+      return 1;
+    } finally {
+      await store.close();
+    }
+  }
+  if (!cfg.metrics.listen) {
+    io.err('sip-edge: no Redis configured and the admin listener is off: nothing to talk to\n');
+    return 1;
+  }
+  const q = new URLSearchParams();
+  if (b.key) q.set('key', b.key);
+  if (b.seconds) q.set('seconds', String(b.seconds));
+  if (b.reason) q.set('reason', b.reason);
+  const token = b.token ?? io.env.SIPEDGE_ADMIN_TOKEN ?? cfg.metrics.token;
+  try {
+    const res = await fetch(`http://${cfg.metrics.listen}/bans${q.size ? `?${q}` : ''}`, {
+      method: b.op === 'list' ? 'GET' : b.op === 'add' ? 'POST' : 'DELETE',
+      headers: token ? { Authorization: `Bearer ${token}` } : {},
+      signal: AbortSignal.timeout(5000),
+    });
+    const text = await res.text();
+    if (!res.ok) {
+      io.err(`sip-edge: the edge answered ${res.status}: ${text}`);
+      return 1;
+    }
+    io.out(text);
+    return 0;
+  } catch (e) {
+    io.err(`sip-edge: cannot reach the edge's admin listener at ${cfg.metrics.listen}: ${(e as Error).message}\n`);
+    return 1;
+  }
 }
 
 /** `sip-edge explain`: one message through every stage, nothing sent. */

@@ -10,7 +10,7 @@ import { type Clock, systemClock } from './clock';
 import type { ResolvedConfig } from './config/types';
 import { Metrics, type EdgeMetrics } from './metrics';
 import { canonicalAddress } from './net/address';
-import { CidrSet } from './net/cidr';
+import { CidrSet, parseCidr } from './net/cidr';
 import { Pipeline, type StageEntry } from './pipeline';
 import { Proxy, PROXY_REASONS } from './router/proxy';
 import { parseMessage, type ParseReason } from './sip/parser';
@@ -308,6 +308,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       bans: {
         list: () => store.listBans(),
         async add(key, seconds, reason) {
+          if (typeof parseCidr(key) === 'string') return `"${key}" is not an IP address or CIDR`;
           try { return await store.ban({ key, reason, rule: 'manual', seconds }); } catch (e) { return (e as Error).message; }
         },
         remove: (key) => store.unban(key).catch(() => false),

@@ -1,0 +1,73 @@
+// `sip-edge bans` as an operator runs it: against the shared Redis, and against a single-node
+// edge's admin listener; the running edge enforces what the command adds.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import pino from 'pino';
+import { ManualClock } from '../edge/clock';
+import { startEdge } from '../edge/edge';
+import { testConfig } from './helpers/config';
+
+const CLI = path.resolve(__dirname, '../edge/cli.js');
+const inCi = process.env.CI === 'true';
+
+function cli(...args: string[]): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+    c.stderr.on('data', (b: Buffer) => { err += b.toString(); });
+    const t = setTimeout(() => c.kill('SIGKILL'), 15_000);
+    c.on('close', (code) => { clearTimeout(t); resolve({ code, out, err }); });
+  });
+}
+
+const base = ['--no-config', '--upstream', 'udp:127.0.0.2:5999'];
+
+test('bans through the admin listener of a single-node edge (no Redis)', async () => {
+  const edge = await startEdge(testConfig({ upstreams: [{ transport: 'udp', host: '127.0.0.2', port: 5999 }], metrics: { listen: '127.0.0.1:0' } }), pino({ level: 'silent' }), { clock: new ManualClock(), watchRules: false });
+  try {
+    const m = ['--metrics', `127.0.0.1:${edge.admin!.port}`];
+    const add = await cli('bans', 'add', '192.0.2.0/24', '--for', '10m', '--reason', 'abuse-desk', ...base, ...m);
+    assert.equal(add.code, 0, add.err);
+    assert.equal(JSON.parse(add.out).reason, 'abuse-desk');
+    assert.notEqual(edge.bans.check('192.0.2.77', Date.now()), null, 'the running edge enforces it');
+    const list = await cli('bans', 'list', ...base, ...m);
+    assert.deepEqual((JSON.parse(list.out) as { key: string }[]).map((b) => b.key), ['192.0.2.0/24']);
+    const rm = await cli('bans', 'remove', '192.0.2.0/24', ...base, ...m);
+    assert.equal(rm.code, 0, rm.err);
+    assert.equal(edge.bans.check('192.0.2.77', Date.now()), null);
+  } finally {
+    await edge.close(0);
+  }
+});
+
+test('bans on the shared Redis', async (t) => {
+  const r = ['--redis', 'redis://127.0.0.1:6379'];
+  const key = `198.18.${Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}`;
+  const add = await cli('bans', 'add', key, '--for', '2m', ...base, ...r);
+  if (add.code !== 0 && /unreachable/.test(add.err)) {
+    if (inCi) assert.fail(`Redis is required under CI=true: ${add.err}`);
+    t.skip('no Redis on 127.0.0.1:6379');
+    return;
+  }
+  assert.equal(add.code, 0, add.err);
+  assert.equal(JSON.parse(add.out).key, key);
+  const list = await cli('bans', 'list', ...base, ...r);
+  assert.ok((JSON.parse(list.out) as { key: string }[]).some((b) => b.key === key));
+  const rm = await cli('bans', 'remove', key, ...base, ...r);
+  assert.equal(rm.code, 0, rm.err);
+  const again = await cli('bans', 'list', ...base, ...r);
+  assert.ok(!(JSON.parse(again.out) as { key: string }[]).some((b) => b.key === key));
+});
+
+test('bans: invalid targets and durations are usage errors', async () => {
+  const bad = await cli('bans', 'add', 'not-an-ip', '--for', '10m', ...base);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /not an IP address or CIDR/);
+  const dur = await cli('bans', 'add', '192.0.2.1', '--for', 'forever', ...base);
+  assert.equal(dur.code, 2);
+  assert.match(dur.err, /--for DURATION/);
+});
