@@ -77,3 +77,45 @@ test('counters move as the traffic says; /readyz turns 503 when the only upstrea
     await edge.close(0);
   }
 });
+
+test('Redis goes away mid-traffic: /readyz names it, sipedge_redis_up drops, calls keep flowing, and both heal when it returns', async (t) => {
+  const { redisServerInstalled, startPrivateRedis, waitFor } = await import('./helpers/redis-server');
+  if (!redisServerInstalled()) {
+    if (process.env.CI === 'true') assert.fail('redis-server is required under CI=true');
+    t.skip('redis-server not installed');
+    return;
+  }
+  const redis = await startPrivateRedis();
+  const pbx = await UdpPeer.bind('127.0.0.2');
+  const phone = await UdpPeer.bind('127.0.0.1');
+  const edge = await startEdge(testConfig({
+    redis: { url: redis.url },
+    upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }],
+    metrics: { listen: '127.0.0.1:0' },
+  }), silent, { clock: new ManualClock(), watchRules: false });
+  const base = `http://127.0.0.1:${edge.admin!.port}`;
+  const call = async (): Promise<void> => {
+    const cid = uniq('redis');
+    await phone.send(request(phone, { callId: cid }), edge.listeners[0]!.port);
+    await pbx.wait((m) => header(m.text, 'Call-ID') === cid);
+  };
+  try {
+    assert.ok(await waitFor(() => edge.store.healthy(), 3000));
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    await call();
+    await redis.kill();
+    assert.ok(await waitFor(() => !edge.store.healthy(), 3000), 'health flag drops');
+    const r = await fetch(`${base}/readyz`);
+    assert.equal(r.status, 503);
+    assert.deepEqual(((await r.json()) as { failing: string[] }).failing, ['redis_reachable']);
+    assert.equal(sample(await (await fetch(`${base}/metrics`)).text(), 'sipedge_redis_up'), 0);
+    await call(); // limits fail open on the insurance limiter: legitimate traffic still flows
+    await redis.start();
+    assert.ok(await waitFor(() => edge.store.healthy(), 5000), 'reconnects by itself');
+    assert.equal((await fetch(`${base}/readyz`)).status, 200);
+    assert.equal(sample(await (await fetch(`${base}/metrics`)).text(), 'sipedge_redis_up'), 1);
+    await call();
+  } finally {
+    phone.close(); pbx.close(); await edge.close(0); await redis.kill();
+  }
+});
