@@ -5,6 +5,8 @@ WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 RUN npm ci --no-audit --no-fund
 COPY edge ./edge
+COPY rules ./rules
+COPY geoip ./geoip
 COPY test ./test
 COPY bench ./bench
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev
@@ -14,7 +16,12 @@ WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/edge ./dist/edge
+COPY --from=build /app/dist/rules ./dist/rules
+COPY --from=build /app/dist/geoip ./dist/geoip
 COPY package.json sip-edge.yaml ./
+# the shipped rule files (stages, scanner, access, geoip, limits); mount your own over /app/rules
+COPY rules/*.yaml ./rules/
+COPY rules/lists ./rules/lists
 USER node
 EXPOSE 5060/udp 5060/tcp 9090/tcp
 ENTRYPOINT ["node", "dist/edge/cli.js"]
