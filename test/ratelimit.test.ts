@@ -3,6 +3,7 @@
 // Budgets live in the real in-memory SharedStore (edge/store/memory.ts); a small fake store
 // stands in where the store must answer "degraded" (Redis down).
 import { test } from 'node:test';
+import { snapshotWith } from './helpers/snapshot';
 import assert from 'node:assert/strict';
 import { loadYamlText } from '../edge/config/yaml';
 import { parseMessage } from '../edge/sip/parser';
@@ -32,19 +33,7 @@ function limitsOf(yaml: string): CompiledLimits {
 }
 
 function snapshotOf(limits: CompiledLimits): RulesSnapshot {
-  return {
-    version: 'test', loadedAt: new Date(0).toISOString(), files: [],
-    stages: [{ name: 'sanity', mode: 'enforce' }, { name: 'ratelimit', mode: 'enforce' }],
-    trustedSkip: new Set(['ratelimit']),
-    scanner: { signatures: [], match: () => null },
-    access: { classify: () => null, allowListActive: false, denyAction: { kind: 'drop' }, counts: { allow: 0, deny: 0, trusted: 0 } },
-    geoip: {
-      policy: { countryMode: 'off', countries: new Set(), unknownCountry: 'allow', denyAsns: new Set(), action: { kind: 'drop' } },
-      listenerOverrides: new Map(), domainOverrides: new Map(), countryDb: null, asnDb: null,
-    },
-    limits,
-    ruleNames: [],
-  };
+  return snapshotWith({ stages: [{ name: 'sanity', mode: 'enforce' }, { name: 'ratelimit', mode: 'enforce' }], trustedSkip: new Set(['ratelimit']), limits });
 }
 
 let seq = 0;

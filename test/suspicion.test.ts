@@ -2,6 +2,7 @@
 // in-memory SharedStore (edge/store/memory.ts) with a controlled clock for bans and promotions.
 // Includes the NAT-office scenario in miniature and the bounded promotion table.
 import { test } from 'node:test';
+import { snapshotWith } from './helpers/snapshot';
 import assert from 'node:assert/strict';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
@@ -25,19 +26,7 @@ function limitsOf(yaml: string): CompiledLimits {
 }
 
 function snapshotOf(limits: CompiledLimits): RulesSnapshot {
-  return {
-    version: 'test', loadedAt: new Date(0).toISOString(), files: [],
-    stages: [{ name: 'sanity', mode: 'enforce' }, { name: 'ratelimit', mode: 'enforce' }],
-    trustedSkip: new Set(['ratelimit']),
-    scanner: { signatures: [], match: () => null },
-    access: { classify: () => null, allowListActive: false, denyAction: { kind: 'drop' }, counts: { allow: 0, deny: 0, trusted: 0 } },
-    geoip: {
-      policy: { countryMode: 'off', countries: new Set(), unknownCountry: 'allow', denyAsns: new Set(), action: { kind: 'drop' } },
-      listenerOverrides: new Map(), domainOverrides: new Map(), countryDb: null, asnDb: null,
-    },
-    limits,
-    ruleNames: [],
-  };
+  return snapshotWith({ stages: [{ name: 'sanity', mode: 'enforce' }, { name: 'ratelimit', mode: 'enforce' }], trustedSkip: new Set(['ratelimit']), limits });
 }
 
 /** a clock the test moves (epoch ms) */

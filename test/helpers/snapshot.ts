@@ -1,0 +1,19 @@
+// A RulesSnapshot for stage tests: the empty pieces the loader uses for missing files, with the
+// parts a test cares about replaced.
+import { EMPTY_ACCESS, EMPTY_GEO, EMPTY_SCANNER } from '../../rules/load';
+import { defaultLimits } from '../../rules/limits-compile';
+import type { RulesSnapshot } from '../../rules/types';
+
+export function snapshotWith(over: Partial<RulesSnapshot> = {}): RulesSnapshot {
+  return {
+    version: 'test', loadedAt: new Date(0).toISOString(), files: [],
+    stages: [{ name: 'sanity', mode: 'enforce' }],
+    trustedSkip: new Set(),
+    scanner: EMPTY_SCANNER,
+    access: EMPTY_ACCESS,
+    geoip: EMPTY_GEO,
+    limits: defaultLimits(),
+    ruleNames: [],
+    ...over,
+  };
+}
