@@ -88,7 +88,10 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const store: SharedStore = opts.store ?? (cfg.redis ? await createRedisStore({ url: cfg.redis.url }) : createMemoryStore());
   const bans = await LocalBanCache.create(store);
   const suspicion = new Suspicion({ store, rules: current });
-  const policy = await createPolicy(current, { store, suspicion });
+  const policy = await createPolicy(current, { store, suspicion }, (e) => {
+    if (e.ok) log.warn({ event: 'geoip_reloaded', path: e.path }, 'GeoIP database reloaded');
+    else log.error({ event: 'geoip_reload_failed', path: e.path, error: e.error }, 'GeoIP database change rejected: the previous database stays in use');
+  });
   for (const e of policy.geoErrors) log.warn({ event: 'geoip_open_failed', error: e }, 'GeoIP database not opened: countries are unknown');
   const upstreamSpecs = cfg.upstreams.map((u) => `${u.transport}:${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`);
   // metric labels never carry addresses: upstreams are labelled by their position in the

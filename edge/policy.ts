@@ -1,7 +1,7 @@
 // The policy stages built from the rule files: one instance of each stage for the life of the
 // process (they read the current snapshot per message), arranged in the order and modes the
 // snapshot says, and the GeoIP databases the geoip rules name.
-import { openGeoDatabases, type OpenedGeo } from '../geoip/db';
+import { openGeoDatabases, type OpenedGeo, type ReloadEvent } from '../geoip/db';
 import type { RulesSnapshot } from '../rules/types';
 import type { StageEntry } from './pipeline';
 import { createAccessStage } from './stages/access';
@@ -25,9 +25,15 @@ export interface Policy {
   close(): void;
 }
 
-export async function createPolicy(current: () => RulesSnapshot, deps?: { store: SharedStore; suspicion: Suspicion }): Promise<Policy> {
+export async function createPolicy(
+  current: () => RulesSnapshot,
+  deps?: { store: SharedStore; suspicion: Suspicion },
+  /** a GeoIP database file changed on disk and was reopened (or kept, when the new file is bad) */
+  onGeoReload?: (e: ReloadEvent) => void,
+): Promise<Policy> {
   const first = current();
-  let geo: OpenedGeo = await openGeoDatabases({ countryDb: first.geoip.countryDb, asnDb: first.geoip.asnDb }, { watch: true });
+  const geoOpts = { watch: true, ...(onGeoReload ? { onReload: onGeoReload } : {}) };
+  let geo: OpenedGeo = await openGeoDatabases({ countryDb: first.geoip.countryDb, asnDb: first.geoip.asnDb }, geoOpts);
   let geoPaths = `${first.geoip.countryDb}|${first.geoip.asnDb}`;
   const stages = new Map<string, Stage>([
     ['sanity', createSanityStage()],
@@ -52,7 +58,7 @@ export async function createPolicy(current: () => RulesSnapshot, deps?: { store:
     async reopenGeo(s) {
       const paths = `${s.geoip.countryDb}|${s.geoip.asnDb}`;
       if (paths === geoPaths) return [];
-      const next = await openGeoDatabases({ countryDb: s.geoip.countryDb, asnDb: s.geoip.asnDb }, { watch: true });
+      const next = await openGeoDatabases({ countryDb: s.geoip.countryDb, asnDb: s.geoip.asnDb }, geoOpts);
       const old = geo;
       geo = next;
       geoPaths = paths;
