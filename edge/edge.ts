@@ -24,7 +24,7 @@ import { createPolicy } from './policy';
 import { defaultRulesDir } from '../rules/load';
 import { RulesHolder, RulesLoadError } from '../rules/reload';
 import { RATELIMIT_REASONS } from './stages/ratelimit';
-import { Suspicion } from './suspicion';
+import { SUSPICION_BAN_REASONS, Suspicion } from './suspicion';
 import { LocalBanCache, createMemoryStore, createRedisStore } from './store';
 import type { SharedStore } from './store/types';
 import { isIP } from 'node:net';
@@ -112,6 +112,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     ],
     upstreams: upstreamLabels,
     rules: snap0.ruleNames,
+    banReasons: [...SUSPICION_BAN_REASONS, 'manual'],
     transports: [...new Set(cfg.listen.map((l) => l.transport))],
   });
   metrics.rulesLoaded(snap0.version, snap0.ruleNames);
@@ -171,6 +172,9 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     if (v.action === 'ban') banFor(ctx.source.address, v);
     else if (stage === 'sanity' && v.action !== 'log') suspect(ctx.source, 'malformed', v.reason);
     else if (stage === 'scanner' && v.action !== 'log') suspect(ctx.source, 'scanner', v.rule);
+    // an unknown source over a limit is dropped; if it keeps going, the drops spend its budget
+    // (promoted sources get a 503 instead and are not counted)
+    else if (stage === 'ratelimit' && v.action === 'drop') suspect(ctx.source, 'flood', v.reason);
   };
   let pipeline = new Pipeline(policy.entries(snap0, opts.stages), observe);
   // a reload swaps the whole snapshot (the stages read it per message) and rebuilds the stage

@@ -12,7 +12,7 @@
 //   overLimit: { retryAfter: 30, jitterMin: 0, jitterMax: 30 }
 //   bans: { seconds: 600, escalation: 2, maxSeconds: 86400, memorySeconds: 86400 }
 //   promotion: { factor: 10, seconds: 3600, maxEntries: 100000 }
-//   weights: { malformed: 1, scanner: 5, unmatched_reply: 1, auth_failure: 1, missing_auth: 1, unknown_user: 1, enumeration: 1 }
+//   weights: { malformed: 1, scanner: 5, unmatched_reply: 1, auth_failure: 1, missing_auth: 1, unknown_user: 1, enumeration: 1, flood: 1 }
 //
 // Every limit has onStoreDown: open (default: the per-process insurance limiter answers) or
 // closed (refuse while the shared store is unreachable). Semantic errors (jitterMin > jitterMax,
@@ -26,7 +26,7 @@ import type { CompiledLimits, CompiledPrefixLimit, SuspicionEvent } from './type
 
 /** Every suspicion event, in the order the weights are documented. */
 export const SUSPICION_EVENTS: readonly SuspicionEvent[] = Object.freeze([
-  'malformed', 'scanner', 'unmatched_reply', 'auth_failure', 'missing_auth', 'unknown_user', 'enumeration',
+  'malformed', 'scanner', 'unmatched_reply', 'auth_failure', 'missing_auth', 'unknown_user', 'enumeration', 'flood',
 ] as const);
 
 /** Limiter names: stable, they become Redis key prefixes and metric labels. */
@@ -158,6 +158,7 @@ export const LimitsFileSchema = Type.Object(
         missing_auth: weight(1, 'a request without credentials where they are needed'),
         unknown_user: weight(1, 'credentials for an unknown user'),
         enumeration: weight(1, 'extension enumeration'),
+        flood: weight(1, 'a request dropped over a rate limit'),
       },
       'suspicion event weights',
     ),
@@ -266,7 +267,7 @@ export function compileLimits(doc: LimitsFile, at: (path: ValuePath) => string):
     promotion: Object.freeze({ factor: doc.promotion.factor, seconds: doc.promotion.seconds, maxEntries: doc.promotion.maxEntries }),
     weights: Object.freeze({
       malformed: w.malformed, scanner: w.scanner, unmatched_reply: w.unmatched_reply, auth_failure: w.auth_failure,
-      missing_auth: w.missing_auth, unknown_user: w.unknown_user, enumeration: w.enumeration,
+      missing_auth: w.missing_auth, unknown_user: w.unknown_user, enumeration: w.enumeration, flood: w.flood,
     }),
   });
   const ruleNames = Object.freeze([

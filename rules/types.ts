@@ -81,7 +81,8 @@ export type SuspicionEvent =
   | 'auth_failure'     // wrong credentials
   | 'missing_auth'     // a request that needed credentials came without
   | 'unknown_user'     // credentials for a user that does not exist
-  | 'enumeration';     // extension probing (REGISTER/OPTIONS/INVITE walking numbers)
+  | 'enumeration'      // extension probing (REGISTER/OPTIONS/INVITE walking numbers)
+  | 'flood';           // a request dropped for going over a rate limit (a source that keeps flooding is banned)
 
 /** One per-destination-prefix limit (toll-fraud destinations): Request-URI user prefix. */
 export interface CompiledPrefixLimit {

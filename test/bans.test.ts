@@ -56,6 +56,7 @@ test('a scanner that keeps probing exhausts its suspicion budget and is banned: 
     const m = await edge.metrics.metrics();
     assert.ok((sample(m, 'sipedge_verdicts_total', { stage: 'gate', action: 'drop', reason: 'banned', mode: 'enforce' }) ?? 0) >= 1);
     assert.equal(sample(m, 'sipedge_bans_active'), 1);
+    assert.equal(sample(m, 'sipedge_bans_added_total', { reason: ban.reason }), 1, 'counted under its own reason, not "other"');
     // an innocent phone is untouched
     const ok = uniq('phone');
     await phone.send(request(phone, { callId: ok }), port);
@@ -143,3 +144,20 @@ test('two edges sharing Redis: a ban at one reaches the other within 200 ms, an 
 });
 
 after(async () => { await haveRedis; });
+
+test('a source that keeps flooding past its rate limit spends its suspicion budget and is banned', async () => {
+  const pbx = await UdpPeer.bind('127.0.0.2');
+  const flooder = await UdpPeer.bind('127.0.0.12');
+  const edge = await startEdge(testConfig({ upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }] }), silent, { clock: new ManualClock(), watchRules: false });
+  try {
+    // well-formed OPTIONS, nothing a scanner signature or sanity would catch: only the rate
+    for (let i = 0; i < 260; i++) {
+      flooder.sock.send(request(flooder, { method: 'OPTIONS', callId: uniq('fl'), ruri: 'sip:example.com' }), edge.listeners[0]!.port, '127.0.0.1');
+      if (i % 20 === 0) await new Promise((r) => setTimeout(r, 5));
+    }
+    await until(() => edge.bans.check('127.0.0.12', Date.now()) !== null, 3000);
+    assert.equal(edge.bans.check('127.0.0.12', Date.now())!.reason, 'suspicion_flood');
+  } finally {
+    flooder.close(); pbx.close(); await edge.close(0);
+  }
+});

@@ -107,7 +107,7 @@ test('defaults: 200/10 s per source, suspicion 20/600 s, AOR 20/60 s, user INVIT
   assert.deepEqual(l.bans, { seconds: 600, factor: 2, maxSeconds: 86400, memorySeconds: 86400 });
   assert.deepEqual(l.promotion, { factor: 10, seconds: 3600, maxEntries: 100000 });
   assert.deepEqual(l.retryAfter, { base: 30, jitterMin: 0, jitterMax: 30 });
-  assert.deepEqual(l.weights, { malformed: 1, scanner: 5, unmatched_reply: 1, auth_failure: 1, missing_auth: 1, unknown_user: 1, enumeration: 1 });
+  assert.deepEqual(l.weights, { malformed: 1, scanner: 5, unmatched_reply: 1, auth_failure: 1, missing_auth: 1, unknown_user: 1, enumeration: 1, flood: 1 });
   assert.ok(Object.isFrozen(l));
 });
 

@@ -56,7 +56,7 @@ async function untilBan(s: Suspicion, addr: string, event: Parameters<Suspicion[
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 test('the closed list of events and ban reasons', () => {
-  assert.deepEqual([...SUSPICION_EVENTS], ['malformed', 'scanner', 'unmatched_reply', 'auth_failure', 'missing_auth', 'unknown_user', 'enumeration']);
+  assert.deepEqual([...SUSPICION_EVENTS], ['malformed', 'scanner', 'unmatched_reply', 'auth_failure', 'missing_auth', 'unknown_user', 'enumeration', 'flood']);
   assert.deepEqual([...SUSPICION_BAN_REASONS], SUSPICION_EVENTS.map((e) => `suspicion_${e}`));
 });
 
