@@ -59,14 +59,15 @@ test('a scanner banned at one edge process is banned at the other; a third learn
       'User-Agent: friendly-scanner', 'Content-Length: 0', '', ''].join('\r\n'), 'latin1');
     for (let i = 0; i < 6; i++) scanner.send(probe(i), a.ports.udp!, '127.0.0.1');
     await until(async () => (await bansActive(a)) >= 1, 3000);
-    const lag = await until(async () => (await bansActive(b)) >= 1, 1000);
-    // the scrape loop adds its own latency; the pub/sub bound itself is tested in store-redis
-    assert.ok(lag <= 1000, `ban reached the second edge after ${lag} ms`);
+    // observed through /metrics scrapes of busy child processes: the bound here is loose; the
+    // 200 ms pub/sub bound itself is asserted at store level (store-redis.test.ts)
+    const lag = await until(async () => (await bansActive(b)) >= 1, 3000);
+    assert.ok(lag <= 3000, `ban reached the second edge after ${lag} ms`);
     const c = await startEdge(opts);
     edges.push(c);
     assert.equal(await bansActive(c), 1, 'a starting edge loads the active bans');
     assert.equal(await cli('bans', 'remove', scannerAddr, '--no-config', '--upstream', 'udp:127.0.0.2:5999', '--redis', REDIS), 0);
-    for (const e of edges) await until(async () => (await bansActive(e)) === 0, 1000);
+    for (const e of edges) await until(async () => (await bansActive(e)) === 0, 3000);
   } finally {
     scanner.close();
     for (const e of edges) await e.stop();
