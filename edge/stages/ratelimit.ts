@@ -138,14 +138,14 @@ export function createRateLimitStage(opts: RateLimitStageOptions): Stage {
     return out;
   }
 
-  async function check(ctx: MessageContext): Promise<Verdict> {
-    try {
-      return await decide(ctx);
-    } catch {
+  function check(ctx: MessageContext): Verdict | Promise<Verdict> {
+    // synchronous for what is never limited (the PBX side, responses): no promise, no microtask
+    // per message on the hot path, and the pipeline stays in order for them
+    if (ctx.side === 'inside' || ctx.msg.kind !== 'request') return CONTINUE;
+    return decide(ctx).catch(() =>
       // a bug (every accessor and the store are total): answer as for a store outage of the
       // per-source limit, so "closed" stays closed and nothing rejects into the pipeline
-      return rules().limits.sourceAll.onStoreDown === 'closed' ? drop('store_down_closed', LIMIT_RULES.sourceAll) : CONTINUE;
-    }
+      rules().limits.sourceAll.onStoreDown === 'closed' ? drop('store_down_closed', LIMIT_RULES.sourceAll) : CONTINUE);
   }
 
   async function decide(ctx: MessageContext): Promise<Verdict> {
