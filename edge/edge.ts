@@ -10,14 +10,15 @@ import { type Clock, systemClock } from './clock';
 import type { ResolvedConfig } from './config/types';
 import { Metrics, type EdgeMetrics } from './metrics';
 import { canonicalAddress } from './net/address';
-import { CidrSet, parseCidr } from './net/cidr';
+import { parseCidr } from './net/cidr';
+import { sourceClassifier } from './classify';
 import { Pipeline, type StageEntry } from './pipeline';
 import { Proxy, PROXY_REASONS } from './router/proxy';
 import { parseMessage, type ParseReason } from './sip/parser';
 import type { Endpoint, SipMessage, SipRequest } from './sip/types';
 import { verdictForParseFailure } from './stages/parse-verdict';
 import { SANITY_REASONS } from './stages/sanity';
-import { ACCESS_REASONS, accessTrust } from './stages/access';
+import { ACCESS_REASONS } from './stages/access';
 import { SCANNER_REASONS } from './stages/scanner';
 import { GEO_REASONS } from './stages/geoip';
 import { createPolicy } from './policy';
@@ -31,7 +32,7 @@ import { isIP } from 'node:net';
 import { ipv6Prefix } from './net/address';
 import { createListener } from './transport';
 import type { Inbound, Listener } from './transport/types';
-import type { MessageContext, Side, Trust, Verdict } from './verdict';
+import type { MessageContext, Side, Verdict } from './verdict';
 import { sampled, preview, securityEvent } from './log';
 
 export interface EdgeHandle {
@@ -144,22 +145,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     void suspicion.record(source.address, event, rule);
   };
 
-  const inside = new CidrSet();
-  for (const c of cfg.inside) inside.add(c);
-  const trusted = new CidrSet();
-  for (const c of cfg.trusted) trusted.add(c);
-  // Where does a packet come from? An upstream is recognised like Kamailio's ds_is_from_list():
-  // by address and port over UDP (so a phone on the PBX's own host is still outside), by address
-  // over TCP (a PBX opens its connections from ephemeral ports). `inside` CIDRs mark whole hosts.
-  const upstreamHosts = new Set(cfg.upstreams.map((u) => u.host));
-  const upstreamUdp = new Set(cfg.upstreams.filter((u) => u.transport === 'udp').map((u) => `${u.host}|${u.port}`));
-  const upstreamStream = new Set(cfg.upstreams.filter((u) => u.transport !== 'udp').map((u) => u.host));
-  const isInside = (a: string): boolean => upstreamHosts.has(a) || inside.has(a);
-  const isInsideSource = (ep: Endpoint): boolean =>
-    inside.has(ep.address) || (ep.transport === 'udp' ? upstreamUdp.has(`${ep.address}|${ep.port}`) : upstreamStream.has(ep.address));
-  // trusted: --trusted CIDRs or the access rules' trusted list; decided on the transport source
-  const trustOf = (a: string, side: Side): Trust =>
-    (side === 'inside' ? 'inside' : trusted.has(a) || accessTrust(current(), a) ? 'trusted' : 'untrusted');
+  const { isInside, isInsideSource, trustOf } = sourceClassifier(cfg, current);
 
   const secret = cfg.secret ? Buffer.from(cfg.secret, 'utf8') : randomBytes(32);
   const logSample = (): boolean => sampled('parse_failure', 5);

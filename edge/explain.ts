@@ -6,8 +6,8 @@
 // Pure apart from the stages themselves: no socket, no file. The CLI reads the file, builds the
 // stages from the rules snapshot and prints formatExplain(report).
 import type { ResolvedConfig } from './config/types';
+import { sourceClassifier } from './classify';
 import { canonicalAddress } from './net/address';
-import { CidrSet } from './net/cidr';
 import { Pipeline, type StageEntry } from './pipeline';
 import { parseMessage, type ParseReason } from './sip/parser';
 import type { Endpoint, SipMessage } from './sip/types';
@@ -66,20 +66,9 @@ export interface ExplainReport {
   readonly forwarded: boolean;
 }
 
-/** Same side / trust derivation as edge.ts (upstreams by address+port on UDP, by address on
- *  streams; `inside` CIDRs), plus the access lists' trusted entries. */
+/** The edge's own side / trust derivation (edge/classify.ts), for one source. */
 export function classifySource(source: Endpoint, cfg: ResolvedConfig, rules: RulesSnapshot): { side: Side; trust: Trust } {
-  const address = canonicalAddress(source.address);
-  const inside = new CidrSet();
-  for (const c of cfg.inside) inside.add(c);
-  const isUpstream = cfg.upstreams.some((u) =>
-    u.host === address && (source.transport === 'udp' ? u.transport === 'udp' && u.port === source.port : u.transport !== 'udp'));
-  if (inside.has(address) || isUpstream) return { side: 'inside', trust: 'inside' };
-  const trusted = new CidrSet();
-  for (const c of cfg.trusted) trusted.add(c);
-  let byList = false;
-  try { byList = rules.access.classify(address)?.list === 'trusted'; } catch { byList = false; }
-  return { side: 'outside', trust: trusted.has(address) || byList ? 'trusted' : 'untrusted' };
+  return sourceClassifier(cfg, () => rules).classify({ ...source, address: canonicalAddress(source.address) });
 }
 
 function startLineOf(msg: SipMessage): string {

@@ -1,0 +1,45 @@
+// Where a packet comes from and how far it is trusted: one derivation for the running edge and
+// for `sip-edge explain`, so the two can never disagree.
+//
+// An upstream is recognised like Kamailio's ds_is_from_list(): by address and port over UDP (so
+// a phone on the PBX's own host is still outside), by address over TCP (a PBX opens its
+// connections from ephemeral ports). `inside` CIDRs mark whole hosts. Trusted: --trusted CIDRs or
+// the access rules' trusted list, decided on the transport source, never on a header.
+import type { ResolvedConfig } from './config/types';
+import { CidrSet } from './net/cidr';
+import { accessTrust } from './stages/access';
+import type { RulesSnapshot } from '../rules/types';
+import type { Endpoint } from './sip/types';
+import type { Side, Trust } from './verdict';
+
+export interface SourceClassifier {
+  /** is this host an inside host (PBX side)? for routing decisions on URIs */
+  isInside(address: string): boolean;
+  /** is this transport endpoint inside? */
+  isInsideSource(ep: Endpoint): boolean;
+  trustOf(address: string, side: Side): Trust;
+  classify(ep: Endpoint): { side: Side; trust: Trust };
+}
+
+export function sourceClassifier(cfg: ResolvedConfig, rules: () => RulesSnapshot): SourceClassifier {
+  const inside = new CidrSet();
+  for (const c of cfg.inside) inside.add(c);
+  const trusted = new CidrSet();
+  for (const c of cfg.trusted) trusted.add(c);
+  const upstreamHosts = new Set(cfg.upstreams.map((u) => u.host));
+  const upstreamUdp = new Set(cfg.upstreams.filter((u) => u.transport === 'udp').map((u) => `${u.host}|${u.port}`));
+  const upstreamStream = new Set(cfg.upstreams.filter((u) => u.transport !== 'udp').map((u) => u.host));
+  const isInsideSource = (ep: Endpoint): boolean =>
+    inside.has(ep.address) || (ep.transport === 'udp' ? upstreamUdp.has(`${ep.address}|${ep.port}`) : upstreamStream.has(ep.address));
+  const trustOf = (a: string, side: Side): Trust =>
+    (side === 'inside' ? 'inside' : trusted.has(a) || accessTrust(rules(), a) ? 'trusted' : 'untrusted');
+  return {
+    isInside: (a) => upstreamHosts.has(a) || inside.has(a),
+    isInsideSource,
+    trustOf,
+    classify(ep) {
+      const side: Side = isInsideSource(ep) ? 'inside' : 'outside';
+      return { side, trust: trustOf(ep.address, side) };
+    },
+  };
+}
