@@ -128,9 +128,11 @@ function pickOrg(rec: Record<string, unknown>): string | undefined {
 export function geoInfoFromRecord(rec: unknown): GeoInfo {
   if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) return EMPTY;
   const r = rec as Record<string, unknown>;
-  const country = pickCountry(r);
-  const asn = pickAsn(r);
-  const asOrg = pickOrg(r);
+  return geoInfo(pickCountry(r), pickAsn(r), pickOrg(r));
+}
+
+/** a GeoInfo holding only the fields that are known (EMPTY when none is) */
+function geoInfo(country: string | undefined, asn: number | undefined, asOrg: string | undefined): GeoInfo {
   if (country === undefined && asn === undefined && asOrg === undefined) return EMPTY;
   const out: { country?: string; asn?: number; asOrg?: string } = {};
   if (country !== undefined) out.country = country;
@@ -287,12 +289,7 @@ export function combineGeo(dbs: ReadonlyArray<GeoLookup | null | undefined>): Ge
         asn ??= r.asn;
         asOrg ??= r.asOrg;
       }
-      if (country === undefined && asn === undefined && asOrg === undefined) return EMPTY;
-      const out: { country?: string; asn?: number; asOrg?: string } = {};
-      if (country !== undefined) out.country = country;
-      if (asn !== undefined) out.asn = asn;
-      if (asOrg !== undefined) out.asOrg = asOrg;
-      return out;
+      return geoInfo(country, asn, asOrg);
     },
   };
 }
