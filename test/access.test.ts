@@ -2,7 +2,7 @@
 // comments and errors at their line numbers, IPv6 prefixes, longest-prefix and equal-prefix
 // precedence, 100,000-entry lists, trusted sources, and the stage's verdicts.
 import { after, test } from 'node:test';
-import { defaultLimits } from '../rules/limits-compile';
+import { snapshotWith } from './helpers/snapshot';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -12,7 +12,7 @@ import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint, SipMessage } from '../edge/sip/types';
 import type { MessageContext, Trust, Verdict } from '../edge/verdict';
 import { AccessFileSchema, compileAccess, NOT_ALLOWED_RULE, type AccessCompileResult } from '../rules/access-compile';
-import type { CompiledAccess, CompiledGeo, RulesSnapshot } from '../rules/types';
+import type { CompiledAccess, RulesSnapshot } from '../rules/types';
 import { ACCESS_REASONS, accessTrust, createAccessStage } from '../edge/stages/access';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -41,27 +41,9 @@ function ok(yaml: string, baseDir?: string): CompiledAccess {
   return r.access;
 }
 
-const OFF_GEO = {
-  policy: { countryMode: 'off', countries: new Set<string>(), unknownCountry: 'allow', denyAsns: new Set<number>(), action: { kind: 'drop' } },
-  listenerOverrides: new Map(),
-  domainOverrides: new Map(),
-  countryDb: null,
-  asnDb: null,
-} as CompiledGeo;
 
 function snapshot(access: CompiledAccess): RulesSnapshot {
-  return {
-    version: 'test',
-    loadedAt: new Date(0).toISOString(),
-    files: [],
-    stages: [{ name: 'sanity', mode: 'enforce' }, { name: 'access', mode: 'enforce' }],
-    trustedSkip: new Set(['geoip']),
-    scanner: { signatures: [], match: () => null },
-    limits: defaultLimits(),
-    access,
-    geoip: OFF_GEO,
-    ruleNames: [],
-  };
+  return snapshotWith({ stages: [{ name: 'sanity', mode: 'enforce' }, { name: 'access', mode: 'enforce' }], trustedSkip: new Set(['geoip']), access });
 }
 
 const INVITE = (() => {

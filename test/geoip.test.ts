@@ -3,7 +3,7 @@
 // back with the `maxmind` package, in both record layouts (nested GeoLite2 `country.iso_code`,
 // flat ip-location-db `country_code`) and the GeoLite2-ASN layout.
 import { after, test } from 'node:test';
-import { defaultLimits } from '../rules/limits-compile';
+import { snapshotWith } from './helpers/snapshot';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -295,18 +295,7 @@ function geoOk(yaml: string): CompiledGeo {
 }
 
 function snapshot(geoip: CompiledGeo): RulesSnapshot {
-  return {
-    version: 'test',
-    loadedAt: new Date(0).toISOString(),
-    files: [],
-    stages: [{ name: 'sanity', mode: 'enforce' }, { name: 'geoip', mode: 'enforce' }],
-    trustedSkip: new Set(['geoip']),
-    scanner: { signatures: [], match: () => null },
-    limits: defaultLimits(),
-    access: { classify: () => null, allowListActive: false, denyAction: { kind: 'drop' }, counts: { allow: 0, deny: 0, trusted: 0 } },
-    geoip,
-    ruleNames: [],
-  };
+  return snapshotWith({ stages: [{ name: 'sanity', mode: 'enforce' }, { name: 'geoip', mode: 'enforce' }], trustedSkip: new Set(['geoip']), geoip });
 }
 
 function request(ruri: string): MessageContext['msg'] {

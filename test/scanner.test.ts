@@ -3,7 +3,7 @@
 // packets built the way sippts / sipcli build them, benign phones that must not match,
 // compile errors with file:line:column, unsafe regexes refused, and linear-time matching.
 import { test } from 'node:test';
-import { defaultLimits } from '../rules/limits-compile';
+import { snapshotWith } from './helpers/snapshot';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -45,19 +45,10 @@ function compileText(text: string): { errors: string[]; scanner?: CompiledScanne
 }
 
 export function snapshotOf(scanner: CompiledScanner): RulesSnapshot {
-  return {
-    version: 'test', loadedAt: new Date(0).toISOString(), files: [],
+  return snapshotWith({
     stages: [{ name: 'sanity', mode: 'enforce' }, { name: 'scanner', mode: 'enforce' }],
-    trustedSkip: new Set(['scanner']),
-    scanner,
-    access: { classify: () => null, allowListActive: false, denyAction: { kind: 'drop' }, counts: { allow: 0, deny: 0, trusted: 0 } },
-    limits: defaultLimits(),
-    geoip: {
-      policy: { countryMode: 'off', countries: new Set(), unknownCountry: 'allow', denyAsns: new Set(), action: { kind: 'drop' } },
-      listenerOverrides: new Map(), domainOverrides: new Map(), countryDb: null, asnDb: null,
-    },
-    ruleNames: scanner.signatures.map((s) => s.name),
-  };
+    trustedSkip: new Set(['scanner']), scanner, ruleNames: scanner.signatures.map((s) => s.name),
+  });
 }
 
 const SCANNER = shipped();

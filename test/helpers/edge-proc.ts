@@ -2,6 +2,7 @@
 // is listening, collect its JSON log lines, stop it. Ports may be 0: the real ones are read from the
 // "listening" log line, so parallel tests never fight over a port.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { childSet } from './children';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { findRepoRoot } from './sipp';
@@ -46,18 +47,8 @@ export interface EdgeProc {
 
 const MAX_LOG_LINES = 20_000;
 
-const live = new Set<ChildProcess>();
-let hooked = false;
-function track(c: ChildProcess): void {
-  live.add(c);
-  c.once('exit', () => live.delete(c));
-  if (!hooked) {
-    hooked = true;
-    process.once('exit', () => {
-      for (const x of live) if (x.exitCode === null && x.signalCode === null) x.kill('SIGKILL');
-    });
-  }
-}
+const children = childSet();
+const track = (c: ChildProcess): void => children.track(c);
 
 export function defaultEdgeCli(): string {
   return process.env.SIP_EDGE_CLI ?? path.join(findRepoRoot(), 'dist', 'edge', 'cli.js');

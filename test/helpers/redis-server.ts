@@ -6,6 +6,7 @@
 //   and restart to exercise outages. Every start is bounded; every server is killed when the test
 //   process exits.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { childSet } from './children';
 import * as crypto from 'node:crypto';
 import * as net from 'node:net';
 import { freePort } from './ports';
@@ -71,18 +72,8 @@ export interface PrivateRedis {
   resume(): void;
 }
 
-const live = new Set<ChildProcess>();
-let hooked = false;
-function track(c: ChildProcess): void {
-  live.add(c);
-  c.once('exit', () => live.delete(c));
-  if (!hooked) {
-    hooked = true;
-    process.once('exit', () => {
-      for (const x of live) if (x.exitCode === null && x.signalCode === null) x.kill('SIGKILL');
-    });
-  }
-}
+const children = childSet();
+const track = (c: ChildProcess): void => children.track(c);
 
 function launch(port: number, readyMs: number): Promise<ChildProcess> {
   const child = spawn(

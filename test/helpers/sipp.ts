@@ -9,6 +9,7 @@
 // Exit codes (sipp -h): 0 all calls ok, 1 some failed, 97 internal exit command (SIGUSR1 / -timeout
 // without -timeout_error), 99 normal exit without calls, 255 (-1) fatal, 254 (-2) socket bind failed.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { childSet } from './children';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -123,23 +124,12 @@ export function sippAvailable(): boolean {
 }
 
 /** Every live sipp child, so that nothing outlives the test process. */
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
-function track(child: ChildProcess): void {
-  live.add(child);
-  child.once('exit', () => live.delete(child));
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.once('exit', killAllSipp);
-  }
-}
+const children = childSet();
+const track = (c: ChildProcess): void => children.track(c);
 
 /** SIGKILL every sipp this process started and that is still running. */
 export function killAllSipp(): void {
-  for (const c of live) {
-    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  }
-  live.clear();
+  children.killAll();
 }
 
 /** Keep the last `cap` characters: the final statistics screen is what matters. */
