@@ -1,5 +1,6 @@
-// Shared state for rate limits and bans: pick the store from configuration, build the local ban
-// cache. See types.ts for the contract, memory.ts / redis.ts for the two implementations.
+// Shared state for rate limits, bans, replay/enumeration counters and trust promotion: pick the
+// store from configuration, build the local ban cache. See types.ts for the contract, memory.ts /
+// redis.ts for the two implementations (redis-url.ts: the three Redis topologies' URLs).
 import { LocalBanCache, type BanCacheOptions } from './ban-cache';
 import { createMemoryStore, type MemoryStoreOptions } from './memory';
 import { createRedisStore, type RedisStoreOptions } from './redis';
@@ -7,8 +8,11 @@ import type { SharedStore } from './types';
 
 export type { Ban, BanCache, BanEvent, ConsumeResult, Limiter, LimiterSpec, SharedStore } from './types';
 export { LocalBanCache, type BanCacheOptions } from './ban-cache';
-export { createMemoryStore, StoreInputError, banSeconds, MAX_BAN_SECONDS, type MemoryStoreOptions, type BanRequest, type Escalation } from './memory';
-export { createRedisStore, StoreUnavailableError, type RedisStoreOptions } from './redis';
+export { createMemoryStore, StoreInputError, banSeconds, MAX_BAN_SECONDS, MAX_PROMOTION_MS, type MemoryStoreOptions, type BanRequest, type Escalation } from './memory';
+export { createRedisStore, StoreUnavailableError, PROMOTION_ANNOUNCE_INTERVAL_MS, type RedisStoreOptions } from './redis';
+// the URL parser has no ioredis dependency: config validation may import './store/redis-url' directly
+export { parseRedisUrl, redactRedisUrl, type ParsedRedisUrl, type RedisEndpoint } from './redis-url';
+export { boundedKey, MAX_STORE_KEY_CHARS, ONCE_MAX_ENTRIES, DISTINCT_MAX_SETS, DISTINCT_MAX_MEMBERS, MAX_DISTINCT_CAP } from './bounded';
 
 export type StoreOptions = ({ readonly kind: 'memory' } & MemoryStoreOptions) | ({ readonly kind: 'redis' } & RedisStoreOptions);
 

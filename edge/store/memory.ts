@@ -5,7 +5,11 @@
 // whose keys are deleted when their window ends, so memory is bounded by the keys seen within one
 // window); bans escalate with the same formula; events go to every listener, synchronously, before
 // ban()/unban() resolve. Nothing here throws at a caller: a listener that throws is isolated.
+// once() and distinct() are the bounded tables of bounded.ts (caps: ONCE_MAX_ENTRIES keys,
+// DISTINCT_MAX_SETS sets holding DISTINCT_MAX_MEMBERS members in total, oldest evicted first);
+// a promotion announcement is delivered to this process's listeners synchronously.
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { DistinctTable, OnceTable, boundedKey, distinctCap, windowMs } from './bounded';
 import type { Ban, BanEvent, ConsumeResult, Limiter, LimiterSpec, SharedStore } from './types';
 
 /** The `escalate` argument of SharedStore.ban(). */
@@ -97,6 +101,16 @@ export function validBanKey(key: unknown): key is string {
   return typeof key === 'string' && key.length > 0 && key.length <= 64 && /^[0-9A-Za-z.:/_-]+$/.test(key);
 }
 
+/** Longest promotion accepted (limits.yaml allows 31 days; a day of slack for clock skew). An
+ *  announcement further out is not trusted-shaped and is ignored. */
+export const MAX_PROMOTION_MS = 32 * 24 * 3600 * 1000;
+
+/** A promotion worth delivering: an address-shaped key (the ban key alphabet) and an `until` in
+ *  the future but not absurdly far. */
+export function validPromotion(key: unknown, untilMs: unknown, now: number): boolean {
+  return validBanKey(key) && typeof untilMs === 'number' && Number.isFinite(untilMs) && untilMs > now && untilMs <= now + MAX_PROMOTION_MS;
+}
+
 /** Reason and rule are log text: bounded, no control characters. */
 export function cleanText(s: unknown, fallback: string): string {
   if (typeof s !== 'string' || s.length === 0) return fallback;
@@ -141,6 +155,11 @@ export interface MemoryStoreOptions {
   readonly now?: () => number;
   /** how often expired bans and escalation counters are swept (default 30 s; 0 = only lazily) */
   readonly sweepIntervalMs?: number;
+  /** cap on once() keys held (default ONCE_MAX_ENTRIES) */
+  readonly onceMaxEntries?: number;
+  /** caps on distinct() sets and on their members in total (defaults DISTINCT_MAX_SETS / _MEMBERS) */
+  readonly distinctMaxSets?: number;
+  readonly distinctMaxMembers?: number;
 }
 
 class MemoryStore implements SharedStore {
@@ -149,6 +168,9 @@ class MemoryStore implements SharedStore {
   private readonly bans = new Map<string, Ban>();
   private readonly escalation = new Map<string, EscalationEntry>();
   private readonly events = new Listeners<BanEvent>();
+  private readonly promotions = new Listeners<{ key: string; until: number }>();
+  private readonly onceTable: OnceTable;
+  private readonly distinctTable: DistinctTable;
   private readonly now: () => number;
   private readonly timer: NodeJS.Timeout | null;
   private closed = false;
@@ -156,6 +178,8 @@ class MemoryStore implements SharedStore {
 
   constructor(opts: MemoryStoreOptions) {
     this.now = opts.now ?? Date.now;
+    this.onceTable = new OnceTable(opts.onceMaxEntries);
+    this.distinctTable = new DistinctTable(opts.distinctMaxSets, opts.distinctMaxMembers);
     const every = opts.sweepIntervalMs ?? 30_000;
     this.timer = every > 0 ? setInterval(() => this.sweep(), every) : null;
     this.timer?.unref();
@@ -213,6 +237,24 @@ class MemoryStore implements SharedStore {
     this.events.add(fn);
   }
 
+  async once(key: string, ttlSec: number): Promise<boolean> {
+    return this.onceTable.firstUse(boundedKey(key), windowMs(ttlSec), this.now());
+  }
+
+  async distinct(key: string, member: string, windowSec: number, cap: number): Promise<number> {
+    return this.distinctTable.add(boundedKey(key), boundedKey(member), windowMs(windowSec), distinctCap(cap), this.now());
+  }
+
+  announcePromotion(key: string, untilMs: number): void {
+    // a single node has nobody else to tell: deliver here, synchronously
+    if (!validPromotion(key, untilMs, this.now())) return;
+    this.promotions.emit({ key, until: untilMs });
+  }
+
+  onPromotion(fn: (key: string, untilMs: number) => void): void {
+    if (typeof fn === 'function') this.promotions.add((p) => fn(p.key, p.until));
+  }
+
   healthy(): boolean {
     return !this.closed;
   }
@@ -235,15 +277,26 @@ class MemoryStore implements SharedStore {
   }
 
   /** for tests: entries held right now */
-  get heldEntries(): { bans: number; escalation: number } {
-    return { bans: this.bans.size, escalation: this.escalation.size };
+  get heldEntries(): { bans: number; escalation: number; once: number; distinctSets: number; distinctMembers: number } {
+    return {
+      bans: this.bans.size,
+      escalation: this.escalation.size,
+      once: this.onceTable.size,
+      distinctSets: this.distinctTable.sets,
+      distinctMembers: this.distinctTable.memberCount,
+    };
   }
 }
 
-/** A ban request the store refuses (bad key): a programming or rule-file error, not hostile input. */
+/** A request the store refuses (a bad ban key, a Redis URL it cannot use): a programming,
+ *  configuration or rule-file error, not hostile input. `detail` says what is wrong (for a URL:
+ *  parseRedisUrl's message, which never contains the password). */
 export class StoreInputError extends Error {
-  constructor(readonly code: 'ban_key_invalid') {
-    super(code);
+  constructor(
+    readonly code: 'ban_key_invalid' | 'redis_url_invalid',
+    readonly detail?: string,
+  ) {
+    super(detail === undefined ? code : `${code}: ${detail}`);
     this.name = 'StoreInputError';
   }
 }

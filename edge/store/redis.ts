@@ -1,31 +1,67 @@
-// SharedStore over Redis (ioredis 5): rate limits and bans shared by every edge of a cluster.
+// SharedStore over Redis (ioredis 5): rate limits, bans, replay and enumeration counters and trust
+// promotions shared by every edge of a cluster.
 //
-// Failure model. Redis is a dependency the edge must survive losing:
+// Topologies (the URL's scheme picks one; redis-url.ts parses it):
+// - standalone  redis://, rediss://: one server;
+// - Sentinel    redis-sentinel://h1,h2/MASTER: both connections (commands and subscriber) are
+//   sentinel-managed: every (re)connect asks a sentinel for the current master (and checks the
+//   server's role); a failover announced by a sentinel (+switch-master) or a READONLY reply from
+//   a demoted master drops the connection, which then reconnects to the new master;
+// - Cluster     redis-cluster://h1,h2: ioredis Cluster for commands (routes by hash slot, follows
+//   MOVED/ASK) and a second Cluster for the subscriber (ioredis keeps one subscriber connection to
+//   one node and moves it when that node goes; Redis Cluster broadcasts PUBLISH to every node, so
+//   any node will do). Multi-key Lua scripts need all their keys in one hash slot: every ban key
+//   carries the hash tag {bans} (below).
+//
+// Failure model. Redis is a dependency the edge must survive losing, in every topology:
 // - every command is bounded: no offline queue (a command while disconnected fails at once),
-//   `commandTimeout` for a server that accepts but does not answer, at most one retry;
-// - the connection reconnects forever in the background with capped backoff, so the edge heals by
-//   itself when Redis returns; healthy()/onHealth() report the state (sipedge_redis_up, /readyz);
+//   `commandTimeout` for a server that accepts but does not answer, no retry per request; a
+//   cluster tries a command on a moved slot or a failed node at most 3 times (maxRedirections),
+//   100 ms apart, so the worst case is about 3 command timeouts + 200 ms;
+// - the connection reconnects forever in the background with capped backoff (a Sentinel client
+//   also retries the sentinels forever; a Cluster client re-discovers the slots), so the edge heals
+//   by itself when Redis returns; healthy()/onHealth() report the state (sipedge_redis_up,
+//   /readyz). Creating the store waits for the first connection at most a bounded time;
 // - limiters answer from a per-process RateLimiterMemory "insurance" limiter while Redis fails
 //   (rate-limiter-flexible's insuranceLimiter, with rejectIfRedisNotReady so a down Redis costs no
 //   timeout), flagged `degraded`; with onStoreDown 'closed' a degraded answer refuses;
-// - bans requested while Redis is down are applied on this node at once (a local 'added' event,
-//   so the scanner in front of us is stopped now) and written to Redis when it returns; unban and
-//   listBans need Redis and reject with StoreUnavailableError (an admin action, retried by a human);
-// - pub/sub is fire-and-forget: a node that was disconnected (or restarted, or partitioned) has
-//   missed announcements, so after every reconnect it re-lists all bans and emits the differences
-//   (Kamailio's htable replication (dmq) has no such resync; fail2ban has no cluster at all).
+// - once() and distinct() answer from bounded per-process tables (bounded.ts) while Redis fails.
+//   once() also records every key in its local table when Redis answers, and a key is "first
+//   use" only if both agree: a nonce seen here during an outage is still a replay after Redis
+//   returns (Redis never saw it), and one seen before the outage is still a replay during it;
+// - bans requested while Redis is down (or while the slot holding the bans is unreachable) are
+//   applied on this node at once (a local 'added' event, so the scanner in front of us is stopped
+//   now) and written to Redis when it returns; unban and listBans need Redis and reject with
+//   StoreUnavailableError (an admin action, retried by a human);
+// - pub/sub is fire-and-forget: a node that was disconnected (or restarted, or partitioned, or
+//   whose cluster subscriber moved to another node) has missed announcements, so after every
+//   (re)subscription it re-lists all bans and emits the differences (Kamailio's htable
+//   replication (dmq) has no such resync; fail2ban has no cluster at all). Promotion
+//   announcements missed while disconnected are NOT recovered: promotion is an optimisation
+//   (a phone re-authenticates and is announced again), bans are the safety mechanism.
 //
-// Data layout (prefix default "sipedge:"):
-//   <p>rl:<limiter>:<key>  rate-limiter-flexible counter (string, EX = window)
-//   <p>ban:<key>           hash reason, rule, since, until, count; PEXPIREAT until
-//   <p>banc:<key>          escalation counter (INCR), EXPIRE memorySeconds
-//   <p>bans:idx            zset member=key score=until, for listBans (expired members trimmed)
-//   <p>bans                pub/sub channel: JSON {"kind":"added","ban":{...}} | {"kind":"removed","key":"..."}
-// Ban and unban are one Lua script each (atomic: escalation count, hash, index and announcement
-// cannot diverge). Keys of one ban live in different hash slots: single Redis or Sentinel only,
-// not Redis Cluster.
-import Redis, { type RedisOptions } from 'ioredis';
+// Data layout (prefix default "sipedge:"; {bans} is a Redis Cluster hash tag: only the text
+// between the braces is hashed, so every ban key lives in one slot and the ban and unban scripts
+// may touch them together):
+//   <p>rl:<limiter>:<key>     rate-limiter-flexible counter (string, EX = window)
+//   <p>{bans}ban:<key>        hash reason, rule, since, until, count; PEXPIREAT until
+//   <p>{bans}banc:<key>       escalation counter (INCR), EXPIRE memorySeconds
+//   <p>{bans}idx              zset member=key score=until, for listBans (expired members trimmed)
+//   <p>once:<key>             "1", SET NX PX ttl (replay protection)
+//   <p>dist:<key>             set of members, PEXPIRE window from the first member (enumeration)
+//   <p>bans                   channel: JSON {"kind":"added","ban":{...}} | {"kind":"removed","key":"..."}
+//   <p>promotions             channel: JSON {"kind":"promoted","key":"...","until":ms,"from":"<instance id>"}
+// Keys and members of once/dist come from attackers: longer than 128 characters they are hashed
+// (bounded.ts boundedKey). Ban and unban are one Lua script each (atomic: escalation count, hash,
+// index and announcement cannot diverge). The ban keys were "<p>ban:<key>" / "<p>bans:idx"
+// before Cluster support: bans written by an older version are not listed by this one (they
+// still expire by their TTL; instances running at the upgrade keep them in their caches).
+// Promotion announcements are rate-limited per key on the announcing node (at most one per key
+// per 10 s), so a phone that registers every few seconds does not make a pub/sub storm.
+import { randomBytes } from 'node:crypto';
+import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
+import { DistinctTable, IntervalGate, OnceTable, boundedKey, distinctCap, windowMs } from './bounded';
 import {
   Listeners,
   StoreInputError,
@@ -37,14 +73,19 @@ import {
   normaliseSpec,
   toConsumeResult,
   validBanKey,
+  validPromotion,
   type BanRequest,
 } from './memory';
+import { parseRedisUrl, type ParsedRedisUrl } from './redis-url';
 import type { Ban, BanEvent, ConsumeResult, Limiter, LimiterSpec, SharedStore } from './types';
 
+export { parseRedisUrl, redactRedisUrl, type ParsedRedisUrl, type RedisEndpoint } from './redis-url';
+
 export interface RedisStoreOptions {
-  /** redis://[user:pass@]host:port[/db] */
+  /** redis://[user:pass@]host:port[/db], rediss://..., redis-sentinel://[user:pass@]h1:26379,h2:26379/MASTER[/db]
+   *  [?sentinelPassword=...], redis-cluster://[user:pass@]h1:7000,h2:7001 (see redis-url.ts) */
   readonly url: string;
-  /** prefix of every key and of the channel; default 'sipedge:' */
+  /** prefix of every key and of the channels; default 'sipedge:' */
   readonly keyPrefix?: string;
   /** bound on one command, ms (default 200): a hung Redis costs at most this per call */
   readonly commandTimeoutMs?: number;
@@ -55,11 +96,15 @@ export interface RedisStoreOptions {
   /** reject createRedisStore (and close) when Redis is not reachable at start; default false:
    *  start degraded and heal in the background */
   readonly requireReady?: boolean;
-  /** clock for bans, epoch ms (default Date.now); Redis expiry uses the server clock, so the
-   *  nodes' clocks must agree (NTP) */
+  /** clock for bans, once/distinct fallbacks and promotions, epoch ms (default Date.now); Redis
+   *  expiry uses the server clock, so the nodes' clocks must agree (NTP) */
   readonly now?: () => number;
   /** cap on bans held locally while Redis is down, awaiting replay (default 10000) */
   readonly maxPendingBans?: number;
+  /** caps of the per-process once()/distinct() tables (defaults in bounded.ts) */
+  readonly onceMaxEntries?: number;
+  readonly distinctMaxSets?: number;
+  readonly distinctMaxMembers?: number;
 }
 
 /** Redis is down (or did not answer in time) and the call cannot be answered locally. */
@@ -69,6 +114,9 @@ export class StoreUnavailableError extends Error {
     this.name = 'StoreUnavailableError';
   }
 }
+
+/** At most one promotion announcement per key per this interval leaves this node. */
+export const PROMOTION_ANNOUNCE_INTERVAL_MS = 10_000;
 
 const BAN_SCRIPT = `
 local now = tonumber(ARGV[4])
@@ -113,9 +161,26 @@ end
 return 0
 `;
 
+// distinct(): one round trip, atomic (two edges adding members at once cannot both see room
+// under the cap); the window starts with the first member and is never extended (a slow
+// enumeration is still counted within one window, not forever)
+const DISTINCT_SCRIPT = `
+local n = redis.call('SCARD', KEYS[1])
+if n > 0 and redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return n end
+local cap = tonumber(ARGV[3])
+if n >= cap then return cap + 1 end
+redis.call('SADD', KEYS[1], ARGV[1])
+if n == 0 or redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return n + 1
+`;
+
+/** Either client: both run the same commands; a Cluster routes each by its key's hash slot. */
+type Conn = Redis | Cluster;
+
 interface ScriptedRedis {
   sipedgeBan(k1: string, k2: string, k3: string, ...args: string[]): Promise<unknown>;
   sipedgeUnban(k1: string, k2: string, k3: string, ...args: string[]): Promise<unknown>;
+  sipedgeDistinct(k1: string, ...args: string[]): Promise<unknown>;
 }
 
 /** Results that the insurance limiter produced, i.e. Redis did not answer. */
@@ -141,9 +206,11 @@ class RedisLimiter implements Limiter {
   private readonly rl: RateLimiterRedis;
   private readonly insurance: InsuranceLimiter;
 
-  constructor(readonly spec: LimiterSpec, client: Redis, prefix: string, private readonly store: RedisStore) {
+  constructor(readonly spec: LimiterSpec, client: Conn, prefix: string, private readonly store: RedisStore) {
     const { points, duration } = normaliseSpec(spec);
     this.insurance = new InsuranceLimiter({ points, duration, keyPrefix: `${prefix}rl:${spec.name}` });
+    // rate-limiter-flexible takes an ioredis Cluster as storeClient as well: its counter is one
+    // key per limiter and source (one slot), and it reads `status` for rejectIfRedisNotReady
     this.rl = new RateLimiterRedis({
       storeClient: client,
       points,
@@ -199,6 +266,13 @@ function parseBan(key: unknown, o: Record<string, unknown> | null | undefined): 
 }
 
 const LIST_CHUNK = 500;
+/** Longest pub/sub message looked at (a ban with 128-character reason and rule is ~400 bytes). */
+const MAX_MESSAGE_CHARS = 4096;
+/** Retry of a ban replay that failed while the connection stayed up (a cluster whose bans slot is
+ *  unreachable): first after this, doubling, capped at 30 s. */
+const REPLAY_RETRY_MS = 1000;
+
+type Topology = ParsedRedisUrl['kind'];
 
 class RedisStore implements SharedStore {
   readonly kind = 'redis' as const;
@@ -206,49 +280,126 @@ class RedisStore implements SharedStore {
   private up = false;
   private started = false;
   private closing = false;
+  /** this instance, in promotion announcements (its own echo is not delivered twice) */
+  private readonly instanceId = randomBytes(8).toString('hex');
   private readonly events = new Listeners<BanEvent>();
   private readonly health = new Listeners<boolean>();
+  private readonly promotions = new Listeners<{ key: string; until: number }>();
   /** bans this node has announced to its listeners (key -> ban), to turn a re-list into events */
   private readonly known = new Map<string, Ban>();
   /** bans applied locally while Redis was down, replayed on reconnect */
   private readonly pending = new Map<string, { ban: Ban; req: BanRequest }>();
+  private readonly onceTable: OnceTable;
+  private readonly distinctTable: DistinctTable;
+  private readonly promotionGate = new IntervalGate(PROMOTION_ANNOUNCE_INTERVAL_MS);
   private resyncing = false;
   private resyncAgain = false;
   private lastKnownSweep = 0;
+  /** keys added or removed while resync() has a ban list in flight (null when none is): the
+   *  list, read before, holds an older state of them (LocalBanCache.create does the same) */
+  private touchedWhileListing: Set<string> | null = null;
+  private replayTimer: NodeJS.Timeout | null = null;
+  private replayDelay = REPLAY_RETRY_MS;
+  private subWatch: NodeJS.Timeout | null = null;
+  private lastSubInstance: unknown = null;
   private readonly now: () => number;
   private readonly channel: string;
+  private readonly promoChannel: string;
+  private readonly banTag: string;
   private readonly idxKey: string;
   private readonly maxPending: number;
 
-  constructor(readonly main: Redis, readonly sub: Redis, private readonly prefix: string, opts: RedisStoreOptions) {
+  constructor(
+    readonly main: Conn,
+    readonly sub: Conn,
+    private readonly prefix: string,
+    readonly topology: Topology,
+    opts: RedisStoreOptions,
+  ) {
     this.now = opts.now ?? Date.now;
     this.channel = `${prefix}bans`;
-    this.idxKey = `${prefix}bans:idx`;
+    this.promoChannel = `${prefix}promotions`;
+    this.banTag = `${prefix}{bans}`;
+    this.idxKey = `${this.banTag}idx`;
     this.maxPending = opts.maxPendingBans ?? 10_000;
+    this.onceTable = new OnceTable(opts.onceMaxEntries);
+    this.distinctTable = new DistinctTable(opts.distinctMaxSets, opts.distinctMaxMembers);
     main.defineCommand('sipedgeBan', { numberOfKeys: 3, lua: BAN_SCRIPT });
     main.defineCommand('sipedgeUnban', { numberOfKeys: 3, lua: UNBAN_SCRIPT });
+    main.defineCommand('sipedgeDistinct', { numberOfKeys: 1, lua: DISTINCT_SCRIPT });
 
     // ioredis emits 'error' for every failed (re)connect; without a listener it prints
     // "Unhandled error event". The state itself is read from the status events below.
     main.on('error', () => undefined);
     sub.on('error', () => undefined);
     main.on('ready', () => {
+      quietSentinelHelpers(main);
       this.setUp(true);
       if (this.started) this.scheduleResync();
     });
     for (const ev of ['close', 'end', 'reconnecting'] as const) main.on(ev, () => this.setUp(false));
+    // (re)subscribe ourselves on every ready (autoResubscribe is off: one code path)
     sub.on('ready', () => {
-      // (re)subscribe ourselves on every ready (autoResubscribe is off: one code path)
-      sub.subscribe(this.channel).then(
-        () => {
-          if (this.started) this.scheduleResync();
-        },
-        () => this.countError(),
-      );
+      quietSentinelHelpers(sub);
+      this.subscribe();
     });
     sub.on('message', (channel: string, message: string) => {
-      if (channel === this.channel) this.onMessage(message);
+      if (channel === this.channel) this.onBanMessage(message);
+      else if (channel === this.promoChannel) this.onPromotionMessage(message);
     });
+    if (topology === 'cluster') this.watchClusterSubscriber();
+  }
+
+  /** Subscribe both channels; once the subscription stands, re-list what may have been missed.
+   *  A SUBSCRIBE that fails on a connection still up (timed out) is retried a second later: no
+   *  'ready' would come to try again, and this node would hear no announcement meanwhile. */
+  private subscribe(): void {
+    if (this.closing) return;
+    this.sub.subscribe(this.channel, this.promoChannel).then(
+      () => {
+        if (this.started) this.scheduleResync();
+      },
+      () => {
+        this.countError();
+        if (this.closing || this.sub.status !== 'ready') return; // the next 'ready' subscribes
+        setTimeout(() => {
+          if (this.sub.status === 'ready') this.subscribe();
+        }, 1000).unref();
+      },
+    );
+  }
+
+  /**
+   * A Cluster keeps its subscriber connection to one node and, when that node goes away, moves it
+   * to another and re-subscribes by itself, without any event on the Cluster object: messages
+   * published meanwhile are lost to us. Watch the subscriber connection (ioredis' ClusterSubscriber,
+   * not public API, hence the defensive reading) and treat a new one like a reconnect. Without
+   * that handle (another ioredis), fall back to a periodic resync.
+   */
+  private watchClusterSubscriber(): void {
+    const cs = (this.sub as unknown as { subscriber?: { getInstance?: () => unknown } }).subscriber;
+    const getInstance = typeof cs?.getInstance === 'function' ? () => cs.getInstance!() : null;
+    this.subWatch = setInterval(() => {
+      if (this.closing || this.sub.status !== 'ready') return;
+      if (getInstance === null) {
+        if (this.started) this.scheduleResync();
+        return;
+      }
+      let inst: unknown;
+      try {
+        inst = getInstance();
+      } catch {
+        return;
+      }
+      if (inst === this.lastSubInstance || inst === null || inst === undefined) return;
+      const first = this.lastSubInstance === null;
+      this.lastSubInstance = inst;
+      if (first) return; // the one subscribed through the Cluster's own 'ready'
+      const conn = inst as { status?: string; once?: (ev: string, fn: () => void) => void };
+      if (conn.status === 'ready') this.subscribe();
+      else conn.once?.('ready', () => this.subscribe());
+    }, getInstance === null ? 30_000 : 1000);
+    this.subWatch.unref();
   }
 
   /** a failed or timed-out command (also: a limiter answer from the insurance limiter) */
@@ -279,6 +430,14 @@ class RedisStore implements SharedStore {
     return this.main as unknown as ScriptedRedis;
   }
 
+  private banKey(key: string): string {
+    return `${this.banTag}ban:${key}`;
+  }
+
+  private escalationKey(key: string): string {
+    return `${this.banTag}banc:${key}`;
+  }
+
   async ban(b: BanRequest): Promise<Ban> {
     if (!validBanKey(b.key)) throw new StoreInputError('ban_key_invalid');
     const req: BanRequest = { ...b, reason: cleanText(b.reason, 'unspecified'), rule: cleanText(b.rule, 'manual'), seconds: clampSeconds(b.seconds) };
@@ -290,8 +449,9 @@ class RedisStore implements SharedStore {
         return ban;
       } catch (e) {
         this.countError();
-        if (this.main.status === 'ready' && !isTimeout(e)) throw new StoreUnavailableError('store_unavailable', e);
-        // lost the connection mid-call: fall through to the local ban
+        if (this.main.status === 'ready' && !isConnectionError(e)) throw new StoreUnavailableError('store_unavailable', e);
+        // lost the connection mid-call, or the cluster node holding the bans is unreachable:
+        // fall through to the local ban
       }
     }
     return this.banLocally(req);
@@ -299,10 +459,9 @@ class RedisStore implements SharedStore {
 
   private async banInRedis(req: BanRequest): Promise<Ban> {
     const esc = normaliseEscalation(req.escalate);
-    const p = this.prefix;
     const r = await this.scripted().sipedgeBan(
-      `${p}ban:${req.key}`,
-      `${p}banc:${req.key}`,
+      this.banKey(req.key),
+      this.escalationKey(req.key),
       this.idxKey,
       req.key,
       req.reason,
@@ -339,18 +498,37 @@ class RedisStore implements SharedStore {
     };
     this.pending.set(req.key, { ban, req });
     this.announce(ban);
+    // the connection is up but the write failed (a cluster slot, a timeout): no 'ready' will come
+    // to trigger the replay, so retry it on a timer
+    if (this.main.status === 'ready') this.scheduleReplay();
     return ban;
   }
 
+  private scheduleReplay(): void {
+    if (this.replayTimer !== null || this.closing) return;
+    const delay = this.replayDelay;
+    this.replayDelay = Math.min(30_000, this.replayDelay * 2);
+    this.replayTimer = setTimeout(() => {
+      this.replayTimer = null;
+      if (this.pending.size > 0) this.scheduleResync();
+    }, delay);
+    this.replayTimer.unref();
+  }
+
   private announce(ban: Ban): void {
+    this.touchedWhileListing?.add(ban.key);
     const k = this.known.get(ban.key);
     if (k !== undefined && k.until === ban.until && k.count === ban.count && k.reason === ban.reason) return;
     this.known.set(ban.key, ban);
     this.events.emit({ kind: 'added', ban });
   }
 
-  private retract(key: string): void {
-    if (!this.known.delete(key)) return;
+  /** Tell the listeners a ban is gone. `force`: also when this node never announced it (it may
+   *  know it only through listBans(), e.g. a ban cache loaded at start: an unban made here must
+   *  reach that cache). */
+  private retract(key: string, force = false): void {
+    this.touchedWhileListing?.add(key);
+    if (!this.known.delete(key) && !force) return;
     this.events.emit({ kind: 'removed', key });
   }
 
@@ -366,10 +544,10 @@ class RedisStore implements SharedStore {
       throw new StoreUnavailableError('store_unavailable');
     }
     try {
-      const p = this.prefix;
-      const r = await this.scripted().sipedgeUnban(`${p}ban:${key}`, `${p}banc:${key}`, this.idxKey, key, this.channel, String(Math.floor(this.now())));
-      this.retract(key);
-      return Number(r) === 1 || wasPending;
+      const r = await this.scripted().sipedgeUnban(this.banKey(key), this.escalationKey(key), this.idxKey, key, this.channel, String(Math.floor(this.now())));
+      const removed = Number(r) === 1 || wasPending;
+      this.retract(key, removed);
+      return removed;
     } catch (e) {
       this.countError();
       throw new StoreUnavailableError('store_unavailable', e);
@@ -381,12 +559,18 @@ class RedisStore implements SharedStore {
       this.countError();
       throw new StoreUnavailableError('store_unavailable');
     }
+    let bans: Ban[];
     try {
-      return await this.listFromRedis();
+      bans = await this.listFromRedis();
     } catch (e) {
       this.countError();
       throw new StoreUnavailableError('store_unavailable', e);
     }
+    // the caller (a ban cache loading at start) now holds these: remember them, so that a resync
+    // after a missed announcement (a subscription that came up after this list, an unban
+    // published meanwhile) retracts them too
+    for (const b of bans) if (!this.known.has(b.key)) this.known.set(b.key, b);
+    return bans;
   }
 
   private async listFromRedis(): Promise<Ban[]> {
@@ -396,8 +580,10 @@ class RedisStore implements SharedStore {
     const out: Ban[] = [];
     for (let i = 0; i < keys.length; i += LIST_CHUNK) {
       const chunk = keys.slice(i, i + LIST_CHUNK);
+      // one pipeline per chunk: every key carries the {bans} tag, so on a cluster the whole
+      // pipeline goes to the one node holding that slot
       const pipe = this.main.pipeline();
-      for (const k of chunk) pipe.hgetall(`${this.prefix}ban:${k}`);
+      for (const k of chunk) pipe.hgetall(this.banKey(k));
       const res = (await pipe.exec()) ?? [];
       res.forEach(([err, val], j) => {
         if (err !== null) return;
@@ -410,17 +596,78 @@ class RedisStore implements SharedStore {
     return out;
   }
 
-  private onMessage(message: string): void {
-    if (typeof message !== 'string' || message.length > 4096) return;
+  async once(key: string, ttlSec: number): Promise<boolean> {
+    const k = boundedKey(key);
+    const ttl = windowMs(ttlSec);
+    const local = this.onceTable.firstUse(k, ttl, this.now());
+    if (this.main.status !== 'ready') {
+      this.countError();
+      return local;
+    }
+    try {
+      const r = await this.main.set(`${this.prefix}once:${k}`, '1', 'PX', ttl, 'NX');
+      // first use only if neither Redis nor this node has seen it (see the header)
+      return r === 'OK' && local;
+    } catch {
+      this.countError();
+      return local;
+    }
+  }
+
+  async distinct(key: string, member: string, windowSec: number, cap: number): Promise<number> {
+    const k = boundedKey(key);
+    const m = boundedKey(member);
+    const win = windowMs(windowSec);
+    const c = distinctCap(cap);
+    if (this.main.status === 'ready') {
+      try {
+        const r = Number(await this.scripted().sipedgeDistinct(`${this.prefix}dist:${k}`, m, String(win), String(c)));
+        if (Number.isInteger(r) && r >= 1) return Math.min(r, c + 1);
+        this.countError();
+      } catch {
+        this.countError();
+      }
+    } else {
+      this.countError();
+    }
+    // Redis unreachable: this node's own count (it starts empty: an outage undercounts)
+    return this.distinctTable.add(k, m, win, c, this.now());
+  }
+
+  announcePromotion(key: string, untilMs: number): void {
+    try {
+      const now = this.now();
+      if (!validPromotion(key, untilMs, now)) return;
+      // this instance first, synchronously, whatever Redis does
+      this.promotions.emit({ key, until: untilMs });
+      if (this.main.status !== 'ready') return; // missed by the others: acceptable (header)
+      if (!this.promotionGate.pass(key, now)) return;
+      const msg = JSON.stringify({ kind: 'promoted', key, until: Math.floor(untilMs), from: this.instanceId });
+      this.main.publish(this.promoChannel, msg).catch(() => this.countError());
+    } catch {
+      this.countError();
+    }
+  }
+
+  onPromotion(fn: (key: string, untilMs: number) => void): void {
+    if (typeof fn === 'function') this.promotions.add((p) => fn(p.key, p.until));
+  }
+
+  private parseMessage(message: unknown): Record<string, unknown> | null {
+    if (typeof message !== 'string' || message.length > MAX_MESSAGE_CHARS) return null;
     let m: unknown;
     try {
       m = JSON.parse(message);
     } catch {
       this.countError();
-      return;
+      return null;
     }
-    if (typeof m !== 'object' || m === null) return;
-    const o = m as Record<string, unknown>;
+    return typeof m === 'object' && m !== null && !Array.isArray(m) ? (m as Record<string, unknown>) : null;
+  }
+
+  private onBanMessage(message: string): void {
+    const o = this.parseMessage(message);
+    if (o === null) return;
     if (o.kind === 'added' && typeof o.ban === 'object' && o.ban !== null) {
       const raw = o.ban as Record<string, unknown>;
       const ban = parseBan(raw.key, raw);
@@ -433,6 +680,16 @@ class RedisStore implements SharedStore {
       this.retract(o.key);
     }
     this.sweepKnown();
+  }
+
+  /** Another instance's announcement: delivered when it has the shape we publish, else ignored
+   *  (anyone who can PUBLISH on the Redis could send anything). */
+  private onPromotionMessage(message: string): void {
+    const o = this.parseMessage(message);
+    if (o === null || o.kind !== 'promoted') return;
+    if (typeof o.from !== 'string' || o.from.length > 64 || o.from === this.instanceId) return;
+    if (!validPromotion(o.key, o.until, this.now())) return;
+    this.promotions.emit({ key: o.key as string, until: o.until as number });
   }
 
   /** expired bans need no event (every cache checks `until`); just forget them, once a minute */
@@ -471,15 +728,25 @@ class RedisStore implements SharedStore {
           this.pending.delete(key);
           this.announce(stored);
         }
-        const bans = await this.listFromRedis();
-        const seen = new Set<string>();
+        const touched = new Set<string>();
+        this.touchedWhileListing = touched;
+        let bans: Ban[];
+        try {
+          bans = await this.listFromRedis();
+        } finally {
+          this.touchedWhileListing = null;
+        }
+        const seen = new Set<string>(touched); // what happened meanwhile is newer than the list
         for (const b of bans) {
+          if (touched.has(b.key)) continue; // (an unban then must not be undone by the list)
           seen.add(b.key);
           this.announce(b);
         }
         for (const k of [...this.known.keys()]) if (!seen.has(k) && !this.pending.has(k)) this.retract(k);
+        this.replayDelay = REPLAY_RETRY_MS;
       } catch {
         this.countError();
+        if (this.pending.size > 0) this.scheduleReplay();
         return;
       }
     } while (this.resyncAgain && ++rounds < 5);
@@ -504,62 +771,197 @@ class RedisStore implements SharedStore {
 
   async close(): Promise<void> {
     this.closing = true;
+    if (this.replayTimer !== null) clearTimeout(this.replayTimer);
+    if (this.subWatch !== null) clearInterval(this.subWatch);
+    this.replayTimer = null;
+    this.subWatch = null;
     await Promise.all([quit(this.main), quit(this.sub)]);
     this.setUp(false);
   }
 }
 
-function isTimeout(e: unknown): boolean {
-  return e instanceof Error && /timed out/i.test(e.message);
+/**
+ * Errors that mean "Redis did not take the write" rather than "Redis refused it": a timeout, a
+ * closed or not-ready connection, a cluster slot without a reachable node, a failover in progress.
+ * A ban that meets one is applied locally and replayed; any other error is a real refusal.
+ */
+function isConnectionError(e: unknown): boolean {
+  if (!(e instanceof Error)) return false;
+  return /timed out|Connection is closed|isn't ready|not ready|enableOfflineQueue|Too many Cluster redirections|None of startup nodes|Cluster is ended|^CLUSTERDOWN|^TRYAGAIN|^READONLY|^MASTERDOWN|^LOADING|ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH/.test(e.message);
 }
 
-/** QUIT when connected (flushes politely), otherwise stop reconnecting at once. Never throws. */
-async function quit(c: Redis): Promise<void> {
-  if (c.status === 'end') return;
+/**
+ * ioredis' Sentinel failover detector keeps its own connections to the sentinels and gives them no
+ * 'error' listener, so a sentinel that is down makes ioredis print "Unhandled error event" to
+ * stderr on every retry, outside our logs. Attach a listener to each (not public API: read
+ * defensively; without it the only cost is that noise). Called on every 'ready' (a new detector
+ * is made per connection).
+ */
+const quieted = new WeakSet<object>();
+function quietSentinelHelpers(c: Conn): void {
+  try {
+    const detector = (c as unknown as { connector?: { failoverDetector?: { sentinels?: unknown } } }).connector?.failoverDetector;
+    const list = detector?.sentinels;
+    if (!Array.isArray(list)) return;
+    for (const s of list) {
+      const client = (s as { client?: { on?: unknown } } | null)?.client;
+      if (client === undefined || client === null || typeof client.on !== 'function' || quieted.has(client)) continue;
+      quieted.add(client);
+      (client as { on(ev: string, fn: () => void): void }).on('error', () => undefined);
+    }
+  } catch {
+    // internals changed: nothing to quiet
+  }
+}
+
+/** QUIT when connected (flushes politely), then stop reconnecting and release what the
+ *  connector holds (a Sentinel connector's helper connections are not released by QUIT alone).
+ *  Never throws. */
+async function quit(c: Conn): Promise<void> {
+  if (c.status === 'end' && c instanceof Cluster) return;
   if (c.status === 'ready') {
     try {
       await c.quit();
-      return;
+      if (c instanceof Cluster) return;
     } catch {
       // fall through
     }
   }
-  c.disconnect(false);
+  try {
+    c.disconnect(false);
+  } catch {
+    // already gone
+  }
 }
 
-/** Redis options shared by both connections (see the header for the why of each). */
-function redisOptions(opts: RedisStoreOptions): RedisOptions {
+interface Tuning {
+  readonly commandTimeout: number;
+  readonly connectTimeout: number;
+  readonly retry: (times: number) => number;
+}
+
+function tuning(opts: RedisStoreOptions): Tuning {
   const reconnectMax = opts.reconnectMaxMs ?? 2000;
   return {
+    commandTimeout: opts.commandTimeoutMs ?? 200,
+    connectTimeout: opts.connectTimeoutMs ?? 1000,
+    // forever, capped exponential backoff (a number keeps ioredis reconnecting; null would stop it)
+    retry: (times: number) => Math.min(reconnectMax, 50 * Math.pow(2, Math.min(times, 16))),
+  };
+}
+
+/** Options of one standalone or Sentinel connection (see the header for the why of each). */
+function redisOptions(p: Extract<ParsedRedisUrl, { kind: 'standalone' | 'sentinel' }>, t: Tuning): RedisOptions {
+  const common: RedisOptions = {
     lazyConnect: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
-    commandTimeout: opts.commandTimeoutMs ?? 200,
-    connectTimeout: opts.connectTimeoutMs ?? 1000,
+    commandTimeout: t.commandTimeout,
+    connectTimeout: t.connectTimeout,
     autoResubscribe: false,
     enableReadyCheck: true,
-    // forever, capped exponential backoff (a number keeps ioredis reconnecting; null would stop it)
-    retryStrategy: (times: number) => Math.min(reconnectMax, 50 * Math.pow(2, Math.min(times, 16))),
+    retryStrategy: t.retry,
+    db: p.db,
+    ...(p.username !== undefined ? { username: p.username } : {}),
+    ...(p.password !== undefined ? { password: p.password } : {}),
   };
+  if (p.kind === 'standalone') {
+    return { ...common, host: p.host, port: p.port, ...(p.tls ? { tls: {} } : {}) };
+  }
+  return {
+    ...common,
+    sentinels: p.sentinels.map((s) => ({ host: s.host, port: s.port })),
+    name: p.name,
+    role: 'master',
+    ...(p.sentinelUsername !== undefined ? { sentinelUsername: p.sentinelUsername } : {}),
+    ...(p.sentinelPassword !== undefined ? { sentinelPassword: p.sentinelPassword } : {}),
+    ...(p.tls ? { tls: {}, sentinelTLS: {}, enableTLSForSentinelMode: true } : {}),
+    // all sentinels unreachable: ask them again, forever, with the same capped backoff
+    sentinelRetryStrategy: t.retry,
+    sentinelCommandTimeout: t.commandTimeout,
+    // Follow a failover at once: ioredis subscribes to +switch-master on the sentinels and drops
+    // the connection when it is announced (the reconnect asks the sentinels for the new master).
+    // Without it, after a failover with the old master still alive (a maintenance switch) both
+    // connections would keep using the old master until the sentinels demote it, 10 s or more.
+    failoverDetector: true,
+    // Belt and braces: a write answered READONLY went to a demoted master; reconnect. That command
+    // itself fails (no retry per request) and is answered like any failed command.
+    reconnectOnError: (err: Error) => (/^READONLY/.test(err.message) ? 1 : false),
+  };
+}
+
+/** Options of a Cluster client. */
+function clusterOptions(p: Extract<ParsedRedisUrl, { kind: 'cluster' }>, t: Tuning): ClusterOptions {
+  return {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    enableReadyCheck: true,
+    clusterRetryStrategy: t.retry,
+    // bounded retries of a command on MOVED / a failed node / CLUSTERDOWN (see the header)
+    maxRedirections: 3,
+    retryDelayOnFailover: 100,
+    retryDelayOnClusterDown: 100,
+    retryDelayOnTryAgain: 100,
+    slotsRefreshTimeout: t.connectTimeout,
+    // TLS: keep host names (not resolved IPs) so the certificate is checked against the name
+    ...(p.tls ? { dnsLookup: (address: string, cb: (err: null, address: string) => void) => cb(null, address) } : {}),
+    redisOptions: {
+      maxRetriesPerRequest: 0,
+      commandTimeout: t.commandTimeout,
+      connectTimeout: t.connectTimeout,
+      autoResubscribe: false,
+      enableReadyCheck: true,
+      ...(p.username !== undefined ? { username: p.username } : {}),
+      ...(p.password !== undefined ? { password: p.password } : {}),
+      ...(p.tls ? { tls: {} } : {}),
+    },
+  };
+}
+
+function connection(p: ParsedRedisUrl, t: Tuning): Conn {
+  if (p.kind === 'cluster') return new Cluster(p.nodes.map((n) => ({ host: n.host, port: n.port })), clusterOptions(p, t));
+  return new Redis(redisOptions(p, t));
+}
+
+/** Settle within `ms`: true when `p` settled, false when the bound passed first. */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true), bound]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
  * Connect both connections (commands, and a subscriber: a connection in subscriber mode cannot run
- * commands). Resolves once the first attempt has succeeded or failed; on failure the store starts
- * unhealthy and keeps reconnecting, unless `requireReady` (then it rejects with
- * StoreUnavailableError after closing both).
+ * commands) in the topology the URL names. Resolves once the first attempt has succeeded or failed,
+ * or after a bounded wait (a Sentinel client keeps asking unreachable sentinels forever); on
+ * failure the store starts unhealthy and keeps reconnecting, unless `requireReady` (then it rejects
+ * with StoreUnavailableError after closing both). A URL parseRedisUrl refuses throws
+ * StoreInputError('redis_url_invalid') at once.
  */
-export async function createRedisStore(opts: RedisStoreOptions): Promise<SharedStore> {
+export async function createRedisStore(opts: RedisStoreOptions): Promise<SharedStore & { readonly topology: Topology }> {
+  const parsed = parseRedisUrl(opts.url);
+  if ('error' in parsed) throw new StoreInputError('redis_url_invalid', parsed.error);
   const prefix = opts.keyPrefix ?? 'sipedge:';
-  const o = redisOptions(opts);
-  const main = new Redis(opts.url, o);
-  const sub = new Redis(opts.url, o);
-  const store = new RedisStore(main, sub, prefix, opts);
-  const results = await Promise.allSettled([main.connect(), sub.connect()]);
-  const failed = results.find((r) => r.status === 'rejected');
+  const t = tuning(opts);
+  const main = connection(parsed, t);
+  const sub = connection(parsed, t);
+  const store = new RedisStore(main, sub, prefix, parsed.kind, opts);
+  const hosts = parsed.kind === 'standalone' ? 1 : parsed.kind === 'sentinel' ? parsed.sentinels.length : parsed.nodes.length;
+  // every host tried once (connect + one command), then the master / the slots: generous bound
+  const boundMs = (hosts + 2) * (t.connectTimeout + t.commandTimeout);
+  const attempts = Promise.allSettled([main.connect(), sub.connect()]);
+  const settled = await settlesWithin(attempts, boundMs);
+  const results = settled ? await attempts : null;
+  const failed = results === null ? { reason: new Error(`not connected within ${boundMs} ms`) } : results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed !== undefined && opts.requireReady === true) {
     await store.close();
-    throw new StoreUnavailableError('store_unavailable', (failed as PromiseRejectedResult).reason);
+    throw new StoreUnavailableError('store_unavailable', failed.reason);
   }
   if (failed !== undefined) store.countError();
   store.markStarted();

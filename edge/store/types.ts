@@ -54,6 +54,22 @@ export interface SharedStore {
   listBans(): Promise<Ban[]>;
   /** ban added/removed anywhere in the cluster, including this instance */
   onBanEvent(fn: (e: BanEvent) => void): void;
+  /** First use of `key` within ttlSec: true; a repeat (replay): false. Redis: SET key 1 NX PX.
+   *  Redis unreachable: answered from a bounded per-process map (never rejects, never hangs).
+   *  Long keys are hashed (bounded length); ttlSec is clamped to [1 s, 7 days]. */
+  once(key: string, ttlSec: number): Promise<boolean>;
+  /** Adds `member` to the set `key` (window starts at the first member and lasts windowSec) and
+   *  returns how many distinct members the set holds, counting at most cap+1 (members beyond cap
+   *  are not stored). Used to spot extension enumeration (many distinct target users from one
+   *  source). Redis: one Lua script (SCARD check, SADD, EXPIRE on creation). Unreachable: bounded
+   *  per-process fallback. Never rejects. cap is clamped to [1, 10000]. */
+  distinct(key: string, member: string, windowSec: number, cap: number): Promise<number>;
+  /** Announce to every instance (including this one) that a source key is promoted until untilMs
+   *  (epoch ms). Fire and forget; never throws. Best effort: an instance disconnected from the
+   *  store misses it (promotion is an optimisation; bans are the safety mechanism). */
+  announcePromotion(key: string, untilMs: number): void;
+  /** promotion announced anywhere in the cluster, including this instance */
+  onPromotion(fn: (key: string, untilMs: number) => void): void;
   /** store reachable right now (health flag for /readyz and sipedge_redis_up) */
   healthy(): boolean;
   onHealth(fn: (up: boolean) => void): void;
