@@ -1,7 +1,7 @@
 // Digest authentication primitives for the edge-authentication mode (groundwork for the auth
 // issue; the stage that uses them is not wired yet): RFC 3261 section 22 with RFC 7616 / RFC 8760
 // algorithms, stateless nonces every instance of a cluster can verify, constant-time checks.
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto';
 
 export type DigestAlgorithm = 'MD5' | 'SHA-256' | 'SHA-512-256';
 
@@ -78,7 +78,7 @@ export function parseCredentials(value: string): Credentials | null {
 }
 
 /**
- * Stateless nonces: base64url(timestamp) "." HMAC(secret, timestamp|realm|source) truncated.
+ * Stateless nonces: base64url(timestamp, 6 random bytes) "." HMAC(secret, that|realm|source) truncated.
  * Any instance with the shared secret can verify one; binding the source address means a nonce
  * captured from one client is useless from another; the timestamp gives expiry (stale=true).
  */
@@ -88,17 +88,23 @@ export class NonceCodec {
   }
 
   issue(realm: string, source: string, nowMs: number): string {
-    const ts = Buffer.alloc(8);
-    ts.writeBigUInt64BE(BigInt(Math.floor(nowMs)));
-    return `${ts.toString('base64url')}.${this.mac(ts, realm, source)}`;
+    // 8 bytes of time and 6 random: two phones behind one NAT challenged in the same millisecond
+    // get different nonces, so their first nonce-counts do not look like a replay of each other
+    const head = Buffer.alloc(14);
+    head.writeBigUInt64BE(BigInt(Math.floor(nowMs)));
+    randomFillSync(head, 8, 6);
+    return `${head.toString('base64url')}.${this.mac(head, realm, source)}`;
   }
 
   /** 'ok', 'stale' (ours, but expired: RFC 7616 3.3 stale=true) or 'invalid' (not ours) */
   check(nonce: string, realm: string, source: string, nowMs: number): 'ok' | 'stale' | 'invalid' {
     const dot = nonce.indexOf('.');
-    if (dot !== 11 || nonce.length > 64) return 'invalid';
-    const ts = Buffer.from(nonce.slice(0, dot), 'base64url');
-    if (ts.length !== 8) return 'invalid';
+    if (dot !== 19 || nonce.length > 64) return 'invalid';
+    const head = nonce.slice(0, dot);
+    const ts = Buffer.from(head, 'base64url');
+    // 19 base64 characters carry 114 bits for 112: without the round trip, four spellings of one
+    // head would verify, and a replay keyed on the nonce text could slip past nonce-count tracking
+    if (ts.length !== 14 || ts.toString('base64url') !== head) return 'invalid';
     const want = Buffer.from(this.mac(ts, realm, source));
     const got = Buffer.from(nonce.slice(dot + 1));
     if (got.length !== want.length || !timingSafeEqual(got, want)) return 'invalid';
