@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ResolvedConfig } from './config/types';
-import { loadConfig } from './config/load';
+import { authPolicies, edgeUsersFiles, loadConfig } from './config/load';
 import type { CliOverrides } from './config/load';
 import { isIP } from 'node:net';
 import { defaultRulesDir, loadRules } from '../rules/load';
@@ -15,6 +15,8 @@ import { canonicalAddress, parseHostPort } from './net/address';
 import { parseCidr } from './net/cidr';
 import { createLogger } from './log';
 import type { Logger } from './log';
+import type { DigestAlgorithm } from './auth/digest';
+import { DIGEST_ALGORITHMS, UsersDb, checkRealm, checkUser, upsertUser } from './auth/users';
 
 /** Package root: dist/edge/cli.js -> the folder holding package.json and sip-edge.yaml. */
 export const PACKAGE_ROOT = path.resolve(__dirname, '../..');
@@ -28,6 +30,13 @@ export const USAGE = `Usage:
   sip-edge bans list | add IP|CIDR --for DURATION [--reason TEXT] | remove IP|CIDR
                              the shared ban list (Redis from --redis or the config; without
                              Redis, the running edge's admin listener)
+  sip-edge passwd USER [--realm REALM] [--file PATH] [--algorithms SHA-256,SHA-512-256,MD5]
+                             add or replace USER in the users file (default ./users.txt,
+                             created 0600); stores HA1 hashes only, never the password.
+                             Password: first line of stdin, or prompted twice on a terminal.
+                             Realm default: the config's auth realm / first served domain.
+                             Algorithms default: all three (the edge offers those the config
+                             enables)
   sip-edge --help | --version
 
 Options (list flags may repeat; given flags replace the file's list, they do not extend it):
@@ -43,6 +52,7 @@ Options (list flags may repeat; given flags replace the file's list, they do not
   --log-level LEVEL           fatal|error|warn|info|debug|trace|silent
   --rules DIR                 rule files directory (default: the shipped rules/)
   --redis URL|off             shared state for limits and bans (default: in memory)
+  --users PATH                users file for edge digest authentication (auth.users)
 
 Signals (run): SIGTERM/SIGINT drain and stop; SIGHUP re-reads the rule files (an invalid file
 keeps the previous rules in force and is reported).
@@ -56,7 +66,9 @@ export type ParsedCli =
   | { readonly kind: 'version' }
   | { readonly kind: 'usage_error'; readonly message: string }
   | {
-      readonly kind: 'run' | 'check' | 'explain' | 'bans';
+      readonly kind: 'run' | 'check' | 'explain' | 'bans' | 'passwd';
+      /** passwd: the user, and the realm / file / algorithms given (or defaulted) */
+      readonly passwd?: { readonly user: string; readonly realm?: string; readonly file?: string; readonly algorithms: readonly DigestAlgorithm[] };
       /** bans: list | add | remove, its target, duration (s) and reason */
       readonly bans?: { readonly op: 'list' | 'add' | 'remove'; readonly key?: string; readonly seconds?: number; readonly reason?: string; readonly token?: string };
       /** explain: the message file, source and transport */
@@ -68,6 +80,9 @@ export type ParsedCli =
       readonly noConfig: boolean;
       readonly overrides: CliOverrides;
     };
+
+/** a parsed command (not help, version or a usage error) */
+type CommandCli = Extract<ParsedCli, { readonly overrides: CliOverrides }>;
 
 const OPTIONS = {
   config: { type: 'string' },
@@ -82,6 +97,10 @@ const OPTIONS = {
   'log-level': { type: 'string' },
   rules: { type: 'string' },
   redis: { type: 'string' },
+  users: { type: 'string' },
+  realm: { type: 'string' },
+  file: { type: 'string' },
+  algorithms: { type: 'string' },
   for: { type: 'string' },
   reason: { type: 'string' },
   token: { type: 'string' },
@@ -105,7 +124,27 @@ export function parseCli(argv: readonly string[]): ParsedCli {
   if (v.version === true) return { kind: 'version' };
   const [command, ...extra] = positionals;
   if (command === undefined) return { kind: 'usage_error', message: 'missing command (run, check or explain)' };
-  if (command !== 'run' && command !== 'check' && command !== 'explain' && command !== 'bans') return { kind: 'usage_error', message: `unknown command "${command}"` };
+  if (command !== 'run' && command !== 'check' && command !== 'explain' && command !== 'bans' && command !== 'passwd') return { kind: 'usage_error', message: `unknown command "${command}"` };
+  let passwd: { user: string; realm?: string; file?: string; algorithms: readonly DigestAlgorithm[] } | undefined;
+  if (command === 'passwd') {
+    const user = extra.shift();
+    if (user === undefined) return { kind: 'usage_error', message: 'passwd needs a user name' };
+    const bu = checkUser(user);
+    if (bu) return { kind: 'usage_error', message: `passwd: ${JSON.stringify(user)}: ${bu[1]}` };
+    if (v.realm !== undefined) {
+      const br = checkRealm(v.realm);
+      if (br) return { kind: 'usage_error', message: `--realm ${JSON.stringify(v.realm)}: ${br[1]}` };
+    }
+    if (v.file === '') return { kind: 'usage_error', message: '--file needs a file name' };
+    const algorithms = v.algorithms !== undefined ? parseAlgorithms(v.algorithms) : DIGEST_ALGORITHMS;
+    if (typeof algorithms === 'string') return { kind: 'usage_error', message: algorithms };
+    // --users names the file the edge reads; passwd writes the one --file names
+    if (v.users !== undefined) return { kind: 'usage_error', message: 'passwd takes --file PATH, not --users' };
+    passwd = { user, algorithms, ...(v.realm !== undefined ? { realm: v.realm } : {}), ...(v.file !== undefined ? { file: v.file } : {}) };
+  } else if (v.realm !== undefined || v.file !== undefined || v.algorithms !== undefined) {
+    return { kind: 'usage_error', message: '--realm, --file and --algorithms go with passwd' };
+  }
+  if (v.users === '') return { kind: 'usage_error', message: '--users needs a file name' };
   let bans: { op: 'list' | 'add' | 'remove'; key?: string; seconds?: number; reason?: string; token?: string } | undefined;
   if (command === 'bans') {
     const op = extra.shift();
@@ -147,11 +186,13 @@ export function parseCli(argv: readonly string[]): ParsedCli {
     ...(v['log-level'] !== undefined ? { logLevel: v['log-level'] } : {}),
     ...(v.rules !== undefined ? { rules: v.rules } : {}),
     ...(v.redis !== undefined ? { redis: v.redis === 'off' || v.redis === 'none' ? null : v.redis } : {}),
+    ...(v.users !== undefined ? { users: v.users } : {}),
   };
   return {
     kind: command,
     ...(file !== undefined ? { file } : {}),
     ...(bans !== undefined ? { bans } : {}),
+    ...(passwd !== undefined ? { passwd } : {}),
     ...(v.source !== undefined ? { source: v.source } : {}),
     ...(v.transport !== undefined ? { transport: v.transport } : {}),
     ...(v.config !== undefined ? { configFile: v.config } : {}),
@@ -191,7 +232,12 @@ export interface CliIo {
   /** logger factory; default createLogger */
   logger?: (cfg: ResolvedConfig) => Logger;
   shippedConfig?: string;
+  /** where `passwd` reads the password; default process.stdin */
+  stdin?: PasswordInput;
 }
+
+/** the part of process.stdin that `passwd` uses */
+export type PasswordInput = NodeJS.ReadableStream & { isTTY?: boolean; setRawMode?(mode: boolean): unknown };
 
 const defaultIo = (): CliIo => ({
   out: (t) => process.stdout.write(t),
@@ -227,6 +273,8 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
     case 'explain':
     case 'bans':
       break;
+    case 'passwd':
+      return passwdCommand(p, io);
   }
   const file = chooseConfigFile(p, io.shippedConfig ?? SHIPPED_CONFIG);
   const loaded = loadConfig({ ...(file !== undefined ? { file } : {}), overrides: p.overrides, env: io.env });
@@ -241,8 +289,15 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
     io.err(rules.errors.map((e) => `${e}\n`).join(''));
     return 1;
   }
+  // users files of edge-mode domains: a broken one must show here, not at the next start
+  const usersFiles = edgeUsersFiles(loaded.config.auth);
+  const usersErrors = usersFiles.flatMap((f) => { const r = UsersDb.load(f); return r.ok ? [] : r.errors; });
+  if (usersErrors.length > 0 && p.kind !== 'explain') {
+    io.err(usersErrors.map((e) => `${e}\n`).join(''));
+    return 1;
+  }
   if (p.kind === 'check') {
-    io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${rules.snapshot.version}\n`);
+    io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${rules.snapshot.version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}\n`);
     return 0;
   }
   if (p.kind === 'explain') return explainCommand(p.file!, p.source!, p.transport ?? 'udp', loaded.config, rules.snapshot, io);
@@ -257,17 +312,222 @@ export function parseDuration(text: string | undefined): number | null {
   return n > 0 && n <= 365 * 86400 ? n : null;
 }
 
+/** "SHA-256,MD5" -> the algorithms in the order given; a message when invalid */
+export function parseAlgorithms(text: string): DigestAlgorithm[] | string {
+  const out: DigestAlgorithm[] = [];
+  for (const raw of text.split(',')) {
+    const name = raw.trim();
+    // the names RFC 7616 3.3 / RFC 8760 2 define; -sess variants are not offered by the edge
+    const alg = DIGEST_ALGORITHMS.find((a) => a === name.toUpperCase());
+    if (alg === undefined) return `--algorithms: ${JSON.stringify(name)} is not one of ${DIGEST_ALGORITHMS.join(', ')}`;
+    if (out.includes(alg)) return `--algorithms: ${alg} given twice`;
+    out.push(alg);
+  }
+  return out;
+}
+
+/** Passwords shorter than this are refused: SIP brute force (svcrack and friends) starts with
+ *  short numeric and dictionary passwords, and a cracked extension is the usual way into toll fraud. */
+export const MIN_PASSWORD_CHARS = 8;
+const MAX_PASSWORD_CHARS = 1024;
+
+/** Why `password` is unacceptable for `user`, or undefined. */
+export function passwordProblem(user: string, password: string): string | undefined {
+  if (password.length === 0) return 'empty password';
+  // control characters cannot be typed on a phone's keypad or web form: a paste accident
+  if (/[\u0000-\u001f\u007f]/.test(password)) return 'the password contains control characters';
+  const chars = [...password].length;
+  if (chars < MIN_PASSWORD_CHARS) return `the password is shorter than ${MIN_PASSWORD_CHARS} characters`;
+  if (chars > MAX_PASSWORD_CHARS) return `the password is longer than ${MAX_PASSWORD_CHARS} characters`;
+  // user = password is the first guess of every SIP cracker
+  if (password.toLowerCase() === user.toLowerCase()) return 'the password must not be the user name';
+  return undefined;
+}
+
+/**
+ * Keystrokes of a no-echo prompt (the terminal is in raw mode, so editing is ours): Enter ends
+ * the line, Backspace/DEL removes the last character, Ctrl-U clears, Ctrl-C cancels, Ctrl-D on
+ * an empty line cancels, escape sequences (arrow keys) and other control keys are ignored.
+ */
+export class HiddenLineReader {
+  private chars: string[] = [];
+  private esc: 'none' | 'esc' | 'csi' = 'none';
+  private overflow = false;
+
+  /** feed decoded input; 'more' until the line ends */
+  feed(text: string): 'more' | 'cancel' | { readonly line: string } | { readonly error: string } {
+    for (const ch of text) {
+      const c = ch.codePointAt(0)!;
+      if (this.esc === 'esc') { this.esc = ch === '[' || ch === 'O' ? 'csi' : 'none'; continue; }
+      if (this.esc === 'csi') { if (c >= 0x40 && c <= 0x7e) this.esc = 'none'; continue; }
+      if (ch === '\r' || ch === '\n') {
+        return this.overflow ? { error: `the password is longer than ${MAX_PASSWORD_CHARS} characters` } : { line: this.chars.join('') };
+      }
+      if (c === 0x03) return 'cancel';
+      if (c === 0x04) { if (this.chars.length === 0) return 'cancel'; continue; }
+      if (c === 0x7f || c === 0x08) { this.chars.pop(); continue; }
+      if (c === 0x15) { this.chars = []; this.overflow = false; continue; }
+      if (c === 0x1b) { this.esc = 'esc'; continue; }
+      if (c < 0x20) continue;
+      if (this.chars.length >= MAX_PASSWORD_CHARS) { this.overflow = true; continue; }
+      this.chars.push(ch);
+    }
+    return 'more';
+  }
+}
+
+/** the first line of a non-terminal stdin, trailing CR/LF removed; bounded */
+function readFirstLine(input: PasswordInput): Promise<{ line: string } | { error: string }> {
+  const max = MAX_PASSWORD_CHARS * 4 + 2; // UTF-8 is at most 4 bytes per character, plus CRLF
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let settled = false;
+    const finish = (r: { line: string } | { error: string }): void => {
+      if (settled) return;
+      settled = true;
+      input.removeListener('data', onData);
+      input.removeListener('end', onEnd);
+      input.removeListener('error', onError);
+      input.pause();
+      resolve(r);
+    };
+    const decode = (b: Buffer): { line: string } | { error: string } => {
+      let end = b.length;
+      while (end > 0 && (b[end - 1] === 0x0a || b[end - 1] === 0x0d)) end--;
+      try {
+        // a wrong byte would silently give the wrong HA1: refuse instead of replacing it
+        return { line: new TextDecoder('utf-8', { fatal: true }).decode(b.subarray(0, end)) };
+      } catch {
+        return { error: 'the password is not valid UTF-8' };
+      }
+    };
+    const onData = (d: Buffer | string): void => {
+      const b = typeof d === 'string' ? Buffer.from(d, 'utf8') : d;
+      const nl = b.indexOf(0x0a);
+      if (nl >= 0) {
+        chunks.push(b.subarray(0, nl));
+        size += nl;
+        if (size > max) finish({ error: `the password is longer than ${MAX_PASSWORD_CHARS} characters` });
+        else finish(decode(Buffer.concat(chunks)));
+        return;
+      }
+      chunks.push(b);
+      size += b.length;
+      if (size > max) finish({ error: `the password is longer than ${MAX_PASSWORD_CHARS} characters` });
+    };
+    const onEnd = (): void => finish(size === 0 ? { error: 'no password on stdin' } : decode(Buffer.concat(chunks)));
+    const onError = (e: Error): void => finish({ error: `cannot read stdin: ${e.message}` });
+    input.on('data', onData);
+    input.on('end', onEnd);
+    input.on('error', onError);
+    input.resume();
+  });
+}
+
+/** one no-echo line from a terminal; prompt on stderr */
+function promptHidden(input: PasswordInput, prompt: string, io: CliIo): Promise<{ line: string } | { error: string }> {
+  return new Promise((resolve) => {
+    const reader = new HiddenLineReader();
+    const decoder = new TextDecoder('utf-8'); // streaming: a multi-byte key may split across reads
+    const finish = (r: { line: string } | { error: string }): void => {
+      input.removeListener('data', onData);
+      try { input.setRawMode?.(false); } catch { /* terminal gone */ }
+      input.pause();
+      io.err('\n');
+      resolve(r);
+    };
+    const onData = (d: Buffer | string): void => {
+      const r = reader.feed(typeof d === 'string' ? d : decoder.decode(d, { stream: true }));
+      if (r === 'more') return;
+      finish(r === 'cancel' ? { error: 'cancelled' } : r);
+    };
+    io.err(prompt);
+    input.setRawMode!(true);
+    input.on('data', onData);
+    input.resume();
+  });
+}
+
+async function readPassword(io: CliIo): Promise<{ line: string } | { error: string }> {
+  const input = io.stdin ?? (process.stdin as PasswordInput);
+  if (input.isTTY !== true) return readFirstLine(input);
+  if (typeof input.setRawMode !== 'function') return { error: 'cannot turn off echo on this terminal: pipe the password on stdin' };
+  const first = await promptHidden(input, 'Password: ', io);
+  if ('error' in first) return first;
+  const again = await promptHidden(input, 'Again: ', io);
+  if ('error' in again) return again;
+  if (again.line !== first.line) return { error: 'the passwords do not match' };
+  return first;
+}
+
+/** The realm the edge challenges with by default: auth.realm, else the first served domain name.
+ *  undefined when the config names neither (the edge's built-in "sip-edge" is not a guess we make
+ *  for the operator: a users file for the wrong realm fails every login). */
+export function defaultRealm(cfg: ResolvedConfig): string | undefined {
+  const firstDomain = cfg.domains.find((d) => isIP(d) === 0);
+  const realm = cfg.auth?.fallback.realm ?? firstDomain;
+  if (realm === undefined || (realm === 'sip-edge' && firstDomain === undefined)) return undefined;
+  return realm;
+}
+
+/** `sip-edge passwd USER`: write HA1s for USER@REALM into the users file. */
+async function passwdCommand(p: CommandCli, io: CliIo): Promise<number> {
+  const pw = p.passwd!;
+  let realm = pw.realm;
+  if (realm === undefined) {
+    const cfgFile = chooseConfigFile(p, io.shippedConfig ?? SHIPPED_CONFIG);
+    const loaded = loadConfig({ ...(cfgFile !== undefined ? { file: cfgFile } : {}), overrides: p.overrides, env: io.env });
+    if (!loaded.ok) {
+      io.err(`sip-edge passwd: no --realm, and the configuration does not load:\n${loaded.errors.map((e) => `${e}\n`).join('')}`);
+      return 1;
+    }
+    realm = defaultRealm(loaded.config);
+    if (realm === undefined) {
+      io.err(`sip-edge passwd: give --realm (the configuration ${loaded.config.configFile ?? '(built-in defaults)'} names no auth.realm and no domain)\n`);
+      return 1;
+    }
+    const bad = checkRealm(realm);
+    if (bad) {
+      io.err(`sip-edge passwd: realm ${JSON.stringify(realm)} from the configuration: ${bad[1]}; give --realm\n`);
+      return 1;
+    }
+  }
+  const file = pw.file ?? 'users.txt';
+  const got = await readPassword(io);
+  if ('error' in got) {
+    io.err(`sip-edge passwd: ${got.error}\n`);
+    return 1;
+  }
+  const problem = passwordProblem(pw.user, got.line);
+  if (problem !== undefined) {
+    io.err(`sip-edge passwd: ${problem}\n`);
+    return 1;
+  }
+  const r = upsertUser(file, pw.user, realm, got.line, pw.algorithms);
+  if (!r.ok) {
+    io.err(r.errors.map((e) => (e.startsWith(`${file}:`) ? `${e}\n` : `sip-edge passwd: ${e}\n`)).join(''));
+    return 1;
+  }
+  if ((r.mode & 0o077) !== 0) {
+    // an HA1 answers any challenge for its realm: whoever reads the file can register as the user
+    io.err(`sip-edge passwd: warning: ${file} is readable by others (mode ${(r.mode & 0o777).toString(8).padStart(4, '0')}); HA1 values are as good as passwords for their realm: chmod 600 ${file}\n`);
+  }
+  io.out(`updated ${pw.user}@${realm} in ${file}\n`);
+  return 0;
+}
+
 /** `sip-edge bans`: on the shared Redis when configured, else through the admin listener of the
  *  running single-node edge (its /bans endpoint, with the metrics token). */
-async function bansCommand(b: NonNullable<Extract<ParsedCli, { kind: 'bans' | 'run' | 'check' | 'explain' }>['bans']>, cfg: ResolvedConfig, io: CliIo): Promise<number> {
+async function bansCommand(b: NonNullable<CommandCli['bans']>, cfg: ResolvedConfig, io: CliIo): Promise<number> {
   const print = (x: unknown): void => io.out(`${JSON.stringify(x, null, 2)}\n`);
   if (cfg.redis) {
-    const { createRedisStore } = require('./store') as typeof import('./store');
+    const { createRedisStore, redactRedisUrl } = require('./store') as typeof import('./store');
     let store;
     try {
       store = await createRedisStore({ url: cfg.redis.url, requireReady: true });
     } catch (e) {
-      io.err(`sip-edge: Redis unreachable at ${cfg.redis.url}: ${(e as Error).message}\n`);
+      io.err(`sip-edge: Redis unreachable at ${redactRedisUrl(cfg.redis.url)}: ${(e as Error).message}\n`);
       return 1;
     }
     try {
@@ -341,8 +601,22 @@ async function explainCommand(file: string, sourceText: string, transportText: s
       bytes, cfg, rules: snapshot, stages: policy.entries(snapshot),
       source: { transport: transportText, address: canonicalAddress(hp.host), port: hp.port ?? 5060 },
     });
-    const text = formatExplain(report);
-    io.out(text.endsWith("\n") ? text : `${text}\n`);
+    let text = formatExplain(report);
+    if (!text.endsWith('\n')) text += '\n';
+    // stages that need the running edge's state are named, not silently left out
+    const notHere = snapshot.stages.filter((st) => st.mode !== 'off' && !policy.stages.has(st.name));
+    if (notHere.length > 0 && report.parse.ok) {
+      text += 'not evaluated here (they need the running edge):\n';
+      for (const st of notHere) {
+        if (st.name === 'ratelimit') text += `  ${st.name.padEnd(9)} ${st.mode.padEnd(7)}  budgets and bans live in the running edge (memory or Redis)\n`;
+        else if (st.name === 'auth') {
+          const a = cfg.auth;
+          const modes = a ? authPolicies(a).map((d) => `${d.name === '*' ? 'other served names' : d.name}: ${d.mode}`).join(', ') : 'pbx';
+          text += `  ${st.name.padEnd(9)} ${st.mode.padEnd(7)}  ${modes} (edge mode: an untrusted request without valid credentials gets 401/407)\n`;
+        } else text += `  ${st.name.padEnd(9)} ${st.mode.padEnd(7)}\n`;
+      }
+    }
+    io.out(text);
     return 0;
   } finally {
     policy.close();
@@ -408,7 +682,9 @@ async function run(cfg: ResolvedConfig, io: CliIo): Promise<number> {
   });
   // Only now: a supervisor (or test) that sends SIGTERM as soon as it reads this line must
   // find the handlers installed, or the default action kills us without a graceful close.
-  log.info({ listeners: edge.listeners, admin: edge.admin ?? null, upstreams: cfg.upstreams, configFile: cfg.configFile ?? null }, 'listening');
+  // which domains the edge authenticates itself and which it leaves to the PBX: said once, at start
+  const auth = cfg.auth ? Object.fromEntries(authPolicies(cfg.auth).map((d) => [d.name, d.mode === 'edge' ? `edge (${d.algorithms.join(', ')})` : d.mode])) : null;
+  log.info({ listeners: edge.listeners, admin: edge.admin ?? null, upstreams: cfg.upstreams, auth, configFile: cfg.configFile ?? null }, 'listening');
   return done;
 }
 

@@ -25,6 +25,10 @@ import { createPolicy } from './policy';
 import { defaultRulesDir } from '../rules/load';
 import { RulesHolder, RulesLoadError } from '../rules/reload';
 import { RATELIMIT_REASONS } from './stages/ratelimit';
+import { AUTH_REASONS, createAuthStage } from './stages/auth';
+import { UsersHolder, type UsersDb } from './auth/users';
+import type { Ha1Lookup } from './auth/verify';
+import { defaultAuthConfig, edgeUsersFiles } from './config/load';
 import { SUSPICION_BAN_REASONS, Suspicion } from './suspicion';
 import { LocalBanCache, createMemoryStore, createRedisStore } from './store';
 import type { SharedStore } from './store/types';
@@ -32,7 +36,7 @@ import { isIP } from 'node:net';
 import { ipv6Prefix } from './net/address';
 import { createListener } from './transport';
 import type { Inbound, Listener } from './transport/types';
-import type { MessageContext, Side, Verdict } from './verdict';
+import type { MessageContext, Side, StageMode, Verdict } from './verdict';
 import { sampled, preview, securityEvent } from './log';
 
 export interface EdgeHandle {
@@ -89,7 +93,42 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const store: SharedStore = opts.store ?? (cfg.redis ? await createRedisStore({ url: cfg.redis.url }) : createMemoryStore());
   const bans = await LocalBanCache.create(store);
   const suspicion = new Suspicion({ store, rules: current });
-  const policy = await createPolicy(current, { store, suspicion }, (e) => {
+  const { isInside, isInsideSource, trustOf } = sourceClassifier(cfg, current);
+  let proxy: Proxy | undefined;
+  // users files (edge authentication): loaded now (a bad file refuses the start, like a bad rule
+  // file), then reloaded when they change; a bad edit keeps the previous users
+  const authCfg = cfg.auth ?? defaultAuthConfig(cfg.domains);
+  const users = new Map<string, UsersHolder>();
+  for (const file of edgeUsersFiles(authCfg)) {
+    const r = UsersHolder.open(file);
+    if (!r.ok) { for (const h of users.values()) h.close(); throw new UsersLoadError(r.errors); }
+    r.holder.on('reloaded', (db: UsersDb) => securityEvent(log, 'users_reload', { result: 'ok', file, version: db.version, users: db.size }));
+    r.holder.on('failed', (errors: readonly string[]) => securityEvent(log, 'users_reload', { result: 'error', file, errors: errors.slice(0, 20) }));
+    if (opts.watchRules !== false) r.holder.watch();
+    users.set(file, r.holder);
+  }
+  const lookups = new Map<string, Ha1Lookup>([...users].map(([file, h]) => [file, (u, realm, alg) => h.current().ha1(u, realm, alg)]));
+  const authMode = (): StageMode => current().stages.find((s) => s.name === 'auth')?.mode ?? 'off';
+  const authStage = createAuthStage({
+    auth: authCfg,
+    users: (file) => lookups.get(file),
+    store,
+    suspicion,
+    serves: (host) => proxy?.servesHost(host) ?? cfg.domains.includes(host),
+    hasDialogRoute: (req) => proxy?.hasDialogRoute(req) ?? false,
+    isRetransmission: (req) => proxy?.isRetransmission(req) ?? false,
+    enforcing: () => authMode() === 'enforce',
+    onEvent: (e) => {
+      if (e.kind === 'lockout') {
+        metrics.auth('lockout', e.mode);
+        // the user exists (lockouts count known users only): naming it is the operator's need
+        securityEvent(log, 'auth_lockout', { src: e.source.address, reason: 'auth_failures', rule: 'auth.lockout', user: e.user, realm: e.realm, seconds: e.seconds });
+        return;
+      }
+      metrics.auth(e.kind, e.mode);
+    },
+  });
+  const policy = await createPolicy(current, { store, suspicion, auth: authStage }, (e) => {
     if (e.ok) log.warn({ event: 'geoip_reloaded', path: e.path }, 'GeoIP database reloaded');
     else log.error({ event: 'geoip_reload_failed', path: e.path, error: e.error }, 'GeoIP database change rejected: the previous database stays in use');
   });
@@ -106,6 +145,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       { name: 'scanner', reasons: SCANNER_REASONS },
       { name: 'geoip', reasons: GEO_REASONS },
       { name: 'ratelimit', reasons: RATELIMIT_REASONS },
+      { name: 'auth', reasons: AUTH_REASONS },
       { name: 'gate', reasons: ['banned'] },
       ...(opts.stages ?? []).map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),
       { name: 'parse', reasons: PARSE_STAGE_REASONS },
@@ -145,13 +185,10 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     void suspicion.record(source.address, event, rule);
   };
 
-  const { isInside, isInsideSource, trustOf } = sourceClassifier(cfg, current);
-
   const secret = cfg.secret ? Buffer.from(cfg.secret, 'utf8') : randomBytes(32);
   const logSample = (): boolean => sampled('parse_failure', 5);
   const errSample = (): boolean => sampled('internal_error', 5);
 
-  let proxy: Proxy | undefined;
   const observe = (stage: string, v: Exclude<Verdict, { action: 'continue' }>, mode: 'enforce' | 'shadow', ctx: MessageContext): void => {
     metrics.verdictOf(stage, v, mode);
     if (mode !== 'enforce' || ctx.side !== 'outside') return;
@@ -181,7 +218,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const apply = (v: Verdict, msg: SipMessage | undefined, source: Endpoint): void => {
     if (v.action !== 'reply' || !msg || msg.kind !== 'request' || !proxy) return;
     // RFC 3261 17: never answer an ACK; responses are never answered (both are drops)
-    proxy.replyTo(msg as SipRequest, source, v.status, v.reason, { phrase: v.phrase, headers: v.headers });
+    proxy.replyTo(msg as SipRequest, source, v.status, v.reason, { phrase: v.phrase, headers: v.headers, stage: true });
   };
 
   const finish = (ctx: MessageContext, verdict: Verdict): void => {
@@ -247,7 +284,10 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
           // a stream message over the size cap whose head we have: answer 413 (RFC 3261 21.4.11)
           const r = parseMessage(head, { limits: { ...cfg.limits, maxMessageBytes: Math.max(cfg.limits.maxMessageBytes, head.length) }, framing: 'datagram' });
           const msg = r.ok ? r.msg : r.partial;
-          if (msg && msg.kind === 'request') apply({ action: 'reply', status: 413, reason: 'message_too_large' }, msg, source);
+          if (msg && msg.kind === 'request') {
+            metrics.verdict('parse', 'reply', 'message_too_large', 'enforce');
+            apply({ action: 'reply', status: 413, reason: 'message_too_large' }, msg, source);
+          }
         },
       }, { ...cfg.tcp, maxMessageBytes: cfg.limits.maxMessageBytes }));
     }
@@ -266,6 +306,13 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       // the PBX accepted this phone's REGISTER: it holds valid credentials, give it the larger
       // budget (an office re-registering after an outage is not banned)
       registered: (src) => suspicion.promote(src.address),
+      // pbx mode: watch the PBX's answers to outside requests (trusted peers are not watched)
+      finalToOutside: (req, client, res) => {
+        if (authMode() === 'off' || trustOf(client.address, 'outside') !== 'untrusted') return undefined;
+        const sub = authStage.finalToOutside(req, client, res);
+        if (sub) metrics.verdict('auth', 'reply', sub.reason, 'enforce');
+        return sub;
+      },
       retransmission: (d) => metrics.retransmission(d),
       txExpired: () => metrics.transactionExpired(),
       txRejected: (r) => metrics.transactionRejected(r),
@@ -321,6 +368,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     bans,
     suspicion,
     reloadRules() {
+      // SIGHUP re-reads the users files too (their own 'reloaded'/'failed' events log the result)
+      for (const h of users.values()) h.reload();
       const r = rules.reload();
       return r.ok ? { ok: true, version: r.version } : { ok: false, errors: r.errors };
     },
@@ -328,6 +377,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       if (closed) return;
       closed = true;
       if (!opts.rules) rules.close();
+      for (const h of users.values()) h.close();
       policy.close();
       if (!opts.store) await store.close();
       // stop taking new transactions, let live ones finish, then close sockets
@@ -345,3 +395,11 @@ const PARSE_STAGE_REASONS: readonly string[] = [
   'message_too_large', 'headers_unterminated', 'header_syntax', 'control_char',
   'content_length_invalid', 'content_length_duplicate', 'content_length_missing', 'body_truncated',
 ];
+
+/** A users file could not be loaded at start: the errors, file:line:col each. */
+export class UsersLoadError extends Error {
+  constructor(readonly errors: readonly string[]) {
+    super(`users file not loaded:\n${errors.join('\n')}`);
+    this.name = 'UsersLoadError';
+  }
+}

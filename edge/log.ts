@@ -102,8 +102,9 @@ export function suppressedCount(key: string): number {
 
 /** Security events: one stable JSON shape that fail2ban or a SIEM can match (ops/fail2ban/),
  *  keyed on the transport source address only, never on anything a SIP header claims.
- *  Low volume by construction (one line per ban, unban, reload, lockout), so never sampled. */
-export type SecurityEventKind = 'ban' | 'unban' | 'rules_reload' | 'auth_lockout';
+ *  Low volume by construction (one line per ban, unban, reload, lockout), so never sampled.
+ *  auth_lockout: a user locked after repeated failures; src is the source whose failure locked it. */
+export type SecurityEventKind = 'ban' | 'unban' | 'rules_reload' | 'users_reload' | 'auth_lockout';
 
 export interface SecurityEventFields {
   /** transport source address (or the banned key: an address, an IPv6 /64, a CIDR) */

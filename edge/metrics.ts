@@ -85,8 +85,11 @@ export const RESPONSE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', '6xx', 'time
 export type ResponseClass = (typeof RESPONSE_CLASSES)[number];
 
 /** challenge: 401/407 sent (RFC 3261 22.1); stale: nonce expired, re-challenged (RFC 2617 3.2.1 stale=true) */
-export const AUTH_RESULTS = ['challenge', 'success', 'failure', 'stale'] as const;
+export const AUTH_RESULTS = ['challenge', 'success', 'failure', 'stale', 'lockout'] as const;
 export type AuthResult = (typeof AUTH_RESULTS)[number];
+/** edge: the edge challenged and verified; pbx: the PBX did and the edge watched (pass-through) */
+export const AUTH_MODES = ['edge', 'pbx'] as const;
+export type AuthMetricMode = (typeof AUTH_MODES)[number];
 
 export const RELOAD_RESULTS = ['ok', 'error'] as const;
 
@@ -156,8 +159,8 @@ export const METRICS = {
     'Sources currently banned at scrape time.'),
   bansExpired: def('sipedge_bans_expired_total', 'counter', [],
     'Bans that expired.'),
-  auth: def('sipedge_auth_total', 'counter', ['result'],
-    'Digest authentication outcomes (challenge|success|failure|stale).'),
+  auth: def('sipedge_auth_total', 'counter', ['mode', 'result'],
+    'Digest authentication outcomes (challenge|success|failure|stale|lockout) by who checked (edge|pbx); failure reasons are in sipedge_verdicts_total{stage="auth"}.'),
   redisUp: def('sipedge_redis_up', 'gauge', [],
     '1 when the shared store (Redis) is reachable, else 0.', 'min'),
   redisErrors: def('sipedge_redis_errors_total', 'counter', [],
@@ -211,7 +214,7 @@ export interface EdgeMetrics {
   transportEvent(transport: TransportName, event: TransportEvent): void;
   banAdded(reason: string): void;
   banExpired(): void;
-  auth(result: AuthResult): void;
+  auth(result: AuthResult, mode?: AuthMetricMode): void;
   redisUp(up: boolean): void;
   redisError(): void;
   rulesReload(ok: boolean): void;
@@ -608,7 +611,7 @@ export class Metrics implements EdgeMetrics {
     this.fBansAdded = new Family(METRICS.bansAdded, [new Dim(this.extraBanReasons)]);
     this.fBansActive = new Family(METRICS.bansActive, []);
     this.fBansExpired = new Family(METRICS.bansExpired, []);
-    this.fAuth = new Family(METRICS.auth, [new Dim(AUTH_RESULTS)]);
+    this.fAuth = new Family(METRICS.auth, [new Dim(AUTH_MODES), new Dim(AUTH_RESULTS)]);
     this.fRedisUp = new Family(METRICS.redisUp, []);
     this.fRedisUp.hidden = true; // absent, not 0, when no Redis is configured: "Redis down" must not fire
     this.fRedisErrors = new Family(METRICS.redisErrors, []);
@@ -728,9 +731,9 @@ export class Metrics implements EdgeMetrics {
     this.fBansExpired.cells[0]++;
   }
 
-  auth(result: AuthResult): void {
-    const f = this.fAuth;
-    f.cells[f.dims[0].at(result)]++;
+  auth(result: AuthResult, mode: AuthMetricMode = 'edge'): void {
+    const f = this.fAuth, d = f.dims;
+    f.cells[d[0].at(mode) * d[1].size + d[1].at(result)]++;
   }
 
   redisUp(up: boolean): void {

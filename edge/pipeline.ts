@@ -47,8 +47,12 @@ export class Pipeline {
       const e = this.active[i]!;
       if (e.skipTrusted && ctx.trust === 'trusted') continue;
       let v: Verdict | Promise<Verdict>;
+      // a shadow stage decides but changes nothing: forwarding edits it asks for are undone
+      const shadow = e.mode === 'shadow';
+      const edits = ctx.edits;
       try {
         v = e.stage.check(ctx);
+        if (shadow && !(v instanceof Promise)) ctx.edits = edits;
       } catch (err) {
         // a throwing stage is a bug, not a verdict: fail closed for this message, keep running
         v = { action: 'drop', reason: 'stage_error' };
@@ -57,7 +61,7 @@ export class Pipeline {
       if (v instanceof Promise) {
         const next = i + 1;
         return v.then(
-          (res) => this.settle(e, res, ctx) ?? this.from(next, ctx),
+          (res) => { if (shadow) ctx.edits = edits; return this.settle(e, res, ctx) ?? this.from(next, ctx); },
           (err) => { this.observeError(e, err); return this.settle(e, { action: 'drop', reason: 'stage_error' }, ctx) ?? this.from(next, ctx); },
         );
       }

@@ -27,7 +27,7 @@ export interface Policy {
 
 export async function createPolicy(
   current: () => RulesSnapshot,
-  deps?: { store: SharedStore; suspicion: Suspicion },
+  deps?: { store: SharedStore; suspicion: Suspicion; auth?: Stage },
   /** a GeoIP database file changed on disk and was reopened (or kept, when the new file is bad) */
   onGeoReload?: (e: ReloadEvent) => void,
 ): Promise<Policy> {
@@ -43,6 +43,8 @@ export async function createPolicy(
   ]);
   // explain runs without shared state: the ratelimit stage exists only in a running edge
   if (deps) stages.set('ratelimit', createRateLimitStage({ rules: current, store: deps.store, suspicion: deps.suspicion }));
+  // the auth stage needs the proxy and the users files: the edge builds it and hands it in
+  if (deps?.auth) stages.set('auth', deps.auth);
   return {
     stages,
     geoErrors: geo.errors,

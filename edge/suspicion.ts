@@ -13,7 +13,9 @@
 // PBX. Its `all` budget is multiplied (the ratelimit stage asks isPromoted()) and its suspicion
 // budget starts from full, so that an office whose 500 phones re-register at once after an outage
 // (one NAT address, a burst of 401 challenges = missing_auth events) is not banned once they
-// authenticate. The promotion table is per process, in memory, bounded: a Map used as an LRU
+// authenticate. A promotion is announced to every instance through the store (pub/sub; an
+// instance that was disconnected misses it and the phone is promoted there at its next success:
+// promotion is an optimisation, bans are the safety mechanism). The table is in memory, bounded: a Map used as an LRU
 // (insertion order; a renewal moves the entry to the end), capped at `promotion.maxEntries`,
 // oldest evicted first, entries expire after `promotion.seconds`. Eviction walks ONE persistent
 // iterator over the Map instead of asking `keys().next()` each time: a fresh iterator has to skip
@@ -83,7 +85,20 @@ export interface SuspicionOptions {
   readonly maxPromoted?: number;
   /** share limiters with the ratelimit stage (optional; one is made otherwise) */
   readonly limiters?: LimiterCache;
+  /** how long a ban caused by a soft event waits for the source to authenticate (default 3000) */
+  readonly softGraceMs?: number;
 }
+
+/**
+ * Events a legitimate crowd produces before any of it has authenticated: the first request of
+ * every phone is unauthenticated (missing_auth), 500 phones behind one NAT are 500 distinct users
+ * (enumeration) and their re-registration burst goes over the source budget (flood). When one of
+ * these exhausts the budget, the ban waits `softGraceMs` and is dropped if the source has been
+ * promoted meanwhile: the office's first phone answers its challenge within a round trip, a
+ * scanner never does. Malformed messages, scanner signatures, forged replies and wrong passwords
+ * are never soft.
+ */
+export const SOFT_EVENTS: ReadonlySet<SuspicionEvent> = new Set<SuspicionEvent>(['missing_auth', 'enumeration', 'flood']);
 
 export class Suspicion {
   private readonly store: SharedStore;
@@ -99,14 +114,20 @@ export class Suspicion {
   private evictor: Iterator<number | string> | null = null;
   /** sources with a ban in flight: concurrent over-budget events make one ban, not several */
   private readonly banning = new Set<string>();
+  /** sources whose soft ban waits its grace; a hard event meanwhile bans at once (cancel) */
+  private readonly graced = new Map<string, { cancelled: boolean }>();
+  private readonly softGraceMs: number;
 
   constructor(opts: SuspicionOptions) {
+    this.softGraceMs = Math.max(0, opts.softGraceMs ?? 3000);
     this.store = opts.store;
     this.rules = opts.rules;
     this.now = opts.now ?? Date.now;
     this.onBan = opts.onBan;
     this.maxPromotedOverride = opts.maxPromoted;
     this.limiters = opts.limiters ?? new LimiterCache(opts.store);
+    // promotions made by any instance of the cluster (and by this one, looped back)
+    opts.store.onPromotion((key, untilMs) => this.applyPromotion(key, untilMs));
   }
 
   /** The key budgets, bans and promotions use for a source: canonical IPv4, IPv6 by prefix. */
@@ -146,6 +167,23 @@ export class Suspicion {
       return null;
     }
     if (allowed || this.banning.has(key)) return null;
+    if (SOFT_EVENTS.has(event) && this.softGraceMs > 0) {
+      if (this.graced.has(key)) return null; // one waiter per source
+      const wait = { cancelled: false };
+      this.graced.set(key, wait);
+      try {
+        await new Promise<void>((r) => setTimeout(r, this.softGraceMs).unref());
+      } finally {
+        this.graced.delete(key);
+      }
+      // it authenticated (a crowd, not a scanner), or a hard event banned it meanwhile
+      if (wait.cancelled || this.isPromoted(sourceAddress) || this.banning.has(key)) return null;
+    } else {
+      // a wrong password (or any hard event) during the grace is not forgiven by a later success:
+      // ban now; the waiting soft ban stands down
+      const w = this.graced.get(key);
+      if (w !== undefined) w.cancelled = true;
+    }
     this.banning.add(key);
     try {
       const b = limits.bans;
@@ -177,15 +215,38 @@ export class Suspicion {
     if (k === null) return; // not an IP address: nothing to promote
     const pkey = k.pkey;
     const until = Math.ceil((this.now() + limits.promotion.seconds * 1000) / 1000);
-    this.promoted.delete(pkey); // re-insert at the end: Map order is the LRU order
-    this.promoted.set(pkey, until);
-    const cap = this.cap();
-    while (this.promoted.size > cap) this.evictOldest();
+    this.setPromoted(pkey, until);
+    // every other instance learns it too (pub/sub; the store rate-limits repeats per key)
+    try { this.store.announcePromotion(k.skey, until * 1000); } catch { /* best effort */ }
     // fire and forget: promotion must not wait for the store; a failure only means the old
     // suspicion count lingers until its window ends
     try {
       this.limiters.get(limits.suspicion).reset(k.skey).catch(() => undefined);
     } catch { /* store without a limiter: nothing to reset */ }
+  }
+
+  private setPromoted(pkey: number | string, until: number): void {
+    this.promoted.delete(pkey); // re-insert at the end: Map order is the LRU order
+    this.promoted.set(pkey, until);
+    const cap = this.cap();
+    while (this.promoted.size > cap) this.evictOldest();
+  }
+
+  /** a promotion announced by an instance (store key: canonical IPv4 or "prefix/bits") */
+  private applyPromotion(key: string, untilMs: number): void {
+    if (typeof key !== 'string' || !Number.isFinite(untilMs)) return;
+    const until = Math.ceil(untilMs / 1000);
+    if (until * 1000 <= this.now()) return;
+    // an address (IPv4, or IPv6 kept whole) maps to its table key as promote() makes it; an IPv6
+    // "prefix/bits" key is already the table key
+    const slash = key.indexOf('/');
+    const pkey = slash < 0
+      ? this.keysOf(key, 128)?.pkey
+      : /^\d{1,3}$/.test(key.slice(slash + 1)) && ipToBytes(key.slice(0, slash))?.length === 16 ? key : undefined;
+    if (pkey === undefined) return; // not a source key (the store validates messages; be total anyway)
+    const have = this.promoted.get(pkey);
+    if (have !== undefined && have >= until) return;
+    this.setPromoted(pkey, until);
   }
 
   /** True while a promotion of this source (or its IPv6 prefix) is unexpired. O(1). */

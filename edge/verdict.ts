@@ -35,6 +35,14 @@ export type Side = 'outside' | 'inside';
 /** trusted: outside peer authenticated by address (carrier); inside: the PBX side; untrusted: the rest */
 export type Trust = 'untrusted' | 'trusted' | 'inside';
 
+/** Changes a stage asks the proxy to make to a request it forwards (stages never write bytes). */
+export interface ForwardEdits {
+  /** header names whose every line is removed */
+  readonly remove: string[];
+  /** header lines appended after the removals */
+  readonly add: Array<readonly [string, string]>;
+}
+
 export interface MessageContext {
   readonly msg: SipMessage;
   readonly source: Endpoint;
@@ -42,6 +50,8 @@ export interface MessageContext {
   readonly trust: Trust;
   /** monotonic milliseconds at receipt */
   readonly receivedAt: number;
+  /** set by a stage that lets the request go on with changes (the proxy applies them) */
+  edits?: ForwardEdits;
 }
 
 export interface Stage {

@@ -13,8 +13,8 @@ import type { ValuePath } from '../edge/config/yaml';
 import type { StageMode } from '../edge/verdict';
 import type { StageSetting } from './types';
 
-/** Stages a rules file may name today. auth joins this list when it exists. */
-export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip', 'ratelimit'] as const;
+/** Stages a rules file may name. */
+export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip', 'ratelimit', 'auth'] as const;
 export type KnownStage = (typeof KNOWN_STAGES)[number];
 
 export const STAGE_MODES: readonly StageMode[] = ['enforce', 'shadow', 'off'];
@@ -25,7 +25,8 @@ export const STAGE_MODES: readonly StageMode[] = ['enforce', 'shadow', 'off'];
  * source address and settles allow/deny/trusted before any header is read; scanner signatures
  * read a few headers; geoip needs a database lookup; ratelimit comes last because it is the only
  * one that talks to the shared store (Redis) and spends budget: a message refused by an earlier,
- * local stage costs no round trip and no budget.
+ * local stage costs no round trip and no budget. auth is last: hashing is the most expensive work
+ * and a flood must be cut by the rate limits before it can make the edge hash.
  */
 export const DEFAULT_STAGES: readonly StageSetting[] = Object.freeze([
   Object.freeze({ name: 'sanity', mode: 'enforce' as const }),
@@ -33,11 +34,12 @@ export const DEFAULT_STAGES: readonly StageSetting[] = Object.freeze([
   Object.freeze({ name: 'scanner', mode: 'enforce' as const }),
   Object.freeze({ name: 'geoip', mode: 'enforce' as const }),
   Object.freeze({ name: 'ratelimit', mode: 'enforce' as const }),
+  Object.freeze({ name: 'auth', mode: 'enforce' as const }),
 ]);
 
 /** Carriers and partner PBXs trusted by address are not scanners, may sit anywhere, and send
  *  whole trunks' worth of calls from one address (rate limits would throttle a carrier). */
-export const DEFAULT_TRUSTED_SKIP: readonly string[] = Object.freeze(['scanner', 'geoip', 'ratelimit']);
+export const DEFAULT_TRUSTED_SKIP: readonly string[] = Object.freeze(['scanner', 'geoip', 'ratelimit', 'auth']);
 
 const StageModeSchema = Type.Union(
   STAGE_MODES.map((m) => Type.Literal(m)),

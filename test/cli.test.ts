@@ -1,26 +1,19 @@
 // CLI as a user runs it (spawned `node .../edge/cli.js`), its pure parts, and the logger helpers.
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { chooseConfigFile, main, parseCli } from '../edge/cli';
 import type { CliIo, EdgeHandle, StartEdge } from '../edge/cli';
 import type { ResolvedConfig } from '../edge/config/types';
 import { createLogger, createSampler, preview } from '../edge/log';
+import { tempDir } from './helpers/tmp';
 
 const ROOT = path.resolve(__dirname, '../..');
 const CLI = path.resolve(__dirname, '../edge/cli.js');
-const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-cli-'));
-after(() => fs.rmSync(TMP, { recursive: true, force: true }));
-let n = 0;
-function tmp(text: string): string {
-  const f = path.join(TMP, `c${n++}.yaml`);
-  fs.writeFileSync(f, text);
-  return f;
-}
+const { dir: TMP, file: tmp } = tempDir('sipedge-cli-');
 
 function cli(...args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20000, env: { PATH: process.env.PATH ?? '' } });
@@ -331,4 +324,6 @@ test('explain: a scanner probe is dropped by the scanner stage, nothing is sent'
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /scanner +enforce +drop, reason scanner_user_agent, rule \S+ +<- decides/);
   assert.match(r.stdout, /^forward +no$/m);
+  // the stateful stages are named, with what they would do, not silently left out
+  assert.match(r.stdout, /^not evaluated here \(they need the running edge\):\n {2}ratelimit +enforce .*\n {2}auth +enforce +other served names: pbx/m);
 });

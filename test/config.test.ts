@@ -1,26 +1,17 @@
 // Config loading: schema defaults, overrides, and every kind of error at its exact file:line:column.
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { Type } from '@sinclair/typebox';
 import { loadConfig, parseCidr, parseTransportSpec, canonicalIp } from '../edge/config/load';
 import { loadYamlFile, loadYamlText, suggest } from '../edge/config/yaml';
 import { ConfigFileSchema } from '../edge/config/schema';
 import { DEFAULT_LIMITS } from '../edge/sip/parser';
+import { tempDir } from './helpers/tmp';
 
 const ROOT = path.resolve(__dirname, '../..');
 const SHIPPED = path.join(ROOT, 'sip-edge.yaml');
-const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-config-'));
-after(() => fs.rmSync(TMP, { recursive: true, force: true }));
-let n = 0;
-/** Writes `text` to a fresh temp file and returns its absolute path. */
-function tmp(text: string): string {
-  const f = path.join(TMP, `c${n++}.yaml`);
-  fs.writeFileSync(f, text);
-  return f;
-}
+const { dir: TMP, file: tmp } = tempDir('sipedge-config-');
 const UP = { upstreams: ['udp:127.0.0.1:5080'] };
 
 test('built-in defaults match the values named in edge/config/types.ts', () => {
@@ -302,4 +293,76 @@ test('resolved addresses agree with edge/net (what the edge matches on)', async 
     assert.equal(set.add(c), null, c);
     assert.equal(set.match(c.slice(0, c.indexOf('/'))), c, `edge/net spells ${c} the same way`);
   }
+});
+
+// ---- auth section
+
+const SECRET_OK = '9f2c1a7e5b3d8f6a0c4e2b9d7f1a3c5e';
+
+test('auth: without a users file every domain is in pbx mode with the documented defaults', () => {
+  const r = loadConfig({ overrides: { ...UP, domains: ['pbx.example.com'] }, env: {} });
+  assert.ok(r.ok, JSON.stringify(r));
+  const a = r.config.auth!;
+  assert.equal(a.fallback.mode, 'pbx');
+  assert.equal(a.fallback.realm, 'pbx.example.com', 'the first served domain');
+  assert.deepEqual(a.fallback.algorithms, ['SHA-256', 'SHA-512-256']);
+  assert.deepEqual(a.fallback.qop, ['auth']);
+  assert.deepEqual([a.fallback.matchFrom, a.fallback.forwardCredentials, a.fallback.identity, a.fallback.pbxRewrite], [true, false, 'strip', 'challenge']);
+  assert.deepEqual([a.nonceSeconds, a.lockout, a.enumeration], [300, { failures: 10, seconds: 900 }, { users: 10, seconds: 60 }]);
+});
+
+test('auth: a users file means edge mode, resolved relative to the config file (or --users to the working directory)', () => {
+  const f = tmp(`auth:\n  users: users.txt\n  secret: "${SECRET_OK}"\n`);
+  const r = loadConfig({ file: f, overrides: UP, env: {} });
+  assert.ok(r.ok, JSON.stringify(r));
+  assert.equal(r.config.auth!.fallback.mode, 'edge');
+  assert.equal(r.config.auth!.fallback.usersFile, path.join(path.dirname(f), 'users.txt'));
+  assert.equal(r.config.auth!.secret, SECRET_OK);
+  const o = loadConfig({ file: f, overrides: { ...UP, users: 'other.txt' }, env: {} });
+  assert.ok(o.ok);
+  assert.equal(o.config.auth!.fallback.usersFile, path.resolve('other.txt'));
+});
+
+test('auth: edge mode refuses to start without a nonce secret or with a well-known one', () => {
+  const none = loadConfig({ file: tmp('auth:\n  users: users.txt\n'), overrides: UP, env: {} });
+  assert.ok(!none.ok);
+  assert.match(none.errors.join('\n'), /:\d+:\d+: auth: edge authentication needs a nonce secret shared by every instance: set SIPEDGE_AUTH_SECRET/);
+  const example = loadConfig({ file: tmp('auth:\n  users: users.txt\n  secret: "change-me-to-32-random-characters"\n'), overrides: UP, env: {} });
+  assert.ok(!example.ok);
+  assert.match(example.errors.join('\n'), /:3:11: auth secret is a well-known example value/);
+  const dull = loadConfig({ file: tmp('auth:\n  users: users.txt\n'), overrides: UP, env: { SIPEDGE_AUTH_SECRET: 'abababababababababab' } });
+  assert.ok(!dull.ok);
+  assert.match(dull.errors.join('\n'), /env SIPEDGE_AUTH_SECRET: auth secret has fewer than 8 distinct characters/);
+  const env = loadConfig({ file: tmp('auth:\n  users: users.txt\n'), overrides: UP, env: { SIPEDGE_AUTH_SECRET: SECRET_OK } });
+  assert.ok(env.ok, JSON.stringify(env));
+  assert.equal(env.config.auth!.secret, SECRET_OK);
+  // the main secret is the fallback
+  const main = loadConfig({ file: tmp(`secret: "${SECRET_OK}"\nauth:\n  users: users.txt\n`), overrides: UP, env: {} });
+  assert.ok(main.ok, JSON.stringify(main));
+  // pbx mode needs no secret
+  assert.ok(loadConfig({ file: tmp('auth:\n  mode: pbx\n'), overrides: UP, env: {} }).ok);
+});
+
+test('auth: per-domain entries override, must name served domains, and edge mode needs users', () => {
+  const f = tmp([
+    'domains: [a.example.com, b.example.com]',
+    `auth:\n  secret: "${SECRET_OK}"\n  algorithms: [SHA-256]\n  domains:`,
+    '    - {name: a.example.com, users: a-users.txt, algorithms: [SHA-256, MD5], identity: assert}',
+    '    - {name: B.example.com, mode: off}',
+  ].join('\n'));
+  const r = loadConfig({ file: f, overrides: UP, env: {} });
+  assert.ok(r.ok, JSON.stringify(r));
+  const [a, b] = r.config.auth!.domains;
+  assert.deepEqual([a!.name, a!.mode, a!.realm, a!.algorithms, a!.identity], ['a.example.com', 'edge', 'a.example.com', ['SHA-256', 'MD5'], 'assert']);
+  assert.deepEqual([b!.name, b!.mode, b!.algorithms], ['b.example.com', 'off', ['SHA-256']]);
+  assert.equal(r.config.auth!.fallback.mode, 'pbx');
+  const schema = loadConfig({ file: tmp('auth:\n  algorithms: [SHA1]\n'), overrides: UP, env: {} });
+  assert.ok(!schema.ok);
+  assert.match(schema.errors.join('\n'), /:2:16: auth.algorithms\[0\]: expected one of SHA-256, SHA-512-256, MD5/);
+  const bad = loadConfig({ file: tmp(`domains: [a.example.com]\nauth:\n  secret: "${SECRET_OK}"\n  domains:\n    - {name: c.example.com}\n    - {name: a.example.com, mode: edge}\n    - {name: a.example.com}\n`), overrides: UP, env: {} });
+  assert.ok(!bad.ok);
+  const text = bad.errors.join('\n');
+  assert.match(text, /:5:\d+: auth.domains: "c.example.com" is not one of the served domains/);
+  assert.match(text, /:6:\d+: auth: edge authentication for a.example.com needs a users file/);
+  assert.match(text, /:7:\d+: auth.domains: "a.example.com" is listed twice/);
 });

@@ -109,13 +109,13 @@ const VALID = {
 
 // ---- defaults
 
-test('the shipped rules directory loads with the real compilers: default order, all enforce, trusted skip scanner, geoip and ratelimit', () => {
+test('the shipped rules directory loads with the real compilers: default order, all enforce, trusted skip scanner, geoip, ratelimit and auth', () => {
   assert.equal(defaultRulesDir(), path.join(ROOT, 'rules'));
   const r = loadRules(defaultRulesDir());
   assert.ok(r.ok, r.ok ? '' : r.errors.join('\n'));
   const s = r.snapshot;
-  assert.deepEqual(s.stages.map((x) => `${x.name}:${x.mode}`), ['sanity:enforce', 'access:enforce', 'scanner:enforce', 'geoip:enforce', 'ratelimit:enforce']);
-  assert.deepEqual([...s.trustedSkip].sort(), ['geoip', 'ratelimit', 'scanner']);
+  assert.deepEqual(s.stages.map((x) => `${x.name}:${x.mode}`), ['sanity:enforce', 'access:enforce', 'scanner:enforce', 'geoip:enforce', 'ratelimit:enforce', 'auth:enforce']);
+  assert.deepEqual([...s.trustedSkip].sort(), ['auth', 'geoip', 'ratelimit', 'scanner']);
   assert.match(s.version, /^[0-9a-f]{12}$/);
   assert.ok(s.files.includes(path.join(ROOT, 'rules', 'stages.yaml')));
   // the shipped limits.yaml states exactly the built-in defaults
@@ -129,8 +129,8 @@ test('the shipped rules directory loads with the real compilers: default order, 
 
 test('an empty rules directory means the default order, empty scanner / access / geoip and the default limits', () => {
   const s = ok(rulesDir({}));
-  assert.deepEqual(s.stages.map((x) => x.name), ['sanity', 'access', 'scanner', 'geoip', 'ratelimit']);
-  assert.deepEqual([...s.trustedSkip].sort(), ['geoip', 'ratelimit', 'scanner']);
+  assert.deepEqual(s.stages.map((x) => x.name), ['sanity', 'access', 'scanner', 'geoip', 'ratelimit', 'auth']);
+  assert.deepEqual([...s.trustedSkip].sort(), ['auth', 'geoip', 'ratelimit', 'scanner']);
   assert.equal(s.scanner, EMPTY_SCANNER);
   assert.equal(s.access, EMPTY_ACCESS);
   assert.equal(s.geoip, EMPTY_GEO);

@@ -40,7 +40,7 @@ function setup(yaml = '', o: { maxPromoted?: number } = {}) {
   const store = createMemoryStore({ now: c.now, sweepIntervalMs: 0 });
   const snap = snapshotOf(limitsOf(yaml));
   const bans: Ban[] = [];
-  const suspicion = new Suspicion({ store, rules: () => snap, now: c.now, onBan: (b) => bans.push(b), ...o });
+  const suspicion = new Suspicion({ store, rules: () => snap, now: c.now, onBan: (b) => bans.push(b), softGraceMs: 0, ...o });
   return { clock: c, store, snap, suspicion, bans };
 }
 
@@ -217,9 +217,10 @@ test('NAT office: 500 phones from one address, 1000 REGISTERs within a minute: a
     ban ??= await other.suspicion.record(SCAN, 'auth_failure');
   }
   const passed = verdicts.filter((v) => v.action === 'continue').length;
-  assert.equal(passed, 200, 'the unknown source gets its 200 requests per window');
+  // 200 first requests and 200 answers (requests with credentials have a budget of their own)
+  assert.equal(passed, 400, 'the unknown source gets its 200 requests and 200 answers per window');
   const drops = verdicts.filter((v) => v.action === 'drop');
-  assert.equal(drops.length, 800);
+  assert.equal(drops.length, 600);
   for (const v of drops) assert.deepEqual(v, { action: 'drop', reason: 'source_rate', rule: 'limits:source_all' });
   assert.ok(ban, 'and its failures ban it');
   assert.equal(ban.reason, 'suspicion_auth_failure');
@@ -280,4 +281,68 @@ test('the promotion table stays within its cap under 1,000,000 distinct sources 
   for (let i = 0; i < CAP - 1; i++) s.promote(addr(2_000_000 + i));
   assert.equal(s.isPromoted(addr(999_998)), true);
   assert.equal(s.isPromoted(v6(999_999)), false);
+});
+
+// ---- soft events: a crowd that has not authenticated yet gets a grace period
+
+test('a soft event (missing_auth, enumeration, flood) that exhausts the budget bans only after the grace, and not if the source authenticates meanwhile', async (t) => {
+  // the grace timer is unref'd (it must not hold a stopping edge up): keep this test's loop alive
+  const alive = setInterval(() => undefined, 1000);
+  t.after(() => clearInterval(alive));
+  for (const event of ['missing_auth', 'enumeration', 'flood'] as const) {
+    const s = setup('', {});
+    const graced = new Suspicion({ store: s.store, rules: () => s.snap, now: s.clock.now, softGraceMs: 80 });
+    // 20 points of budget: the 21st event exhausts it; the ban waits for the grace
+    for (let i = 0; i < 20; i++) assert.equal(await graced.record('198.51.100.70', event), null);
+    const t0 = Date.now();
+    const pending = graced.record('198.51.100.70', event);
+    // a phone of that address answers its challenge within the grace: promoted
+    setTimeout(() => graced.promote('198.51.100.70'), 20);
+    assert.equal(await pending, null, `${event}: promoted during the grace, no ban`);
+    assert.ok(Date.now() - t0 >= 70, 'the decision waited for the grace');
+    // a source that never authenticates is banned once the grace is over
+    for (let i = 0; i < 20; i++) await graced.record('198.51.100.71', event);
+    const ban = await graced.record('198.51.100.71', event);
+    assert.equal(ban?.reason, `suspicion_${event}`, `${event}: banned after the grace`);
+  }
+  // hard events are not graced: a scanner signature bans at once
+  const s = setup();
+  const graced = new Suspicion({ store: s.store, rules: () => s.snap, now: s.clock.now, softGraceMs: 10_000 });
+  const t0 = Date.now();
+  const r = await untilBan(graced, '198.51.100.72', 'scanner', 10);
+  assert.equal(r.ban?.reason, 'suspicion_scanner');
+  assert.ok(Date.now() - t0 < 5_000);
+});
+
+// ---- promotion shared by every instance (real Redis)
+
+test('a source promoted on one instance is promoted on every instance sharing the Redis (pub/sub), IPv4 and IPv6 prefix', async (t) => {
+  const { createRedisStore } = await import('../edge/store/redis');
+  const { SHARED_REDIS_URL, randomPrefix, redisRequired, sharedRedisStatus } = await import('./helpers/redis-server');
+  const st = await sharedRedisStatus();
+  if (!st.up) {
+    if (redisRequired()) assert.fail(st.reason);
+    t.skip(st.reason);
+    return;
+  }
+  const keyPrefix = randomPrefix();
+  const a = await createRedisStore({ url: SHARED_REDIS_URL, keyPrefix, requireReady: true });
+  const b = await createRedisStore({ url: SHARED_REDIS_URL, keyPrefix, requireReady: true });
+  try {
+    const snap = snapshotOf(limitsOf(''));
+    const sa = new Suspicion({ store: a, rules: () => snap, softGraceMs: 0 });
+    const sb = new Suspicion({ store: b, rules: () => snap, softGraceMs: 0 });
+    sa.promote('203.0.113.77');
+    sa.promote('2001:db8:77:1::9');
+    const t0 = Date.now();
+    while (Date.now() - t0 < 2000 && !(sb.isPromoted('203.0.113.77') && sb.isPromoted('2001:db8:77:1::ffff'))) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(sb.isPromoted('203.0.113.77'), true, 'IPv4 promotion reached the other instance');
+    assert.equal(sb.isPromoted('2001:db8:77:1::ffff'), true, 'the IPv6 /64 promotion reached the other instance');
+    t.diagnostic(`promotion visible on the second instance after ${Date.now() - t0} ms`);
+    assert.ok(Date.now() - t0 < 1000);
+    assert.equal(sb.isPromoted('203.0.113.78'), false);
+  } finally {
+    await a.close();
+    await b.close();
+  }
 });

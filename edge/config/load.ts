@@ -7,10 +7,11 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { TransportName } from '../sip/types';
 import type { ListenerSpec } from '../transport/types';
-import type { ResolvedConfig, UpstreamSpec } from './types';
+import type { AuthConfig, AuthDomainPolicy, ResolvedConfig, UpstreamSpec } from './types';
 import { ConfigFileSchema, LOG_LEVELS } from './schema';
 import type { ConfigFile, LogLevel } from './schema';
 import { loadYamlFile, loadYamlText } from './yaml';
+import { parseRedisUrl } from '../store/redis-url';
 import type { ValuePath } from './yaml';
 
 /** Flags that replace (not extend) the corresponding file setting when given. */
@@ -29,6 +30,8 @@ export interface CliOverrides {
   rules?: string;
   /** Redis URL; null = in memory */
   redis?: string | null;
+  /** users file for edge authentication (relative to the working directory) */
+  users?: string;
 }
 
 export interface LoadOptions {
@@ -197,7 +200,16 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     ? path.resolve(opts.overrides.rules)
     : typeof f.rules === 'string' ? path.resolve(fileName !== undefined ? path.dirname(fileName) : process.cwd(), f.rules) : undefined;
   const redisUrl = ov.redis !== undefined ? ov.redis : f.redis;
-  if (redisUrl && !/^rediss?:\/\/[^\s]+$/.test(redisUrl)) err(ov.redis !== undefined ? '--redis' : at(['redis']), `redis: expected a redis:// or rediss:// URL, got ${JSON.stringify(redisUrl)}`);
+  if (redisUrl) {
+    // the store's own parser: what passes here is exactly what the store can connect to
+    const u = parseRedisUrl(redisUrl);
+    if ('error' in u) err(ov.redis !== undefined ? '--redis' : at(['redis']), `redis: ${u.error}`);
+  }
+  const auth = resolveAuth(f, {
+    domains: [...new Set(domains)], env, err, at, fileName,
+    usersOverride: ov.users !== undefined ? path.resolve(ov.users) : undefined,
+    mainSecret: secret,
+  });
   if (errors.length > 0) return { ok: false, errors };
   const config: ResolvedConfig = {
     listen,
@@ -217,6 +229,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     shutdownGraceMs: f.shutdownGraceMs,
     log: { level },
     metrics: { listen: metricsListen, ...(f.metrics.token !== undefined ? { token: f.metrics.token } : {}) },
+    auth,
     ...(fileName !== undefined ? { configFile: fileName } : {}),
   };
   return { ok: true, config: deepFreeze(config) };
@@ -406,4 +419,114 @@ function bytesToIp(b: Uint8Array, mapV4 = true): string {
   const hex = g.map((x) => x.toString(16));
   if (bestStart < 0) return hex.join(':');
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}
+
+/**
+ * Secrets nobody may run with: the example in the shipped sip-edge.yaml and README, and the usual
+ * placeholders. A nonce secret an attacker knows lets them mint nonces for any source and time.
+ */
+const WELL_KNOWN_SECRETS = new Set([
+  'change-me-to-32-random-characters', 'changeme', 'change-me', 'changethis', 'secret', 'password',
+  'sip-edge', 'sipedge', 'default', 'example', 'test', '1234567890123456', '0123456789abcdef',
+  'aaaaaaaaaaaaaaaa', 'secretsecretsecret', 'passwordpassword',
+]);
+
+/** Why a secret is unusable, or undefined when it is fine. */
+export function weakSecret(s: string): string | undefined {
+  const low = s.toLowerCase();
+  if (WELL_KNOWN_SECRETS.has(low)) return 'is a well-known example value: generate one, e.g. `openssl rand -hex 32`';
+  if (new Set(s).size < 8) return 'has fewer than 8 distinct characters: generate one, e.g. `openssl rand -hex 32`';
+  return undefined;
+}
+
+/** Every domain policy of an auth config, the fallback first. */
+export function authPolicies(a: AuthConfig): AuthDomainPolicy[] {
+  return [a.fallback, ...a.domains];
+}
+
+/** The users files the edge must load: those of the domains in edge mode, each once. */
+export function edgeUsersFiles(a: AuthConfig | undefined): string[] {
+  if (a === undefined) return [];
+  return [...new Set(authPolicies(a).flatMap((p) => (p.mode === 'edge' && p.usersFile !== undefined ? [p.usersFile] : [])))];
+}
+
+/** The auth settings when the config says nothing (tests and embedders that build a config by
+ *  hand): pbx mode everywhere with the schema defaults. */
+export function defaultAuthConfig(domains: readonly string[]): AuthConfig {
+  const d = loadYamlText('', 'defaults', ConfigFileSchema);
+  if (!d.ok) throw new Error(d.errors.join('\n')); // the schema's own defaults: cannot fail
+  return resolveAuth(d.value, {
+    domains, env: {}, err: () => undefined, at: () => 'defaults', fileName: undefined, usersOverride: undefined, mainSecret: undefined,
+  });
+}
+
+function resolveAuth(
+  f: ConfigFile,
+  c: {
+    domains: readonly string[];
+    env: NodeJS.ProcessEnv;
+    err: (where: string, msg: string) => void;
+    at: (p: ValuePath) => string;
+    fileName: string | undefined;
+    usersOverride: string | undefined;
+    mainSecret: string | undefined;
+  },
+): AuthConfig {
+  const a = f.auth;
+  const base = c.fileName !== undefined ? path.dirname(c.fileName) : process.cwd();
+  const defaultUsers = c.usersOverride ?? (a.users !== null ? path.resolve(base, a.users) : undefined);
+  const defaultRealm = a.realm ?? c.domains.find((d) => net.isIP(d) === 0) ?? 'sip-edge';
+  const policy = (name: string, realm: string, users: string | undefined, mode: AuthDomainPolicy['mode'] | null, o: Partial<Omit<AuthDomainPolicy, 'name' | 'realm' | 'usersFile' | 'mode'>>): AuthDomainPolicy => ({
+    name,
+    mode: mode ?? (users !== undefined ? 'edge' : 'pbx'),
+    realm,
+    ...(users !== undefined ? { usersFile: users } : {}),
+    algorithms: o.algorithms ?? a.algorithms,
+    qop: o.qop ?? a.qop,
+    matchFrom: o.matchFrom ?? a.matchFrom,
+    forwardCredentials: o.forwardCredentials ?? a.forwardCredentials,
+    identity: o.identity ?? a.identity,
+    pbxRewrite: o.pbxRewrite ?? a.pbxRewrite,
+  });
+  const fallback = policy('*', defaultRealm, defaultUsers, a.mode, {});
+  const seen = new Set<string>();
+  const listed: AuthDomainPolicy[] = [];
+  a.domains.forEach((d, i) => {
+    const name = d.name.toLowerCase();
+    const where = c.at(['auth', 'domains', i, 'name']);
+    if (!c.domains.includes(name)) c.err(where, `auth.domains: ${JSON.stringify(d.name)} is not one of the served domains (domains: ${JSON.stringify(c.domains)})`);
+    if (seen.has(name)) c.err(where, `auth.domains: ${JSON.stringify(d.name)} is listed twice`);
+    seen.add(name);
+    const users = d.users !== undefined ? path.resolve(base, d.users) : defaultUsers;
+    listed.push(policy(name, d.realm ?? (net.isIP(name) === 0 ? name : defaultRealm), users, d.mode ?? a.mode, d));
+  });
+  for (const [i, p] of [fallback, ...listed].entries()) {
+    const where = i === 0 ? c.at(['auth', 'mode']) : c.at(['auth', 'domains', i - 1, 'name']);
+    if (p.mode === 'edge' && p.usersFile === undefined) c.err(where, `auth: edge authentication${p.name === '*' ? '' : ` for ${p.name}`} needs a users file (auth.users, the domain's users, or --users)`);
+    if (p.mode === 'edge' && !p.qop.includes('auth')) c.err(where, 'auth: qop must include auth (RFC 7616 3.3; auth-int alone locks out most phones)');
+  }
+  // the nonce secret: env, then auth.secret, then the main secret
+  let secret: string | undefined = a.secret ?? c.mainSecret;
+  let secretWhere = a.secret !== undefined ? c.at(['auth', 'secret']) : c.at(['secret']);
+  const envSecret = c.env.SIPEDGE_AUTH_SECRET;
+  if (envSecret !== undefined && envSecret !== '') {
+    secret = envSecret;
+    secretWhere = 'env SIPEDGE_AUTH_SECRET';
+    if (envSecret.length < 16) c.err(secretWhere, 'must be at least 16 characters');
+  }
+  const edgeMode = [fallback, ...listed].some((p) => p.mode === 'edge');
+  if (edgeMode && secret === undefined) {
+    c.err(c.at(['auth']), 'auth: edge authentication needs a nonce secret shared by every instance: set SIPEDGE_AUTH_SECRET (or auth.secret / secret)');
+  } else if (edgeMode && secret !== undefined) {
+    const weak = weakSecret(secret);
+    if (weak !== undefined) c.err(secretWhere, `auth secret ${weak}`);
+  }
+  return {
+    ...(secret !== undefined ? { secret } : {}),
+    nonceSeconds: a.nonceSeconds,
+    lockout: { ...a.lockout },
+    enumeration: { ...a.enumeration },
+    domains: listed,
+    fallback,
+  };
 }

@@ -42,6 +42,62 @@ export const LogLevelSchema = Type.Union(
   { default: 'info', description: 'pino log level', errorMessage: `expected one of ${LOG_LEVELS.join(', ')}` },
 );
 
+export const DIGEST_ALGORITHMS = ['SHA-256', 'SHA-512-256', 'MD5'] as const;
+
+const algorithmList = (withDefault: boolean) =>
+  Type.Array(Type.Union(DIGEST_ALGORITHMS.map((a) => Type.Literal(a)), { errorMessage: `expected one of ${DIGEST_ALGORITHMS.join(', ')}` }), {
+    ...(withDefault ? { default: ['SHA-256', 'SHA-512-256'] } : {}),
+    minItems: 1,
+    maxItems: 3,
+    uniqueItems: true,
+    description: 'Challenge algorithms, in order of preference (RFC 8760: one challenge per algorithm). MD5 only for old phones that cannot do better.',
+    errorMessage: `expected a non-empty list of distinct ${DIGEST_ALGORITHMS.join(', ')}`,
+  });
+const qopList = (withDefault: boolean) =>
+  Type.Array(Type.Union([Type.Literal('auth'), Type.Literal('auth-int')], { errorMessage: 'expected auth or auth-int' }), {
+    ...(withDefault ? { default: ['auth'] } : {}),
+    minItems: 1,
+    maxItems: 2,
+    uniqueItems: true,
+    description: 'qop values offered; auth is required, auth-int (body integrity) optional (RFC 7616 3.3).',
+    errorMessage: 'expected a list of auth, auth-int',
+  });
+const bool = (def: boolean | undefined, description: string) =>
+  Type.Boolean({ ...(def !== undefined ? { default: def } : {}), description, errorMessage: 'expected true or false' });
+const identityMode = (withDefault: boolean) =>
+  Type.Union([Type.Literal('strip'), Type.Literal('assert')], {
+    ...(withDefault ? { default: 'strip' } : {}),
+    description: 'P-Asserted-Identity, P-Preferred-Identity and Remote-Party-ID from untrusted sources: strip, or assert = strip and add P-Asserted-Identity of the authenticated user (RFC 3325).',
+    errorMessage: 'expected strip or assert',
+  });
+const rewriteMode = (withDefault: boolean) =>
+  Type.Union([Type.Literal('challenge'), Type.Literal('forbidden'), Type.Literal('off')], {
+    ...(withDefault ? { default: 'challenge' } : {}),
+    description: 'pbx mode: a 404/480 from the PBX to an unauthenticated outside request becomes the uniform challenge (challenge) or a 403 (forbidden), so it cannot reveal which users exist; off forwards it.',
+    errorMessage: 'expected challenge, forbidden or off',
+  });
+
+/** Settings a domain entry may override (same names, no defaults there: unset = inherited). */
+const AUTH_POLICY_FIELDS = {
+  algorithms: algorithmList(true),
+  qop: qopList(true),
+  matchFrom: bool(true, 'The authenticated user must be the From user (and REGISTER may only bind the authenticated AOR).'),
+  forwardCredentials: bool(false, 'Forward Authorization / Proxy-Authorization to the PBX (edge mode); false strips them.'),
+  identity: identityMode(true),
+  pbxRewrite: rewriteMode(true),
+};
+
+function optionalPolicy() {
+  return {
+    algorithms: Type.Optional(algorithmList(false)),
+    qop: Type.Optional(qopList(false)),
+    matchFrom: Type.Optional(bool(undefined, 'as above')),
+    forwardCredentials: Type.Optional(bool(undefined, 'as above')),
+    identity: Type.Optional(identityMode(false)),
+    pbxRewrite: Type.Optional(rewriteMode(false)),
+  };
+}
+
 export const DEFAULT_LISTEN = ['udp:127.0.0.1:5060', 'tcp:127.0.0.1:5060'];
 
 export const ConfigFileSchema = Type.Object(
@@ -111,7 +167,56 @@ export const ConfigFileSchema = Type.Object(
       },
       'Proxy behaviour.',
     ),
-    redis: nullableString(null, 'Redis URL (redis://host:6379/0, rediss://, redis+sentinel is not supported yet) shared by every instance for rate limits and bans; null = in memory, single node.'),
+    auth: section(
+      {
+        users: nullableString(null, 'Users file (HA1 per algorithm, written by `sip-edge passwd`) for every served domain without a users file of its own; relative to this file. --users overrides. A domain with a users file uses edge authentication unless its mode says otherwise.'),
+        secret: Type.Optional(
+          Type.String({
+            minLength: 16,
+            maxLength: 4096,
+            description: 'HMAC secret for digest nonces, shared by every instance (any instance can verify a nonce another issued). Env SIPEDGE_AUTH_SECRET overrides; falls back to `secret`. Required for edge authentication; well-known values are refused.',
+            errorMessage: 'expected a string of 16 to 4096 characters',
+          }),
+        ),
+        realm: nullableString(null, 'Realm for requests to the edge\'s own addresses and for domains without a realm of their own; null = the first served domain (or "sip-edge").'),
+        mode: Type.Union([Type.Literal('edge'), Type.Literal('pbx'), Type.Literal('off'), Type.Null()], {
+          default: null,
+          description: 'edge: the edge challenges and verifies; pbx: the PBX challenges and the edge watches the exchange; off: no auth handling. null = edge when a users file applies, else pbx.',
+          errorMessage: 'expected edge, pbx, off or null',
+        }),
+        ...AUTH_POLICY_FIELDS,
+        nonceSeconds: int(300, 10, 86400, 'Nonce lifetime; an older nonce with a correct answer gets a fresh challenge with stale=true (RFC 7616 3.3).'),
+        lockout: section(
+          {
+            failures: int(10, 1, 1000000, 'Failed authentications for one user (any source) before the user is locked out.'),
+            seconds: int(900, 1, 86400 * 30, 'Lockout window and duration. Sources that authenticated recently (promoted) are exempt, so the owner keeps working.'),
+          },
+          'Per-user lockout against distributed brute force.',
+        ),
+        enumeration: section(
+          {
+            users: int(10, 2, 100000, 'Distinct target users from one source within the window before each further one counts as suspicion (enumeration).'),
+            seconds: int(60, 1, 86400, 'Window.'),
+          },
+          'Extension enumeration detection (svwar, sippts).',
+        ),
+        domains: Type.Array(
+          Type.Object(
+            {
+              name: Type.String({ minLength: 1, maxLength: 253, description: 'A served domain (one of `domains`).', errorMessage: 'expected a domain name' }),
+              mode: Type.Optional(Type.Union([Type.Literal('edge'), Type.Literal('pbx'), Type.Literal('off')], { errorMessage: 'expected edge, pbx or off' })),
+              realm: Type.Optional(Type.String({ minLength: 1, maxLength: 255, errorMessage: 'expected a realm string' })),
+              users: Type.Optional(Type.String({ minLength: 1, maxLength: 4096, errorMessage: 'expected a file path' })),
+              ...optionalPolicy(),
+            },
+            { additionalProperties: false },
+          ),
+          { default: [], maxItems: 1000, description: 'Per-domain settings; a served domain not listed uses the settings above.', errorMessage: 'expected a list of domain entries' },
+        ),
+      },
+      'Digest authentication (RFC 3261 22, RFC 7616, RFC 8760) and anti-enumeration.',
+    ),
+    redis: nullableString(null, 'Redis shared by every instance for rate limits, bans, nonce replay and promotions: redis://[user:pass@]host:port[/db], rediss:// (TLS), redis-sentinel://host1:26379,host2:26379/MASTER[/db], redis-cluster://host1:7000,host2:7001; null = in memory, single node.'),
     rules: nullableString(null, 'Directory of the rule files (stages, scanner, access, geoip); relative to this file; null = the shipped rules/ directory.'),
     shutdownGraceMs: int(5000, 0, 600000, 'On SIGTERM, time given to open transactions and connections to finish.'),
     log: section({ level: LogLevelSchema }, 'Logging.'),

@@ -11,6 +11,40 @@ export interface UpstreamSpec {
   readonly port: number;
 }
 
+export type AuthMode = 'edge' | 'pbx' | 'off';
+export type AuthAlgorithm = 'SHA-256' | 'SHA-512-256' | 'MD5';
+
+/** How one served domain (or, as `fallback`, every other served name) is authenticated. */
+export interface AuthDomainPolicy {
+  /** lower-case domain; '*' for the fallback */
+  readonly name: string;
+  readonly mode: AuthMode;
+  readonly realm: string;
+  /** absolute path of the users file, when one applies */
+  readonly usersFile?: string;
+  /** challenge algorithms in order of preference (RFC 8760) */
+  readonly algorithms: readonly AuthAlgorithm[];
+  readonly qop: readonly ('auth' | 'auth-int')[];
+  /** the authenticated user must be the From user; REGISTER binds only the authenticated AOR */
+  readonly matchFrom: boolean;
+  readonly forwardCredentials: boolean;
+  readonly identity: 'strip' | 'assert';
+  /** pbx mode: what becomes of a 404/480 to an unauthenticated outside request */
+  readonly pbxRewrite: 'challenge' | 'forbidden' | 'off';
+}
+
+export interface AuthConfig {
+  /** nonce HMAC secret (auth.secret, env SIPEDGE_AUTH_SECRET, or the main secret) */
+  readonly secret?: string;
+  readonly nonceSeconds: number;
+  readonly lockout: { readonly failures: number; readonly seconds: number };
+  readonly enumeration: { readonly users: number; readonly seconds: number };
+  /** the domains listed in auth.domains, resolved */
+  readonly domains: readonly AuthDomainPolicy[];
+  /** for served domains not listed and for the edge's own addresses */
+  readonly fallback: AuthDomainPolicy;
+}
+
 export interface ResolvedConfig {
   readonly listen: readonly ListenerSpec[];
   /** address (and port) to put in Via / Record-Route / Path instead of the bound one,
@@ -58,6 +92,8 @@ export interface ResolvedConfig {
   /** absolute path of the rules directory (stages.yaml, scanner.yaml, access.yaml, geoip.yaml);
    *  absent = the shipped rules/ directory */
   readonly rulesDir?: string;
+  /** digest authentication; absent = pbx mode with the defaults everywhere (watch, never challenge) */
+  readonly auth?: AuthConfig;
   /** absolute path of the config file this came from, if any */
   readonly configFile?: string;
 }

@@ -229,3 +229,17 @@ function sipUri(s: string, scheme: string, rs: number): SipUri | null {
   return out;
 }
 
+/** RFC 3261 19.1.4: a URI user part compares with %HH escapes decoded (case-sensitive). */
+export function decodeUser(user: string): string {
+  if (user.indexOf('%') < 0) return user;
+  let out = '';
+  for (let i = 0; i < user.length; i++) {
+    const c = user.charCodeAt(i);
+    if (c === 0x25 && i + 2 < user.length) {
+      const hex = user.slice(i + 1, i + 3);
+      if (/^[0-9a-fA-F]{2}$/.test(hex)) { out += String.fromCharCode(parseInt(hex, 16)); i += 2; continue; }
+    }
+    out += user[i];
+  }
+  return out;
+}

@@ -75,6 +75,17 @@ export class MessageWriter {
     return this;
   }
 
+  /** insert "name: value" before the first line named `anchor`; false (nothing done) when there
+   *  is no such line */
+  insertBefore(anchor: string, name: string, value: string): boolean {
+    const i = this.firstLive(anchor);
+    if (i < 0) return false;
+    const list = this.before[i];
+    if (list === undefined) this.before[i] = [line(name, value)];
+    else list.push(line(name, value));
+    return true;
+  }
+
   /** append "Name: value" after the last header line */
   append(name: string, value: string): this {
     this.tail.push(line(name, value));

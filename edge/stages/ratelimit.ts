@@ -1,7 +1,8 @@
 // Rate-limit stage: budgets in the shared store (memory on one node, Redis in a cluster) for
 //
 //   source_all        every request from a source (IPv6: per prefix), x promotion.factor once
-//                     the source has authenticated (Suspicion.isPromoted)
+//                     the source has authenticated (Suspicion.isPromoted); requests carrying
+//                     credentials (answers to challenges) have a second budget of the same size
 //   aor_register      REGISTER per address-of-record: the To URI (RFC 3261 10.2, 10.3 step 5:
 //                     scheme:user@host with escapes decoded and parameters dropped)
 //   user_invite       out-of-dialog INVITE per calling user (From user@host)
@@ -28,7 +29,8 @@
 import { createHash } from 'node:crypto';
 import type { RulesSnapshot } from '../../rules/types';
 import { LIMIT_RULES, normalizeDialString } from '../../rules/limits-compile';
-import { from, requestUri, to } from '../sip/headers';
+import { first, from, requestUri, to } from '../sip/headers';
+import { decodeUser } from '../sip/uri';
 import type { NameAddr, SipRequest } from '../sip/types';
 import type { ConsumeResult, Limiter, LimiterSpec, SharedStore } from '../store/types';
 import { LimiterCache, type Suspicion } from '../suspicion';
@@ -66,19 +68,6 @@ export function aorKey(na: NameAddr): string {
   return boundedKey(`${u.scheme}:${decodeUser(u.user ?? '')}@${u.host}`);
 }
 
-function decodeUser(user: string): string {
-  if (user.indexOf('%') < 0) return user;
-  let out = '';
-  for (let i = 0; i < user.length; i++) {
-    const c = user.charCodeAt(i);
-    if (c === 0x25 && i + 2 < user.length) {
-      const hex = user.slice(i + 1, i + 3);
-      if (/^[0-9a-fA-F]{2}$/.test(hex)) { out += String.fromCharCode(parseInt(hex, 16)); i += 2; continue; }
-    }
-    out += user[i];
-  }
-  return out;
-}
 
 /** Retry-After seconds: base + a uniform integer from jitterMin to jitterMax (both inclusive). */
 export function jitteredRetryAfter(r: RulesSnapshot['limits']['retryAfter'], random: () => number = Math.random): number {
@@ -112,8 +101,13 @@ export function createRateLimitStage(opts: RateLimitStageOptions): Stage {
   }
 
   function checksFor(msg: SipRequest, sourceKey: string, promoted: boolean, limits: RulesSnapshot['limits']): Check[] {
+    // answers to challenges (requests with credentials) count in a budget of their own, of the
+    // same size: a burst of first, unauthenticated requests (an office after an outage) must not
+    // starve the answers whose success promotes the source. Guessing is no cheaper for it: every
+    // wrong answer is an auth_failure suspicion event (hard: a ban after the budget).
+    const answering = first(msg, 'authorization') !== undefined || first(msg, 'proxy-authorization') !== undefined;
     const out: Check[] = [
-      { spec: promoted ? limits.sourceAllPromoted : limits.sourceAll, key: sourceKey, reason: 'source_rate', rule: LIMIT_RULES.sourceAll },
+      { spec: promoted ? limits.sourceAllPromoted : limits.sourceAll, key: answering ? `${sourceKey}|auth` : sourceKey, reason: 'source_rate', rule: LIMIT_RULES.sourceAll },
     ];
     if (msg.method === 'REGISTER' && limits.aorRegister !== null) {
       const t = to(msg);

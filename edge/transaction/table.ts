@@ -5,6 +5,7 @@
 // against the INVITE they belong to. Branches lacking the z9hG4bK cookie (RFC 2543 peers) are
 // made unique with Call-ID, From tag and CSeq number (17.2.3's fallback, simplified).
 // The table is bounded: when full, new requests are refused with 503 (never an unbounded Map).
+import type { ForwardEdits } from '../verdict';
 import type { TimerHandle } from '../clock';
 import type { Endpoint, SipRequest } from '../sip/types';
 
@@ -33,6 +34,9 @@ export interface ServerTx {
   timerEnd?: TimerHandle;
   gInterval: number;
   readonly createdAt: number;
+  /** header edits the stages asked for (auth: strip credentials and untrusted identities); kept
+   *  here so that a failover re-forward makes them too */
+  edits?: ForwardEdits;
 }
 
 export interface ClientTx {

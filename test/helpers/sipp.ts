@@ -229,7 +229,7 @@ function readIf(file: string, cap = OUTPUT_CAP): string {
 }
 
 /** Start sipp in the background (a UAS, the registrar ...). */
-export async function startSipp(o: SippOptions): Promise<SippHandle> {
+export async function startSipp(o: SippOptions, attempt = 1): Promise<SippHandle> {
   if (o.scenario === undefined && o.sn === undefined) throw new Error('startSipp: scenario or sn required');
   const kind = o.transport === 't1' || o.transport === 'tn' ? 'tcp' : 'udp';
   const port = o.localPort ?? (await freePort(kind));
@@ -298,7 +298,16 @@ export async function startSipp(o: SippOptions): Promise<SippHandle> {
   };
 
   // give a server time to bind before a client sends to it: poll until its port is taken
-  if (o.remote === undefined) await waitBound(port, kind, child, 3_000);
+  if (o.remote === undefined) {
+    await waitBound(port, kind, child, 3_000);
+    // a server that died at start (exit 254: its port was taken between freePort() and its bind,
+    // by another test or by the probe itself) is started again on another port
+    await new Promise((r) => setTimeout(r, 50));
+    if (child.exitCode !== null && o.localPort === undefined && attempt < 4) {
+      await done;
+      return startSipp(o, attempt + 1);
+    }
+  }
   return { pid: child.pid ?? -1, port, dir, stop, done };
 }
 
