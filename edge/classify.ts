@@ -27,10 +27,18 @@ export function sourceClassifier(cfg: ResolvedConfig, rules: () => RulesSnapshot
   const trusted = new CidrSet();
   for (const c of cfg.trusted) trusted.add(c);
   const upstreamHosts = new Set(cfg.upstreams.map((u) => u.host));
-  const upstreamUdp = new Set(cfg.upstreams.filter((u) => u.transport === 'udp').map((u) => `${u.host}|${u.port}`));
+  // address -> ports: asked for every packet, so no "address|port" string is built per lookup
+  const upstreamUdp = new Map<string, Set<number>>();
+  for (const u of cfg.upstreams) {
+    if (u.transport !== 'udp') continue;
+    let ports = upstreamUdp.get(u.host);
+    if (ports === undefined) upstreamUdp.set(u.host, ports = new Set());
+    ports.add(u.port);
+  }
   const upstreamStream = new Set(cfg.upstreams.filter((u) => u.transport !== 'udp').map((u) => u.host));
   const isInsideSource = (ep: Endpoint): boolean =>
-    inside.has(ep.address) || (ep.transport === 'udp' ? upstreamUdp.has(`${ep.address}|${ep.port}`) : upstreamStream.has(ep.address));
+    (ep.transport === 'udp' ? upstreamUdp.get(ep.address)?.has(ep.port) === true : upstreamStream.has(ep.address)) ||
+    (inside.size > 0 && inside.has(ep.address));
   const trustOf = (a: string, side: Side): Trust =>
     (side === 'inside' ? 'inside' : trusted.has(a) || accessTrust(rules(), a) ? 'trusted' : 'untrusted');
   return {

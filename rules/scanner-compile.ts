@@ -430,12 +430,11 @@ function valuesOf(msg: SipMessage, w: Where): readonly string[] {
     case 'any-header': return msg.headers.map((h) => h.value);
     case 'request-uri': return msg.kind === 'request' ? [msg.uri] : [];
     case 'body': {
-      const c = msg.cache as Record<string, unknown>;
-      let b = c['scanner:body'] as string | undefined;
+      let b = msg.cache.get('scanner:body') as string | undefined;
       if (b === undefined) {
         const len = Math.min(msg.bodyLength, MAX_BODY_SCAN, Math.max(0, msg.raw.length - msg.bodyStart));
         b = len > 0 ? msg.raw.toString('latin1', msg.bodyStart, msg.bodyStart + len) : '';
-        c['scanner:body'] = b;
+        msg.cache.set('scanner:body', b);
       }
       return b.length > 0 ? [b] : [];
     }

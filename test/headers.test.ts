@@ -218,7 +218,7 @@ test('accessors over real messages', () => {
 
   const unreg = parsed(UNREGISTER);
   assert.deepEqual(H.contacts(unreg), []);
-  assert.equal(unreg.cache['contactStar'], true);
+  assert.equal(unreg.cache.get('contactStar'), true);
   assert.equal(Buffer.from(H.from(unreg)?.displayName ?? '', 'latin1').toString('utf8'), 'Jürgen Müller');
   assert.equal(H.expires(unreg), 0);
 });
@@ -258,7 +258,7 @@ test('list accessors: null when any value is unparsable; Contact "*" rules', () 
   assert.equal(H.contacts(withHeaders('Contact: ')), null);
   const m = withHeaders('Contact: <sip:a@b>');
   assert.equal(H.contacts(m)?.length, 1);
-  assert.equal(m.cache['contactStar'], false);
+  assert.equal(m.cache.get('contactStar'), false);
   assert.equal(H.from(withHeaders('From: <sip:a@b')), null);
   assert.equal(H.from(withHeaders()), undefined);
   assert.equal(H.requestUri(parsed(sip(['OPTIONS sip:a@bad_host SIP/2.0', 'Content-Length: 0']))), null);

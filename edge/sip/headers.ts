@@ -17,13 +17,13 @@ export function canonicalName(rawName: string): string {
 
 const EMPTY: readonly HeaderField[] = Object.freeze([]);
 
-type Cache = Record<string, unknown>;
-const cacheOf = (msg: SipMessage): Cache => msg.cache as Cache;
+/** stands for a memoised `undefined` (absent header) in the Map */
+const UNDEF = Symbol('undefined');
 
 /** per-name index of the header fields, built once per message */
 function index(msg: SipMessage): Map<string, HeaderField[]> {
-  const c = cacheOf(msg);
-  let idx = c['h:idx'] as Map<string, HeaderField[]> | undefined;
+  const c = msg.cache;
+  let idx = c.get('h:idx') as Map<string, HeaderField[]> | undefined;
   if (idx === undefined) {
     idx = new Map();
     for (const h of msg.headers) {
@@ -31,7 +31,7 @@ function index(msg: SipMessage): Map<string, HeaderField[]> {
       if (list === undefined) idx.set(h.name, [h]);
       else list.push(h);
     }
-    c['h:idx'] = idx;
+    c.set('h:idx', idx);
   }
   return idx;
 }
@@ -54,13 +54,15 @@ export function count(msg: SipMessage, name: string): number {
   return fieldsOf(msg, name).length;
 }
 
-/** memoise `compute` under key (undefined results are memoised too) */
-function memo<T>(msg: SipMessage, key: string, compute: () => T): T {
-  const c = cacheOf(msg);
-  if (key in c) return c[key] as T;
-  const v = compute();
-  c[key] = v;
-  return v;
+/** memoise `compute(msg, arg)` under key (undefined results are memoised too). Keys are
+ *  constants and compute functions module-level, so a cache hit allocates nothing. */
+function memo<T, A>(msg: SipMessage, key: string, compute: (msg: SipMessage, arg: A) => T, arg: A): T {
+  const c = msg.cache;
+  const v = c.get(key);
+  if (v !== undefined) return (v === UNDEF ? undefined : v) as T;
+  const r = compute(msg, arg);
+  c.set(key, r === undefined ? UNDEF : r);
+  return r;
 }
 
 const isWs = (c: number): boolean => c === 0x20 || c === 0x09;
@@ -312,9 +314,12 @@ function viaParamsValid(p: ReadonlyMap<string, string | null>): boolean {
 
 function parseAllVias(msg: SipMessage): Via[] | null {
   const out: Via[] = [];
+  // the top Via, when already asked for, is not parsed a second time
+  const top = msg.cache.get('h:topVia') as Via | null | undefined | typeof UNDEF;
+  if (top === null) return null;
   for (const f of fieldsOf(msg, 'via')) {
     for (const part of splitCommaList(f.value)) {
-      const v = parseVia(part);
+      const v = out.length === 0 && top !== undefined && top !== UNDEF ? top : parseVia(part);
       if (v === null) return null;
       out.push(v);
     }
@@ -324,48 +329,52 @@ function parseAllVias(msg: SipMessage): Via[] | null {
 
 /** all Via values, across all Via lines, top first; null when any value is unparsable */
 export function vias(msg: SipMessage): Via[] | null {
-  return memo(msg, 'h:vias', () => parseAllVias(msg));
+  return memo(msg, 'h:vias', parseAllVias, undefined);
+}
+
+function parseTopVia(msg: SipMessage): Via | null | undefined {
+  // the full list, when some stage already asked for it, holds the top Via parsed
+  const all = msg.cache.get('h:vias') as Via[] | null | undefined;
+  if (all !== undefined) return all === null ? null : all[0];
+  const f = fieldsOf(msg, 'via')[0];
+  if (f === undefined) return undefined;
+  const e = firstTopComma(f.value);
+  return parseVia(e < 0 ? f.value : f.value.slice(0, e));
 }
 
 export function topVia(msg: SipMessage): Via | null | undefined {
-  return memo(msg, 'h:topVia', () => {
-    const f = fieldsOf(msg, 'via')[0];
-    if (f === undefined) return undefined;
-    const e = firstTopComma(f.value);
-    return parseVia(e < 0 ? f.value : f.value.slice(0, e));
-  });
+  return memo(msg, 'h:topVia', parseTopVia, undefined);
 }
 
-function firstNameAddr(msg: SipMessage, name: string): NameAddr | null | undefined {
-  return memo(msg, 'h:' + name, () => {
-    const f = fieldsOf(msg, name)[0];
-    return f === undefined ? undefined : parseNameAddr(f.value);
-  });
+function parseFirstNameAddr(msg: SipMessage, name: string): NameAddr | null | undefined {
+  const f = fieldsOf(msg, name)[0];
+  return f === undefined ? undefined : parseNameAddr(f.value);
 }
 
 export function from(msg: SipMessage): NameAddr | null | undefined {
-  return firstNameAddr(msg, 'from');
+  return memo(msg, 'h:from', parseFirstNameAddr, 'from');
 }
 export function to(msg: SipMessage): NameAddr | null | undefined {
-  return firstNameAddr(msg, 'to');
+  return memo(msg, 'h:to', parseFirstNameAddr, 'to');
 }
 
 /** RFC 3261 25.1: callid = word [ "@" word ] */
+function computeCallId(msg: SipMessage): string | null | undefined {
+  const v = first(msg, 'call-id');
+  if (v === undefined) return undefined;
+  let at = -1;
+  if (v.length === 0) return null;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c === 0x40) {
+      if (at >= 0 || i === 0 || i === v.length - 1) return null;
+      at = i;
+    } else if (c > 0xff || WORD[c] === 0) return null;
+  }
+  return v;
+}
 export function callId(msg: SipMessage): string | null | undefined {
-  return memo(msg, 'h:call-id', () => {
-    const v = first(msg, 'call-id');
-    if (v === undefined) return undefined;
-    let at = -1;
-    if (v.length === 0) return null;
-    for (let i = 0; i < v.length; i++) {
-      const c = v.charCodeAt(i);
-      if (c === 0x40) {
-        if (at >= 0 || i === 0 || i === v.length - 1) return null;
-        at = i;
-      } else if (c > 0xff || WORD[c] === 0) return null;
-    }
-    return v;
-  });
+  return memo(msg, 'h:call-id', computeCallId, undefined);
 }
 
 /** 1*DIGIT, at most maxDigits digits; -1 when not */
@@ -382,77 +391,85 @@ function digits(v: string, from: number, to: number, maxDigits: number): number 
 
 /** RFC 3261 20.16 / 25.1: CSeq = 1*DIGIT LWS Method. The number comes back even when it is not
  *  below 2**31 (8.1.1.5) as long as it has at most 10 digits: the sanity stage judges the range. */
+function computeCseq(msg: SipMessage): CSeq | null | undefined {
+  const v = first(msg, 'cseq');
+  if (v === undefined) return undefined;
+  let i = 0;
+  while (i < v.length && isDigit(v.charCodeAt(i))) i++;
+  const seq = digits(v, 0, i, 10);
+  if (seq < 0) return null;
+  const ms = i;
+  while (i < v.length && isWs(v.charCodeAt(i))) i++;
+  if (i === ms) return null;
+  if (!isToken(v, i, v.length)) return null;
+  return { seq, method: v.slice(i) };
+}
 export function cseq(msg: SipMessage): CSeq | null | undefined {
-  return memo(msg, 'h:cseq', () => {
-    const v = first(msg, 'cseq');
-    if (v === undefined) return undefined;
-    let i = 0;
-    while (i < v.length && isDigit(v.charCodeAt(i))) i++;
-    const seq = digits(v, 0, i, 10);
-    if (seq < 0) return null;
-    const ms = i;
-    while (i < v.length && isWs(v.charCodeAt(i))) i++;
-    if (i === ms) return null;
-    if (!isToken(v, i, v.length)) return null;
-    return { seq, method: v.slice(i) };
-  });
+  return memo(msg, 'h:cseq', computeCseq, undefined);
 }
 
 /** RFC 3261 20.22: Max-Forwards = 1*DIGIT; values over 255 are unparsable here (null) */
+function computeMaxForwards(msg: SipMessage): number | null | undefined {
+  const v = first(msg, 'max-forwards');
+  if (v === undefined) return undefined;
+  if (v.length === 0) return null;
+  let n = 0;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (!isDigit(c)) return null;
+    n = n * 10 + (c - 0x30);
+    if (n > 255) return null;
+  }
+  return n;
+}
 export function maxForwards(msg: SipMessage): number | null | undefined {
-  return memo(msg, 'h:max-forwards', () => {
-    const v = first(msg, 'max-forwards');
-    if (v === undefined) return undefined;
-    if (v.length === 0) return null;
-    let n = 0;
-    for (let i = 0; i < v.length; i++) {
-      const c = v.charCodeAt(i);
-      if (!isDigit(c)) return null;
-      n = n * 10 + (c - 0x30);
-      if (n > 255) return null;
-    }
-    return n;
-  });
+  return memo(msg, 'h:max-forwards', computeMaxForwards, undefined);
 }
 
 /** RFC 3261 20.14: Content-Length = 1*DIGIT (at most 10 digits) */
+function computeContentLength(msg: SipMessage): number | null | undefined {
+  const v = first(msg, 'content-length');
+  if (v === undefined) return undefined;
+  const n = digits(v, 0, v.length, 10);
+  return n < 0 ? null : n;
+}
 export function contentLength(msg: SipMessage): number | null | undefined {
-  return memo(msg, 'h:content-length', () => {
-    const v = first(msg, 'content-length');
-    if (v === undefined) return undefined;
-    const n = digits(v, 0, v.length, 10);
-    return n < 0 ? null : n;
-  });
+  return memo(msg, 'h:content-length', computeContentLength, undefined);
 }
 
 /** RFC 3261 20.19: Expires = delta-seconds, between 0 and 2**32-1; other values are null */
+function computeExpires(msg: SipMessage): number | null | undefined {
+  const v = first(msg, 'expires');
+  if (v === undefined) return undefined;
+  let s = 0;
+  while (s < v.length - 1 && v.charCodeAt(s) === 0x30) s++; // leading zeros are legal 1*DIGIT
+  const n = digits(v, s, v.length, 10);
+  return n < 0 || n > 4294967295 ? null : n;
+}
 export function expires(msg: SipMessage): number | null | undefined {
-  return memo(msg, 'h:expires', () => {
-    const v = first(msg, 'expires');
-    if (v === undefined) return undefined;
-    let s = 0;
-    while (s < v.length - 1 && v.charCodeAt(s) === 0x30) s++; // leading zeros are legal 1*DIGIT
-    const n = digits(v, s, v.length, 10);
-    return n < 0 || n > 4294967295 ? null : n;
-  });
+  return memo(msg, 'h:expires', computeExpires, undefined);
 }
 
-function nameAddrList(msg: SipMessage, name: string): NameAddr[] | null | undefined {
-  return memo(msg, 'h:list:' + name, () => {
-    const fs = fieldsOf(msg, name);
-    if (fs.length === 0) return undefined;
-    const out: NameAddr[] = [];
-    for (const f of fs) {
-      const parts = splitCommaList(f.value);
-      if (parts.length === 0) return null;
-      for (const part of parts) {
-        const na = parseNameAddr(part);
-        if (na === null) return null;
-        out.push(na);
-      }
+const LIST_KEYS: Record<string, string> = { route: 'h:list:route', 'record-route': 'h:list:record-route', path: 'h:list:path', contact: 'h:list:contact' };
+
+function nameAddrList(msg: SipMessage, name: 'route' | 'record-route' | 'path' | 'contact'): NameAddr[] | null | undefined {
+  return memo(msg, LIST_KEYS[name] as string, parseNameAddrList, name);
+}
+
+function parseNameAddrList(msg: SipMessage, name: string): NameAddr[] | null | undefined {
+  const fs = fieldsOf(msg, name);
+  if (fs.length === 0) return undefined;
+  const out: NameAddr[] = [];
+  for (const f of fs) {
+    const parts = splitCommaList(f.value);
+    if (parts.length === 0) return null;
+    for (const part of parts) {
+      const na = parseNameAddr(part);
+      if (na === null) return null;
+      out.push(na);
     }
-    return out;
-  });
+  }
+  return out;
 }
 
 /** all Route / Record-Route / Path / Contact values across lines, in order; null if any unparsable. */
@@ -467,37 +484,46 @@ export function paths(msg: SipMessage): NameAddr[] | null | undefined {
 }
 /** Contact "*" (RFC 3261 10.2.2: alone, one line) is returned as [] with msg.cache.contactStar = true;
  *  "*" mixed with other values is unparsable (null). */
+function computeContacts(msg: SipMessage): NameAddr[] | null | undefined {
+  const fs = fieldsOf(msg, 'contact');
+  const c = msg.cache;
+  c.set('contactStar', false);
+  if (fs.length === 0) return undefined;
+  let star = false;
+  for (const f of fs) if (f.value === '*') star = true;
+  if (star) {
+    if (fs.length !== 1) return null;
+    c.set('contactStar', true);
+    return [];
+  }
+  return nameAddrList(msg, 'contact');
+}
 export function contacts(msg: SipMessage): NameAddr[] | null | undefined {
-  return memo(msg, 'h:contacts', () => {
-    const fs = fieldsOf(msg, 'contact');
-    const c = cacheOf(msg);
-    c['contactStar'] = false;
-    if (fs.length === 0) return undefined;
-    let star = false;
-    for (const f of fs) if (f.value === '*') star = true;
-    if (star) {
-      if (fs.length !== 1) return null;
-      c['contactStar'] = true;
-      return [];
-    }
-    return nameAddrList(msg, 'contact');
-  });
+  return memo(msg, 'h:contacts', computeContacts, undefined);
+}
+
+const TAG_KEYS = { 'proxy-require': 'h:tags:proxy-require', require: 'h:tags:require', supported: 'h:tags:supported' } as const;
+
+function parseOptionTags(msg: SipMessage, name: string): string[] {
+  const out: string[] = [];
+  for (const f of fieldsOf(msg, name)) {
+    for (const part of splitCommaList(f.value)) if (part.length > 0) out.push(part.toLowerCase());
+  }
+  return out;
 }
 
 /** option tags from Proxy-Require / Require / Supported, lower-case (RFC 3261 20.29, 20.32, 20.37) */
 export function optionTags(msg: SipMessage, name: 'proxy-require' | 'require' | 'supported'): string[] {
-  const tags = memo(msg, 'h:tags:' + name, () => {
-    const out: string[] = [];
-    for (const f of fieldsOf(msg, name)) {
-      for (const part of splitCommaList(f.value)) if (part.length > 0) out.push(part.toLowerCase());
-    }
-    return out;
-  });
+  const tags = memo(msg, TAG_KEYS[name], parseOptionTags, name);
   return tags.slice();
+}
+
+function parseRequestUri(msg: SipMessage): SipUri | null {
+  return msg.kind === 'request' ? parseUriImpl(msg.uri) : null;
 }
 
 /** the Request-URI of a request, parsed (memoised); null for responses and unparsable URIs */
 export function requestUri(msg: SipMessage): SipUri | null {
   if (msg.kind !== 'request') return null;
-  return memo(msg, 'h:ruri', () => parseUriImpl(msg.uri));
+  return memo(msg, 'h:ruri', parseRequestUri, undefined);
 }

@@ -433,7 +433,7 @@ function parse(raw: Buffer, limits: ParseLimits, framing: 'datagram' | 'stream')
 
 function build(raw: Buffer, sl: StartLine, startLineEnd: number, headers: HeaderField[], bodyStart: number, bodyLength: number): SipMessage {
   if (sl.kind === 'request') {
-    return { kind: 'request', method: sl.method, uri: sl.uri, raw, startLineEnd, headers, bodyStart, bodyLength, version: sl.version, cache: {} };
+    return { kind: 'request', method: sl.method, uri: sl.uri, raw, startLineEnd, headers, bodyStart, bodyLength, version: sl.version, cache: new Map() };
   }
-  return { kind: 'response', status: sl.status, reason: sl.reason, raw, startLineEnd, headers, bodyStart, bodyLength, version: sl.version, cache: {} };
+  return { kind: 'response', status: sl.status, reason: sl.reason, raw, startLineEnd, headers, bodyStart, bodyLength, version: sl.version, cache: new Map() };
 }

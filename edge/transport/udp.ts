@@ -29,6 +29,27 @@ function isKeepalive(b: Buffer): boolean {
   return true;
 }
 
+/** Family of a literal destination address, without allocating for the dotted-quad case (it is
+ *  asked on every send). Leading zeros are refused as Node's isIPv4 does: such text would not be
+ *  taken as a literal by dgram and would go to a DNS lookup. */
+export function literalFamily(a: string): 0 | 4 | 6 {
+  if (a.indexOf(':') >= 0) return addressFamily(a);
+  let dots = 0, val = 0, digits = 0, lead = 0;
+  for (let i = 0; i < a.length; i++) {
+    const c = a.charCodeAt(i);
+    if (c === 0x2e) {
+      if (digits === 0 || val > 255 || (digits > 1 && lead === 0x30)) return 0;
+      dots++; val = 0; digits = 0;
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits === 0) lead = c;
+      if (++digits > 3) return 0;
+      val = val * 10 + (c - 0x30);
+    } else return 0;
+  }
+  if (dots !== 3 || digits === 0 || val > 255 || (digits > 1 && lead === 0x30)) return 0;
+  return 4;
+}
+
 /** Socket family for a bind address as written ("::ffff:127.0.0.1" binds an IPv6 socket). */
 export function socketFamily(host: string): 4 | 6 | 0 {
   const f = isIP(host);
@@ -69,7 +90,7 @@ export async function createUdpListener(spec: ListenerSpec, hooks: TransportHook
     family,
     send(dest: Endpoint, bytes: Buffer): boolean {
       if (closed) return fail(dest);
-      const destFamily = addressFamily(dest.address);
+      const destFamily = literalFamily(dest.address);
       // only literal addresses: a host name here would mean a DNS lookup per packet
       if (destFamily === 0 || !Number.isInteger(dest.port) || dest.port <= 0 || dest.port > 65535) return fail(dest);
       let address = dest.address;
@@ -79,9 +100,7 @@ export async function createUdpListener(spec: ListenerSpec, hooks: TransportHook
         else return fail(dest);
       }
       try {
-        socket.send(bytes, dest.port, address, (err) => {
-          if (err) hooks.onEvent?.('send_error', listener, dest);
-        });
+        socket.send(bytes, dest.port, address, afterSend);
         return true;
       } catch {
         return fail(dest);
@@ -99,6 +118,11 @@ export async function createUdpListener(spec: ListenerSpec, hooks: TransportHook
       });
     },
   };
+
+  // one callback for every send (no closure per datagram); asynchronous send errors are counted
+  function afterSend(err: Error | null): void {
+    if (err) hooks.onEvent?.('send_error', listener);
+  }
 
   function fail(dest: Endpoint): false {
     hooks.onEvent?.('send_error', listener, dest);
