@@ -36,8 +36,10 @@ import { isIP } from 'node:net';
 import { ipv6Prefix } from './net/address';
 import { createListener } from './transport';
 import type { Inbound, Listener } from './transport/types';
-import type { MessageContext, Side, StageMode, Verdict } from './verdict';
+import type { MessageContext, Side, StageMode, Trust, Verdict } from './verdict';
 import { sampled, preview, securityEvent } from './log';
+import { OverloadGuard, type PressureSource } from './overload';
+import * as H from './sip/headers';
 
 export interface EdgeHandle {
   close(graceMs: number): Promise<void>;
@@ -66,6 +68,8 @@ export interface EdgeOptions {
   watchRules?: boolean;
   /** shared state (tests); default: Redis when cfg.redis, else in memory */
   store?: SharedStore;
+  /** what overload control reads (tests); default: the UDP listeners' receive backlog */
+  pressure?: PressureSource;
 }
 
 const WILDCARDS = new Set(['0.0.0.0', '::']);
@@ -147,6 +151,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       { name: 'ratelimit', reasons: RATELIMIT_REASONS },
       { name: 'auth', reasons: AUTH_REASONS },
       { name: 'gate', reasons: ['banned'] },
+      { name: 'overload', reasons: ['overload'] },
       ...(opts.stages ?? []).map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),
       { name: 'parse', reasons: PARSE_STAGE_REASONS },
       { name: 'proxy', reasons: PROXY_REASONS },
@@ -183,6 +188,36 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     // banning a customer's own trunk after an outage is the failure this avoids
     if (isInsideSource(source) || trustOf(source.address, 'outside') === 'trusted') return;
     void suspicion.record(source.address, event, rule);
+  };
+
+  const ov = cfg.overload ?? { enabled: true, retryAfterSeconds: 5 };
+  // the listeners exist only further down; the guard reads them when it samples
+  const listeners: Listener[] = [];
+  const backlog: PressureSource = () => listeners.reduce((m, l) => Math.max(m, l.backlog?.() ?? 0), 0);
+  const overload = new OverloadGuard(
+    { enabled: ov.enabled, retryAfterSeconds: ov.retryAfterSeconds },
+    opts.pressure ?? backlog,
+    (st) => log.warn({ event: st.shedding ? 'overload_on' : 'overload_off', backlog: Math.round(st.pressure * 100) / 100 },
+      st.shedding ? 'receive backlog: refusing a share of new outside requests' : 'overload over: all new requests accepted again'),
+  ).start();
+  /** RFC 7339 applied locally: only requests that would start new work are refused (no To tag,
+   *  not ACK/CANCEL, not a retransmission of a transaction the edge holds) */
+  const shedNew = (msg: SipRequest, source: Endpoint, trust: Trust): boolean => {
+    if (msg.method === 'ACK' || msg.method === 'CANCEL') return false;
+    const t = H.to(msg);
+    if (!t || t.params.get('tag')) return false;
+    if (proxy?.isRetransmission(msg)) return false;
+    const favoured = trust === 'trusted' || suspicion.isPromoted(source.address);
+    if (!overload.shed(favoured)) return false;
+    // known customers are told to come back later (RFC 3261 21.5.4); unknown sources get
+    // nothing: a 503 per spoofed packet would make the edge a reflector when it can least afford it
+    if (favoured) {
+      metrics.verdict('overload', 'reply', 'overload', 'enforce');
+      apply({ action: 'reply', status: 503, reason: 'overload', headers: [['Retry-After', overload.retryAfter()]] }, msg, source);
+    } else {
+      metrics.verdict('overload', 'drop', 'overload', 'enforce');
+    }
+    return true;
   };
 
   const secret = cfg.secret ? Buffer.from(cfg.secret, 'utf8') : randomBytes(32);
@@ -261,7 +296,12 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       }
       const msg = r.msg;
       metrics.received(source.transport, side, msg.kind);
-      const ctx: MessageContext = { msg, source, side, trust: trustOf(source.address, side), receivedAt: inb.receivedAt };
+      const trust = trustOf(source.address, side);
+      if (side === 'outside' && msg.kind === 'request') {
+        if (trust === 'untrusted') overload.sawUnknown();
+        if (overload.active && shedNew(msg, source, trust)) return;
+      }
+      const ctx: MessageContext = { msg, source, side, trust, receivedAt: inb.receivedAt };
       const out = pipeline.run(ctx);
       if (out instanceof Promise) {
         out.then((o) => finish(ctx, o.verdict), (err) => { if (errSample()) log.error({ err }, 'pipeline failed'); });
@@ -274,7 +314,6 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     }
   };
 
-  const listeners: Listener[] = [];
   try {
     for (const spec of cfg.listen) {
       listeners.push(await createListener(spec, {
@@ -377,6 +416,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       if (closed) return;
       closed = true;
       if (!opts.rules) rules.close();
+      overload.stop();
       for (const h of users.values()) h.close();
       policy.close();
       if (!opts.store) await store.close();

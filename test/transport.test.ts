@@ -397,3 +397,35 @@ test('UDP send: destination family is decided without a DNS lookup, and only lit
     assert.equal(literalFamily(a), 0, a);
   }
 });
+
+test('UDP backlog: the kernel receive queue fill is read for overload control', async () => {
+  const got: Inbound[] = [];
+  const l = await createUdpListener({ transport: 'udp', host: '127.0.0.1', port: 0 }, { onMessage: (m) => got.push(m) }, { maxDatagramBytes: 65535 });
+  try {
+    assert.equal(l.backlog?.(), 0, 'an idle socket has an empty queue');
+    // a worker thread fills the queue while this thread is busy and cannot read
+    const { Worker } = await import('node:worker_threads');
+    const w = new Worker(`
+      const dgram = require('node:dgram');
+      const { workerData, parentPort } = require('node:worker_threads');
+      const s = dgram.createSocket('udp4');
+      const b = Buffer.alloc(800, 65);
+      let n = 0;
+      const next = () => { if (n++ < 2000) s.send(b, workerData.port, '127.0.0.1', next); else { s.close(); parentPort.postMessage('done'); } };
+      next();
+    `, { eval: true, workerData: { port: l.local.port } });
+    const done = new Promise((r) => w.once('message', r));
+    const until = Date.now() + 400;
+    while (Date.now() < until) { /* the event loop cannot read the socket meanwhile */ }
+    const full = l.backlog!();
+    assert.ok(full > 0.01, `queue fill seen while the loop was blocked: ${full}`);
+    await done;
+    await w.terminate();
+    // once the loop drains it, the queue is empty again
+    for (let i = 0; i < 50 && l.backlog!() > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(l.backlog!(), 0);
+    assert.ok(got.length > 0);
+  } finally {
+    await l.close();
+  }
+});

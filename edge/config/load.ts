@@ -223,6 +223,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     tcp: { ...f.tcp },
     transactions: { ...f.transactions },
     health: { ...f.health },
+    overload: { ...f.overload },
     proxy: { ...f.proxy },
     ...(rulesDir !== undefined ? { rulesDir } : {}),
     ...(redisUrl ? { redis: { url: redisUrl } } : {}),

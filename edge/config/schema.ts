@@ -159,6 +159,13 @@ export const ConfigFileSchema = Type.Object(
       },
       'Upstream health checks.',
     ),
+    overload: section(
+      {
+        enabled: Type.Boolean({ default: true, description: 'Refuse a share of new outside requests (503 to trusted and authenticated sources, silence to unknown ones) while the UDP receive queue is backlogged, so accepted calls keep flowing (RFC 7339 loss-based, applied locally).', errorMessage: 'expected true or false' }),
+        retryAfterSeconds: int(5, 1, 3600, 'Retry-After on the overload 503 (jittered up to +50 %).'),
+      },
+      'Overload control.',
+    ),
     proxy: section(
       {
         recordRoute: Type.Boolean({ default: true, description: 'Insert Record-Route (RFC 3261 16.6 step 4).', errorMessage: 'expected true or false' }),

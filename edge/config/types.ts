@@ -79,6 +79,10 @@ export interface ResolvedConfig {
     readonly failuresBeforeDown: number; // default 2
     readonly retryAfterSeconds: number;  // Retry-After on 503 when no upstream is healthy, default 30
   };
+  readonly overload: {
+    readonly enabled: boolean;           // default true
+    readonly retryAfterSeconds: number;  // Retry-After on the overload 503, default 5
+  };
   readonly proxy: {
     readonly recordRoute: boolean;  // default true
     readonly path: boolean;         // add Path to REGISTER (RFC 3327), default true

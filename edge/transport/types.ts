@@ -34,6 +34,9 @@ export interface Listener {
   send(dest: Endpoint, bytes: Buffer, mayConnect?: boolean): boolean;
   /** stream transports: is this connection still open? */
   isOpen?(connId: number): boolean;
+  /** datagram transports: share of receive rounds since the last call that did not drain the
+   *  socket (0-1; overload control reads it) */
+  backlog?(): number;
   /** stop accepting; close sockets after `graceMs` (existing connections may finish) */
   close(graceMs?: number): Promise<void>;
 }

@@ -1,6 +1,7 @@
 // SIP over UDP (RFC 3261 18.1/18.2): one datagram is one message. Bytes go up untouched with a
 // canonical source address; the parser decides what they mean.
 import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Endpoint } from '../sip/types';
 import { addressFamily, canonicalAddress, formatHostPort, isIP } from '../net/address';
@@ -83,6 +84,17 @@ export async function createUdpListener(spec: ListenerSpec, hooks: TransportHook
   const id = `udp:${formatHostPort(local.address, local.port)}`;
   let closed = false;
 
+  // Backlog: how full the kernel's receive queue is (rx_queue over the buffer size, from
+  // /proc/net/udp on Linux; 0 elsewhere). A queue that fills is what turns an overload into a
+  // collapse: with a buffer of megabytes, datagrams wait longer than T1 (500 ms), every client
+  // retransmits, and the retransmissions add to the load. Event-loop utilization, tried first,
+  // also counts the time the process waits for a CPU on a contended host; the share of full
+  // 32-datagram read rounds, tried second, is high at sustainable load too.
+  const procFile = family === 6 ? '/proc/net/udp6' : '/proc/net/udp';
+  const portHex = ':' + local.port.toString(16).toUpperCase().padStart(4, '0') + ' ';
+  let rcvbuf = 0;
+  try { rcvbuf = socket.getRecvBufferSize(); } catch { rcvbuf = 0; }
+
   const listener: Listener = {
     id,
     spec,
@@ -105,6 +117,24 @@ export async function createUdpListener(spec: ListenerSpec, hooks: TransportHook
       } catch {
         return fail(dest);
       }
+    },
+    backlog(): number {
+      if (rcvbuf <= 0 || closed) return 0;
+      let text: string;
+      try { text = readFileSync(procFile, 'latin1'); } catch { return 0; }
+      // "sl local_address rem_address st tx_queue:rx_queue ...": the line whose local port is ours
+      let at = text.indexOf(portHex);
+      while (at >= 0) {
+        const lineEnd = text.indexOf('\n', at);
+        const line = text.slice(text.lastIndexOf('\n', at) + 1, lineEnd < 0 ? text.length : lineEnd).trim().split(/\s+/);
+        // local_address is the second field; the same port may appear as a remote port elsewhere
+        if (line[1]?.endsWith(portHex.trim())) {
+          const rx = parseInt(line[4]?.split(':')[1] ?? '', 16);
+          return Number.isFinite(rx) ? Math.min(1, rx / rcvbuf) : 0;
+        }
+        at = text.indexOf(portHex, at + 1);
+      }
+      return 0;
     },
     close(): Promise<void> {
       if (closed) return Promise.resolve();

@@ -16,6 +16,8 @@ export function testConfig(over: Partial<Mutable<ResolvedConfig>> = {}): Resolve
     tcp: { maxConnections: 100, maxConnectionsPerSource: 10, messageTimeoutMs: 5000, idleTimeoutMs: 60000 },
     transactions: { max: 1000, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 },
     health: { intervalMs: 0, timeoutMs: 1000, failuresBeforeDown: 1, retryAfterSeconds: 30 },
+    // off by default in tests: a busy test machine must not turn test calls away
+    overload: { enabled: false, retryAfterSeconds: 5 },
     proxy: { recordRoute: true, path: true, maxForwards: 70 },
     shutdownGraceMs: 100,
     log: { level: 'silent' },
