@@ -5,7 +5,7 @@
 // INVITEs, every loss triggers a retransmission, and the throughput collapses (measured: 1,100
 // cps offered to an edge good for 1,000 gave 500 cps achieved and 24 % failed calls).
 //
-// The signal is the fill level of the kernel's UDP receive queue (see transport/udp.ts): work
+// The signal is the fill level of the kernel's UDP receive queue (transport/udp.ts): work
 // waiting there is what becomes lateness, retransmissions and losses.
 // The control law moves the probability of refusing a new request up and down around a target:
 // the loss-based scheme of RFC 7339, applied locally (the 503s tell the client to back off,
@@ -36,6 +36,8 @@ export interface OverloadState {
    *  0-MAX_SHED; above zero only once every unknown newcomer is refused */
   readonly favoured: number;
   readonly pressure: number;
+  /** the pressure source cannot be read (NaN): overload control is off */
+  readonly blind: boolean;
 }
 
 /** never refuse every favoured request: a share always gets through, so that the guard keeps
@@ -56,6 +58,7 @@ export class OverloadGuard {
   private pu = 0;
   private pf = 0;
   private pressure = 0;
+  private blind = false;
   private unknownSeen = 0;
   private timer: NodeJS.Timeout | undefined;
 
@@ -87,8 +90,14 @@ export class OverloadGuard {
   /** one control step: read the backlog, move the shed probabilities */
   sample(): OverloadState {
     const u = this.source();
-    this.pressure = Number.isFinite(u) ? u : 0;
     const before = this.active;
+    if (Number.isNaN(u)) {
+      // no signal: shed nothing rather than guess; said once
+      this.pu = 0; this.pf = 0; this.pressure = 0;
+      if (!this.blind) { this.blind = true; this.onChange?.(this.state()); }
+      return this.state();
+    }
+    this.pressure = Number.isFinite(u) ? u : 0;
     const unknownPresent = this.unknownSeen > 0;
     this.unknownSeen = 0;
     if (this.pressure > HIGH) {
@@ -123,6 +132,6 @@ export class OverloadGuard {
   }
 
   state(): OverloadState {
-    return { shedding: this.active, unknown: this.pu, favoured: this.pf, pressure: this.pressure };
+    return { shedding: this.active, unknown: this.pu, favoured: this.pf, pressure: this.pressure, blind: this.blind };
   }
 }

@@ -47,6 +47,19 @@ test('with no unknown traffic (a trunk-only edge), saturation sheds the favoured
   assert.equal(g.shed(true), false, 'a draw above the cap passes');
 });
 
+test('without a readable signal the guard sheds nothing and says so once', () => {
+  const seen: boolean[] = [];
+  let v = 1;
+  const g = new OverloadGuard({ enabled: true, retryAfterSeconds: 5 }, () => v, (s) => seen.push(s.blind));
+  g.sample(); g.sample();
+  assert.equal(g.active, true);
+  v = Number.NaN;
+  g.sample(); g.sample();
+  assert.equal(g.active, false);
+  assert.equal(g.shed(true) || g.shed(false), false);
+  assert.deepEqual(seen, [false, true]);
+});
+
 test('Retry-After is jittered around the configured value', () => {
   const seen = new Set<string>();
   const g = new OverloadGuard({ enabled: true, retryAfterSeconds: 10 }, () => 0);

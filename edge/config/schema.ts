@@ -161,7 +161,7 @@ export const ConfigFileSchema = Type.Object(
     ),
     overload: section(
       {
-        enabled: Type.Boolean({ default: true, description: 'Refuse a share of new outside requests (503 to trusted and authenticated sources, silence to unknown ones) while the UDP receive queue is backlogged, so accepted calls keep flowing (RFC 7339 loss-based, applied locally).', errorMessage: 'expected true or false' }),
+        enabled: Type.Boolean({ default: false, description: 'Opt-in (measurements in bench/README.md). Refuse a share of new outside requests (503 to trusted and authenticated sources, silence to unknown ones) while the UDP receive queue is backlogged, so accepted calls keep flowing (RFC 7339 loss-based, applied locally).', errorMessage: 'expected true or false' }),
         retryAfterSeconds: int(5, 1, 3600, 'Retry-After on the overload 503 (jittered up to +50 %).'),
       },
       'Overload control.',
