@@ -276,3 +276,21 @@ test('results are memoised on the message', () => {
     assert.equal(H.requestUri(m), H.requestUri(m));
   }
 });
+
+test('top Via and the Via list agree whichever is asked first (the memo shares the parsed top)', () => {
+  const cases = [
+    ['Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1, SIP/2.0/TCP b.example.com:5070;branch=z9hG4bK2'],
+    ['Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1', 'Via: SIP/2.0/UDP 192.0.2.1;received=198.51.100.7'],
+    ['Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1, garbage'],
+    ['Via: garbage, SIP/2.0/UDP a.example.com'],
+    ['Via: '],
+    [],
+  ];
+  for (const c of cases) {
+    const a = withHeaders(...c);
+    const topFirst = [H.topVia(a), H.vias(a)];
+    const b = withHeaders(...c);
+    const listFirst = H.vias(b);
+    assert.deepEqual([H.topVia(b), listFirst], topFirst, c.join(' | '));
+  }
+});

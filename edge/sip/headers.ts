@@ -316,10 +316,10 @@ function parseAllVias(msg: SipMessage): Via[] | null {
   const out: Via[] = [];
   // the top Via, when already asked for, is not parsed a second time
   const top = msg.cache.get('h:topVia') as Via | null | undefined | typeof UNDEF;
-  if (top === null) return null;
+  const reuse = top !== undefined && top !== null && top !== UNDEF ? top : null;
   for (const f of fieldsOf(msg, 'via')) {
     for (const part of splitCommaList(f.value)) {
-      const v = out.length === 0 && top !== undefined && top !== UNDEF ? top : parseVia(part);
+      const v = out.length === 0 && reuse !== null ? reuse : parseVia(part);
       if (v === null) return null;
       out.push(v);
     }
@@ -334,8 +334,10 @@ export function vias(msg: SipMessage): Via[] | null {
 
 function parseTopVia(msg: SipMessage): Via | null | undefined {
   // the full list, when some stage already asked for it, holds the top Via parsed
+  // (a null list may come from a bad lower Via, an empty one from an empty value: neither says
+  // what the top one is)
   const all = msg.cache.get('h:vias') as Via[] | null | undefined;
-  if (all !== undefined) return all === null ? null : all[0];
+  if (all !== undefined && all !== null && all.length > 0) return all[0];
   const f = fieldsOf(msg, 'via')[0];
   if (f === undefined) return undefined;
   const e = firstTopComma(f.value);
