@@ -190,7 +190,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     void suspicion.record(source.address, event, rule);
   };
 
-  const ov = cfg.overload ?? { enabled: false, retryAfterSeconds: 5 };
+  const ov = cfg.overload;
   // the listeners exist only further down; the guard reads them when it samples
   const listeners: Listener[] = [];
   const backlog: PressureSource = () => listeners.reduce((m, l) => Math.max(m, l.backlog?.() ?? 0), 0);

@@ -160,12 +160,15 @@ export function bytesToIp(b: IpBytes): string {
   return `${head}::${tail}`;
 }
 
+/** scratch for yes/no IPv4 checks: asked on every UDP send, so no bytes are allocated for it */
+const V4_SCRATCH = new Uint8Array(4);
+
 /** 0, 4 or 6 like net.isIP; IPv4-mapped IPv6 counts as 6 (it is IPv6 text); zone ids allowed. */
 export function isIP(a: string): 0 | 4 | 6 {
   if (typeof a !== 'string' || a.length === 0 || a.length > MAX_ADDRESS_TEXT) return 0;
   const pct = a.indexOf('%');
   const s = pct >= 0 ? a.slice(0, pct) : a;
-  if (s.indexOf(':') < 0) return parseIPv4Into(s, new Uint8Array(4), 0) ? 4 : 0;
+  if (s.indexOf(':') < 0) return parseIPv4Into(s, V4_SCRATCH, 0) ? 4 : 0;
   return parseIPv6(s) !== null ? 6 : 0;
 }
 
@@ -182,6 +185,9 @@ export function canonicalAddress(a: string): string {
 
 /** Family of the canonical form: IPv4-mapped IPv6 is 4. 0 when not an IP address. */
 export function addressFamily(a: string): 0 | 4 | 6 {
+  if (typeof a !== 'string' || a.length === 0 || a.length > MAX_ADDRESS_TEXT) return 0;
+  const s = stripDecorations(a);
+  if (s.indexOf(':') < 0) return parseIPv4Into(s, V4_SCRATCH, 0) ? 4 : 0;
   const b = ipToBytes(a);
   return b === null ? 0 : b.length === 4 ? 4 : 6;
 }

@@ -31,27 +31,6 @@ function isKeepalive(b: Buffer): boolean {
   return true;
 }
 
-/** Family of a literal destination address, without allocating for the dotted-quad case (it is
- *  asked on every send). Leading zeros are refused as Node's isIPv4 does: such text would not be
- *  taken as a literal by dgram and would go to a DNS lookup. */
-export function literalFamily(a: string): 0 | 4 | 6 {
-  if (a.indexOf(':') >= 0) return addressFamily(a);
-  let dots = 0, val = 0, digits = 0, lead = 0;
-  for (let i = 0; i < a.length; i++) {
-    const c = a.charCodeAt(i);
-    if (c === 0x2e) {
-      if (digits === 0 || val > 255 || (digits > 1 && lead === 0x30)) return 0;
-      dots++; val = 0; digits = 0;
-    } else if (c >= 0x30 && c <= 0x39) {
-      if (digits === 0) lead = c;
-      if (++digits > 3) return 0;
-      val = val * 10 + (c - 0x30);
-    } else return 0;
-  }
-  if (dots !== 3 || digits === 0 || val > 255 || (digits > 1 && lead === 0x30)) return 0;
-  return 4;
-}
-
 /** a /proc/net/udp read slower than this gives the backlog reading up (see createUdpListener) */
 const SLOW_PROC_READ_MS = 5;
 
@@ -128,7 +107,7 @@ export async function createUdpListener(spec: ListenerSpec, hooks: TransportHook
     family,
     send(dest: Endpoint, bytes: Buffer): boolean {
       if (closed) return fail(dest);
-      const destFamily = literalFamily(dest.address);
+      const destFamily = addressFamily(dest.address);
       // only literal addresses: a host name here would mean a DNS lookup per packet
       if (destFamily === 0 || !Number.isInteger(dest.port) || dest.port <= 0 || dest.port > 65535) return fail(dest);
       let address = dest.address;
