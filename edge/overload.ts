@@ -1,9 +1,10 @@
-// Overload control: when the event loop has no time left, turn away a share of NEW work (initial
-// requests from outside) with 503 + Retry-After, so that calls already accepted keep their ACKs,
-// BYEs and responses flowing. Without it, a proxy past its capacity lets the kernel's socket
-// buffer overflow at random: responses and ACKs of accepted calls are lost as often as new
-// INVITEs, every loss triggers a retransmission, and the throughput collapses (measured: 1,100
-// cps offered to an edge good for 1,000 gave 500 cps achieved and 24 % failed calls).
+// Overload control: while the edge falls behind its input, turn away a share of NEW work
+// (initial requests from outside: unknown sources silently, trusted and promoted ones with 503 +
+// Retry-After), so that calls already accepted keep their ACKs, BYEs and responses flowing.
+// Without it, a proxy past its capacity lets the kernel's socket queue grow at random: responses
+// and ACKs of accepted calls wait as long as new INVITEs, every late one triggers a
+// retransmission, and the throughput collapses (measured: 1,200 cps offered to an edge good for
+// 1,100 gave about 500 cps achieved and 24 % failed calls).
 //
 // The signal is the fill level of the kernel's UDP receive queue (transport/udp.ts): work
 // waiting there is what becomes lateness, retransmissions and losses.
