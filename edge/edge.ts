@@ -332,7 +332,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
             apply({ action: 'reply', status: 413, reason: 'message_too_large' }, msg, source);
           }
         },
-      }, { ...cfg.tcp, maxMessageBytes: cfg.limits.maxMessageBytes }));
+      }, { ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes }));
     }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close(0)));

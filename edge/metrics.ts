@@ -76,7 +76,7 @@ export const TRANSACTION_REJECT_REASONS = ['table_full'] as const;
 export const TRANSPORT_EVENTS = [
   'conn_opened', 'conn_closed', 'conn_rejected_total_cap', 'conn_rejected_source_cap',
   'conn_idle_timeout', 'conn_message_timeout', 'conn_framing_error', 'conn_oversize',
-  'keepalive_pong', 'datagram_oversize', 'send_error',
+  'keepalive_pong', 'datagram_oversize', 'datagram_queue_full', 'send_error',
 ] as const;
 const _events: Exhaustive<TransportEvent, typeof TRANSPORT_EVENTS> = TRANSPORT_EVENTS;
 

@@ -28,6 +28,7 @@ test('built-in defaults match the values named in edge/config/types.ts', () => {
   assert.equal(c.secret, undefined);
   assert.deepEqual(c.limits, DEFAULT_LIMITS);
   assert.deepEqual(c.tcp, { maxConnections: 10000, maxConnectionsPerSource: 32, messageTimeoutMs: 10000, idleTimeoutMs: 180000 });
+  assert.deepEqual(c.udp, { ioThread: true, recvBufferBytes: 4194304 });
   assert.deepEqual(c.transactions, { max: 100000, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 });
   assert.deepEqual(c.health, { intervalMs: 5000, timeoutMs: 2000, failuresBeforeDown: 2, retryAfterSeconds: 30 });
   assert.deepEqual(c.proxy, { recordRoute: true, path: true, maxForwards: 70 });
@@ -139,6 +140,8 @@ const ERROR_CASES: ReadonlyArray<readonly [string, string, readonly string[]]> =
     ['FILE:2:22: proxy.maxForwards: expected an integer from 1 to 255 (got 300)']],
   ['YAML 1.2: "yes" is not a boolean', 'upstreams: [udp:10.0.0.5:5060]\nproxy:\n  path: yes\n',
     ['FILE:3:9: proxy.path: expected true or false (got "yes")']],
+  ['udp section: a boolean and a bounded size', 'upstreams: [udp:10.0.0.5:5060]\nudp:\n  ioThread: on\n  recvBufferBytes: 1024\n',
+    ['FILE:3:13: udp.ioThread: expected true or false (got "on")', 'FILE:4:20: udp.recvBufferBytes: expected an integer from 65536 to 268435456 (got 1024)']],
   ['bad enum', 'upstreams: [udp:10.0.0.5:5060]\nlog:\n  level: loud\n',
     ['FILE:3:10: log.level: expected one of fatal, error, warn, info, debug, trace, silent (got "loud")']],
   ['list expected', 'upstreams: udp:10.0.0.5:5060\n',

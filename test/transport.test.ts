@@ -49,6 +49,34 @@ function recorder(): Recorder {
   return r;
 }
 
+/**
+ * Send `count` datagrams of `size` bytes to 127.0.0.1:`port` from a thread of their own while
+ * this thread is blocked for `blockMs` (it cannot read meanwhile); `atEnd` runs at the end of the
+ * block. Resolves when every datagram has been sent.
+ */
+async function sendWhileBlocked(port: number, count: number, size: number, blockMs: number, atEnd?: () => void): Promise<void> {
+  const { Worker } = await import('node:worker_threads');
+  const w = new Worker(`
+    const dgram = require('node:dgram');
+    const { workerData, parentPort } = require('node:worker_threads');
+    const s = dgram.createSocket('udp4');
+    const b = Buffer.alloc(workerData.size, 0x41);
+    let n = 0;
+    const next = () => { if (n++ < workerData.count) s.send(b, workerData.port, '127.0.0.1', next); else { s.close(); parentPort.postMessage('done'); } };
+    parentPort.once('message', next);
+  `, { eval: true, workerData: { port, count, size } });
+  try {
+    const done = new Promise((res) => w.once('message', res));
+    w.postMessage('go');
+    const until = Date.now() + blockMs;
+    while (Date.now() < until) { /* the event loop cannot take datagrams meanwhile */ }
+    atEnd?.();
+    await done;
+  } finally {
+    await w.terminate();
+  }
+}
+
 function sip(body = '', opts: { cl?: string | null; method?: string; callId?: string } = {}): Buffer {
   const cl = opts.cl === undefined ? `Content-Length: ${Buffer.byteLength(body)}` : opts.cl;
   return Buffer.from(`${opts.method ?? 'OPTIONS'} sip:pbx.example.com SIP/2.0\r\n` +
@@ -103,10 +131,11 @@ async function udpSocket(type: 'udp4' | 'udp6', host: string): Promise<{ sock: d
 
 // ---- UDP ----
 
-for (const [family, host, type] of [[4, '127.0.0.1', 'udp4'], [6, '::1', 'udp6']] as const) {
-  test(`UDP over IPv${family}: receive with canonical source, reply, keepalive ignored, oversize counted`, async () => {
+// ioThread: the syscalls on the I/O thread (the default) or on the event loop; same behaviour
+for (const [family, host, type, ioThread] of [[4, '127.0.0.1', 'udp4', true], [6, '::1', 'udp6', true], [4, '127.0.0.1', 'udp4', false], [6, '::1', 'udp6', false]] as const) {
+  test(`UDP over IPv${family}${ioThread ? '' : ' (no I/O thread)'}: receive with canonical source, reply, keepalive ignored, oversize counted`, async () => {
     const r = recorder();
-    const l = await createUdpListener({ transport: 'udp', host, port: 0 }, r.hooks, { maxDatagramBytes: 1000 });
+    const l = await createUdpListener({ transport: 'udp', host, port: 0 }, r.hooks, { maxDatagramBytes: 1000, ioThread });
     open.push(l);
     assert.equal(l.family, family);
     assert.ok(l.local.port > 0);
@@ -140,10 +169,10 @@ for (const [family, host, type] of [[4, '127.0.0.1', 'udp4'], [6, '::1', 'udp6']
   });
 }
 
-test('UDP: IPv4-mapped sources are canonicalised to IPv4 (dual-stack IPv6 socket)', async () => {
+for (const ioThread of [true, false]) test(`UDP${ioThread ? '' : ' (no I/O thread)'}: IPv4-mapped sources are canonicalised to IPv4 (dual-stack IPv6 socket)`, async () => {
   const r = recorder();
   // an IPv6 socket bound to the mapped loopback receives IPv4 traffic as ::ffff:127.0.0.1
-  const l = await createUdpListener({ transport: 'udp', host: '::ffff:127.0.0.1', port: 0 }, r.hooks, { maxDatagramBytes: 4096 });
+  const l = await createUdpListener({ transport: 'udp', host: '::ffff:127.0.0.1', port: 0 }, r.hooks, { maxDatagramBytes: 4096, ioThread });
   open.push(l);
   assert.equal(l.family, 6);
   const { sock, got } = await udpSocket('udp4', '127.0.0.1');
@@ -157,9 +186,9 @@ test('UDP: IPv4-mapped sources are canonicalised to IPv4 (dual-stack IPv6 socket
   await l.close();
 });
 
-test('UDP: send never throws; bad destinations and closed sockets return false and count send_error', async () => {
+for (const ioThread of [true, false]) test(`UDP${ioThread ? '' : ' (no I/O thread)'}: send never throws; bad destinations and closed sockets return false and count send_error`, async () => {
   const r = recorder();
-  const l = await createUdpListener({ transport: 'udp', host: '127.0.0.1', port: 0 }, r.hooks, { maxDatagramBytes: 4096 });
+  const l = await createUdpListener({ transport: 'udp', host: '127.0.0.1', port: 0 }, r.hooks, { maxDatagramBytes: 4096, ioThread });
   assert.equal(l.send({ transport: 'udp', address: 'example.com', port: 5060 }, Buffer.from('x')), false);
   assert.equal(l.send({ transport: 'udp', address: '::1', port: 5060 }, Buffer.from('x')), false, 'family mismatch');
   assert.equal(l.send({ transport: 'udp', address: '127.0.0.1', port: 0 }, Buffer.from('x')), false);
@@ -169,6 +198,45 @@ test('UDP: send never throws; bad destinations and closed sockets return false a
   assert.equal(l.send({ transport: 'udp', address: '127.0.0.1', port: 5060 }, Buffer.from('x')), false);
   assert.equal(r.count('send_error'), 5);
   await l.close(); // idempotent
+});
+
+test('UDP I/O thread: replies queued just before close still go out; close frees the port at once', async () => {
+  const r = recorder();
+  const l = await createUdpListener({ transport: 'udp', host: '127.0.0.1', port: 0 }, r.hooks, { maxDatagramBytes: 4096 });
+  const { sock, got } = await udpSocket('udp4', '127.0.0.1');
+  const dest: Endpoint = { transport: 'udp', address: '127.0.0.1', port: sock.address().port };
+  for (let i = 0; i < 50; i++) assert.equal(l.send(dest, Buffer.from(`final ${i}`)), true);
+  const port = l.local.port;
+  await l.close();
+  await waitFor(() => got.length === 50, 'the 50 replies sent before close');
+  assert.deepEqual(got.map((g) => g.msg.toString()), Array.from({ length: 50 }, (_, i) => `final ${i}`), 'in order');
+  // the thread closed the socket: the same port binds again (a restart on a fixed port works)
+  const again = await createUdpListener({ transport: 'udp', host: '127.0.0.1', port }, r.hooks, { maxDatagramBytes: 4096 });
+  assert.equal(again.local.port, port);
+  await again.close();
+  const busy = dgram.createSocket('udp4');
+  await new Promise<void>((res) => busy.bind(0, '127.0.0.1', () => res()));
+  await assert.rejects(createUdpListener({ transport: 'udp', host: '127.0.0.1', port: busy.address().port }, r.hooks, { maxDatagramBytes: 4096 }),
+    (e: NodeJS.ErrnoException) => e.code === 'EADDRINUSE', 'a port in use is a start-up error, as without the thread');
+  busy.close();
+});
+
+test('UDP I/O thread: while the event loop is blocked, datagrams past the hand-over queue are dropped and counted, the rest delivered', async () => {
+  const r = recorder();
+  // the smallest queue (1 MiB): 2,000 datagrams of 1,000 bytes do not fit
+  const l = await createUdpListener({ transport: 'udp', host: '127.0.0.1', port: 0 }, r.hooks, { maxDatagramBytes: 4096, recvBufferBytes: 1 << 20 });
+  open.push(l);
+  const payload = Buffer.alloc(1000, 0x41);
+  await sendWhileBlocked(l.local.port, 2000, payload.length, 800);
+  await waitFor(() => r.messages.length + r.count('datagram_queue_full') >= 1500, 'delivered or counted');
+  await new Promise((res) => setTimeout(res, 100));
+  const delivered = r.messages.length;
+  const dropped = r.count('datagram_queue_full');
+  assert.ok(dropped > 0, `some dropped (${delivered} delivered)`);
+  assert.ok(delivered >= 900, `the queue's worth delivered: ${delivered}`);
+  assert.ok(r.messages.every((m) => m.bytes.equals(payload)), 'delivered datagrams intact');
+  assert.ok(delivered + dropped <= 2000);
+  await l.close();
 });
 
 test('createListener dispatches on transport and rejects unsupported ones', async () => {
@@ -399,31 +467,17 @@ test('UDP send: destination family is decided without a DNS lookup, and only lit
   }
 });
 
-test('UDP backlog: the kernel receive queue fill is read for overload control', async () => {
+// without the I/O thread the kernel's queue backs up, with it the hand-over ring does
+for (const ioThread of [false, true]) test(`UDP backlog${ioThread ? ' (I/O thread)' : ''}: the receive queue fill is read for overload control`, async () => {
   assert.equal(procAddress('127.0.0.1', 5060), '0100007F:13C4', '/proc/net/udp prints host byte order (x86: little endian)');
   assert.equal(procAddress('::1', 5060, 6), '00000000000000000000000001000000:13C4');
   const got: Inbound[] = [];
-  const l = await createUdpListener({ transport: 'udp', host: '127.0.0.1', port: 0 }, { onMessage: (m) => got.push(m) }, { maxDatagramBytes: 65535 });
+  const l = await createUdpListener({ transport: 'udp', host: '127.0.0.1', port: 0 }, { onMessage: (m) => got.push(m) }, { maxDatagramBytes: 65535, ioThread });
   try {
     assert.equal(l.backlog?.(), 0, 'an idle socket has an empty queue');
-    // a worker thread fills the queue while this thread is busy and cannot read
-    const { Worker } = await import('node:worker_threads');
-    const w = new Worker(`
-      const dgram = require('node:dgram');
-      const { workerData, parentPort } = require('node:worker_threads');
-      const s = dgram.createSocket('udp4');
-      const b = Buffer.alloc(800, 65);
-      let n = 0;
-      const next = () => { if (n++ < 2000) s.send(b, workerData.port, '127.0.0.1', next); else { s.close(); parentPort.postMessage('done'); } };
-      next();
-    `, { eval: true, workerData: { port: l.local.port } });
-    const done = new Promise((r) => w.once('message', r));
-    const until = Date.now() + 400;
-    while (Date.now() < until) { /* the event loop cannot read the socket meanwhile */ }
-    const full = l.backlog!();
+    let full = 0;
+    await sendWhileBlocked(l.local.port, 2000, 800, 400, () => { full = l.backlog!(); });
     assert.ok(full > 0.04, `queue fill seen while the loop was blocked: ${full}`);
-    await done;
-    await w.terminate();
     // once the loop drains it, the queue is empty again
     for (let i = 0; i < 50 && l.backlog!() > 0; i++) await new Promise((r) => setTimeout(r, 20));
     assert.equal(l.backlog!(), 0);

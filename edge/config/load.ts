@@ -221,6 +221,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     ...(secret !== undefined ? { secret } : {}),
     limits: { ...f.limits },
     tcp: { ...f.tcp },
+    udp: { ...f.udp },
     transactions: { ...f.transactions },
     health: { ...f.health },
     overload: { ...f.overload },

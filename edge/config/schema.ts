@@ -141,6 +141,13 @@ export const ConfigFileSchema = Type.Object(
       },
       'Stream transport caps.',
     ),
+    udp: section(
+      {
+        ioThread: Type.Boolean({ default: true, description: 'Do the UDP syscalls (recvmsg, sendmsg) on a thread of their own, handing datagrams to the event loop through shared memory. About 40 % less event-loop time per call (bench/README.md); false keeps one thread.', errorMessage: 'expected true or false' }),
+        recvBufferBytes: int(4194304, 65536, 268435456, 'Socket receive buffer to ask for (the kernel caps it at net.core.rmem_max); also the size of each hand-over queue of the I/O thread.'),
+      },
+      'Datagram transport.',
+    ),
     transactions: section(
       {
         max: int(100000, 100, 10000000, 'Transaction table size cap.'),

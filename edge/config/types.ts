@@ -67,6 +67,10 @@ export interface ResolvedConfig {
     readonly messageTimeoutMs: number;        // time to receive one whole message, default 10000
     readonly idleTimeoutMs: number;           // default 180000 (phones keep TCP flows alive with CRLF pings)
   };
+  readonly udp: {
+    readonly ioThread: boolean;        // syscalls on a thread of their own, default true
+    readonly recvBufferBytes: number;  // SO_RCVBUF asked for and hand-over queue size, default 4 MiB
+  };
   readonly transactions: {
     readonly max: number;  // default 100000
     readonly t1Ms: number; // RFC 3261 17.1.1.1 T1, default 500

@@ -13,6 +13,8 @@ export interface ListenerOptions extends TcpOptions {
    *  maxMessageBytes, the parser limit that turns them into 413 */
   readonly maxDatagramBytes?: number;
   readonly recvBufferBytes?: number;
+  /** UDP: syscalls on an I/O thread (default true) */
+  readonly ioThread?: boolean;
 }
 
 /** Defaults matching ResolvedConfig's documented defaults (edge/config/types.ts). */
@@ -35,6 +37,7 @@ export function createListener(spec: ListenerSpec, hooks: TransportHooks, opts: 
         maxDatagramBytes: opts.maxDatagramBytes ?? opts.maxMessageBytes,
         recvBufferBytes: opts.recvBufferBytes,
         ipv6Only: opts.ipv6Only,
+        ioThread: opts.ioThread,
       });
     case 'tcp':
       return createTcpListener(spec, hooks, opts);

@@ -45,7 +45,7 @@ export interface Listener {
 export type TransportEvent =
   | 'conn_opened' | 'conn_closed' | 'conn_rejected_total_cap' | 'conn_rejected_source_cap'
   | 'conn_idle_timeout' | 'conn_message_timeout' | 'conn_framing_error' | 'conn_oversize'
-  | 'keepalive_pong' | 'datagram_oversize' | 'send_error';
+  | 'keepalive_pong' | 'datagram_oversize' | 'datagram_queue_full' | 'send_error';
 
 export interface TransportHooks {
   onMessage(msg: Inbound): void;
