@@ -15,7 +15,8 @@ import * as path from 'node:path';
 import { findRepoRoot, runSipp, sippAvailable, startSipp, type SippHandle, type SippTransport } from '../test/helpers/sipp';
 import { edgeCliAvailable, procCpuSeconds, startEdge, type EdgeProc } from '../test/helpers/edge-proc';
 
-type Target = 'direct' | 'edge' | 'kamailio';
+type Target = 'direct' | 'edge' | 'edge-1thread' | 'kamailio' | 'kamailio2';
+const TARGETS: readonly Target[] = ['direct', 'edge', 'edge-1thread', 'kamailio', 'kamailio2'];
 
 interface Args {
   steps: number[];
@@ -67,7 +68,7 @@ function parseArgs(argv: string[]): Args {
     switch (argv[i]) {
       case '--steps': a.steps = (v ?? '').split(',').map(Number).filter((n) => Number.isFinite(n) && n > 0); i++; break;
       case '--duration': a.durationS = Math.max(1, Number(v)); i++; break;
-      case '--target': a.targets = (v ?? '').split(',').filter((t): t is Target => t === 'direct' || t === 'edge' || t === 'kamailio'); i++; break;
+      case '--target': a.targets = (v ?? '').split(',').filter((t): t is Target => (TARGETS as readonly string[]).includes(t)); i++; break;
       case '--transport': if (v === 'u1' || v === 't1') a.transport = v; i++; break;
       case '--domain': if (v !== undefined) a.domains.push(v); i++; break;
       case '--out': if (v !== undefined) a.out = path.resolve(v); i++; break;
@@ -113,16 +114,19 @@ function waitExit(child: ChildProcess, ms: number): Promise<void> {
   });
 }
 
-async function startKamailio(listenPort: number, uasPort: number, dir: string): Promise<Proxy> {
+async function startKamailio(listenPort: number, uasPort: number, dir: string, children: number): Promise<Proxy> {
   const template = fs.readFileSync(path.join(ROOT, 'bench', 'reference', 'kamailio.cfg'), 'utf8');
   const cfg = template
     .replace(/^#!substdef "!EDGE_LISTEN!.*$/m, `#!substdef "!EDGE_LISTEN!udp:127.0.0.1:${listenPort}!g"`)
-    .replace(/^#!substdef "!PBX_URI!.*$/m, `#!substdef "!PBX_URI!sip:${UAS_IP}:${uasPort}!g"`);
+    .replace(/^#!substdef "!PBX_URI!.*$/m, `#!substdef "!PBX_URI!sip:${UAS_IP}:${uasPort}!g"`)
+    .replace(/^children=1$/m, `children=${children}`);
   const cfgFile = path.join(dir, 'kamailio.cfg');
   fs.writeFileSync(cfgFile, cfg);
   const runDir = path.join(dir, 'run');
   fs.mkdirSync(runDir, { recursive: true });
-  const child = spawn('kamailio', ['-DD', '-E', '-f', cfgFile, '-Y', runDir, '-m', '256', '-M', '16'], {
+  // 2 GiB of shared memory: with 256 MiB tm ran out of it near 2,000 cps ("out of mem", 500
+  // replies), which made Kamailio look slower than it is
+  const child = spawn('kamailio', ['-DD', '-E', '-f', cfgFile, '-Y', runDir, '-m', '2048', '-M', '16'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';
@@ -149,11 +153,11 @@ async function startKamailio(listenPort: number, uasPort: number, dir: string): 
   };
 }
 
-async function startEdgeProxy(uasPort: number, transport: SippTransport, domains: string[], dir: string): Promise<Proxy> {
+async function startEdgeProxy(uasPort: number, transport: SippTransport, domains: string[], dir: string, ioThread: boolean): Promise<Proxy> {
   const t = transport === 't1' ? 'tcp' : 'udp';
   // the uas scenario does not answer OPTIONS: no active health probes (real traffic still counts)
   const cfg = path.join(dir, 'edge.yaml');
-  fs.writeFileSync(cfg, 'health:\n  intervalMs: 0\n');
+  fs.writeFileSync(cfg, `health:\n  intervalMs: 0\nudp:\n  ioThread: ${ioThread}\n`);
   const edge: EdgeProc = await startEdge({
     listen: [`${t}:127.0.0.1:0`],
     upstream: [`${t}:${UAS_IP}:${uasPort}`],
@@ -196,11 +200,11 @@ async function runTarget(target: Target, a: Args, dir: string): Promise<StepResu
   });
   let proxy: Proxy | undefined;
   try {
-    if (target === 'kamailio') {
+    if (target === 'kamailio' || target === 'kamailio2') {
       const { freePort } = await import('../test/helpers/ports');
-      proxy = await startKamailio(await freePort('udp'), uas.port, dir);
-    } else if (target === 'edge') {
-      proxy = await startEdgeProxy(uas.port, a.transport, a.domains, dir);
+      proxy = await startKamailio(await freePort('udp'), uas.port, dir, target === 'kamailio' ? 1 : 2);
+    } else if (target === 'edge' || target === 'edge-1thread') {
+      proxy = await startEdgeProxy(uas.port, a.transport, a.domains, dir, target === 'edge');
     }
     const remote = proxy?.remote ?? `${UAS_IP}:${uas.port}`;
     for (const rate of a.steps) {
@@ -250,8 +254,8 @@ async function main(): Promise<void> {
   const all: StepResult[] = [];
   const skipped: string[] = [];
   for (const target of a.targets) {
-    if (target === 'kamailio' && spawnSync('kamailio', ['-v']).error !== undefined) { skipped.push('kamailio: not installed'); continue; }
-    if (target === 'edge' && !edgeCliAvailable()) { skipped.push('edge: dist/edge/cli.js not built'); continue; }
+    if (target.startsWith('kamailio') && spawnSync('kamailio', ['-v']).error !== undefined) { skipped.push(`${target}: not installed`); continue; }
+    if (target.startsWith('edge') && !edgeCliAvailable()) { skipped.push('edge: dist/edge/cli.js not built'); continue; }
     try {
       all.push(...(await runTarget(target, a, dir)));
     } catch (e) {
