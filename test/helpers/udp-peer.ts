@@ -23,6 +23,10 @@ export class UdpPeer {
   static async bind(address = '127.0.0.1'): Promise<UdpPeer> {
     const sock = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
     await new Promise<void>((res, rej) => { sock.once('error', rej); sock.bind(0, address, () => res()); });
+    // the peer reads on the test's event loop, which also runs an in-process edge, while the
+    // edge's UDP I/O thread sends at full speed: with the default buffer (208 KiB) a burst of a
+    // few hundred messages overflows it before the loop gets to read, and the test loses them
+    try { sock.setRecvBufferSize(4 * 1024 * 1024); } catch { /* capped by net.core.rmem_max */ }
     return new UdpPeer(sock, address, sock.address().port);
   }
 
