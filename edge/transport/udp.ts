@@ -274,7 +274,8 @@ export async function createUdpListener(spec: ListenerSpec, hooks: TransportHook
   const id = `udp:${formatHostPort(local.address, local.port)}`;
   let closed = false;
   // Backlog: how full the kernel's receive queue is (rx_queue over the socket buffer, from
-  // /proc/net/udp). A queue that fills is what turns an overload into a collapse: with a buffer
+  // /proc/net/udp), or with the I/O thread the hand-over ring, whichever is fuller (the thread
+  // keeps the kernel's queue short, so the ring is where an overloaded event loop shows). A queue that fills is what turns an overload into a collapse: with a buffer
   // of megabytes, datagrams wait longer than T1 (500 ms), every client retransmits, and the
   // retransmissions add to the load. Tried and rejected: event-loop utilization (it also counts
   // the time the process waits for a CPU on a contended host: it shed calls at 900 cps that the
