@@ -636,6 +636,16 @@ async function run(cfg: ResolvedConfig, io: CliIo): Promise<number> {
     }
   }
   let edge: EdgeHandle;
+  if (cfg.warmUpCalls > 0 && io.startEdge === undefined) {
+    try {
+      const { warmUp } = require('./warmup') as typeof import('./warmup');
+      const w = await warmUp(cfg, cfg.warmUpCalls);
+      log.info({ calls: w.calls, forwarded: w.forwarded, ms: Math.round(w.ms) }, 'warm-up done');
+    } catch (e) {
+      // only a slower first few seconds: start anyway
+      log.warn({ err: e }, 'warm-up failed');
+    }
+  }
   try {
     edge = await startEdge(cfg, log);
   } catch (e) {

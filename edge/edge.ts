@@ -70,6 +70,9 @@ export interface EdgeOptions {
   store?: SharedStore;
   /** what overload control reads (tests); default: the UDP listeners' receive backlog */
   pressure?: PressureSource;
+  /** binds the configured listeners (default: real sockets; the JIT warm-up passes in-memory
+   *  ones, edge/warmup.ts) */
+  createListener?: typeof createListener;
 }
 
 const WILDCARDS = new Set(['0.0.0.0', '::']);
@@ -320,7 +323,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
 
   try {
     for (const spec of cfg.listen) {
-      listeners.push(await createListener(spec, {
+      listeners.push(await (opts.createListener ?? createListener)(spec, {
         onMessage: inject,
         onEvent: (event, l) => metrics.transportEvent(l.spec.transport, event),
         onOversize: (head, source) => {

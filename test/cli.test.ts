@@ -245,6 +245,11 @@ test('run (spawned, real edge): prints the bound ports and exits 0 on SIGTERM', 
     });
     const ls = listening.listeners as { port: number }[];
     assert.equal(ls.length, 2);
+    // the JIT warm-up ran first, every synthetic call got through, and it said so once
+    const warm = buf.split('\n').filter((l) => l.includes('"msg":"warm-up done"')).map((l) => JSON.parse(l) as Record<string, number>);
+    assert.equal(warm.length, 1, buf);
+    assert.deepEqual([warm[0]!.calls, warm[0]!.forwarded], [2000, 2000]);
+    assert.ok(buf.indexOf('warm-up done') < buf.indexOf('"msg":"listening"'), 'before the sockets are bound');
     assert.ok(ls.every((l) => l.port > 0), 'ephemeral ports resolved');
     let errText = '';
     child.stderr.on('data', (d: Buffer) => void (errText += d.toString('utf8')));

@@ -33,6 +33,7 @@ test('built-in defaults match the values named in edge/config/types.ts', () => {
   assert.deepEqual(c.health, { intervalMs: 5000, timeoutMs: 2000, failuresBeforeDown: 2, retryAfterSeconds: 30 });
   assert.deepEqual(c.proxy, { recordRoute: true, path: true, maxForwards: 70 });
   assert.equal(c.shutdownGraceMs, 5000);
+  assert.equal(c.warmUpCalls, 2000);
   assert.deepEqual(c.log, { level: 'info' });
   assert.deepEqual(c.metrics, { listen: '127.0.0.1:9090' });
   assert.equal(c.configFile, undefined);

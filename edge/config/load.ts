@@ -229,6 +229,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     ...(rulesDir !== undefined ? { rulesDir } : {}),
     ...(redisUrl ? { redis: { url: redisUrl } } : {}),
     shutdownGraceMs: f.shutdownGraceMs,
+    warmUpCalls: f.warmUpCalls,
     log: { level },
     metrics: { listen: metricsListen, ...(f.metrics.token !== undefined ? { token: f.metrics.token } : {}) },
     auth,

@@ -93,6 +93,7 @@ export interface ResolvedConfig {
     readonly maxForwards: number;   // inserted when absent, default 70
   };
   readonly shutdownGraceMs: number; // default 5000
+  readonly warmUpCalls: number;     // synthetic calls through a throwaway edge before binding, default 2000
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
   readonly metrics: { readonly listen: string | null; readonly token?: string }; // default "127.0.0.1:9090"
   /** shared state for limits and bans across instances; absent = in memory (single node) */

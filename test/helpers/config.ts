@@ -21,6 +21,7 @@ export function testConfig(over: Partial<Mutable<ResolvedConfig>> = {}): Resolve
     overload: { enabled: false, retryAfterSeconds: 5 },
     proxy: { recordRoute: true, path: true, maxForwards: 70 },
     shutdownGraceMs: 100,
+    warmUpCalls: 0,
     log: { level: 'silent' },
     metrics: { listen: null },
     ...over,
