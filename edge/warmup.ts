@@ -42,8 +42,9 @@ const headerLines = (b: Buffer, name: string): string[] =>
 export async function warmUp(cfg: ResolvedConfig, calls: number): Promise<WarmUpResult> {
   const t0 = performance.now();
   const sent: Buffer[] = [];
+  const lid = `udp:${EDGE_IP}:5060`;
   const listenerFor = (spec: ListenerSpec): Promise<Listener> => Promise.resolve({
-    id: `udp:${EDGE_IP}:5060`,
+    id: lid,
     spec,
     local: { address: EDGE_IP, port: 5060, family: 4 },
     family: 4,
@@ -67,7 +68,6 @@ export async function warmUp(cfg: ResolvedConfig, calls: number): Promise<WarmUp
   const edge = await startEdge(wcfg, pino({ level: 'silent' }), {
     clock: new ManualClock(), metrics: new NullMetrics(), store, watchRules: false, createListener: listenerFor,
   });
-  const lid = edge.listeners[0] ? `udp:${EDGE_IP}:5060` : '';
   const phone: Endpoint = { transport: 'udp', address: PHONE_IP, port: 5099, listenerId: lid };
   const pbx: Endpoint = { transport: 'udp', address: PBX_IP, port: PBX_PORT, listenerId: lid };
   const inject = (bytes: Buffer, source: Endpoint): void => edge.inject({ bytes, source, receivedAt: performance.now() } as Inbound);
