@@ -117,13 +117,9 @@ export class RingReader {
   next(): number {
     const w = Atomics.load(this.ctl, W);
     if (this.r === w) return -1;
-    if (this.buf.readUInt32LE(this.r) === WRAP) {
-      this.r = 0;
-      if (w === 0) {
-        Atomics.store(this.ctl, R, 0);
-        return -1;
-      }
-    }
+    // the producer publishes W only after the record that follows a wrap marker, so a marker
+    // always has a record at 0 behind it
+    if (this.buf.readUInt32LE(this.r) === WRAP) this.r = 0;
     return this.r + HEADER;
   }
 
