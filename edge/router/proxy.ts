@@ -83,6 +83,8 @@ interface RouteDecision {
   popRoutes: number;
   /** upstream marker found in our own Route entry */
   upstreamHint?: number;
+  /** the loop-detection hash of this request as routed (computed once, written into our branch) */
+  loopHash?: string;
 }
 
 export interface ProxyOptions {
@@ -240,11 +242,25 @@ export class Proxy {
     return `z9hG4bK${this.randomToken(12)}.${loopHash}`;
   }
 
-  private loopHash(req: SipRequest): string {
+  /**
+   * The loop-detection part of our branch (RFC 3261 16.6 item 8): it "MUST depend on all
+   * information affecting processing of a request, including the incoming Request-URI and any
+   * header fields affecting the request's admission or routing". So besides the Request-URI,
+   * Call-ID, From tag and CSeq number it covers the To tag, Proxy-Require, Proxy-Authorization and
+   * the topmost Route left after our own entries were removed (16.4). That last one is what tells
+   * a spiral from a loop: a BYE that goes edge -> record-routing PBX -> edge comes back with the
+   * PBX's Route entry gone, so its hash differs and it passes (16.3 item 4); a request that comes
+   * back unchanged hashes the same and gets 482. The received top Via is left out on purpose: each
+   * upstream hop writes a fresh random branch there, so including it (as the RFC's example does)
+   * would make a true loop look new on every turn and leave only Max-Forwards to stop it.
+   */
+  private loopHash(req: SipRequest, nextRoute: string): string {
     const pr = H.fields(req, 'proxy-require');
+    const pa = H.fields(req, 'proxy-authorization');
     return fastHash([
       req.uri, H.first(req, 'call-id') ?? '', H.from(req)?.params.get('tag') ?? '', String(H.cseq(req)?.seq ?? ''),
-      ...pr.map((f) => f.value),
+      H.to(req)?.params.get('tag') ?? '', nextRoute,
+      ...pr.map((f) => f.value), '|', ...pa.map((f) => f.value),
     ]);
   }
 
@@ -338,7 +354,7 @@ export class Proxy {
       return;
     }
     const adv = this.adv.get(listener.id)!;
-    const branch = this.newBranch(this.loopHash(req));
+    const branch = this.newBranch(dec.loopHash ?? this.loopHash(req, H.routes(req)?.[dec.popRoutes]?.uriRaw ?? ''));
     const tname = dest.transport.toUpperCase();
     const via = `SIP/2.0/${tname} ${adv.hostPort};branch=${branch}${dest.transport === 'udp' ? ';rport' : ''}`;
 
@@ -433,18 +449,23 @@ export class Proxy {
     if (!ruri) return { reply: { status: 400, reason: 'ruri_invalid' }, popRoutes: 0 };
     const initial = !H.to(req)?.params.has('tag');
 
-    // loop detection (RFC 3261 16.3 item 4): one of our Vias with the same loop hash
+    // loop detection (RFC 3261 16.3 item 4): one of our Vias with the same loop hash is a loop;
+    // one of our Vias with another hash is a spiral (the request was routed back to us changed)
+    const lh = this.loopHash(req, rest.length > 0 ? rest[0]!.uriRaw : '');
     const vias = H.vias(req) ?? [];
-    if (vias.length > 1) {
-      const lh = this.loopHash(req);
-      for (let i = 1; i < vias.length; i++) {
-        const v = vias[i]!;
-        if (v.branch?.endsWith('.' + lh) && v.branch.startsWith('z9hG4bK') && this.ownHosts.has(v.host)) {
-          return { reply: { status: 482, reason: 'loop_detected' }, popRoutes: pop };
-        }
+    for (let i = 1; i < vias.length; i++) {
+      const v = vias[i]!;
+      if (v.branch?.endsWith('.' + lh) && v.branch.startsWith('z9hG4bK') && this.ownHosts.has(v.host)) {
+        return { reply: { status: 482, reason: 'loop_detected' }, popRoutes: pop };
       }
     }
+    const dec = this.decide(ctx, req, ruri, rest, pop, flowEp, upstreamHint, initial);
+    if (!dec.reply) dec.loopHash = lh;
+    return dec;
+  }
 
+  private decide(ctx: MessageContext, req: SipRequest, ruri: SipUri, rest: NameAddr[], pop: number,
+    flowEp: Endpoint | null, upstreamHint: number | undefined, initial: boolean): RouteDecision {
     if (ctx.side === 'outside') {
       if (rest.length > 0) {
         // RFC 3261 16.4 leaves pre-loaded routes to policy: from the internet they are a way to
