@@ -24,13 +24,26 @@
 // Map iterators are live, skip deleted entries and see entries added before they finish).
 // IPv4 sources are keyed by their 32-bit number (no string per entry), IPv6 by the prefix text.
 //
+// Bans made or lifted anywhere in the cluster reach every instance (store.onBanEvent, pub/sub):
+// - a ban stands: a grace waiter this instance holds for the same source stands down. The offence
+//   it waits on is the one just punished; without this every instance whose waiter saw the shared
+//   budget run out banned again (escalating the count: 600 s became 1200 s);
+// - a ban is lifted (`sip-edge bans remove`, the admin listener's DELETE /bans): the operator
+//   forgives the source. Its pending grace ban is cancelled and its suspicion budget starts from
+//   full (the shared counter and this instance's insurance counter), so it is banned again only
+//   for new offences. Seen before: the waiter of the other instance banned again a second after
+//   the unban, for the old offence. A CIDR unban cancels the waiters inside it and resets their
+//   budgets (other addresses inside it cannot be listed cheaply; their counters run out by
+//   themselves within `source.suspicion.seconds`).
+//
 // IPv6 sources are keyed by their prefix (limits.yaml ipv6Prefix, default /64; RFC 6177): one
 // subscriber holds a whole /64 and would otherwise dodge budgets and bans by switching addresses.
 //
 // Total: record() never throws or rejects (a store failure means "no ban this time", counted by
 // the store's error counter); promote() and isPromoted() are synchronous and O(1).
 import { bytesToIp, canonicalAddress, ipToBytes, maskBytes } from './net/address';
-import type { Ban, Limiter, LimiterSpec, SharedStore } from './store/types';
+import { CidrSet } from './net/cidr';
+import type { Ban, BanEvent, Limiter, LimiterSpec, SharedStore } from './store/types';
 import type { RulesSnapshot, SuspicionEvent } from '../rules/types';
 import { LIMIT_RULES, SUSPICION_EVENTS } from '../rules/limits-compile';
 
@@ -39,6 +52,9 @@ export { SUSPICION_EVENTS } from '../rules/limits-compile';
 
 /** Closed list of ban reasons this module writes: "suspicion_<event that exhausted the budget>". */
 export const SUSPICION_BAN_REASONS: readonly string[] = Object.freeze(SUSPICION_EVENTS.map((e) => `suspicion_${e}`));
+
+/** Sources whose last ban event is remembered (edge/suspicion.ts lastBanEvent). */
+const MAX_BAN_EVENT_KEYS = 10_000;
 
 /** Hard ceiling on the promotion table whatever limits.yaml says (about 100 bytes an entry). */
 export const MAX_PROMOTED_CAP = 10_000_000;
@@ -117,6 +133,12 @@ export class Suspicion {
   /** sources whose soft ban waits its grace; a hard event meanwhile bans at once (cancel) */
   private readonly graced = new Map<string, { cancelled: boolean }>();
   private readonly softGraceMs: number;
+  /** ban events seen, numbered; and per source key the number of the last one that named it.
+   *  An event whose spend() started before a ban or unban of its source belongs to the offence
+   *  that ban punished or that unban forgave: it stands down (its store round trip or grace may
+   *  outlast the ban event). Bounded: the oldest entries go first, long after any spend ended. */
+  private banEvents = 0;
+  private readonly lastBanEvent = new Map<string, number>();
 
   constructor(opts: SuspicionOptions) {
     this.softGraceMs = Math.max(0, opts.softGraceMs ?? 3000);
@@ -128,6 +150,82 @@ export class Suspicion {
     this.limiters = opts.limiters ?? new LimiterCache(opts.store);
     // promotions made by any instance of the cluster (and by this one, looped back)
     opts.store.onPromotion((key, untilMs) => this.applyPromotion(key, untilMs));
+    // bans made and lifted by any instance (and by this one, and by the CLI): see the header
+    opts.store.onBanEvent((e) => this.onBanEvent(e));
+  }
+
+  private onBanEvent(e: BanEvent): void {
+    try {
+      const key = e.kind === 'added' ? e.ban.key : e.key;
+      this.noteBanEvent(key);
+      if (e.kind === 'added') {
+        for (const k of this.gracedWithin(key)) this.graced.get(k)!.cancelled = true;
+      } else if (e.kind === 'removed') {
+        this.forgive(key);
+      }
+    } catch {
+      // a malformed event (the store validates them): nothing to do
+    }
+  }
+
+  /**
+   * The operator lifted the ban on `banKey` (an address, an IPv6 prefix or a CIDR): cancel the
+   * pending grace bans of the sources it covers and reset their suspicion budgets. Called for
+   * every unban seen anywhere in the cluster; idempotent. Returns the source keys reset.
+   */
+  forgive(banKey: string): string[] {
+    const keys = new Set(this.gracedWithin(banKey));
+    for (const k of keys) this.graced.get(k)!.cancelled = true;
+    // an address or the ban of one source's prefix: exactly that source's budget
+    const exact = this.exactSourceKey(banKey);
+    if (exact !== null) keys.add(exact);
+    const limiter = this.limiters.get(this.rules().limits.suspicion);
+    for (const k of keys) limiter.reset(k).catch(() => undefined);
+    return [...keys];
+  }
+
+  private noteBanEvent(banKey: string): void {
+    const k = this.exactSourceKey(banKey);
+    if (k === null) return;
+    this.lastBanEvent.delete(k);
+    this.lastBanEvent.set(k, ++this.banEvents);
+    if (this.lastBanEvent.size > MAX_BAN_EVENT_KEYS) {
+      const oldest = this.lastBanEvent.keys().next().value;
+      if (oldest !== undefined) this.lastBanEvent.delete(oldest);
+    }
+  }
+
+  /** has a ban or unban named this source since event number `since`? */
+  private banEventSince(key: string, since: number): boolean {
+    return (this.lastBanEvent.get(key) ?? 0) > since;
+  }
+
+  /** the source key a ban key names when it names one source (an address, or exactly the
+   *  configured IPv6 prefix); null for a wider CIDR or no address at all */
+  private exactSourceKey(banKey: string): string | null {
+    if (typeof banKey !== 'string') return null;
+    const slash = banKey.indexOf('/');
+    if (slash < 0) return ipToBytes(banKey) === null ? null : this.sourceKey(banKey);
+    const bits = Number(banKey.slice(slash + 1));
+    const b = ipToBytes(banKey.slice(0, slash));
+    if (b === null || !Number.isInteger(bits)) return null;
+    if (b.length === 4) return bits === 32 ? bytesToIp(b) : null;
+    return bits === this.rules().limits.ipv6Prefix || bits === 128 ? this.sourceKey(bytesToIp(b)) : null;
+  }
+
+  /** the keys of this instance's grace waiters that a ban key covers (few: one per source whose
+   *  soft ban is pending) */
+  private gracedWithin(banKey: string): string[] {
+    if (this.graced.size === 0 || typeof banKey !== 'string') return [];
+    if (this.graced.has(banKey)) return [banKey];
+    const set = new CidrSet();
+    if (set.add(banKey) !== null) return [];
+    const out: string[] = [];
+    for (const k of this.graced.keys()) {
+      const slash = k.indexOf('/');
+      if (set.has(slash < 0 ? k : k.slice(0, slash))) out.push(k);
+    }
+    return out;
   }
 
   /** The key budgets, bans and promotions use for a source: canonical IPv4, IPv6 by prefix. */
@@ -156,6 +254,7 @@ export class Suspicion {
     if (typeof weight !== 'number' || weight <= 0) return null; // unknown event or weight 0
     const key = this.sourceKey(sourceAddress);
     if (this.banning.has(key)) return null;
+    const started = this.banEvents;
     const limiter = this.limiters.get(limits.suspicion);
     let allowed: boolean;
     try {
@@ -166,7 +265,7 @@ export class Suspicion {
     } catch {
       return null;
     }
-    if (allowed || this.banning.has(key)) return null;
+    if (allowed || this.banning.has(key) || this.banEventSince(key, started)) return null;
     if (SOFT_EVENTS.has(event) && this.softGraceMs > 0) {
       if (this.graced.has(key)) return null; // one waiter per source
       const wait = { cancelled: false };
@@ -177,7 +276,7 @@ export class Suspicion {
         this.graced.delete(key);
       }
       // it authenticated (a crowd, not a scanner), or a hard event banned it meanwhile
-      if (wait.cancelled || this.isPromoted(sourceAddress) || this.banning.has(key)) return null;
+      if (wait.cancelled || this.isPromoted(sourceAddress) || this.banning.has(key) || this.banEventSince(key, started)) return null;
     } else {
       // a wrong password (or any hard event) during the grace is not forgiven by a later success:
       // ban now; the waiting soft ban stands down

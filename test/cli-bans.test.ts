@@ -8,6 +8,7 @@ import pino from 'pino';
 import { ManualClock } from '../edge/clock';
 import { startEdge } from '../edge/edge';
 import { testConfig } from './helpers/config';
+import { UdpPeer } from './helpers/udp-peer';
 
 const CLI = path.resolve(__dirname, '../edge/cli.js');
 const inCi = process.env.CI === 'true';
@@ -40,6 +41,32 @@ test('bans through the admin listener of a single-node edge (no Redis)', async (
     assert.equal(rm.code, 0, rm.err);
     assert.equal(edge.bans.check('192.0.2.77', Date.now()), null);
   } finally {
+    await edge.close(0);
+  }
+});
+
+test('an unban through the admin listener forgives the source: its spent suspicion budget starts from full (no re-ban for the old offence)', async () => {
+  const edge = await startEdge(testConfig({ upstreams: [{ transport: 'udp', host: '127.0.0.2', port: 5999 }], metrics: { listen: '127.0.0.1:0' } }), pino({ level: 'silent' }), { clock: new ManualClock(), watchRules: false });
+  const src = await UdpPeer.bind('127.0.0.73');
+  try {
+    const m = ['--metrics', `127.0.0.1:${edge.admin!.port}`];
+    /** one malformed datagram: a hard suspicion event of weight 1 (the budget is 20) */
+    const junk = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) await src.send('HELLO\r\n\r\n', edge.listeners[0]!.port);
+      await new Promise((r) => setTimeout(r, 100));
+    };
+    await junk(19);
+    assert.equal(edge.bans.check('127.0.0.73', Date.now()), null, '19 of 20 points spent: not banned yet');
+    assert.equal((await cli('bans', 'add', '127.0.0.73', '--for', '10m', ...base, ...m)).code, 0);
+    assert.notEqual(edge.bans.check('127.0.0.73', Date.now()), null);
+    assert.equal((await cli('bans', 'remove', '127.0.0.73', ...base, ...m)).code, 0);
+    assert.equal(edge.bans.check('127.0.0.73', Date.now()), null);
+    await junk(2);
+    assert.equal(edge.bans.check('127.0.0.73', Date.now()), null, 'two new events after the unban do not finish the old budget');
+    await junk(19);
+    assert.notEqual(edge.bans.check('127.0.0.73', Date.now()), null, 'a new offence (21 points) bans again');
+  } finally {
+    src.close();
     await edge.close(0);
   }
 });

@@ -12,7 +12,7 @@ import type { SipMessage } from '../edge/sip/types';
 import { createMemoryStore } from '../edge/store/memory';
 import type { Ban, SharedStore } from '../edge/store/types';
 import { createRateLimitStage } from '../edge/stages/ratelimit';
-import { SUSPICION_BAN_REASONS, SUSPICION_EVENTS, Suspicion } from '../edge/suspicion';
+import { LimiterCache, SUSPICION_BAN_REASONS, SUSPICION_EVENTS, Suspicion } from '../edge/suspicion';
 import type { Verdict } from '../edge/verdict';
 import { compileLimits, LimitsFileSchema } from '../rules/limits-compile';
 import type { CompiledLimits, RulesSnapshot } from '../rules/types';
@@ -312,6 +312,60 @@ test('a soft event (missing_auth, enumeration, flood) that exhausts the budget b
   const r = await untilBan(graced, '198.51.100.72', 'scanner', 10);
   assert.equal(r.ban?.reason, 'suspicion_scanner');
   assert.ok(Date.now() - t0 < 5_000);
+});
+
+// ---- an unban sticks; one offence, one ban (issue 11, defect 4)
+
+test('lifting a ban forgives the source: its pending grace ban is cancelled and its budget starts from full; a CIDR unban covers the sources inside', async (t) => {
+  const alive = setInterval(() => undefined, 1000);
+  t.after(() => clearInterval(alive));
+  const s = setup();
+  const graced = new Suspicion({ store: s.store, rules: () => s.snap, now: s.clock.now, softGraceMs: 80 });
+  // a soft ban waiting its grace, and a hard ban of the same source meanwhile (another stage)
+  for (let i = 0; i < 20; i++) await graced.record('198.51.100.80', 'missing_auth');
+  const pending = graced.record('198.51.100.80', 'missing_auth');
+  await s.store.ban({ key: '198.51.100.80', reason: 'manual', rule: 'manual', seconds: 600 });
+  assert.equal(await s.store.unban('198.51.100.80'), true);
+  assert.equal(await pending, null, 'the waiting ban of the old offence does not come back after the unban');
+  assert.deepEqual((await s.store.listBans()).map((b) => b.key), []);
+  // a spent budget: 19 of 20 points, a ban by hand, lifted: the source starts from 20 again
+  for (let i = 0; i < 19; i++) assert.equal(await graced.record('198.51.100.81', 'auth_failure'), null);
+  await s.store.ban({ key: '198.51.100.81', reason: 'manual', rule: 'manual', seconds: 600 });
+  await s.store.unban('198.51.100.81');
+  await tick();
+  assert.equal((await untilBan(graced, '198.51.100.81', 'auth_failure', 30)).events, 21, 'a full budget after the unban');
+  // a CIDR unban: the waiting soft bans of the sources inside it stand down
+  for (let i = 0; i < 20; i++) await graced.record('198.51.100.90', 'flood');
+  const inside = graced.record('198.51.100.90', 'flood');
+  for (let i = 0; i < 20; i++) await graced.record('203.0.113.90', 'flood');
+  const outside = graced.record('203.0.113.90', 'flood');
+  await s.store.ban({ key: '198.51.100.0/24', reason: 'manual', rule: 'manual', seconds: 600 });
+  await s.store.unban('198.51.100.0/24');
+  assert.equal(await inside, null);
+  assert.equal((await outside)?.reason, 'suspicion_flood', 'a source outside the CIDR is still banned after its grace');
+  // an IPv6 source is forgiven by the ban of its /64, as the edge bans it
+  for (let i = 0; i < 20; i++) await graced.record('2001:db8:5:6::1', 'missing_auth');
+  const v6 = graced.record('2001:db8:5:6::2', 'missing_auth');
+  await s.store.ban({ key: '2001:db8:5:6::/64', reason: 'manual', rule: 'manual', seconds: 600 });
+  await s.store.unban('2001:db8:5:6::/64');
+  assert.equal(await v6, null);
+});
+
+test('two instances sharing a store: a ban made by one stands down the other\'s waiting soft ban (one offence, one ban, no escalation)', async (t) => {
+  const alive = setInterval(() => undefined, 1000);
+  t.after(() => clearInterval(alive));
+  const s = setup();
+  const bans: Ban[] = [];
+  // one budget for both, as Redis gives a cluster (a memory store hands each caller its own)
+  const limiters = new LimiterCache(s.store);
+  const a = new Suspicion({ store: s.store, rules: () => s.snap, now: s.clock.now, softGraceMs: 50, limiters, onBan: (b) => bans.push(b) });
+  const b = new Suspicion({ store: s.store, rules: () => s.snap, now: s.clock.now, softGraceMs: 150, limiters, onBan: (x) => bans.push(x) });
+  for (let i = 0; i < 20; i++) await (i % 2 === 0 ? a : b).record('198.51.100.82', 'missing_auth');
+  // both instances see the shared budget run out; each starts its grace
+  const [ra, rb] = await Promise.all([a.record('198.51.100.82', 'missing_auth'), b.record('198.51.100.82', 'missing_auth')]);
+  assert.equal(ra?.reason, 'suspicion_missing_auth');
+  assert.equal(rb, null, 'the second instance does not ban the same offence again');
+  assert.deepEqual(bans.map((x) => x.count), [1]);
 });
 
 // ---- promotion shared by every instance (real Redis)
