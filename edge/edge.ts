@@ -26,6 +26,7 @@ import { defaultRulesDir } from '../rules/load';
 import { RulesHolder, RulesLoadError } from '../rules/reload';
 import { RATELIMIT_REASONS } from './stages/ratelimit';
 import { AUTH_REASONS, createAuthStage } from './stages/auth';
+import { PING_REASONS, createPingStage, isPing, type PingTarget } from './stages/ping';
 import { UsersHolder, type UsersDb } from './auth/users';
 import type { Ha1Lookup } from './auth/verify';
 import { defaultAuthConfig, edgeUsersFiles } from './config/load';
@@ -116,6 +117,13 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   }
   const lookups = new Map<string, Ha1Lookup>([...users].map(([file, h]) => [file, (u, realm, alg) => h.current().ha1(u, realm, alg)]));
   const authMode = (): StageMode => current().stages.find((s) => s.name === 'auth')?.mode ?? 'off';
+  // OPTIONS pings to the edge itself: what counts as "the edge" is the proxy's knowledge (its
+  // listening and advertised addresses, the served domains)
+  const pingTarget: PingTarget = {
+    serves: (host) => proxy?.servesHost(host) ?? cfg.domains.includes(host),
+    isOwnRoute: (u) => proxy?.isOwnUri(u) ?? false,
+  };
+  const pingStage = createPingStage({ mode: cfg.pings, target: pingTarget });
   const authStage = createAuthStage({
     auth: authCfg,
     users: (file) => lookups.get(file),
@@ -124,6 +132,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     serves: (host) => proxy?.servesHost(host) ?? cfg.domains.includes(host),
     hasDialogRoute: (req) => proxy?.hasDialogRoute(req) ?? false,
     isRetransmission: (req) => proxy?.isRetransmission(req) ?? false,
+    ...(cfg.pings === 'forward' ? { unchallenged: (req: SipRequest) => isPing(req, pingTarget) } : {}),
     enforcing: () => authMode() === 'enforce',
     onEvent: (e) => {
       if (e.kind === 'lockout') {
@@ -135,7 +144,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       metrics.auth(e.kind, e.mode);
     },
   });
-  const policy = await createPolicy(current, { store, suspicion, auth: authStage }, (e) => {
+  const policy = await createPolicy(current, { store, suspicion, auth: authStage, ping: pingStage }, (e) => {
     if (e.ok) log.warn({ event: 'geoip_reloaded', path: e.path }, 'GeoIP database reloaded');
     else log.error({ event: 'geoip_reload_failed', path: e.path, error: e.error }, 'GeoIP database change rejected: the previous database stays in use');
   });
@@ -152,6 +161,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       { name: 'scanner', reasons: SCANNER_REASONS },
       { name: 'geoip', reasons: GEO_REASONS },
       { name: 'ratelimit', reasons: RATELIMIT_REASONS },
+      { name: 'ping', reasons: PING_REASONS },
       { name: 'auth', reasons: AUTH_REASONS },
       { name: 'gate', reasons: ['banned'] },
       { name: 'overload', reasons: ['overload'] },

@@ -27,7 +27,7 @@ export interface Policy {
 
 export async function createPolicy(
   current: () => RulesSnapshot,
-  deps?: { store: SharedStore; suspicion: Suspicion; auth?: Stage },
+  deps?: { store: SharedStore; suspicion: Suspicion; auth?: Stage; ping?: Stage },
   /** a GeoIP database file changed on disk and was reopened (or kept, when the new file is bad) */
   onGeoReload?: (e: ReloadEvent) => void,
 ): Promise<Policy> {
@@ -43,7 +43,9 @@ export async function createPolicy(
   ]);
   // explain runs without shared state: the ratelimit stage exists only in a running edge
   if (deps) stages.set('ratelimit', createRateLimitStage({ rules: current, store: deps.store, suspicion: deps.suspicion }));
-  // the auth stage needs the proxy and the users files: the edge builds it and hands it in
+  // the auth and ping stages need the proxy (served names, own addresses) and the users files:
+  // the edge builds them and hands them in
+  if (deps?.ping) stages.set('ping', deps.ping);
   if (deps?.auth) stages.set('auth', deps.auth);
   return {
     stages,

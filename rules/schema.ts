@@ -14,7 +14,7 @@ import type { StageMode } from '../edge/verdict';
 import type { StageSetting } from './types';
 
 /** Stages a rules file may name. */
-export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip', 'ratelimit', 'auth'] as const;
+export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip', 'ratelimit', 'ping', 'auth'] as const;
 export type KnownStage = (typeof KNOWN_STAGES)[number];
 
 export const STAGE_MODES: readonly StageMode[] = ['enforce', 'shadow', 'off'];
@@ -25,8 +25,10 @@ export const STAGE_MODES: readonly StageMode[] = ['enforce', 'shadow', 'off'];
  * source address and settles allow/deny/trusted before any header is read; scanner signatures
  * read a few headers; geoip needs a database lookup; ratelimit comes last because it is the only
  * one that talks to the shared store (Redis) and spends budget: a message refused by an earlier,
- * local stage costs no round trip and no budget. auth is last: hashing is the most expensive work
- * and a flood must be cut by the rate limits before it can make the edge hash.
+ * local stage costs no round trip and no budget. ping answers OPTIONS pings addressed to the edge
+ * itself once everything that decides about the source has had its say (a banned source, a scanner
+ * or a flood gets no 200), and before auth would challenge them. auth is last: hashing is the most
+ * expensive work and a flood must be cut by the rate limits before it can make the edge hash.
  */
 export const DEFAULT_STAGES: readonly StageSetting[] = Object.freeze([
   Object.freeze({ name: 'sanity', mode: 'enforce' as const }),
@@ -34,6 +36,7 @@ export const DEFAULT_STAGES: readonly StageSetting[] = Object.freeze([
   Object.freeze({ name: 'scanner', mode: 'enforce' as const }),
   Object.freeze({ name: 'geoip', mode: 'enforce' as const }),
   Object.freeze({ name: 'ratelimit', mode: 'enforce' as const }),
+  Object.freeze({ name: 'ping', mode: 'enforce' as const }),
   Object.freeze({ name: 'auth', mode: 'enforce' as const }),
 ]);
 

@@ -12,7 +12,7 @@ export type RuleAction =
   | { readonly kind: 'log' };
 
 export interface StageSetting {
-  /** 'sanity' | 'scanner' | 'access' | 'geoip' | 'ratelimit' | 'auth' */
+  /** 'sanity' | 'scanner' | 'access' | 'geoip' | 'ratelimit' | 'ping' | 'auth' */
   readonly name: string;
   readonly mode: StageMode;
 }

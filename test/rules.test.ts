@@ -114,7 +114,7 @@ test('the shipped rules directory loads with the real compilers: default order, 
   const r = loadRules(defaultRulesDir());
   assert.ok(r.ok, r.ok ? '' : r.errors.join('\n'));
   const s = r.snapshot;
-  assert.deepEqual(s.stages.map((x) => `${x.name}:${x.mode}`), ['sanity:enforce', 'access:enforce', 'scanner:enforce', 'geoip:enforce', 'ratelimit:enforce', 'auth:enforce']);
+  assert.deepEqual(s.stages.map((x) => `${x.name}:${x.mode}`), ['sanity:enforce', 'access:enforce', 'scanner:enforce', 'geoip:enforce', 'ratelimit:enforce', 'ping:enforce', 'auth:enforce']);
   assert.deepEqual([...s.trustedSkip].sort(), ['auth', 'geoip', 'ratelimit', 'scanner']);
   assert.match(s.version, /^[0-9a-f]{12}$/);
   assert.ok(s.files.includes(path.join(ROOT, 'rules', 'stages.yaml')));
@@ -129,7 +129,7 @@ test('the shipped rules directory loads with the real compilers: default order, 
 
 test('an empty rules directory means the default order, empty scanner / access / geoip and the default limits', () => {
   const s = ok(rulesDir({}));
-  assert.deepEqual(s.stages.map((x) => x.name), ['sanity', 'access', 'scanner', 'geoip', 'ratelimit', 'auth']);
+  assert.deepEqual(s.stages.map((x) => x.name), ['sanity', 'access', 'scanner', 'geoip', 'ratelimit', 'ping', 'auth']);
   assert.deepEqual([...s.trustedSkip].sort(), ['auth', 'geoip', 'ratelimit', 'scanner']);
   assert.equal(s.scanner, EMPTY_SCANNER);
   assert.equal(s.access, EMPTY_ACCESS);

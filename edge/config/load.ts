@@ -233,6 +233,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     log: { level },
     metrics: { listen: metricsListen, ...(f.metrics.token !== undefined ? { token: f.metrics.token } : {}) },
     auth,
+    pings: f.pings,
     ...(fileName !== undefined ? { configFile: fileName } : {}),
   };
   return { ok: true, config: deepFreeze(config) };

@@ -230,6 +230,11 @@ export const ConfigFileSchema = Type.Object(
       },
       'Digest authentication (RFC 3261 22, RFC 7616, RFC 8760) and anti-enumeration.',
     ),
+    pings: Type.Union([Type.Literal('answer'), Type.Literal('forward'), Type.Literal('challenge')], {
+      default: 'answer',
+      description: 'OPTIONS pings addressed to the edge itself (no user part; the edge, its advertised address or a served domain): answer = the edge answers 200 (RFC 3261 11.2) after the source, scanner and rate checks, no challenge; forward = to the PBX without an edge challenge; challenge = like any request (challenged in edge auth mode).',
+      errorMessage: 'expected answer, forward or challenge',
+    }),
     redis: nullableString(null, 'Redis shared by every instance for rate limits, bans, nonce replay and promotions: redis://[user:pass@]host:port[/db], rediss:// (TLS), redis-sentinel://host1:26379,host2:26379/MASTER[/db], redis-cluster://host1:7000,host2:7001; null = in memory, single node.'),
     rules: nullableString(null, 'Directory of the rule files (stages, scanner, access, geoip); relative to this file; null = the shipped rules/ directory.'),
     shutdownGraceMs: int(5000, 0, 600000, 'On SIGTERM, time given to open transactions and connections to finish.'),

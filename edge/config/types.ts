@@ -103,6 +103,9 @@ export interface ResolvedConfig {
   readonly rulesDir?: string;
   /** digest authentication; absent = pbx mode with the defaults everywhere (watch, never challenge) */
   readonly auth?: AuthConfig;
+  /** OPTIONS pings to the edge itself (edge/stages/ping.ts): answered here (default), forwarded
+   *  to the PBX without an edge challenge, or challenged like any request */
+  readonly pings: 'answer' | 'forward' | 'challenge';
   /** absolute path of the config file this came from, if any */
   readonly configFile?: string;
 }

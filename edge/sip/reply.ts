@@ -96,7 +96,8 @@ export function buildReply(req: SipMessage, status: number, opts: ReplyOptions =
   if (status > 100 && opts.toTag && !/;\s*tag\s*=/i.test(toV)) toV += `;tag=${opts.toTag}`;
   lines.push(`From: ${fromV}`, `To: ${toV}`, `Call-ID: ${callV}`, `CSeq: ${cseqV}`);
   for (const [n, v] of opts.headers ?? []) lines.push(`${n}: ${v}`);
-  lines.push('Server: sip-edge', 'Content-Length: 0', '', '');
+  // no Server header: what the edge is (and which version) is nothing a prober needs to learn
+  lines.push('Content-Length: 0', '', '');
   return Buffer.from(lines.join('\r\n'), 'latin1');
 }
 

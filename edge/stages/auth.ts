@@ -77,6 +77,9 @@ export interface AuthStageOptions {
   /** the request's first Route is the edge's, with a flow token the edge signed */
   readonly hasDialogRoute: (req: SipRequest) => boolean;
   readonly isRetransmission: (req: SipRequest) => boolean;
+  /** requests the edge lets through unchallenged by configuration: OPTIONS pings to the edge
+   *  itself when sip-edge.yaml `pings` is forward (edge/stages/ping.ts) */
+  readonly unchallenged?: (req: SipRequest) => boolean;
   /** does the stage enforce right now (stages.yaml mode)? shadow: decide and count only */
   readonly enforcing: () => boolean;
   /** epoch ms (nonce timestamps, lockouts) */
@@ -317,7 +320,7 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
       // transaction already decided; an in-dialog request with our signed Route belongs to a
       // dialog whose creation was authenticated
       const inDialog = to(req)?.params.has('tag') === true && o.hasDialogRoute(req);
-      if (req.method === 'ACK' || req.method === 'CANCEL' || inDialog || o.isRetransmission(req) || policy === undefined) {
+      if (req.method === 'ACK' || req.method === 'CANCEL' || inDialog || o.isRetransmission(req) || policy === undefined || o.unchallenged?.(req) === true) {
         ctx.edits = identityEdits({ remove: [], add: [] }, policy);
         return CONTINUE;
       }

@@ -24,6 +24,7 @@ export function testConfig(over: Partial<Mutable<ResolvedConfig>> = {}): Resolve
     warmUpCalls: 0,
     log: { level: 'silent' },
     metrics: { listen: null },
+    pings: 'answer',
     ...over,
   };
 }
