@@ -609,6 +609,7 @@ async function explainCommand(file: string, sourceText: string, transportText: s
       text += 'not evaluated here (they need the running edge):\n';
       for (const st of notHere) {
         if (st.name === 'ratelimit') text += `  ${st.name.padEnd(9)} ${st.mode.padEnd(7)}  budgets and bans live in the running edge (memory or Redis)\n`;
+        else if (st.name === 'userlimit') text += `  ${st.name.padEnd(9)} ${st.mode.padEnd(7)}  per-user budgets, spent only by authenticated (or PBX-accepted) requests, live in the running edge\n`;
         else if (st.name === 'ping') text += `  ${st.name.padEnd(9)} ${st.mode.padEnd(7)}  pings: ${cfg.pings} (an OPTIONS without a user part to the edge's own address or a served domain${cfg.pings === 'answer' ? ' gets 200 from the edge' : cfg.pings === 'forward' ? ' goes to the PBX unchallenged' : ' is treated like any request'})\n`;
         else if (st.name === 'auth') {
           const a = cfg.auth;

@@ -27,6 +27,7 @@ import { RulesHolder, RulesLoadError } from '../rules/reload';
 import { RATELIMIT_REASONS } from './stages/ratelimit';
 import { AUTH_REASONS, createAuthStage } from './stages/auth';
 import { PING_REASONS, createPingStage, isPing, type PingTarget } from './stages/ping';
+import { USERLIMIT_REASONS, createUserLimitStage } from './stages/userlimit';
 import { UsersHolder, type UsersDb } from './auth/users';
 import type { Ha1Lookup } from './auth/verify';
 import { defaultAuthConfig, edgeUsersFiles } from './config/load';
@@ -124,6 +125,10 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     isOwnRoute: (u) => proxy?.isOwnUri(u) ?? false,
   };
   const pingStage = createPingStage({ mode: cfg.pings, target: pingTarget });
+  const userLimit = createUserLimitStage({
+    rules: current, store, suspicion,
+    active: () => (current().stages.find((s) => s.name === 'userlimit')?.mode ?? 'off') !== 'off',
+  });
   const authStage = createAuthStage({
     auth: authCfg,
     users: (file) => lookups.get(file),
@@ -141,10 +146,12 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
         securityEvent(log, 'auth_lockout', { src: e.source.address, reason: 'auth_failures', rule: 'auth.lockout', user: e.user, realm: e.realm, seconds: e.seconds });
         return;
       }
+      // pbx mode: the PBX accepted a request with credentials: its identity is established
+      if (e.kind === 'success' && e.mode === 'pbx' && e.request !== undefined) userLimit.accepted(e.request);
       metrics.auth(e.kind, e.mode);
     },
   });
-  const policy = await createPolicy(current, { store, suspicion, auth: authStage, ping: pingStage }, (e) => {
+  const policy = await createPolicy(current, { store, suspicion, auth: authStage, ping: pingStage, userlimit: userLimit }, (e) => {
     if (e.ok) log.warn({ event: 'geoip_reloaded', path: e.path }, 'GeoIP database reloaded');
     else log.error({ event: 'geoip_reload_failed', path: e.path, error: e.error }, 'GeoIP database change rejected: the previous database stays in use');
   });
@@ -163,6 +170,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       { name: 'ratelimit', reasons: RATELIMIT_REASONS },
       { name: 'ping', reasons: PING_REASONS },
       { name: 'auth', reasons: AUTH_REASONS },
+      { name: 'userlimit', reasons: USERLIMIT_REASONS },
       { name: 'gate', reasons: ['banned'] },
       { name: 'overload', reasons: ['overload'] },
       ...(opts.stages ?? []).map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),

@@ -27,7 +27,7 @@ export interface Policy {
 
 export async function createPolicy(
   current: () => RulesSnapshot,
-  deps?: { store: SharedStore; suspicion: Suspicion; auth?: Stage; ping?: Stage },
+  deps?: { store: SharedStore; suspicion: Suspicion; auth?: Stage; ping?: Stage; userlimit?: Stage },
   /** a GeoIP database file changed on disk and was reopened (or kept, when the new file is bad) */
   onGeoReload?: (e: ReloadEvent) => void,
 ): Promise<Policy> {
@@ -47,6 +47,8 @@ export async function createPolicy(
   // the edge builds them and hands them in
   if (deps?.ping) stages.set('ping', deps.ping);
   if (deps?.auth) stages.set('auth', deps.auth);
+  // the per-user budgets: the edge also feeds it the PBX's acceptances (pbx auth mode)
+  if (deps?.userlimit) stages.set('userlimit', deps.userlimit);
   return {
     stages,
     geoErrors: geo.errors,

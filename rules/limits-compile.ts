@@ -5,8 +5,8 @@
 //   source:
 //     all:       { limit: 200, seconds: 10 }         # requests per source
 //     suspicion: { limit: 20, seconds: 600 }         # weighted suspicion events before a ban
-//   aorRegister: { limit: 20, seconds: 60 }          # REGISTER per AOR (To URI)
-//   userInvite:  { limit: 30, seconds: 60 }          # out-of-dialog INVITE per From user@host
+//   aorRegister: { limit: 20, seconds: 60 }          # REGISTER per AOR (To URI), and per (source, AOR)
+//   userInvite:  { limit: 30, seconds: 60 }          # out-of-dialog INVITE per From user@host, and per (source, user)
 //   prefixes:                                        # toll-fraud destinations (Request-URI user)
 //     - { prefix: "+882", limit: 5, seconds: 3600, per: global, onStoreDown: closed }
 //   overLimit: { retryAfter: 30, jitterMin: 0, jitterMax: 30 }
@@ -35,7 +35,9 @@ export const LIMITER_NAMES = Object.freeze({
   sourceAllPromoted: 'source_all_promoted',
   suspicion: 'source_suspicion',
   aorRegister: 'aor_register',
+  aorRegisterSource: 'aor_register_source',
   userInvite: 'user_invite',
+  userInviteSource: 'user_invite_source',
 });
 
 /** Rule names on ratelimit / suspicion verdicts and bans. */
@@ -116,8 +118,8 @@ export const LimitsFileSchema = Type.Object(
       },
       'per-source limits',
     ),
-    aorRegister: optionalLimitSchema(20, 60, 'REGISTER requests per AOR (To URI)'),
-    userInvite: optionalLimitSchema(30, 60, 'out-of-dialog INVITEs per From user@host'),
+    aorRegister: optionalLimitSchema(20, 60, 'REGISTER requests per AOR (To URI) whose identity is established (authenticated at the edge or accepted by the PBX); REGISTERs without credentials count per (source, AOR) with the same numbers'),
+    userInvite: optionalLimitSchema(30, 60, 'out-of-dialog INVITEs per From user@host whose identity is established; INVITEs without credentials count per (source, user) with the same numbers'),
     prefixes: Type.Array(PrefixSchema, {
       default: [],
       maxItems: 1000,
@@ -259,7 +261,9 @@ export function compileLimits(doc: LimitsFile, at: (path: ValuePath) => string):
     sourceAllPromoted: spec(LIMITER_NAMES.sourceAllPromoted, doc.source.all, doc.promotion.factor),
     suspicion: spec(LIMITER_NAMES.suspicion, doc.source.suspicion),
     aorRegister: doc.aorRegister.enabled ? spec(LIMITER_NAMES.aorRegister, doc.aorRegister) : null,
+    aorRegisterSource: doc.aorRegister.enabled ? spec(LIMITER_NAMES.aorRegisterSource, doc.aorRegister) : null,
     userInvite: doc.userInvite.enabled ? spec(LIMITER_NAMES.userInvite, doc.userInvite) : null,
+    userInviteSource: doc.userInvite.enabled ? spec(LIMITER_NAMES.userInviteSource, doc.userInvite) : null,
     prefixes: Object.freeze(prefixes),
     matchPrefix,
     retryAfter: Object.freeze({ base: doc.overLimit.retryAfter, jitterMin: doc.overLimit.jitterMin, jitterMax: doc.overLimit.jitterMax }),

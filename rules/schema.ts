@@ -14,7 +14,7 @@ import type { StageMode } from '../edge/verdict';
 import type { StageSetting } from './types';
 
 /** Stages a rules file may name. */
-export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip', 'ratelimit', 'ping', 'auth'] as const;
+export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip', 'ratelimit', 'ping', 'auth', 'userlimit'] as const;
 export type KnownStage = (typeof KNOWN_STAGES)[number];
 
 export const STAGE_MODES: readonly StageMode[] = ['enforce', 'shadow', 'off'];
@@ -27,8 +27,10 @@ export const STAGE_MODES: readonly StageMode[] = ['enforce', 'shadow', 'off'];
  * one that talks to the shared store (Redis) and spends budget: a message refused by an earlier,
  * local stage costs no round trip and no budget. ping answers OPTIONS pings addressed to the edge
  * itself once everything that decides about the source has had its say (a banned source, a scanner
- * or a flood gets no 200), and before auth would challenge them. auth is last: hashing is the most
- * expensive work and a flood must be cut by the rate limits before it can make the edge hash.
+ * or a flood gets no 200), and before auth would challenge them. auth comes late: hashing is the
+ * most expensive work and a flood must be cut by the rate limits before it can make the edge hash.
+ * userlimit follows auth: the budgets of a user are spent only by requests whose identity auth
+ * has established.
  */
 export const DEFAULT_STAGES: readonly StageSetting[] = Object.freeze([
   Object.freeze({ name: 'sanity', mode: 'enforce' as const }),
@@ -38,11 +40,12 @@ export const DEFAULT_STAGES: readonly StageSetting[] = Object.freeze([
   Object.freeze({ name: 'ratelimit', mode: 'enforce' as const }),
   Object.freeze({ name: 'ping', mode: 'enforce' as const }),
   Object.freeze({ name: 'auth', mode: 'enforce' as const }),
+  Object.freeze({ name: 'userlimit', mode: 'enforce' as const }),
 ]);
 
 /** Carriers and partner PBXs trusted by address are not scanners, may sit anywhere, and send
  *  whole trunks' worth of calls from one address (rate limits would throttle a carrier). */
-export const DEFAULT_TRUSTED_SKIP: readonly string[] = Object.freeze(['scanner', 'geoip', 'ratelimit', 'auth']);
+export const DEFAULT_TRUSTED_SKIP: readonly string[] = Object.freeze(['scanner', 'geoip', 'ratelimit', 'auth', 'userlimit']);
 
 const StageModeSchema = Type.Union(
   STAGE_MODES.map((m) => Type.Literal(m)),

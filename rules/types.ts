@@ -12,7 +12,7 @@ export type RuleAction =
   | { readonly kind: 'log' };
 
 export interface StageSetting {
-  /** 'sanity' | 'scanner' | 'access' | 'geoip' | 'ratelimit' | 'ping' | 'auth' */
+  /** 'sanity' | 'scanner' | 'access' | 'geoip' | 'ratelimit' | 'ping' | 'auth' | 'userlimit' */
   readonly name: string;
   readonly mode: StageMode;
 }
@@ -104,10 +104,15 @@ export interface CompiledLimits {
   readonly sourceAllPromoted: LimiterSpec;
   /** the suspicion budget per source (weighted events) */
   readonly suspicion: LimiterSpec;
-  /** REGISTER per AOR (To URI); null = no limit */
+  /** REGISTER per AOR (To URI) whose identity is established (authenticated at the edge, or
+   *  accepted by the PBX); null = no limit */
   readonly aorRegister: LimiterSpec | null;
-  /** out-of-dialog INVITE per From user@host; null = no limit */
+  /** the same numbers per (source, AOR) for REGISTERs without credentials; null with aorRegister */
+  readonly aorRegisterSource: LimiterSpec | null;
+  /** out-of-dialog INVITE per From user@host whose identity is established; null = no limit */
   readonly userInvite: LimiterSpec | null;
+  /** the same numbers per (source, From user@host) for INVITEs without credentials */
+  readonly userInviteSource: LimiterSpec | null;
   readonly prefixes: readonly CompiledPrefixLimit[];
   /** longest configured prefix of a normalized Request-URI user, or null; O(longest prefix) */
   matchPrefix(normalizedUser: string): CompiledPrefixLimit | null;

@@ -330,5 +330,5 @@ test('explain: a scanner probe is dropped by the scanner stage, nothing is sent'
   assert.match(r.stdout, /scanner +enforce +drop, reason scanner_user_agent, rule \S+ +<- decides/);
   assert.match(r.stdout, /^forward +no$/m);
   // the stateful stages are named, with what they would do, not silently left out
-  assert.match(r.stdout, /^not evaluated here \(they need the running edge\):\n {2}ratelimit +enforce .*\n {2}ping +enforce +pings: answer .*\n {2}auth +enforce +other served names: pbx/m);
+  assert.match(r.stdout, /^not evaluated here \(they need the running edge\):\n {2}ratelimit +enforce .*\n {2}ping +enforce +pings: answer .*\n {2}auth +enforce +other served names: pbx.*\n {2}userlimit +enforce +per-user budgets/m);
 });

@@ -103,6 +103,9 @@ test('defaults: 200/10 s per source, suspicion 20/600 s, AOR 20/60 s, user INVIT
   assert.deepEqual(l.suspicion, { name: 'source_suspicion', points: 20, durationSec: 600, onStoreDown: 'open' });
   assert.deepEqual(l.aorRegister, { name: 'aor_register', points: 20, durationSec: 60, onStoreDown: 'open' });
   assert.deepEqual(l.userInvite, { name: 'user_invite', points: 30, durationSec: 60, onStoreDown: 'open' });
+  // the unauthenticated attempts: the same numbers, per (source, user), in limiters of their own
+  assert.deepEqual(l.aorRegisterSource, { name: 'aor_register_source', points: 20, durationSec: 60, onStoreDown: 'open' });
+  assert.deepEqual(l.userInviteSource, { name: 'user_invite_source', points: 30, durationSec: 60, onStoreDown: 'open' });
   assert.deepEqual(l.prefixes, []);
   assert.deepEqual(l.bans, { seconds: 600, factor: 2, maxSeconds: 86400, memorySeconds: 86400 });
   assert.deepEqual(l.promotion, { factor: 10, seconds: 3600, maxEntries: 100000 });
@@ -150,7 +153,7 @@ test('stage identity: name ratelimit, skippable for trusted sources, closed reas
   const { stage } = setup('');
   assert.equal(stage.name, 'ratelimit');
   assert.equal(stage.skippableForTrusted, true);
-  assert.deepEqual([...stage.reasons], ['source_rate', 'aor_register_rate', 'user_invite_rate', 'prefix_rate', 'store_down_closed']);
+  assert.deepEqual([...stage.reasons], ['source_rate', 'aor_register_source_rate', 'user_invite_source_rate', 'prefix_rate', 'store_down_closed']);
   assert.equal(stage.reasons, RATELIMIT_REASONS);
 });
 
@@ -224,27 +227,35 @@ test('Retry-After jitter stays within base + [jitterMin, jitterMax] and reaches 
   assert.ok(seen.size > 1, 'the jitter varies');
 });
 
-test('aor_register: REGISTERs per AOR (To URI, escapes decoded); other AORs are not affected', async () => {
+test('aor_register_source: REGISTERs without credentials per (source, AOR); other sources, other AORs and answers to challenges are not affected', async () => {
   const { run } = setup('aorRegister: { limit: 3, seconds: 60 }\n');
   const a = await burst(run, '198.51.100.20', 5, () => register(100));
   assert.equal(a.passed, 3);
-  assert.deepEqual(a.refusals[0], { action: 'drop', reason: 'aor_register_rate', rule: 'limits:aor_register' });
-  // the same AOR from another source and spelled with escapes: still the same budget (RFC 3261 10.3)
-  assert.equal((await run('198.51.100.21', register('%31%30%30'))).action, 'drop');
-  assert.equal((await run('198.51.100.21', register(101))).action, 'continue');
+  assert.deepEqual(a.refusals[0], { action: 'drop', reason: 'aor_register_source_rate', rule: 'limits:aor_register' });
+  // the same AOR spelled with escapes is the same budget (RFC 3261 10.3) ...
+  assert.equal((await run('198.51.100.20', register('%31%30%30'))).action, 'drop');
+  // ... but only this source's: another source has its own, so no source spends the AOR's
+  // (that budget is spent after authentication, by the userlimit stage)
+  assert.equal((await burst(run, '198.51.100.21', 3, () => register(100))).passed, 3);
+  assert.equal((await run('198.51.100.20', register(101))).action, 'continue');
+  // an answer to a challenge is judged by auth, not counted here
+  const answer = req('REGISTER', { to: '<sip:100@pbx.example.com>', from: '<sip:100@pbx.example.com>' });
+  const withCredentials = msg([...answer.raw.toString('latin1').trimEnd().split('\r\n').filter((l) => l !== 'Content-Length: 0'), 'Authorization: Digest username="100", realm="pbx.example.com", nonce="n", uri="sip:pbx.example.com", response="r"', 'Content-Length: 0']);
+  assert.equal((await run('198.51.100.20', withCredentials)).action, 'continue');
   // OPTIONS do not spend the REGISTER budget
-  assert.equal((await run('198.51.100.21', req('OPTIONS', { to: '<sip:101@pbx.example.com>' }))).action, 'continue');
+  assert.equal((await run('198.51.100.22', req('OPTIONS', { to: '<sip:101@pbx.example.com>' }))).action, 'continue');
   // disabled
   const off = setup('aorRegister: { enabled: false, limit: 1 }\n');
   assert.equal((await burst(off.run, '198.51.100.22', 5, () => register(100))).passed, 5);
 });
 
-test('user_invite: new calls per From user@host; in-dialog INVITEs (To tag) are not counted', async () => {
+test('user_invite_source: new calls without credentials per (source, From user@host); other sources and in-dialog INVITEs are not counted', async () => {
   const { run } = setup('userInvite: { limit: 2, seconds: 60 }\n');
   const a = await burst(run, '198.51.100.30', 3, () => invite('sip:200@pbx.example.com', '<sip:alice@pbx.example.com>'));
   assert.equal(a.passed, 2);
-  assert.deepEqual(a.refusals[0], { action: 'drop', reason: 'user_invite_rate', rule: 'limits:user_invite' });
+  assert.deepEqual(a.refusals[0], { action: 'drop', reason: 'user_invite_source_rate', rule: 'limits:user_invite' });
   assert.equal((await run('198.51.100.30', invite('sip:200@pbx.example.com', '<sip:bob@pbx.example.com>'))).action, 'continue');
+  assert.equal((await run('198.51.100.31', invite('sip:200@pbx.example.com', '<sip:alice@pbx.example.com>'))).action, 'continue', 'another source claiming alice has its own budget');
   const reinvite = invite('sip:alice@192.0.2.1:5060', '<sip:alice@pbx.example.com>', '<sip:200@pbx.example.com>;tag=dlg1');
   assert.equal((await run('198.51.100.30', reinvite)).action, 'continue');
 });
@@ -285,6 +296,10 @@ function degradedStore(allowed: boolean): SharedStore & { consumed: string[] } {
           consumed.push(`${spec.name}:${key}`);
           return { allowed, remaining: 0, msBeforeNext: 1000, degraded: true };
         },
+        async peek(key: string): Promise<ConsumeResult> {
+          consumed.push(`peek:${spec.name}:${key}`);
+          return { allowed, remaining: 0, msBeforeNext: 1000, degraded: true };
+        },
         async reset(): Promise<void> {},
       };
     },
@@ -323,7 +338,7 @@ test('onStoreDown closed: a degraded answer refuses with store_down_closed; open
 
 test('a store whose consume throws is a store outage, not a crash', async () => {
   const store = degradedStore(true);
-  const broken: SharedStore = { ...store, limiter: (spec) => ({ spec, consume: () => Promise.reject(new Error('boom')), reset: async () => {} }) };
+  const broken: SharedStore = { ...store, limiter: (spec) => ({ spec, consume: () => Promise.reject(new Error('boom')), peek: () => Promise.reject(new Error('boom')), reset: async () => {} }) };
   const open = setup('', broken);
   assert.equal((await open.run('198.51.100.70', req('OPTIONS'))).action, 'continue');
   const closed = setup('source: { all: { onStoreDown: closed } }\n', broken);

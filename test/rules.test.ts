@@ -109,13 +109,13 @@ const VALID = {
 
 // ---- defaults
 
-test('the shipped rules directory loads with the real compilers: default order, all enforce, trusted skip scanner, geoip, ratelimit and auth', () => {
+test('the shipped rules directory loads with the real compilers: default order, all enforce, trusted skip scanner, geoip, ratelimit, auth and userlimit', () => {
   assert.equal(defaultRulesDir(), path.join(ROOT, 'rules'));
   const r = loadRules(defaultRulesDir());
   assert.ok(r.ok, r.ok ? '' : r.errors.join('\n'));
   const s = r.snapshot;
-  assert.deepEqual(s.stages.map((x) => `${x.name}:${x.mode}`), ['sanity:enforce', 'access:enforce', 'scanner:enforce', 'geoip:enforce', 'ratelimit:enforce', 'ping:enforce', 'auth:enforce']);
-  assert.deepEqual([...s.trustedSkip].sort(), ['auth', 'geoip', 'ratelimit', 'scanner']);
+  assert.deepEqual(s.stages.map((x) => `${x.name}:${x.mode}`), ['sanity:enforce', 'access:enforce', 'scanner:enforce', 'geoip:enforce', 'ratelimit:enforce', 'ping:enforce', 'auth:enforce', 'userlimit:enforce']);
+  assert.deepEqual([...s.trustedSkip].sort(), ['auth', 'geoip', 'ratelimit', 'scanner', 'userlimit']);
   assert.match(s.version, /^[0-9a-f]{12}$/);
   assert.ok(s.files.includes(path.join(ROOT, 'rules', 'stages.yaml')));
   // the shipped limits.yaml states exactly the built-in defaults
@@ -129,8 +129,8 @@ test('the shipped rules directory loads with the real compilers: default order, 
 
 test('an empty rules directory means the default order, empty scanner / access / geoip and the default limits', () => {
   const s = ok(rulesDir({}));
-  assert.deepEqual(s.stages.map((x) => x.name), ['sanity', 'access', 'scanner', 'geoip', 'ratelimit', 'ping', 'auth']);
-  assert.deepEqual([...s.trustedSkip].sort(), ['auth', 'geoip', 'ratelimit', 'scanner']);
+  assert.deepEqual(s.stages.map((x) => x.name), ['sanity', 'access', 'scanner', 'geoip', 'ratelimit', 'ping', 'auth', 'userlimit']);
+  assert.deepEqual([...s.trustedSkip].sort(), ['auth', 'geoip', 'ratelimit', 'scanner', 'userlimit']);
   assert.equal(s.scanner, EMPTY_SCANNER);
   assert.equal(s.access, EMPTY_ACCESS);
   assert.equal(s.geoip, EMPTY_GEO);

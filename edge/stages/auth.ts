@@ -62,7 +62,7 @@ const IDENTITY_HEADERS = ['p-asserted-identity', 'p-preferred-identity', 'remote
 
 export type AuthEvent =
   | { readonly kind: 'challenge' | 'stale'; readonly mode: 'edge' | 'pbx' }
-  | { readonly kind: 'success'; readonly mode: 'edge' | 'pbx'; readonly source: Endpoint; readonly user: string }
+  | { readonly kind: 'success'; readonly mode: 'edge' | 'pbx'; readonly source: Endpoint; readonly user: string; readonly request?: SipRequest }
   | { readonly kind: 'failure'; readonly mode: 'edge' | 'pbx'; readonly reason: string; readonly source: Endpoint }
   | { readonly kind: 'lockout'; readonly mode: 'edge' | 'pbx'; readonly source: Endpoint; readonly user: string; readonly realm: string; readonly seconds: number };
 
@@ -262,6 +262,8 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
     }
     o.suspicion.promote(src.address);
     emit({ kind: 'success', mode: 'edge', source: src, user });
+    // an established identity: the per-user budgets count this request (the userlimit stage)
+    ctx.identity = user;
     const edits: ForwardEdits = { remove: policy.forwardCredentials ? [] : [DigestVerifier.headerFor(req.method)], add: [] };
     ctx.edits = identityEdits(edits, policy, `<sip:${user}@${policy.name === '*' ? policy.realm : policy.name}>`);
     return CONTINUE;
@@ -355,7 +357,7 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
       }
       if (status < 300 && cred !== undefined) {
         o.suspicion.promote(client.address);
-        emit({ kind: 'success', mode: 'pbx', source: client, user: cred.user });
+        emit({ kind: 'success', mode: 'pbx', source: client, user: cred.user, request: req });
         return undefined;
       }
       // RFC 3261 21.4.5 / 21.4.18: "no such user" answers are what svwar sorts extensions by

@@ -3,9 +3,11 @@
 //   source_all        every request from a source (IPv6: per prefix), x promotion.factor once
 //                     the source has authenticated (Suspicion.isPromoted); requests carrying
 //                     credentials (answers to challenges) have a second budget of the same size
-//   aor_register      REGISTER per address-of-record: the To URI (RFC 3261 10.2, 10.3 step 5:
-//                     scheme:user@host with escapes decoded and parameters dropped)
-//   user_invite       out-of-dialog INVITE per calling user (From user@host)
+//   aor_register_source  REGISTER without credentials per (source, address-of-record): the To
+//                     URI (RFC 3261 10.2, 10.3 step 5: scheme:user@host with escapes decoded and
+//                     parameters dropped)
+//   user_invite_source   out-of-dialog INVITE without credentials per (source, calling user: From
+//                     user@host)
 //   prefix_rate       out-of-dialog INVITE to an expensive destination prefix (toll fraud),
 //                     matched on the normalized Request-URI user, longest prefix wins
 //   store_down_closed a limit with onStoreDown: closed while the store answers degraded
@@ -19,6 +21,16 @@
 // Responses pass (they belong to transactions the edge created; forged ones are the proxy's
 // unmatched-reply check), inside traffic passes (the PBX is not limited), trusted sources skip
 // the stage when stages.yaml trustedSkip says so (the default).
+//
+// The budgets of a user or an AOR themselves (limits.yaml aorRegister, userInvite) are not spent
+// here: this stage runs before authentication, on what the message claims, and counting there let
+// anyone spend a user's budget (a spray of INVITEs "From: 2000" from other addresses, and 2000's
+// own phone was refused). They are spent only once the identity is established, by the userlimit
+// stage after auth (edge/stages/userlimit.ts). Here, a request without credentials is an
+// unauthenticated attempt and counts per source and per (source, user): the same numbers, so one
+// source still cannot hammer one extension, but only its own share. An answer to a challenge is
+// counted where it is verified: a right one in the user's budget, a wrong one as an auth_failure
+// suspicion event and toward the user's lockout.
 //
 // In-dialog requests (To tag present, RFC 3261 12.2) are not counted against user_invite and
 // prefix_rate: a re-INVITE's Request-URI is the remote target, not a dialled number, and an
@@ -38,8 +50,8 @@ import { CONTINUE, drop, reply, type MessageContext, type Stage, type Verdict } 
 
 export const RATELIMIT_REASONS = [
   'source_rate',        // the source's request budget (source.all) is spent
-  'aor_register_rate',  // REGISTERs for one AOR over aorRegister
-  'user_invite_rate',   // new calls from one From user over userInvite
+  'aor_register_source_rate',  // REGISTERs without credentials from one source for one AOR over aorRegister
+  'user_invite_source_rate',   // new calls without credentials from one source as one From user over userInvite
   'prefix_rate',        // new calls to a limited destination prefix over its budget
   'store_down_closed',  // the shared store is unreachable and the limit says onStoreDown: closed
 ] as const;
@@ -66,6 +78,11 @@ function boundedKey(k: string): string {
 export function aorKey(na: NameAddr): string {
   const u = na.uri;
   return boundedKey(`${u.scheme}:${decodeUser(u.user ?? '')}@${u.host}`);
+}
+
+/** the key of a (source, AOR) budget */
+export function sourceAorKey(sourceKey: string, na: NameAddr): string {
+  return boundedKey(`${sourceKey}|${aorKey(na)}`);
 }
 
 
@@ -109,16 +126,18 @@ export function createRateLimitStage(opts: RateLimitStageOptions): Stage {
     const out: Check[] = [
       { spec: promoted ? limits.sourceAllPromoted : limits.sourceAll, key: answering ? `${sourceKey}|auth` : sourceKey, reason: 'source_rate', rule: LIMIT_RULES.sourceAll },
     ];
-    if (msg.method === 'REGISTER' && limits.aorRegister !== null) {
+    if (msg.method === 'REGISTER') {
       const t = to(msg);
-      if (t) out.push({ spec: limits.aorRegister, key: aorKey(t), reason: 'aor_register_rate', rule: LIMIT_RULES.aorRegister });
+      if (t && !answering && limits.aorRegisterSource !== null) {
+        out.push({ spec: limits.aorRegisterSource, key: sourceAorKey(sourceKey, t), reason: 'aor_register_source_rate', rule: LIMIT_RULES.aorRegister });
+      }
     } else if (msg.method === 'INVITE') {
       const t = to(msg);
       const inDialog = t ? t.params.has('tag') : false;
       if (!inDialog) {
-        if (limits.userInvite !== null) {
-          const f = from(msg);
-          if (f) out.push({ spec: limits.userInvite, key: aorKey(f), reason: 'user_invite_rate', rule: LIMIT_RULES.userInvite });
+        const f = from(msg);
+        if (f && !answering && limits.userInviteSource !== null) {
+          out.push({ spec: limits.userInviteSource, key: sourceAorKey(sourceKey, f), reason: 'user_invite_source_rate', rule: LIMIT_RULES.userInvite });
         }
         if (limits.prefixes.length > 0) {
           const user = requestUri(msg)?.user;

@@ -82,6 +82,18 @@ export function toConsumeResult(res: RateLimiterRes, allowed: boolean, degraded:
   };
 }
 
+/** The answer to a peek: a budget is used up once `points` have been consumed in the window. */
+export function peekResult(res: RateLimiterRes | null, points: number, degraded: boolean): ConsumeResult {
+  if (res === null) return { allowed: true, remaining: points, msBeforeNext: 0, degraded };
+  const used = Number.isFinite(res.consumedPoints) ? res.consumedPoints : 0;
+  return {
+    allowed: used < points,
+    remaining: Math.max(0, points - used),
+    msBeforeNext: Number.isFinite(res.msBeforeNext) ? Math.max(0, res.msBeforeNext) : 0,
+    degraded,
+  };
+}
+
 /** Points are whole numbers >= 1 (rate-limiter-flexible refuses fractions by throwing). */
 export function normalisePoints(points: number | undefined): number {
   if (points === undefined) return 1;
@@ -132,6 +144,14 @@ class MemoryLimiter implements Limiter {
     } catch (e) {
       if (e instanceof RateLimiterRes) return toConsumeResult(e, false, false);
       // cannot happen with valid points; answer as the spec says for a broken store
+      return { allowed: this.spec.onStoreDown === 'open', remaining: 0, msBeforeNext: 0, degraded: true };
+    }
+  }
+
+  async peek(key: string): Promise<ConsumeResult> {
+    try {
+      return peekResult(await this.rl.get(String(key)), this.rl.points, false);
+    } catch {
       return { allowed: this.spec.onStoreDown === 'open', remaining: 0, msBeforeNext: 0, degraded: true };
     }
   }

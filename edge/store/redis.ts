@@ -71,6 +71,7 @@ import {
   normaliseEscalation,
   normalisePoints,
   normaliseSpec,
+  peekResult,
   toConsumeResult,
   validBanKey,
   validPromotion,
@@ -188,6 +189,13 @@ const fromInsurance = new WeakSet<object>();
 
 /** RateLimiterMemory that marks its answers, so that a degraded answer can be told apart. */
 class InsuranceLimiter extends RateLimiterMemory {
+  override get(key: string | number, options?: { [key: string]: unknown }): Promise<RateLimiterRes | null> {
+    return super.get(key, options).then((r) => {
+      if (r !== null) fromInsurance.add(r);
+      return r;
+    });
+  }
+
   override consume(key: string | number, points?: number, options?: { [key: string]: unknown }): Promise<RateLimiterRes> {
     return super.consume(key, points, options).then(
       (r) => {
@@ -235,6 +243,20 @@ class RedisLimiter implements Limiter {
     } catch (e) {
       if (e instanceof RateLimiterRes) return this.answer(e, false);
       // both Redis and the insurance failed: cannot happen with valid input; follow the spec
+      this.store.countError();
+      return { allowed: this.spec.onStoreDown === 'open', remaining: 0, msBeforeNext: 0, degraded: true };
+    }
+  }
+
+  async peek(key: string): Promise<ConsumeResult> {
+    try {
+      const res = await this.rl.get(String(key));
+      // an empty answer while Redis is down came from the (empty) insurance limiter
+      const degraded = res !== null ? fromInsurance.has(res) : !this.store.healthy();
+      if (degraded) this.store.countError();
+      const r = peekResult(res, this.rl.points, degraded);
+      return degraded && this.spec.onStoreDown === 'closed' ? { ...r, allowed: false } : r;
+    } catch {
       this.store.countError();
       return { allowed: this.spec.onStoreDown === 'open', remaining: 0, msBeforeNext: 0, degraded: true };
     }

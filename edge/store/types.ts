@@ -38,6 +38,9 @@ export interface LimiterSpec {
 export interface Limiter {
   readonly spec: LimiterSpec;
   consume(key: string, points?: number): Promise<ConsumeResult>;
+  /** the key's budget without spending any: `allowed` is false when it is used up (a budget
+   *  that only established identities spend, checked for everyone). Never rejects. */
+  peek(key: string): Promise<ConsumeResult>;
   /** forget a key (trust promotion, unban) */
   reset(key: string): Promise<void>;
 }

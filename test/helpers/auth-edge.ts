@@ -1,5 +1,6 @@
 // An in-process edge set up for authentication proofs: the production rule loader and wiring
-// (startEdge) with a rules directory that holds only sanity, ratelimit and auth (no scanner stage:
+// (startEdge) with a rules directory that holds only sanity, ratelimit, ping, auth and userlimit
+// (no scanner stage:
 // it would drop SIPVicious on its User-Agent at once, and these tests must show that the AUTH
 // defences hold on their own), a copy of the shipped rules/limits.yaml with chosen weights, a users
 // file written with the project's own users-file code, and a PBX stand-in (registrar.ts) behind it.
@@ -26,21 +27,30 @@ const silent = pino({ level: 'silent' });
 /** Suspicion weights (rules/limits.yaml `weights`) a test overrides; the rest stay as shipped. */
 export type Weights = Partial<Record<'malformed' | 'scanner' | 'unmatched_reply' | 'auth_failure' | 'missing_auth' | 'unknown_user' | 'enumeration' | 'flood', number>>;
 
+/** limits.yaml budgets a test sets (points per the shipped window) */
+export interface LimitOverrides { readonly userInvite?: number; readonly aorRegister?: number }
+
 /**
- * A rules directory: stages.yaml with sanity, ratelimit and auth enforcing (`authMode` for auth),
- * and the shipped limits.yaml with `weights` replaced. A replacement that finds nothing to replace
- * fails loudly: a changed shipped file must not silently turn a control run into a real one.
+ * A rules directory: stages.yaml with sanity, ratelimit, ping, auth and userlimit enforcing
+ * (`authMode` for auth), and the shipped limits.yaml with `weights` and `limits` replaced. A
+ * replacement that finds nothing to replace fails loudly: a changed shipped file must not silently
+ * turn a control run into a real one.
  */
-export function authRulesDir(o: { weights?: Weights; authMode?: 'enforce' | 'shadow' | 'off'; aorRegister?: boolean } = {}): string {
+export function authRulesDir(o: { weights?: Weights; authMode?: 'enforce' | 'shadow' | 'off'; aorRegister?: boolean; limits?: LimitOverrides } = {}): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-authrules-'));
   fs.writeFileSync(path.join(dir, 'stages.yaml'),
-    'stages:\n  - {name: sanity, mode: enforce}\n  - {name: ratelimit, mode: enforce}\n'
-    + `  - {name: auth, mode: ${o.authMode ?? 'enforce'}}\ntrustedSkip: [ratelimit, auth]\n`);
+    'stages:\n  - {name: sanity, mode: enforce}\n  - {name: ratelimit, mode: enforce}\n  - {name: ping, mode: enforce}\n'
+    + `  - {name: auth, mode: ${o.authMode ?? 'enforce'}}\n  - {name: userlimit, mode: enforce}\ntrustedSkip: [ratelimit, auth, userlimit]\n`);
   let limits = fs.readFileSync(path.join(REPO_ROOT, 'rules/limits.yaml'), 'utf8');
   for (const [name, w] of Object.entries(o.weights ?? {})) {
     const re = new RegExp(`^(\\s+${name}:\\s*)\\d+`, 'm');
     assert.match(limits, re, `rules/limits.yaml has no weight ${name}`);
     limits = limits.replace(re, `$1${w}`);
+  }
+  for (const [name, limit] of Object.entries(o.limits ?? {})) {
+    const re = new RegExp(`^(${name}:\\s*\\{\\s*enabled:\\s*true,\\s*limit:\\s*)\\d+`, 'm');
+    assert.match(limits, re, `rules/limits.yaml has no ${name} line`);
+    limits = limits.replace(re, `$1${limit}`);
   }
   if (o.aorRegister === false) {
     // the per-AOR REGISTER limit (20 per minute) would stop a password guesser on its own;
@@ -117,11 +127,12 @@ export async function startAuthEdge(o: {
   weights?: Weights;
   authMode?: 'enforce' | 'shadow' | 'off';
   aorRegister?: boolean;
+  limits?: LimitOverrides;
   registrar?: RegistrarOptions;
   cfg?: Partial<ResolvedConfig>;
 }): Promise<AuthEdge> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-authedge-'));
-  const rulesDir = authRulesDir({ weights: o.weights, authMode: o.authMode, aorRegister: o.aorRegister });
+  const rulesDir = authRulesDir({ weights: o.weights, authMode: o.authMode, aorRegister: o.aorRegister, limits: o.limits });
   const pbx = await Registrar.start(o.registrar);
   let edge: EdgeHandle | undefined;
   try {
