@@ -230,6 +230,46 @@ describe('proxy: policy', () => {
     assert.equal(header(res.text, 'Call-ID'), callId);
   });
 
+  test('a spiral through a record-routing PBX passes: a BYE that goes edge -> PBX -> edge reaches the far phone (RFC 3261 16.3 item 4)', async () => {
+    // phone A (127.0.0.1) calls phone B (127.0.0.3) through a PBX proxy that record-routes, so the
+    // dialog's route set names the edge twice: [edge(B), edge(up0), PBX, edge(up0), edge(A)]
+    const phoneB = await UdpPeer.bind('127.0.0.3');
+    try {
+      const callId = uniq('call');
+      await r.phone.send(request(r.phone, { callId, ruri: 'sip:2000@example.com' }), r.port);
+      const inv1 = await r.pbx.wait((m) => m.text.startsWith('INVITE') && header(m.text, 'Call-ID') === callId);
+      const pbxRr = `<sip:127.0.0.2:${r.pbx.port};lr>`;
+      // the PBX proxies the INVITE to B's contact through the edge (from inside), adding its Via and RR
+      const inv2 = inv1.text
+        .replace(/^INVITE \S+/, `INVITE sip:bob@127.0.0.3:${phoneB.port}`)
+        .replace(/^Via: /m, `Via: SIP/2.0/UDP 127.0.0.2:${r.pbx.port};branch=z9hG4bKpbx${callId}\r\nVia: `)
+        .replace(/^Record-Route: /m, `Record-Route: ${pbxRr}, `);
+      await r.pbx.send(inv2, r.port, '127.0.0.1');
+      const atB = await phoneB.wait((m) => m.text.startsWith('INVITE') && header(m.text, 'Call-ID') === callId);
+      const rrSet = headers(atB.text, 'Record-Route').join(', ');
+      assert.equal(rrSet.split(/,\s*/).length, 5, `edge, edge, PBX, edge, edge: ${rrSet}`);
+      // B hangs up: as the UAS its route set is the Record-Route in order (RFC 3261 12.1.1)
+      const bye = request(phoneB, {
+        method: 'BYE', callId, fromTag: 'btag', toTag: 'ft1', from: '<sip:2000@example.com>', to: '"Alice" <sip:alice@example.com>',
+        ruri: `sip:alice@127.0.0.1:${r.phone.port}`, cseq: 7, extra: [`Route: ${rrSet}`],
+      });
+      await phoneB.send(bye, r.port, '127.0.0.1');
+      const byeAtPbx = await r.pbx.wait((m) => m.text.startsWith('BYE') && header(m.text, 'Call-ID') === callId);
+      assert.equal(headers(byeAtPbx.text, 'Route')[0]?.split(/,\s*/)[0], pbxRr, 'the PBX entry is next');
+      // the PBX consumes its own Route entry and sends the BYE back to the edge: a spiral, not a loop
+      const spiral = byeAtPbx.text
+        .replace(/^Via: /m, `Via: SIP/2.0/UDP 127.0.0.2:${r.pbx.port};branch=z9hG4bKpbxbye${callId}\r\nVia: `)
+        .replace(/^(Route: )<[^>]*>,\s*/m, '$1');
+      await r.pbx.send(spiral, r.port, '127.0.0.1');
+      const atA = await r.phone.wait((m) => m.text.startsWith('BYE') && header(m.text, 'Call-ID') === callId);
+      assert.equal(header(atA.text, 'Route'), undefined, 'all Route entries consumed');
+      assert.ok(await r.pbx.silent((m) => m.text.startsWith('SIP/2.0 482')), 'no 482 toward the PBX');
+      // the BYE sent back to the edge unchanged (a real loop) still gets 482
+      await r.phone.send(atA.text.replace(/^Via: /m, `Via: SIP/2.0/UDP 127.0.0.1:${r.phone.port};branch=z9hG4bKloop${callId}\r\nVia: `), r.port);
+      await r.phone.waitFirstLine('SIP/2.0 482');
+    } finally { phoneB.close(); }
+  });
+
   test('a malformed request gets 400 with a reason; garbage is dropped silently', async () => {
     await r.phone.send(request(r.phone, { cseqMethod: 'BYE' }), r.port);
     const res = await r.phone.waitFirstLine('SIP/2.0 400');
