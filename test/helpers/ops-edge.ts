@@ -127,6 +127,8 @@ function writeConfig(o: OpsEdgeOptions): string {
     `  lockout: {failures: ${LOCKOUT_FAILURES}, seconds: 900}`,
     // probes every 300 ms: readiness follows the PBX (and Redis) within a second
     'health: {intervalMs: 300, timeoutMs: 250, failuresBeforeDown: 1, retryAfterSeconds: 30}',
+    // T1 50 ms: transactions end (Timer J = 64*T1) within seconds, not half a minute
+    'transactions: {t1Ms: 50, t2Ms: 400, t4Ms: 500}',
     'warmUpCalls: 0',
     `redis: ${o.redisUrl ? JSON.stringify(o.redisUrl) : 'null'}`,
     '',
