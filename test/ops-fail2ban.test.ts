@@ -194,6 +194,7 @@ describe('fail2ban on the log of a running edge', { skip, timeout: 120_000 }, ()
     // every command runs inside the namespace; the server is bounded by `timeout` and stopped
     // before the shell exits, and the namespace (with its rules) disappears with it
     const script = [
+      'export PATH="$PATH:/usr/sbin:/sbin"',
       `timeout 40 fail2ban-server -f -x -c ${conf} -s ${sock} -p ${path.join(conf, 'fail2ban.pid')} >${path.join(conf, 'server.out')} 2>&1 &`,
       'srv=$!',
       'for i in $(seq 1 150); do',
