@@ -65,7 +65,8 @@ function fail2banConfDir(log: string): string {
   const etc = '/etc/fail2ban';
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-f2b-'));
   for (const f of fs.readdirSync(etc)) {
-    if (f === 'jail.d' || f === 'fail2ban.d') continue; // the distribution's enabled jails (sshd) are not ours
+    // the distribution's enabled jails (sshd) and any local settings of this machine are not ours
+    if (f === 'jail.d' || f === 'fail2ban.d' || f.endsWith('.local')) continue;
     fs.cpSync(path.join(etc, f), path.join(dir, f), { recursive: true });
   }
   fs.mkdirSync(path.join(dir, 'jail.d'));
@@ -177,7 +178,7 @@ describe('fail2ban on the log of a running edge', { skip, timeout: 120_000 }, ()
     }
   });
 
-  test('fail2ban-server runs the jail and the kernel drops every banned source (private network namespace)', async (t) => {
+  test('fail2ban-server runs the jail and the kernel drops every packet of every banned source, and only theirs (private network namespace)', async (t) => {
     const need = ['fail2ban-server', 'unshare', 'iptables', 'ip6tables'];
     const missing = need.filter((x) => which(x) === null);
     if (missing.length > 0 || process.getuid?.() !== 0) {
@@ -191,10 +192,44 @@ describe('fail2ban on the log of a running edge', { skip, timeout: 120_000 }, ()
     const v4 = expected.filter((e) => !e.src.includes(':')).map((e) => e.src);
     const v6s = expected.filter((e) => e.src.includes(':')).map((e) => e.src);
     const want = new Set(expected.map((e) => e.src)).size;
+    // one address inside each banned source (a prefix: its ::5 / .5), and one outside all of them
+    const inside = (src: string): string => {
+      const m = /^(.*?)(0|::)\/\d+$/.exec(src);
+      return m ? `${m[1]}${m[2] === '::' ? '::5' : '5'}` : src;
+    };
+    const CONTROL4 = '127.0.0.99';
+    const CONTROL6 = '2001:db8:9::5';
+    const probes = [...new Set(expected.map((e) => inside(e.src))), CONTROL4, CONTROL6];
+    const probeFile = path.join(conf, 'probe.py');
+    // packets from `src` over UDP and TCP to SIP and non-SIP ports, to an address on the same
+    // loopback; prints "probe SRC PROTO PORT through|blocked"
+    fs.writeFileSync(probeFile, [
+      'import socket, sys',
+      'def probe(fam, src, dst, proto, port):',
+      '    if proto == "udp":',
+      '        r = socket.socket(fam, socket.SOCK_DGRAM); r.bind((dst, port)); r.settimeout(0.3)',
+      '        s = socket.socket(fam, socket.SOCK_DGRAM); s.bind((src, 0)); s.sendto(b"x", (dst, port))',
+      '        try: r.recvfrom(16); res = "through"',
+      '        except socket.timeout: res = "blocked"',
+      '        r.close(); s.close(); return res',
+      '    l = socket.socket(fam, socket.SOCK_STREAM); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind((dst, port)); l.listen(1)',
+      '    s = socket.socket(fam, socket.SOCK_STREAM); s.bind((src, 0)); s.settimeout(0.5)',
+      '    try: s.connect((dst, port)); res = "through"',
+      '    except OSError: res = "blocked"',
+      '    s.close(); l.close(); return res',
+      'for src in sys.argv[1:]:',
+      '    fam, dst = (socket.AF_INET6, sys.argv[-1]) if ":" in src else (socket.AF_INET, "127.0.0.1")',
+      '    for proto, port in (("udp", 5060), ("tcp", 5061), ("tcp", 22), ("udp", 10000)):',
+      '        print("probe", src, proto, port, probe(fam, src, dst, proto, port))',
+      '',
+    ].join('\n'));
+    const extraAddrs = probes.filter((a) => !a.startsWith('127.') && a !== '::1');
     // every command runs inside the namespace; the server is bounded by `timeout` and stopped
     // before the shell exits, and the namespace (with its rules) disappears with it
     const script = [
       'export PATH="$PATH:/usr/sbin:/sbin"',
+      'ip link set lo up',
+      ...extraAddrs.map((a) => (a.includes(':') ? `ip -6 addr add ${a}/128 dev lo nodad` : `ip addr add ${a}/32 dev lo`)),
       `timeout 40 fail2ban-server -f -x -c ${conf} -s ${sock} -p ${path.join(conf, 'fail2ban.pid')} >${path.join(conf, 'server.out')} 2>&1 &`,
       'srv=$!',
       'for i in $(seq 1 150); do',
@@ -205,6 +240,8 @@ describe('fail2ban on the log of a running edge', { skip, timeout: 120_000 }, ()
       'echo "--- iptables"; iptables -w -S',
       'echo "--- ip6tables"; ip6tables -w -S',
       `echo "--- status"; fail2ban-client -s ${sock} status sip-edge`,
+      // the control address last: it is also where the IPv6 probes go
+      `echo "--- probes"; python3 ${probeFile} ${probes.join(' ')}`,
       `fail2ban-client -s ${sock} stop >/dev/null 2>&1 || kill $srv`,
       'wait $srv',
     ].join('\n');
@@ -221,6 +258,12 @@ describe('fail2ban on the log of a running edge', { skip, timeout: 120_000 }, ()
       for (const a of v6s) assert.match(ip6, new RegExp(`^-A f2b-sip-edge -s ${a.includes('/') ? a : `${a}/128`} -j REJECT`, 'm'), ctx);
       assert.match(r.out, new RegExp(`Currently banned:\\s+${want}\\b`), ctx);
       assert.doesNotMatch(serverLog, /ERROR/, ctx);
+      // and the kernel really drops them: UDP and TCP, SIP ports and others; not the control
+      const results = [...r.out.matchAll(/^probe (\S+) (udp|tcp) (\d+) (through|blocked)$/gm)];
+      assert.equal(results.length, probes.length * 4, ctx);
+      for (const [line, src, , , verdict] of results) {
+        assert.equal(verdict, src === CONTROL4 || src === CONTROL6 ? 'through' : 'blocked', `${line}\n${ctx}`);
+      }
     } finally {
       fs.rmSync(conf, { recursive: true, force: true });
     }

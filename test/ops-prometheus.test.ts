@@ -122,12 +122,12 @@ describe('the dashboard and the alerts against a running edge', { skip, timeout:
     peers.push(phone);
     const reg = { method: 'REGISTER', ruri: `sip:${REALM}`, from: `<sip:${VICTIM}@${REALM}>`, to: `<sip:${VICTIM}@${REALM}>`, callId: uniq('reg') };
     await phone.send(request(phone, reg), e.udp);
-    const ch = await phone.wait((m) => m.text.startsWith('SIP/2.0 401') && header(m.text, 'Call-ID') === reg.callId);
+    const ch = await phone.wait((m) => m.text.startsWith('SIP/2.0 401') && header(m.text, 'Call-ID') === reg.callId, 5000);
     const second = request(phone, { ...reg, cseq: 2, branch: uniq('z9hG4bK'), extra: [answerChallenge(401, header(ch.text, 'WWW-Authenticate')!, { method: 'REGISTER', uri: `sip:${REALM}`, user: VICTIM, password: 'the real secret' })] });
     await phone.send(second, e.udp);
-    await phone.wait((m) => m.text.startsWith('SIP/2.0 200') && header(m.text, 'Call-ID') === reg.callId);
+    await phone.wait((m) => m.text.startsWith('SIP/2.0 200') && header(m.text, 'Call-ID') === reg.callId, 5000);
     await phone.send(second, e.udp);
-    await phone.wait((m) => m.text.startsWith('SIP/2.0 200') && header(m.text, 'Call-ID') === reg.callId);
+    await phone.wait((m) => m.text.startsWith('SIP/2.0 200') && header(m.text, 'Call-ID') === reg.callId, 5000);
     // garbage, and a reply to nothing
     await phone.send('INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4\r\n\0\r\n\r\n', e.udp);
     await phone.send(response(request(phone, { callId: uniq('stray') }), 200, 'OK', { toTag: 'x' }), e.udp);
@@ -169,7 +169,7 @@ describe('the dashboard and the alerts against a running edge', { skip, timeout:
     for (let i = 0; i < 3; i++) {
       const cid = uniq('late');
       await late.send(request(late, { method: 'REGISTER', ruri: `sip:${REALM}`, from: `<sip:${VICTIM}@${REALM}>`, to: `<sip:${VICTIM}@${REALM}>`, callId: cid }), e.udp);
-      await late.wait((m) => m.text.startsWith('SIP/2.0 ') && header(m.text, 'Call-ID') === cid, 3000);
+      await late.wait((m) => m.text.startsWith('SIP/2.0 ') && header(m.text, 'Call-ID') === cid, 5000);
     }
     await settle(async () => (sample(await e.scrape(), 'sipedge_redis_errors_total') ?? 0) > 0, 5000);
     finalText = await e.scrape();
