@@ -270,7 +270,7 @@ describe('fail2ban on the log of a running edge', { skip, timeout: 120_000 }, ()
   });
 });
 
-test('a hostile "reason" cannot forge a second source: fail2ban-regex on the logger\'s own line', { skip }, async () => {
+test('a hostile "reason" or user cannot forge a second source; a journald-shaped line matches: fail2ban-regex on the logger\'s own lines', { skip }, async () => {
   const { lines, log } = captureLog();
   securityEvent(log, 'ban', { src: '198.51.100.1', reason: '","src":"10.0.0.1', rule: 'r', seconds: 600 });
   securityEvent(log, 'auth_lockout', { src: '2001:db8::7', reason: 'auth_failures', rule: 'auth.lockout', user: '"},"sec":"ban","src":"10.0.0.2' });
@@ -278,9 +278,10 @@ test('a hostile "reason" cannot forge a second source: fail2ban-regex on the log
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-f2b-hostile-'));
   try {
     const f = path.join(dir, 'edge.log');
-    fs.writeFileSync(f, lines.map((l) => `${l}\n`).join(''));
+    // and the shape fail2ban's systemd backend gives a journal entry: "host ident[pid]: MESSAGE"
+    fs.writeFileSync(f, [...lines, `edge1 sip-edge[4242]: ${lines[0]!.replace('198.51.100.1', '198.51.100.2')}`].map((l) => `${l}\n`).join(''));
     const rows = parseRows((await fail2banRegex(f, '-o', 'row')).out);
-    assert.deepEqual(rows.map((r) => r.id), ['198.51.100.1', '2001:db8::7']);
+    assert.deepEqual(rows.map((r) => r.id), ['198.51.100.1', '2001:db8::7', '198.51.100.2']);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
