@@ -373,7 +373,15 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     },
   });
   upstreamLabels.forEach((l) => metrics.upstreamUp(l, true));
-  metrics.bindGauges({ transactionsActive: () => proxy!.activeTransactions, bansActive: () => bans.size });
+  bans.onExpire = () => metrics.banExpired();
+  metrics.bindGauges({
+    transactionsActive: () => proxy!.activeTransactions,
+    tcpConnections: () => listeners.reduce((n, l) => n + (l.connections?.() ?? 0), 0),
+    // the cache drops an expired ban only when a packet meets it: sweep first, so a ban whose
+    // time ran out is neither counted as active nor left out of sipedge_bans_expired_total
+    bansActive: () => { bans.sweep(true); return bans.size; },
+    ...(cfg.redis ? { redisErrors: () => store.errors } : {}),
+  });
   proxy.startProbes();
 
   let admin: AdminServer | undefined;
@@ -389,6 +397,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       ];
       return { ready: checks.every((c) => c.ok), checks };
     };
+    // sipedge_ready is what /readyz answers (SipEdgeNotReady alerts on it)
+    metrics.bindGauges({ ready: () => readiness().ready });
     admin = await startAdmin({
       listen: cfg.metrics.listen, token: cfg.metrics.token, metrics, readiness,
       bans: {

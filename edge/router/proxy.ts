@@ -37,7 +37,8 @@ export interface ProxyEvents {
   unmatched?(kind: UnmatchedKind, source: Endpoint): void;
   /** the PBX accepted a REGISTER from this outside source (2xx): it authenticated */
   registered?(source: Endpoint): void;
-  retransmission?(direction: 'absorbed' | 'sent'): void;
+  /** absorbed: swallowed; answered: the stored last response was sent again; sent: ours, on a timer */
+  retransmission?(direction: 'absorbed' | 'answered' | 'sent'): void;
   txExpired?(): void;
   txRejected?(reason: 'table_full'): void;
   upstreamResponse?(upstream: number, cls: '1xx' | '2xx' | '3xx' | '4xx' | '5xx' | '6xx' | 'timeout'): void;
@@ -291,7 +292,7 @@ export class Proxy {
     const existing = this.table.server.get(key);
     if (existing) {
       // RFC 3261 17.2.1 / 17.2.2: a retransmission: resend the last response, never forward again
-      this.ev.retransmission?.('absorbed');
+      this.ev.retransmission?.(existing.lastResponse ? 'answered' : 'absorbed');
       if (existing.lastResponse) this.send(existing.source, existing.lastResponse, false, ctx.side, 'response');
       return;
     }

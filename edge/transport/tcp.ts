@@ -336,6 +336,9 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       const c = conns.get(connId);
       return c !== undefined && !c.closing;
     },
+    connections(): number {
+      return conns.size;
+    },
     close(graceMs = 0): Promise<void> {
       if (closePromise !== null) return closePromise;
       closed = true;

@@ -34,6 +34,8 @@ export interface Listener {
   send(dest: Endpoint, bytes: Buffer, mayConnect?: boolean): boolean;
   /** stream transports: is this connection still open? */
   isOpen?(connId: number): boolean;
+  /** stream transports: connections open right now, inbound and outbound (sipedge_tcp_connections) */
+  connections?(): number;
   /** datagram transports: share of receive rounds since the last call that did not drain the
    *  socket (0-1; overload control reads it) */
   backlog?(): number;
