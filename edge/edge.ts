@@ -123,7 +123,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     suspicion,
     serves: (host) => proxy?.servesHost(host) ?? cfg.domains.includes(host),
     hasDialogRoute: (req) => proxy?.hasDialogRoute(req) ?? false,
-    isRetransmission: (req) => proxy?.isRetransmission(req) ?? false,
+    isRetransmission: (req, source) => proxy?.isRetransmission(req, source) ?? false,
     enforcing: () => authMode() === 'enforce',
     onEvent: (e) => {
       if (e.kind === 'lockout') {
@@ -212,7 +212,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     if (msg.method === 'ACK' || msg.method === 'CANCEL') return false;
     const t = H.to(msg);
     if (!t || t.params.get('tag')) return false;
-    if (proxy?.isRetransmission(msg)) return false;
+    if (proxy?.isRetransmission(msg, source)) return false;
     const favoured = trust === 'trusted' || suspicion.isPromoted(source.address);
     if (!overload.shed(favoured)) return false;
     // known customers are told to come back later (RFC 3261 21.5.4); unknown sources get

@@ -188,20 +188,22 @@ export class Proxy {
     return this.flow.decode(r.uri.user) !== null;
   }
 
-  /** Is this request a retransmission of a server transaction the edge holds (RFC 3261 17.2.3)? */
-  isRetransmission(req: SipRequest): boolean {
-    const key = this.serverKeyOf(req, req.method);
+  /** Is this request a retransmission of a server transaction the edge holds (RFC 3261 17.2.3),
+   *  from the same source (TransactionTable.serverKey)? */
+  isRetransmission(req: SipRequest, source: Endpoint): boolean {
+    const key = this.serverKeyOf(req, req.method, source);
     return key !== undefined && this.table.server.has(key);
   }
 
-  /** The server-transaction key of `req` for `method` (RFC 3261 17.2.3: top branch + sent-by +
-   *  method; the RFC 2543 fallback when the branch is not magic); undefined without a Via. */
-  private serverKeyOf(req: SipRequest, method: string): string | undefined {
+  /** The server-transaction key of `req` for `method` from `source` (RFC 3261 17.2.3: top branch
+   *  + sent-by + method; the RFC 2543 fallback when the branch is not magic; plus the transport
+   *  source, see TransactionTable.serverKey); undefined without a Via. */
+  private serverKeyOf(req: SipRequest, method: string, source: Endpoint): string | undefined {
     const top = H.topVia(req);
     if (!top) return undefined;
     const sentBy = top.port ? `${top.host}:${top.port}` : top.host;
     const fallback = (): string => `${H.first(req, 'call-id')}|${H.from(req)?.params.get('tag') ?? ''}|${H.cseq(req)?.seq}|${req.uri}`;
-    return TransactionTable.serverKey(top.branch, sentBy, method, fallback);
+    return TransactionTable.serverKey(top.branch, sentBy, method, fallback, TransactionTable.sourceKey(source));
   }
 
   private listenerFor(transport: TransportName, address: string, preferId?: string): Listener | undefined {
@@ -282,7 +284,7 @@ export class Proxy {
   handleRequest(ctx: MessageContext): void {
     const req = ctx.msg as SipRequest;
     // RFC 3261 9.2: the CANCEL matches the INVITE with the same branch and sent-by
-    const key = this.serverKeyOf(req, req.method === 'CANCEL' ? 'INVITE' : req.method);
+    const key = this.serverKeyOf(req, req.method === 'CANCEL' ? 'INVITE' : req.method, ctx.source);
     if (key === undefined) return; // the sanity stage guarantees a Via; be total anyway
 
     if (req.method === 'ACK') return this.handleAck(ctx, req, key);
