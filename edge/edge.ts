@@ -326,6 +326,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       listeners.push(await (opts.createListener ?? createListener)(spec, {
         onMessage: inject,
         onEvent: (event, l) => metrics.transportEvent(l.spec.transport, event),
+        // a refused or unreachable connect toward an upstream is evidence about the PBX itself
+        onConnectFailed: (dest, cause) => { if (cause === 'remote') proxy?.transportFailed(dest); },
         onOversize: (head, source) => {
           // a stream message over the size cap whose head we have: answer 413 (RFC 3261 21.4.11)
           const r = parseMessage(head, { limits: { ...cfg.limits, maxMessageBytes: Math.max(cfg.limits.maxMessageBytes, head.length) }, framing: 'datagram' });
@@ -363,10 +365,11 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       txExpired: () => metrics.transactionExpired(),
       txRejected: (r) => metrics.transactionRejected(r),
       upstreamResponse: (i, cls) => metrics.upstreamResponse(upstreamLabels[i] ?? 'other', cls === 'timeout' ? 'timeout' : Number(cls[0]) * 100),
-      upstreamHealth: (i, up) => {
+      upstreamHealth: (i, up, cause) => {
         metrics.upstreamUp(upstreamLabels[i] ?? 'other', up);
-        log.warn({ event: up ? 'upstream_up' : 'upstream_down', upstream: upstreamSpecs[i], position: i + 1 }, up ? 'upstream healthy' : 'upstream down');
+        log.warn({ event: up ? 'upstream_up' : 'upstream_down', upstream: upstreamSpecs[i], position: i + 1, ...(cause ? { cause } : {}) }, up ? 'upstream healthy' : 'upstream down');
       },
+      upstreamFailure: (i, cause) => metrics.upstreamHealthFailure(upstreamLabels[i] ?? 'other', cause),
       proxyReply: (status, reason) => {
         if (status >= 300) metrics.verdict('proxy', 'reply', reason, 'enforce');
       },

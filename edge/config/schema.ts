@@ -159,9 +159,9 @@ export const ConfigFileSchema = Type.Object(
     ),
     health: section(
       {
-        intervalMs: int(5000, 0, 3600000, 'OPTIONS ping period per upstream; 0 disables active probes (health then follows real traffic only).'),
+        intervalMs: int(5000, 0, 3600000, 'OPTIONS ping period per upstream; 0 = no OPTIONS at all (only TCP connect failures mark an upstream down; a down one is retried after retryAfterSeconds). Timeouts and 503s on real traffic never mark an upstream down.'),
         timeoutMs: int(2000, 50, 60000, 'Time to wait for the OPTIONS reply.'),
-        failuresBeforeDown: int(2, 1, 100, 'Consecutive failures before an upstream is marked down.'),
+        failuresBeforeDown: int(2, 1, 100, 'Consecutive failures (unanswered probes, 503 to a probe, refused TCP connects; a burst within timeoutMs/2 counts once) before an upstream is marked down.'),
         retryAfterSeconds: int(30, 0, 86400, 'Retry-After on the 503 sent when no upstream is healthy (RFC 3261 21.5.4).'),
       },
       'Upstream health checks.',

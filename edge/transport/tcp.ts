@@ -66,6 +66,14 @@ interface Conn {
   msgTimerAt: number;
 }
 
+/** errno codes of a failed connect that are about the peer or the path to it (the rest, such as
+ *  EMFILE or EADDRNOTAVAIL, are about this host) */
+const REMOTE_CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'ETIMEDOUT']);
+
+function connectFailureCause(code: string | undefined): 'remote' | 'local' {
+  return code !== undefined && REMOTE_CONNECT_ERRORS.has(code) ? 'remote' : 'local';
+}
+
 export async function createTcpListener(spec: ListenerSpec, hooks: TransportHooks, opts: TcpOptions): Promise<Listener> {
   const family = isIP(spec.host);
   if (family === 0) throw new Error(`listen_host_not_ip: ${spec.host}`);
@@ -292,6 +300,9 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       return null;
     }
     const conn = setup(socket, remote, true, null);
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      if (!conn.connected) hooks.onConnectFailed?.(remote, connectFailureCause(err.code), listener);
+    });
     socket.once('connect', () => {
       if (conn.closed) return;
       conn.connected = true;
