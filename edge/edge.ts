@@ -35,7 +35,7 @@ import type { SharedStore } from './store/types';
 import { isIP } from 'node:net';
 import { ipv6Prefix } from './net/address';
 import { createListener } from './transport';
-import type { Inbound, Listener } from './transport/types';
+import type { Inbound, Listener, SourceClass } from './transport/types';
 import type { MessageContext, Side, StageMode, Trust, Verdict } from './verdict';
 import { sampled, preview, securityEvent } from './log';
 import { OverloadGuard, type PressureSource } from './overload';
@@ -321,6 +321,14 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     }
   };
 
+  /** the TCP listeners' view of a source (they read no SIP header): capacity is reserved for
+   *  the PBX side, trusted peers and promoted sources (edge/transport/tcp.ts) */
+  const connClass = (address: string): SourceClass => {
+    if (isInside(address)) return 'inside';
+    if (trustOf(address, 'outside') === 'trusted') return 'trusted';
+    return suspicion.isPromoted(address) ? 'promoted' : 'unknown';
+  };
+
   try {
     for (const spec of cfg.listen) {
       listeners.push(await (opts.createListener ?? createListener)(spec, {
@@ -328,6 +336,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
         onEvent: (event, l) => metrics.transportEvent(l.spec.transport, event),
         // a refused or unreachable connect toward an upstream is evidence about the PBX itself
         onConnectFailed: (dest, cause) => { if (cause === 'remote') proxy?.transportFailed(dest); },
+        onAdmission: (cls, result) => metrics.tcpAdmission(cls, result),
         onOversize: (head, source) => {
           // a stream message over the size cap whose head we have: answer 413 (RFC 3261 21.4.11)
           const r = parseMessage(head, { limits: { ...cfg.limits, maxMessageBytes: Math.max(cfg.limits.maxMessageBytes, head.length) }, framing: 'datagram' });
@@ -337,7 +346,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
             apply({ action: 'reply', status: 413, reason: 'message_too_large' }, msg, source);
           }
         },
-      }, { ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes }));
+      }, { ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes, classify: connClass }));
     }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close(0)));

@@ -2,7 +2,10 @@
 // else. Real loopback sockets, the edge in process, RFC 3261 timers on an injected clock.
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import * as fs from 'node:fs';
 import net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import pino from 'pino';
 import { ManualClock } from '../edge/clock';
@@ -10,10 +13,15 @@ import { startEdge } from '../edge/edge';
 import { UpstreamPool } from '../edge/router/upstreams';
 import { testConfig } from './helpers/config';
 import { captureLog } from './helpers/logs';
-import { parseExposition } from './helpers/prom';
 import { UdpPeer, header, request, response, uniq } from './helpers/udp-peer';
+import { TcpPeer } from './helpers/tcp-peer';
+import { startEdge as startEdgeProc } from './helpers/edge-proc';
+import { killAllSipp, runSipp, sippAvailable, sippSummary, startSipp } from './helpers/sipp';
+import { sample } from './helpers/prom';
 
 const silent = pino({ level: 'silent' });
+const sippSkip = !sippAvailable() && process.env.CI !== 'true' ? 'sipp not installed (CI=true makes this a failure)' : false;
+process.on('exit', killAllSipp);
 
 interface AnsweringPbx { readonly port: number; mute: boolean; invites: number; options: number; close(): void }
 
@@ -31,6 +39,8 @@ async function answeringPbx(address: string, port = 0): Promise<AnsweringPbx> {
     if (text.startsWith('OPTIONS ')) {
       pbx.options++;
       send(response(text, 200, 'OK', { toTag: 'hc' }), rinfo);
+    } else if (text.startsWith('REGISTER ')) {
+      send(response(text, 200, 'OK', { toTag: 'reg', extra: [`Contact: ${header(text, 'Contact')};expires=3600`] }), rinfo);
     } else if (text.startsWith('INVITE ')) {
       pbx.invites++;
       if (/^INVITE sip:blackhole@/.test(text)) return;
@@ -40,9 +50,6 @@ async function answeringPbx(address: string, port = 0): Promise<AnsweringPbx> {
   return pbx;
 }
 
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  return parseExposition(text).samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
-}
 
 /** one call from `phone`: the final status the edge gives it (200 through, 503 no upstream ...) */
 async function call(edgePort: number, phone: UdpPeer): Promise<number> {
@@ -195,6 +202,86 @@ describe('issue 12 item 1: outsiders cannot mark the PBX down', () => {
   });
 });
 
+describe('issue 12 item 2: a TCP connection flood from unknown sources leaves room for known ones', () => {
+  test('sipp calls over TCP from a trusted address while 25 unknown addresses x 8 connections hold their slots', { skip: sippSkip }, async () => {
+    const uas = await startSipp({ sn: 'uas', transport: 'u1', localIp: '127.0.0.2', maxTimeMs: 60_000 });
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sip-edge-dos-'));
+    const cfgFile = path.join(dir, 'edge.yaml');
+    // the report's flood scaled down: maxConnections 200, 25 addresses x 8 would take them all
+    fs.writeFileSync(cfgFile, 'health:\n  intervalMs: 0\ntcp:\n  maxConnections: 200\n  maxConnectionsPerSource: 8\n');
+    const edge = await startEdgeProc({
+      listen: ['udp:127.0.0.1:0', 'tcp:127.0.0.1:0'], upstream: [`udp:127.0.0.2:${uas.port}`],
+      extraArgs: ['--config', cfgFile, '--trusted', '127.0.0.5/32'],
+    });
+    const flood: FloodConn[] = [];
+    try {
+      for (let a = 1; a <= 25; a++) for (let i = 0; i < 8; i++) flood.push(await holdConnection(edge.ports.tcp!, `127.3.0.${a}`));
+      await waitUntil(() => flood.every((c) => c.decided()), 'every flood connection accepted (CRLF answered) or refused', 10_000);
+      const held = flood.filter((c) => !c.closed).length;
+      const calls = 20;
+      const r = await runSipp({ scenario: 'uac-rr.xml', remote: `127.0.0.1:${edge.ports.tcp}`, transport: 't1', localIp: '127.0.0.5', calls, rate: 10, limit: 10, maxTimeMs: 30_000 });
+      const m = await (await fetch(`http://127.0.0.1:${edge.metricsPort}/metrics`)).text();
+      // the measurement for the report
+      console.log(`# flood held ${held}/200 connections; trusted sipp over TCP: ${r.successful}/${calls} calls`);
+      assert.equal(r.failed, 0, `trusted calls failed during the flood\n${sippSummary(r)}`);
+      assert.equal(r.successful, calls, sippSummary(r));
+      assert.equal(held, 160, 'unknown sources hold 80 % of maxConnections');
+      assert.equal(sample(m, 'sipedge_tcp_admissions_total', { class: 'unknown', result: 'rejected_class_cap' }), 40);
+      assert.equal(sample(m, 'sipedge_tcp_admissions_total', { class: 'trusted', result: 'accepted' }), 1, 'sipp t1: one connection');
+      assert.ok(flood.filter((c) => !c.closed).length === held, 'no flood connection was evicted: the reserve was free');
+    } finally {
+      for (const c of flood) c.socket.destroy();
+      await edge.stop();
+      await uas.stop(500);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('during the flood a promoted phone (REGISTER accepted by the PBX) and the PBX side still connect over TCP', async () => {
+    const pbx = await answeringPbx('127.0.0.2');
+    const clock = new ManualClock();
+    const edge = await startEdge(testConfig({
+      listen: [{ transport: 'udp', host: '127.0.0.1', port: 0 }, { transport: 'tcp', host: '127.0.0.1', port: 0 }],
+      upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }],
+      tcp: { maxConnections: 50, maxConnectionsPerSource: 5, unknownPercent: 80, promotedPercent: 90, messageTimeoutMs: 5000, idleTimeoutMs: 60_000 },
+    }), silent, { clock });
+    const udpPort = edge.listeners[0]!.port;
+    const tcpPort = edge.listeners[1]!.port;
+    const flood: FloodConn[] = [];
+    const phoneUdp = await UdpPeer.bind('127.0.0.7');
+    const peers: TcpPeer[] = [];
+    try {
+      // the phone registers (over UDP); the PBX accepts: the edge promotes its address
+      await phoneUdp.send(request(phoneUdp, { method: 'REGISTER', ruri: 'sip:example.com', to: '<sip:alice@example.com>' }), udpPort);
+      await phoneUdp.waitFirstLine('SIP/2.0 200');
+      for (let a = 1; a <= 12; a++) for (let i = 0; i < 5; i++) flood.push(await holdConnection(tcpPort, `127.4.0.${a}`));
+      await waitUntil(() => flood.every((c) => c.decided()), 'flood decided', 10_000);
+      assert.equal(flood.filter((c) => !c.closed).length, 40, 'unknown: 80 % of 50');
+      // the promoted phone calls over TCP
+      const phone = await TcpPeer.connect(tcpPort, '127.0.0.1', '127.0.0.7');
+      peers.push(phone);
+      const callId = uniq('promoted');
+      phone.send(request({ address: '127.0.0.7', port: phone.port }, { callId, via: `SIP/2.0/TCP 127.0.0.7:${phone.port};branch=${uniq('z9hG4bK')}` }));
+      const ok = await phone.wait((m) => header(m.text, 'Call-ID') === callId && m.text.startsWith('SIP/2.0 200'), 3000, '200 to the promoted phone');
+      assert.ok(ok);
+      // the PBX side opens a TCP connection too (inside class) and is answered
+      const inside = await TcpPeer.connect(tcpPort, '127.0.0.1', '127.0.0.2');
+      peers.push(inside);
+      const opt = uniq('pbxside');
+      inside.send(request({ address: '127.0.0.2', port: inside.port }, { method: 'OPTIONS', callId: opt, ruri: 'sip:127.0.0.1', via: `SIP/2.0/TCP 127.0.0.2:${inside.port};branch=${uniq('z9hG4bK')}` }));
+      await inside.wait((m) => header(m.text, 'Call-ID') === opt, 3000, 'an answer on the PBX-side connection');
+      const m = await edge.metrics.metrics();
+      assert.equal(sample(m, 'sipedge_tcp_admissions_total', { class: 'promoted', result: 'accepted' }), 1);
+      assert.equal(sample(m, 'sipedge_tcp_admissions_total', { class: 'inside', result: 'accepted' }), 1);
+      assert.equal(sample(m, 'sipedge_tcp_admissions_total', { class: 'unknown', result: 'rejected_class_cap' }), 20);
+    } finally {
+      for (const c of flood) c.socket.destroy();
+      for (const p of peers) p.close();
+      phoneUdp.close(); pbx.close(); await edge.close(0);
+    }
+  });
+});
+
 describe('UpstreamPool: what counts', () => {
   test('a burst of failures counts once; failures far enough apart add up', () => {
     let now = 0;
@@ -234,6 +321,20 @@ describe('UpstreamPool: what counts', () => {
 async function tick(clock: ManualClock, ms: number): Promise<void> {
   clock.advance(ms);
   await new Promise((r) => setTimeout(r, 20));
+}
+
+interface FloodConn { socket: net.Socket; closed: boolean; ponged: boolean; decided(): boolean }
+
+/** a flood connection as in the report: connect from `from`, send a CRLF keepalive, hold it */
+async function holdConnection(port: number, from: string): Promise<FloodConn> {
+  const socket = net.connect({ host: '127.0.0.1', port, localAddress: from });
+  const c: FloodConn = { socket, closed: false, ponged: false, decided: () => c.closed || c.ponged };
+  socket.on('data', () => { c.ponged = true; });
+  socket.on('close', () => { c.closed = true; });
+  socket.on('error', () => undefined);
+  await new Promise<void>((res) => { socket.once('connect', () => res()); socket.once('close', () => res()); });
+  if (!c.closed) socket.write('\r\n\r\n'); // RFC 5626 3.5.1 ping: an accepted connection answers CRLF
+  return c;
 }
 
 async function waitUntil(cond: () => boolean, what: string, ms = 3000): Promise<void> {
