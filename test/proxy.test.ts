@@ -109,6 +109,49 @@ describe('proxy: INVITE dialog through the edge', () => {
   });
 });
 
+describe('proxy: retransmissions are matched on the transport source too (no reflection)', () => {
+  let r: Rig;
+  before(async () => { r = await rig(); });
+  after(async () => { await r.close(); });
+
+  for (const [kind, branch] of [['an RFC 2543 branch (no z9hG4bK cookie)', 'old2543branch'], ['a z9hG4bK branch', 'z9hG4bKseenbranch']] as const) {
+    test(`${kind}: copies from another address draw no response to the original sender`, async () => {
+      const stranger = await UdpPeer.bind('127.0.0.3');
+      try {
+        const callId = uniq('refl');
+        const inv = request(r.phone, { callId, branch: `${branch}${callId}` });
+        await r.phone.send(inv, r.port);
+        await r.phone.waitFirstLine('SIP/2.0 100');
+        const fwd = await r.pbx.wait((m) => m.text.startsWith('INVITE') && header(m.text, 'Call-ID') === callId);
+        await r.pbx.send(response(fwd.text, 180, 'Ringing', { toTag: 'p1' }), r.port, '127.0.0.1');
+        await r.phone.waitFirstLine('SIP/2.0 180');
+        // the same bytes (Via sent-by, branch, Call-ID, tags, CSeq all the phone's) from elsewhere
+        for (let i = 0; i < 5; i++) await stranger.send(inv, r.port);
+        assert.ok(await r.phone.silent((m) => header(m.text, 'Call-ID') === callId, 300), 'nothing reflected to the original sender');
+        // the phone's own retransmission is still answered from the stored response
+        await r.phone.send(inv, r.port);
+        await r.phone.waitFirstLine('SIP/2.0 180');
+      } finally { stranger.close(); }
+    });
+  }
+
+  test('a CANCEL from another address does not cancel the call: 481', async () => {
+    const stranger = await UdpPeer.bind('127.0.0.3');
+    try {
+      const callId = uniq('cxl');
+      const branch = uniq('z9hG4bK');
+      await r.phone.send(request(r.phone, { callId, branch }), r.port);
+      const fwd = await r.pbx.wait((m) => m.text.startsWith('INVITE') && header(m.text, 'Call-ID') === callId);
+      await r.pbx.send(response(fwd.text, 180, 'Ringing', { toTag: 'p1' }), r.port, '127.0.0.1');
+      await r.phone.waitFirstLine('SIP/2.0 180');
+      await stranger.send(request(r.phone, { method: 'CANCEL', callId, branch }), r.port);
+      const res = await stranger.wait((m) => header(m.text, 'Call-ID') === callId);
+      assert.match(res.text, /^SIP\/2.0 481 /);
+      assert.ok(await r.pbx.silent((m) => m.text.startsWith('CANCEL') && header(m.text, 'Call-ID') === callId, 200), 'no CANCEL upstream');
+    } finally { stranger.close(); }
+  });
+});
+
 describe('proxy: timers with an injected clock', () => {
   test('Timer A retransmits toward a silent upstream; Timer B answers 408', async () => {
     const r = await rig();
