@@ -37,7 +37,7 @@ import type { SharedStore } from './store/types';
 import { isIP } from 'node:net';
 import { ipv6Prefix } from './net/address';
 import { createListener } from './transport';
-import type { Inbound, Listener } from './transport/types';
+import type { Inbound, Listener, SourceClass } from './transport/types';
 import type { MessageContext, Side, StageMode, Trust, Verdict } from './verdict';
 import { sampled, preview, securityEvent } from './log';
 import { OverloadGuard, type PressureSource } from './overload';
@@ -136,7 +136,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     suspicion,
     serves: (host) => proxy?.servesHost(host) ?? cfg.domains.includes(host),
     hasDialogRoute: (req) => proxy?.hasDialogRoute(req) ?? false,
-    isRetransmission: (req) => proxy?.isRetransmission(req) ?? false,
+    isRetransmission: (req, source) => proxy?.isRetransmission(req, source) ?? false,
     ...(cfg.pings === 'forward' ? { unchallenged: (req: SipRequest) => isPing(req, pingTarget) } : {}),
     enforcing: () => authMode() === 'enforce',
     onEvent: (e) => {
@@ -230,7 +230,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     if (msg.method === 'ACK' || msg.method === 'CANCEL') return false;
     const t = H.to(msg);
     if (!t || t.params.get('tag')) return false;
-    if (proxy?.isRetransmission(msg)) return false;
+    if (proxy?.isRetransmission(msg, source)) return false;
     const favoured = trust === 'trusted' || suspicion.isPromoted(source.address);
     if (!overload.shed(favoured)) return false;
     // known customers are told to come back later (RFC 3261 21.5.4); unknown sources get
@@ -339,11 +339,22 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     }
   };
 
+  /** the TCP listeners' view of a source (they read no SIP header): capacity is reserved for
+   *  the PBX side, trusted peers and promoted sources (edge/transport/tcp.ts) */
+  const connClass = (address: string): SourceClass => {
+    if (isInside(address)) return 'inside';
+    if (trustOf(address, 'outside') === 'trusted') return 'trusted';
+    return suspicion.isPromoted(address) ? 'promoted' : 'unknown';
+  };
+
   try {
     for (const spec of cfg.listen) {
       listeners.push(await (opts.createListener ?? createListener)(spec, {
         onMessage: inject,
         onEvent: (event, l) => metrics.transportEvent(l.spec.transport, event),
+        // a refused or unreachable connect toward an upstream is evidence about the PBX itself
+        onConnectFailed: (dest, cause) => { if (cause === 'remote') proxy?.transportFailed(dest); },
+        onAdmission: (cls, result) => metrics.tcpAdmission(cls, result),
         onOversize: (head, source) => {
           // a stream message over the size cap whose head we have: answer 413 (RFC 3261 21.4.11)
           const r = parseMessage(head, { limits: { ...cfg.limits, maxMessageBytes: Math.max(cfg.limits.maxMessageBytes, head.length) }, framing: 'datagram' });
@@ -353,7 +364,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
             apply({ action: 'reply', status: 413, reason: 'message_too_large' }, msg, source);
           }
         },
-      }, { ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes }));
+      }, { ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes, classify: connClass }));
     }
   } catch (err) {
     await Promise.all(listeners.map((l) => l.close(0)));
@@ -381,17 +392,26 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       txExpired: () => metrics.transactionExpired(),
       txRejected: (r) => metrics.transactionRejected(r),
       upstreamResponse: (i, cls) => metrics.upstreamResponse(upstreamLabels[i] ?? 'other', cls === 'timeout' ? 'timeout' : Number(cls[0]) * 100),
-      upstreamHealth: (i, up) => {
+      upstreamHealth: (i, up, cause) => {
         metrics.upstreamUp(upstreamLabels[i] ?? 'other', up);
-        log.warn({ event: up ? 'upstream_up' : 'upstream_down', upstream: upstreamSpecs[i], position: i + 1 }, up ? 'upstream healthy' : 'upstream down');
+        log.warn({ event: up ? 'upstream_up' : 'upstream_down', upstream: upstreamSpecs[i], position: i + 1, ...(cause ? { cause } : {}) }, up ? 'upstream healthy' : 'upstream down');
       },
+      upstreamFailure: (i, cause) => metrics.upstreamHealthFailure(upstreamLabels[i] ?? 'other', cause),
       proxyReply: (status, reason) => {
         if (status >= 300) metrics.verdict('proxy', 'reply', reason, 'enforce');
       },
     },
   });
   upstreamLabels.forEach((l) => metrics.upstreamUp(l, true));
-  metrics.bindGauges({ transactionsActive: () => proxy!.activeTransactions, bansActive: () => bans.size });
+  bans.onExpire = () => metrics.banExpired();
+  metrics.bindGauges({
+    transactionsActive: () => proxy!.activeTransactions,
+    tcpConnections: () => listeners.reduce((n, l) => n + (l.connections?.() ?? 0), 0),
+    // the cache drops an expired ban only when a packet meets it: sweep first, so a ban whose
+    // time ran out is neither counted as active nor left out of sipedge_bans_expired_total
+    bansActive: () => { bans.sweep(true); return bans.size; },
+    ...(cfg.redis ? { redisErrors: () => store.errors } : {}),
+  });
   proxy.startProbes();
 
   let admin: AdminServer | undefined;
@@ -407,6 +427,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       ];
       return { ready: checks.every((c) => c.ok), checks };
     };
+    // sipedge_ready is what /readyz answers (SipEdgeNotReady alerts on it)
+    metrics.bindGauges({ ready: () => readiness().ready });
     admin = await startAdmin({
       listen: cfg.metrics.listen, token: cfg.metrics.token, metrics, readiness,
       bans: {

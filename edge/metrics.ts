@@ -26,7 +26,8 @@ import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Aggregator, Metric } from 'prom-client';
 import type { ParseReason } from './sip/parser';
 import type { TransportName } from './sip/types';
-import type { TransportEvent } from './transport/types';
+import type { AdmissionResult, SourceClass, TransportEvent } from './transport/types';
+import type { HealthFailureCause } from './router/upstreams';
 import type { Side, StageMode, Verdict } from './verdict';
 
 // ---------------------------------------------------------------------------------------------
@@ -77,8 +78,20 @@ export const TRANSPORT_EVENTS = [
   'conn_opened', 'conn_closed', 'conn_rejected_total_cap', 'conn_rejected_source_cap',
   'conn_idle_timeout', 'conn_message_timeout', 'conn_framing_error', 'conn_oversize',
   'keepalive_pong', 'datagram_oversize', 'datagram_queue_full', 'send_error',
+  'conn_rejected_class_cap', 'conn_evicted',
 ] as const;
 const _events: Exhaustive<TransportEvent, typeof TRANSPORT_EVENTS> = TRANSPORT_EVENTS;
+
+/** TCP admission by source class (the edge classifies, the transport reserves capacity: unknown
+ *  sources cannot take what trusted, inside and promoted ones need) */
+export const SOURCE_CLASSES = ['inside', 'trusted', 'promoted', 'unknown'] as const;
+const _classes: Exhaustive<SourceClass, typeof SOURCE_CLASSES> = SOURCE_CLASSES;
+export const ADMISSION_RESULTS = ['accepted', 'evicted', 'rejected_class_cap', 'rejected_total_cap', 'rejected_source_cap'] as const;
+const _admissions: Exhaustive<AdmissionResult, typeof ADMISSION_RESULTS> = ADMISSION_RESULTS;
+
+/** what counted against an upstream's health (edge/router/upstreams.ts) */
+export const HEALTH_FAILURE_CAUSES = ['probe_timeout', 'probe_unavailable', 'transport_error'] as const;
+const _causes: Exhaustive<HealthFailureCause, typeof HEALTH_FAILURE_CAUSES> = HEALTH_FAILURE_CAUSES;
 
 /** RFC 3261 7.2 status classes; timeout: no final response before Timer B/F (17.1.1.2, 17.1.2.2) */
 export const RESPONSE_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', '6xx', 'timeout'] as const;
@@ -98,6 +111,9 @@ export const PROCESSING_BUCKETS = [
   0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 ] as const;
 
+/** prom-client default metrics that are gauges despite their `_total` name (removed, see Metrics) */
+const DEFAULT_GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'] as const;
+
 /** Label value used for anything outside a declared list. */
 export const OTHER = 'other';
 
@@ -107,7 +123,7 @@ export const MAX_DYNAMIC_VALUES = 1000;
 const MAX_LABEL_VALUE_LENGTH = 128;
 
 // Keep the compile-time exhaustiveness checks referenced (noUnusedLocals).
-void [_transports, _sides, _modes, _parse, _events];
+void [_transports, _sides, _modes, _parse, _events, _classes, _admissions, _causes];
 
 // ---------------------------------------------------------------------------------------------
 // THE metric declarations.
@@ -149,10 +165,14 @@ export const METRICS = {
     '1 when the configured upstream passes health checks, else 0.', 'max'),
   upstreamResponses: def('sipedge_upstream_responses_total', 'counter', ['upstream', 'class'],
     'Final and provisional responses from upstreams by status class, and timeouts.'),
+  upstreamHealthFailures: def('sipedge_upstream_health_failures_total', 'counter', ['upstream', 'cause'],
+    'Failures counted against an upstream\'s health: probe_timeout, probe_unavailable (503 to a probe), transport_error (connect refused/unreachable). Timeouts and 503s on real traffic never count.'),
   transportEvents: def('sipedge_transport_events_total', 'counter', ['transport', 'event'],
     'Transport events: connection caps, timeouts, framing errors, oversize, send errors.'),
   tcpConnections: def('sipedge_tcp_connections', 'gauge', [],
     'Open stream (TCP/TLS/WS) connections at scrape time.'),
+  tcpAdmissions: def('sipedge_tcp_admissions_total', 'counter', ['class', 'result'],
+    'Inbound TCP connections by source class (inside|trusted|promoted|unknown) and result (accepted, evicted to make room for a higher class, rejected by the class share, the total or the per-source cap).'),
   bansAdded: def('sipedge_bans_added_total', 'counter', ['reason'],
     'Source bans added, by reason code.'),
   bansActive: def('sipedge_bans_active', 'gauge', [],
@@ -192,6 +212,9 @@ export interface GaugeSources {
   bansActive?: () => number;
   /** the readiness verdict, cached by its owner (a scrape must not wait on a Redis PING) */
   ready?: () => boolean;
+  /** a counter kept by its owner: failed shared-store operations (the store counts every failed
+   *  or timed-out command itself, so the metric cannot miss one that no caller reported) */
+  redisErrors?: () => number;
 }
 
 export interface EdgeMetrics {
@@ -211,7 +234,9 @@ export interface EdgeMetrics {
   upstreamUp(upstream: string, up: boolean): void;
   /** status 100..699 or 'timeout' */
   upstreamResponse(upstream: string, status: number | 'timeout'): void;
+  upstreamHealthFailure(upstream: string, cause: HealthFailureCause): void;
   transportEvent(transport: TransportName, event: TransportEvent): void;
+  tcpAdmission(cls: SourceClass, result: AdmissionResult): void;
   banAdded(reason: string): void;
   banExpired(): void;
   auth(result: AuthResult, mode?: AuthMetricMode): void;
@@ -571,8 +596,10 @@ export class Metrics implements EdgeMetrics {
   private readonly fRetrans: Family;
   private readonly fUpUp: Family;
   private readonly fUpResp: Family;
+  private readonly fUpHealth: Family;
   private readonly fTransport: Family;
   private readonly fTcp: Family;
+  private readonly fTcpAdmit: Family;
   private readonly fBansAdded: Family;
   private readonly fBansActive: Family;
   private readonly fBansExpired: Family;
@@ -606,8 +633,10 @@ export class Metrics implements EdgeMetrics {
     this.fRetrans = new Family(METRICS.retransmissions, [new Dim(RETRANSMISSION_DIRECTIONS)]);
     this.fUpUp = new Family(METRICS.upstreamUp, [new Dim(opts.upstreams ?? [])]);
     this.fUpResp = new Family(METRICS.upstreamResponses, [new Dim(opts.upstreams ?? []), new Dim(RESPONSE_CLASSES)]);
+    this.fUpHealth = new Family(METRICS.upstreamHealthFailures, [new Dim(opts.upstreams ?? []), new Dim(HEALTH_FAILURE_CAUSES)]);
     this.fTransport = new Family(METRICS.transportEvents, [transports, new Dim(TRANSPORT_EVENTS)]);
     this.fTcp = new Family(METRICS.tcpConnections, []);
+    this.fTcpAdmit = new Family(METRICS.tcpAdmissions, [new Dim(SOURCE_CLASSES), new Dim(ADMISSION_RESULTS)]);
     this.fBansAdded = new Family(METRICS.bansAdded, [new Dim(this.extraBanReasons)]);
     this.fBansActive = new Family(METRICS.bansActive, []);
     this.fBansExpired = new Family(METRICS.bansExpired, []);
@@ -631,15 +660,22 @@ export class Metrics implements EdgeMetrics {
 
     for (const s of opts.stages ?? []) this.declareStage(s.name, s.reasons);
     if (opts.gauges) this.bindGauges(opts.gauges);
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'sipedge_' });
+    if (opts.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry, prefix: 'sipedge_' });
+      // prom-client names three gauges `*_total`, which `promtool check metrics` rejects (only
+      // counters end in _total) and which a rate() would misread. Each is the sum of the
+      // per-type gauge of the same name without the suffix (sum by () of
+      // sipedge_nodejs_active_handles etc.), so nothing is lost by dropping them.
+      for (const n of DEFAULT_GAUGES_NAMED_TOTAL) this.registry.removeSingleMetric(`sipedge_${n}`);
+    }
   }
 
   /** every sip-edge family, in declaration order */
   private collectors(): Collector[] {
     return [
       this.fReceived, this.fSent, this.fVerdicts, this.fRuleHits, this.fParse, this.fUnmatched,
-      this.fTxActive, this.fTxExpired, this.fTxRejected, this.fRetrans, this.fUpUp, this.fUpResp,
-      this.fTransport, this.fTcp, this.fBansAdded, this.fBansActive, this.fBansExpired, this.fAuth,
+      this.fTxActive, this.fTxExpired, this.fTxRejected, this.fRetrans, this.fUpUp, this.fUpResp, this.fUpHealth,
+      this.fTransport, this.fTcp, this.fTcpAdmit, this.fBansAdded, this.fBansActive, this.fBansExpired, this.fAuth,
       this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.hProcessing, this.fReady, this.fBuild,
     ];
   }
@@ -717,9 +753,19 @@ export class Metrics implements EdgeMetrics {
     f.cells[d[0].at(upstream) * d[1].size + c]++;
   }
 
+  upstreamHealthFailure(upstream: string, cause: HealthFailureCause): void {
+    const f = this.fUpHealth, d = f.dims;
+    f.cells[d[0].at(upstream) * d[1].size + d[1].at(cause)]++;
+  }
+
   transportEvent(transport: TransportName, event: TransportEvent): void {
     const f = this.fTransport, d = f.dims;
     f.cells[d[0].at(transport) * d[1].size + d[1].at(event)]++;
+  }
+
+  tcpAdmission(cls: SourceClass, result: AdmissionResult): void {
+    const f = this.fTcpAdmit, d = f.dims;
+    f.cells[d[0].at(cls) * d[1].size + d[1].at(result)]++;
   }
 
   banAdded(reason: string): void {
@@ -780,6 +826,7 @@ export class Metrics implements EdgeMetrics {
     if (sources.transactionsActive) this.fTxActive.source = sources.transactionsActive;
     if (sources.tcpConnections) this.fTcp.source = sources.tcpConnections;
     if (sources.bansActive) this.fBansActive.source = sources.bansActive;
+    if (sources.redisErrors) this.fRedisErrors.source = sources.redisErrors;
     const ready = sources.ready;
     if (ready) {
       this.fReady.source = () => (ready() ? 1 : 0);
@@ -810,7 +857,9 @@ export class NullMetrics implements EdgeMetrics {
   retransmission(): void {}
   upstreamUp(): void {}
   upstreamResponse(): void {}
+  upstreamHealthFailure(): void {}
   transportEvent(): void {}
+  tcpAdmission(): void {}
   banAdded(): void {}
   banExpired(): void {}
   auth(): void {}

@@ -27,7 +27,7 @@ test('built-in defaults match the values named in edge/config/types.ts', () => {
   assert.deepEqual([c.domains, c.inside, c.trusted], [[], [], []]);
   assert.equal(c.secret, undefined);
   assert.deepEqual(c.limits, DEFAULT_LIMITS);
-  assert.deepEqual(c.tcp, { maxConnections: 10000, maxConnectionsPerSource: 32, messageTimeoutMs: 10000, idleTimeoutMs: 180000 });
+  assert.deepEqual(c.tcp, { maxConnections: 10000, maxConnectionsPerSource: 32, unknownPercent: 80, promotedPercent: 90, messageTimeoutMs: 10000, idleTimeoutMs: 180000 });
   assert.deepEqual(c.udp, { ioThread: true, recvBufferBytes: 4194304 });
   assert.deepEqual(c.transactions, { max: 100000, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 });
   assert.deepEqual(c.health, { intervalMs: 5000, timeoutMs: 2000, failuresBeforeDown: 2, retryAfterSeconds: 30 });

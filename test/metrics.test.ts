@@ -46,6 +46,8 @@ test('exposition: every family has HELP and TYPE, sipedge_ prefix, counters end 
     assert.match(name, /^sipedge_[a-z0-9_]+$/, name);
     assert.ok(exp.help.get(name), `HELP missing for ${name}`);
     if (type === 'counter') assert.match(name, /_total$/, `counter ${name} must end in _total`);
+    // prom-client's defaults too: promtool check metrics rejects a gauge named *_total
+    else assert.doesNotMatch(name, /_total$/, `${type} ${name} must not end in _total`);
     // base units only (seconds, bytes), never ms
     assert.doesNotMatch(name, /_(ms|milliseconds|us|microseconds|kb|mb)(_|$)/, name);
   }

@@ -109,6 +109,49 @@ describe('proxy: INVITE dialog through the edge', () => {
   });
 });
 
+describe('proxy: retransmissions are matched on the transport source too (no reflection)', () => {
+  let r: Rig;
+  before(async () => { r = await rig(); });
+  after(async () => { await r.close(); });
+
+  for (const [kind, branch] of [['an RFC 2543 branch (no z9hG4bK cookie)', 'old2543branch'], ['a z9hG4bK branch', 'z9hG4bKseenbranch']] as const) {
+    test(`${kind}: copies from another address draw no response to the original sender`, async () => {
+      const stranger = await UdpPeer.bind('127.0.0.3');
+      try {
+        const callId = uniq('refl');
+        const inv = request(r.phone, { callId, branch: `${branch}${callId}` });
+        await r.phone.send(inv, r.port);
+        await r.phone.waitFirstLine('SIP/2.0 100');
+        const fwd = await r.pbx.wait((m) => m.text.startsWith('INVITE') && header(m.text, 'Call-ID') === callId);
+        await r.pbx.send(response(fwd.text, 180, 'Ringing', { toTag: 'p1' }), r.port, '127.0.0.1');
+        await r.phone.waitFirstLine('SIP/2.0 180');
+        // the same bytes (Via sent-by, branch, Call-ID, tags, CSeq all the phone's) from elsewhere
+        for (let i = 0; i < 5; i++) await stranger.send(inv, r.port);
+        assert.ok(await r.phone.silent((m) => header(m.text, 'Call-ID') === callId, 300), 'nothing reflected to the original sender');
+        // the phone's own retransmission is still answered from the stored response
+        await r.phone.send(inv, r.port);
+        await r.phone.waitFirstLine('SIP/2.0 180');
+      } finally { stranger.close(); }
+    });
+  }
+
+  test('a CANCEL from another address does not cancel the call: 481', async () => {
+    const stranger = await UdpPeer.bind('127.0.0.3');
+    try {
+      const callId = uniq('cxl');
+      const branch = uniq('z9hG4bK');
+      await r.phone.send(request(r.phone, { callId, branch }), r.port);
+      const fwd = await r.pbx.wait((m) => m.text.startsWith('INVITE') && header(m.text, 'Call-ID') === callId);
+      await r.pbx.send(response(fwd.text, 180, 'Ringing', { toTag: 'p1' }), r.port, '127.0.0.1');
+      await r.phone.waitFirstLine('SIP/2.0 180');
+      await stranger.send(request(r.phone, { method: 'CANCEL', callId, branch }), r.port);
+      const res = await stranger.wait((m) => header(m.text, 'Call-ID') === callId);
+      assert.match(res.text, /^SIP\/2.0 481 /);
+      assert.ok(await r.pbx.silent((m) => m.text.startsWith('CANCEL') && header(m.text, 'Call-ID') === callId, 200), 'no CANCEL upstream');
+    } finally { stranger.close(); }
+  });
+});
+
 describe('proxy: timers with an injected clock', () => {
   test('Timer A retransmits toward a silent upstream; Timer B answers 408', async () => {
     const r = await rig();
@@ -228,6 +271,51 @@ describe('proxy: policy', () => {
     await r.pbx.send(looped, r.port, '127.0.0.1');
     const res = await r.pbx.waitFirstLine('SIP/2.0 482');
     assert.equal(header(res.text, 'Call-ID'), callId);
+  });
+
+  test('a spiral through a record-routing PBX passes: a BYE that goes edge -> PBX -> edge reaches the far phone (RFC 3261 16.3 item 4)', async () => {
+    // phone A (127.0.0.1) calls phone B (127.0.0.3) through a PBX proxy that record-routes, so the
+    // dialog's route set names the edge twice: [edge(B), edge(up0), PBX, edge(up0), edge(A)]
+    const phoneB = await UdpPeer.bind('127.0.0.3');
+    try {
+      const callId = uniq('call');
+      await r.phone.send(request(r.phone, { callId, ruri: 'sip:2000@example.com' }), r.port);
+      const inv1 = await r.pbx.wait((m) => m.text.startsWith('INVITE') && header(m.text, 'Call-ID') === callId);
+      const pbxRr = `<sip:127.0.0.2:${r.pbx.port};lr>`;
+      // the PBX proxies the INVITE to B's contact through the edge (from inside), adding its Via and RR
+      const inv2 = inv1.text
+        .replace(/^INVITE \S+/, `INVITE sip:bob@127.0.0.3:${phoneB.port}`)
+        .replace(/^Via: /m, `Via: SIP/2.0/UDP 127.0.0.2:${r.pbx.port};branch=z9hG4bKpbx${callId}\r\nVia: `)
+        .replace(/^Record-Route: /m, `Record-Route: ${pbxRr}, `);
+      await r.pbx.send(inv2, r.port, '127.0.0.1');
+      const atB = await phoneB.wait((m) => m.text.startsWith('INVITE') && header(m.text, 'Call-ID') === callId);
+      const rrSet = headers(atB.text, 'Record-Route').join(', ');
+      assert.equal(rrSet.split(/,\s*/).length, 5, `edge, edge, PBX, edge, edge: ${rrSet}`);
+      // B hangs up: as the UAS its route set is the Record-Route in order (RFC 3261 12.1.1)
+      const bye = request(phoneB, {
+        method: 'BYE', callId, fromTag: 'btag', toTag: 'ft1', from: '<sip:2000@example.com>', to: '"Alice" <sip:alice@example.com>',
+        ruri: `sip:alice@127.0.0.1:${r.phone.port}`, cseq: 7, extra: [`Route: ${rrSet}`],
+      });
+      await phoneB.send(bye, r.port, '127.0.0.1');
+      const byeAtPbx = await r.pbx.wait((m) => m.text.startsWith('BYE') && header(m.text, 'Call-ID') === callId);
+      assert.equal(headers(byeAtPbx.text, 'Route')[0]?.split(/,\s*/)[0], pbxRr, 'the PBX entry is next');
+      // the PBX consumes its own Route entry and sends the BYE back to the edge: a spiral, not a loop
+      const spiral = byeAtPbx.text
+        .replace(/^Via: /m, `Via: SIP/2.0/UDP 127.0.0.2:${r.pbx.port};branch=z9hG4bKpbxbye${callId}\r\nVia: `)
+        .replace(/^(Route: )<[^>]*>,\s*/m, '$1');
+      await r.pbx.send(spiral, r.port, '127.0.0.1');
+      const atA = await r.phone.wait((m) => m.text.startsWith('BYE') && header(m.text, 'Call-ID') === callId);
+      assert.equal(header(atA.text, 'Route'), undefined, 'all Route entries consumed');
+      assert.ok(await r.pbx.silent((m) => m.text.startsWith('SIP/2.0 482')), 'no 482 toward the PBX');
+      // the BYE sent back to the edge unchanged (a real loop) still gets 482
+      await r.phone.send(atA.text.replace(/^Via: /m, `Via: SIP/2.0/UDP 127.0.0.1:${r.phone.port};branch=z9hG4bKloop${callId}\r\nVia: `), r.port);
+      await r.phone.waitFirstLine('SIP/2.0 482');
+    } finally {
+      phoneB.close();
+      // the 100 Trying to each INVITE is left unread; later tests here expect empty inboxes
+      r.phone.inbox.length = 0;
+      r.pbx.inbox.length = 0;
+    }
   });
 
   test('a malformed request gets 400 with a reason; garbage is dropped silently', async () => {

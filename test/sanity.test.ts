@@ -181,6 +181,42 @@ test('multicast received= on the next Via is dropped too', () => {
   assert.deepEqual(v, { action: 'drop', reason: 'via_broadcast', rule: undefined });
 });
 
+// RFC 3261 18.2.2, issue 12: what the edge would drop on the way out (the response) it refuses on
+// the way in (the request), with the same reason: the request's top Via is the next Via of every
+// response to it. Forwarded, such a request leaves the PBX answering into nothing.
+const UNDELIVERABLE_VIAS: Array<{ via: string; reason: string }> = [
+  { via: 'SIP/2.0/UDP 198.51.100.23;branch=z9hG4bKm1;maddr=224.0.1.75', reason: 'via_maddr' },
+  { via: 'SIP/2.0/UDP 198.51.100.23;branch=z9hG4bKm2;maddr=198.51.100.99', reason: 'via_maddr' },
+  { via: 'SIP/2.0/UDP 255.255.255.255;branch=z9hG4bKb1', reason: 'via_broadcast' },
+  { via: 'SIP/2.0/UDP 224.0.1.75:5060;branch=z9hG4bKb2', reason: 'via_broadcast' },
+  { via: 'SIP/2.0/UDP [ff02::1]:5060;branch=z9hG4bKb3', reason: 'via_broadcast' },
+  { via: 'SIP/2.0/UDP 198.51.100.23;branch=z9hG4bKb4;received=239.1.2.3', reason: 'via_broadcast' },
+];
+
+for (const c of UNDELIVERABLE_VIAS) {
+  test(`a request whose top Via is ${c.via.split(' ')[1]} is refused (${c.reason}), as its response would be dropped`, () => {
+    const req = run(invite({ Via: c.via }));
+    assert.equal(req.action, 'reply');
+    if (req.action === 'reply') assert.deepEqual([req.status, req.reason], [400, c.reason]);
+    const res = run(response(['SIP/2.0/UDP 203.0.113.5;branch=z9hG4bKedge', c.via]));
+    assert.deepEqual(res, { action: 'drop', reason: c.reason, rule: undefined });
+  });
+}
+
+test('a request with an unparsable lower Via is refused (its responses would be dropped as via_invalid)', () => {
+  const bad = invite({}, undefined, ['Via: SIP/2.0/UDP ;;;']);
+  const v = run(bad);
+  assert.equal(v.action, 'reply');
+  if (v.action === 'reply') assert.deepEqual([v.status, v.reason], [400, 'via_invalid']);
+  assert.deepEqual(run(response(['SIP/2.0/UDP 203.0.113.5;branch=z9hG4bKedge', 'SIP/2.0/UDP 198.51.100.23;branch=z9hG4bK1', 'SIP/2.0/UDP ;;;'])),
+    { action: 'drop', reason: 'via_invalid', rule: undefined });
+});
+
+test('an ACK with a maddr Via is dropped, never answered', () => {
+  const v = run(invite({ CSeq: '314159 ACK', Via: 'SIP/2.0/UDP 198.51.100.23;branch=z9hG4bKa;maddr=224.0.1.75' }, 'ACK sip:bob@example.com SIP/2.0'));
+  assert.deepEqual(v, { action: 'drop', reason: 'via_maddr', rule: undefined });
+});
+
 test('a request with no From tag passes by default (RFC 2543 peers, RFC 4475 3.4.1)', () => {
   assert.equal(run(invite({ From: '<sip:alice@example.com>' })).action, 'continue');
 });

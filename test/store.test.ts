@@ -189,6 +189,32 @@ test('ban cache: bounded; beyond the cap new keys are refused and counted, updat
   assert.equal(c.size, 2);
 });
 
+test('ban cache: each ban whose time ran out is reported once to onExpire (met by a packet or swept); removals are not', () => {
+  let now = 0;
+  const c = new LocalBanCache({ now: () => now });
+  const expired: string[] = [];
+  c.onExpire = (b) => expired.push(b.key);
+  c.add(ban('198.51.100.7', 1000));
+  c.add(ban('2001:db8:1:2::/64', 1000));
+  c.add(ban('10.0.0.0/8', 1000));
+  c.add(ban('192.0.2.1', 1000));
+  c.add(ban('192.0.2.2', 5000));
+  c.remove('192.0.2.1');
+  assert.equal(c.check('198.51.100.7', 999)?.key, '198.51.100.7');
+  assert.deepEqual(expired, []);
+  // met by packets after the end
+  assert.equal(c.check('198.51.100.7', 1000), null);
+  assert.equal(c.check('2001:db8:1:2::9', 1000), null);
+  assert.equal(c.check('198.51.100.7', 1001), null, 'gone: not reported twice');
+  // the rest by a sweep (what a scrape of sipedge_bans_active does)
+  now = 1000;
+  c.sweep();
+  assert.deepEqual(expired.sort(), ['10.0.0.0/8', '198.51.100.7', '2001:db8:1:2::/64']);
+  assert.equal(c.size, 1, 'only the live ban is left');
+  c.sweep();
+  assert.equal(expired.length, 3);
+});
+
 test('ban cache fed by a store: initial list, then added/removed events', async () => {
   const store = createMemoryStore({ sweepIntervalMs: 0 });
   await store.ban({ key: '203.0.113.1', reason: 'x', rule: 'y', seconds: 60 });

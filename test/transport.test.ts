@@ -5,7 +5,7 @@ import net from 'node:net';
 import { createListener, createTcpListener, createUdpListener, type ListenerOptions } from '../edge/transport/index';
 import { procAddress } from '../edge/transport/udp';
 import { addressFamily } from '../edge/net/address';
-import type { Inbound, Listener, ListenerSpec, TransportEvent, TransportHooks } from '../edge/transport/types';
+import type { AdmissionResult, Inbound, Listener, ListenerSpec, SourceClass, TransportEvent, TransportHooks } from '../edge/transport/types';
 import type { Endpoint } from '../edge/sip/types';
 
 // ---- helpers (bounded waits only; nothing sleeps for a fixed time) ----
@@ -106,8 +106,8 @@ interface Client {
   text(): string;
 }
 
-async function tcpClient(host: string, port: number): Promise<Client> {
-  const socket = net.connect({ host, port, noDelay: true });
+async function tcpClient(host: string, port: number, localAddress?: string): Promise<Client> {
+  const socket = net.connect({ host, port, noDelay: true, ...(localAddress ? { localAddress } : {}) });
   const c: Client = { socket, data: [], closed: false, text: () => Buffer.concat(c.data).toString('latin1') };
   socket.on('data', (d) => c.data.push(d));
   socket.on('close', () => { c.closed = true; });
@@ -369,6 +369,85 @@ test('TCP: total connection cap closes the excess connection', async () => {
   assert.equal(r.count('conn_rejected_total_cap'), 1);
   assert.equal(r.count('conn_rejected_source_cap'), 0);
   assert.ok(cs.every((c) => !c.closed));
+});
+
+// Issue 12 item 2: capacity by source class. The classifier stands in for the edge's (inside,
+// trusted, promoted, unknown by source address); loopback has all of 127.0.0.0/8 to connect from.
+function classes(map: Record<string, SourceClass>): { classify: (a: string) => SourceClass; set(a: string, c: SourceClass): void } {
+  const m = new Map(Object.entries(map));
+  return { classify: (a) => m.get(a) ?? 'unknown', set: (a, c) => { m.set(a, c); } };
+}
+
+function admissions(r: Recorder): Array<[SourceClass, AdmissionResult]> {
+  return (r as Recorder & { admitted: Array<[SourceClass, AdmissionResult]> }).admitted;
+}
+
+function withAdmissions(r: Recorder): Recorder {
+  const admitted: Array<[SourceClass, AdmissionResult]> = [];
+  Object.assign(r, { admitted });
+  r.hooks.onAdmission = (cls, result) => { admitted.push([cls, result]); };
+  return r;
+}
+
+/** connect from `from`, resolving once the server has decided (accepted: still open after the
+ *  event; refused: closed) */
+async function attempt(r: Recorder, port: number, from: string): Promise<Client> {
+  const before = admissions(r).length;
+  const c = await tcpClient('127.0.0.1', port, from);
+  await waitFor(() => admissions(r).length > before, `admission decided for ${from}`);
+  return c;
+}
+
+test('TCP: unknown sources hold at most their share; trusted, inside and promoted sources still get in', async () => {
+  const r = withAdmissions(recorder());
+  const cl = classes({ '127.0.0.9': 'trusted', '127.0.0.8': 'inside', '127.0.0.7': 'promoted' });
+  const l = await tcpListener('127.0.0.1', r, { maxConnections: 20, maxConnectionsPerSource: 4, unknownPercent: 50, promotedPercent: 75, classify: cl.classify });
+  // the flood: 8 unknown addresses x 4 connections = 32 tries for 20 slots
+  const flood: Client[] = [];
+  for (let a = 1; a <= 8; a++) for (let i = 0; i < 4; i++) flood.push(await attempt(r, l.local.port, `127.1.0.${a}`));
+  await waitFor(() => flood.filter((c) => c.closed).length === 22, 'refused flood connections closed');
+  assert.equal(r.count('conn_rejected_class_cap'), 22);
+  assert.equal(admissions(r).filter(([c, x]) => c === 'unknown' && x === 'accepted').length, 10, '50 % of 20');
+  const known: Client[] = [];
+  for (const from of ['127.0.0.9', '127.0.0.8', '127.0.0.7']) for (let i = 0; i < 3; i++) known.push(await attempt(r, l.local.port, from));
+  assert.deepEqual(admissions(r).slice(-9).map(([c, x]) => `${c}:${x}`), [
+    ...Array(3).fill('trusted:accepted'), ...Array(3).fill('inside:accepted'), ...Array(3).fill('promoted:accepted'),
+  ]);
+  assert.equal(r.count('conn_evicted'), 0, 'the reserve was free: nobody evicted');
+  assert.ok(known.every((c) => !c.closed));
+  // the accepted connections carry SIP
+  known[0]!.socket.write(sip('', { callId: 'trusted-1' }));
+  await waitFor(() => r.messages.some((m) => m.source.address === '127.0.0.9'), 'message from the trusted peer');
+});
+
+test('TCP: with the reserve used up, a higher class closes the least recently used unknown connection, never its own', async () => {
+  const r = withAdmissions(recorder());
+  const cl = classes({ '127.0.0.9': 'trusted' });
+  const l = await tcpListener('127.0.0.1', r, { maxConnections: 10, maxConnectionsPerSource: 10, unknownPercent: 80, promotedPercent: 90, classify: cl.classify });
+  const unknown: Client[] = [];
+  for (let a = 1; a <= 8; a++) unknown.push(await attempt(r, l.local.port, `127.2.0.${a}`));
+  // the first unknown peer is in use (a SIP message), the others only hold their slot
+  unknown[0]!.socket.write(sip('', { callId: 'in-use' }));
+  await waitFor(() => r.messages.length === 1, 'message from an unknown peer');
+  const trusted: Client[] = [];
+  for (let i = 0; i < 2; i++) trusted.push(await attempt(r, l.local.port, '127.0.0.9'));
+  assert.equal(r.count('conn_evicted'), 0, 'room without evicting');
+  // the table is full: the next trusted connection takes the slot of the idlest unknown one
+  trusted.push(await attempt(r, l.local.port, '127.0.0.9'));
+  await waitFor(() => unknown[1]!.closed, 'the least recently used unknown connection closed');
+  assert.equal(r.count('conn_evicted'), 1);
+  assert.deepEqual(admissions(r).slice(-2).map(([c, x]) => `${c}:${x}`), ['unknown:evicted', 'trusted:accepted']);
+  assert.equal(unknown[0]!.closed, false, 'the unknown connection in use stays');
+  // a source promoted after it connected is looked up again before it is evicted: not evicted
+  cl.set('127.2.0.3', 'promoted');
+  trusted.push(await attempt(r, l.local.port, '127.0.0.9'));
+  await waitFor(() => unknown[3]!.closed, 'the next unknown one closed instead');
+  assert.equal(unknown[2]!.closed, false, 'the promoted source kept its connection');
+  // an unknown newcomer cannot take anyone's place
+  const late = await attempt(r, l.local.port, '127.2.0.99');
+  await waitFor(() => late.closed, 'unknown newcomer refused');
+  assert.deepEqual(admissions(r).at(-1), ['unknown', 'rejected_total_cap']);
+  assert.ok(trusted.every((c) => !c.closed), 'trusted connections never evicted');
 });
 
 test('TCP: message timeout closes a slowloris connection; complete messages reset it', async () => {

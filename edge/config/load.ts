@@ -189,6 +189,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   // RFC 3261 17.1.2.2: retransmit intervals double from T1 up to T2, so T2 < T1 is meaningless.
   if (f.transactions.t2Ms < f.transactions.t1Ms) err(at(['transactions', 't2Ms']), 'transactions.t2Ms: must be at least transactions.t1Ms');
   if (f.tcp.maxConnectionsPerSource > f.tcp.maxConnections) err(at(['tcp', 'maxConnectionsPerSource']), 'tcp.maxConnectionsPerSource: must not exceed tcp.maxConnections');
+  if (f.tcp.promotedPercent < f.tcp.unknownPercent) err(at(['tcp', 'promotedPercent']), 'tcp.promotedPercent: must be at least tcp.unknownPercent (it counts unknown sources too)');
   if (f.health.intervalMs > 0 && f.health.intervalMs < 100) err(at(['health', 'intervalMs']), 'health.intervalMs: 0 (off) or at least 100');
   if (f.health.intervalMs > 0 && f.health.timeoutMs > f.health.intervalMs) err(at(['health', 'timeoutMs']), 'health.timeoutMs: must not exceed health.intervalMs');
 

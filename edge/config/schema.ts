@@ -136,6 +136,8 @@ export const ConfigFileSchema = Type.Object(
       {
         maxConnections: int(10000, 1, 1000000, 'Open TCP connections in total.'),
         maxConnectionsPerSource: int(32, 1, 100000, 'Open TCP connections per source address.'),
+        unknownPercent: int(80, 0, 100, 'Share of maxConnections (per cent) that sources neither inside, trusted nor promoted may hold together; the rest stays free for those, whatever a flood of unknown sources holds.'),
+        promotedPercent: int(90, 0, 100, 'Share of maxConnections (per cent) that unknown and promoted sources may hold together; the rest is for trusted and inside sources. A connection of a higher class that finds no room closes the least recently used one of the lowest class.'),
         messageTimeoutMs: int(10000, 100, 600000, 'Time to receive one whole message once it has started (slowloris).'),
         idleTimeoutMs: int(180000, 1000, 86400000, 'Idle connection lifetime; phones keep flows alive with CRLF pings (RFC 5626 4.4.1).'),
       },
@@ -159,9 +161,9 @@ export const ConfigFileSchema = Type.Object(
     ),
     health: section(
       {
-        intervalMs: int(5000, 0, 3600000, 'OPTIONS ping period per upstream; 0 disables active probes (health then follows real traffic only).'),
+        intervalMs: int(5000, 0, 3600000, 'OPTIONS ping period per upstream; 0 = no OPTIONS at all (only TCP connect failures mark an upstream down; a down one is retried after retryAfterSeconds). Timeouts and 503s on real traffic never mark an upstream down.'),
         timeoutMs: int(2000, 50, 60000, 'Time to wait for the OPTIONS reply.'),
-        failuresBeforeDown: int(2, 1, 100, 'Consecutive failures before an upstream is marked down.'),
+        failuresBeforeDown: int(2, 1, 100, 'Consecutive failures (unanswered probes, 503 to a probe, refused TCP connects; a burst within timeoutMs/2 counts once) before an upstream is marked down.'),
         retryAfterSeconds: int(30, 0, 86400, 'Retry-After on the 503 sent when no upstream is healthy (RFC 3261 21.5.4).'),
       },
       'Upstream health checks.',

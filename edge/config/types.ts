@@ -64,6 +64,8 @@ export interface ResolvedConfig {
   readonly tcp: {
     readonly maxConnections: number;          // default 10000
     readonly maxConnectionsPerSource: number; // default 32
+    readonly unknownPercent: number;          // share of maxConnections unknown sources may hold, default 80
+    readonly promotedPercent: number;         // share unknown + promoted sources may hold, default 90
     readonly messageTimeoutMs: number;        // time to receive one whole message, default 10000
     readonly idleTimeoutMs: number;           // default 180000 (phones keep TCP flows alive with CRLF pings)
   };

@@ -22,7 +22,7 @@ import { type ClientTx, type ServerTx, TransactionTable } from '../transaction/t
 import type { MessageContext } from '../verdict';
 import { fastHash } from './fasthash';
 import { FlowCodec } from './flow';
-import { UpstreamPool } from './upstreams';
+import { type HealthFailureCause, UpstreamPool } from './upstreams';
 
 /** RFC 3261 16.6 item 6 / 12.1.1: requests that create a dialog get Record-Route. */
 const DIALOG_CREATING = new Set(['INVITE', 'SUBSCRIBE', 'REFER', 'NOTIFY']);
@@ -37,11 +37,15 @@ export interface ProxyEvents {
   unmatched?(kind: UnmatchedKind, source: Endpoint): void;
   /** the PBX accepted a REGISTER from this outside source (2xx): it authenticated */
   registered?(source: Endpoint): void;
-  retransmission?(direction: 'absorbed' | 'sent'): void;
+  /** absorbed: swallowed; answered: the stored last response was sent again; sent: ours, on a timer */
+  retransmission?(direction: 'absorbed' | 'answered' | 'sent'): void;
   txExpired?(): void;
   txRejected?(reason: 'table_full'): void;
   upstreamResponse?(upstream: number, cls: '1xx' | '2xx' | '3xx' | '4xx' | '5xx' | '6xx' | 'timeout'): void;
-  upstreamHealth?(upstream: number, up: boolean): void;
+  /** an upstream was marked up or down (with the cause of the failure that marked it down) */
+  upstreamHealth?(upstream: number, up: boolean, cause?: HealthFailureCause): void;
+  /** a health failure was counted against an upstream (see upstreams.ts for what counts) */
+  upstreamFailure?(upstream: number, cause: HealthFailureCause): void;
   /**
    * A final response from inside to a request from outside, before it is forwarded (the PBX
    * pass-through watcher: failures, successes, challenges). For a status of 300 or more it may
@@ -122,6 +126,8 @@ export class Proxy {
   private readonly isInsideEp: (ep: Endpoint) => boolean;
   private readonly probes = new Map<string, { idx: number; timer: ReturnType<Clock['setTimer']> }>();
   private probeTimer?: ReturnType<Clock['setTimer']>;
+  /** clock time of the last probe sent to each upstream (early probes are spaced by timeoutMs) */
+  private readonly probeSentAt: number[];
   private rnd = Buffer.alloc(0);
   private rndOff = 0;
   private closing = false;
@@ -138,7 +144,18 @@ export class Proxy {
     this.t2 = o.cfg.transactions.t2Ms;
     this.t4 = o.cfg.transactions.t4Ms;
     this.table = new TransactionTable(o.cfg.transactions.max);
-    this.upstreams = new UpstreamPool(o.cfg.upstreams, o.cfg.health.failuresBeforeDown, (i, up) => this.ev.upstreamHealth?.(i, up));
+    const h = o.cfg.health;
+    this.upstreams = new UpstreamPool(o.cfg.upstreams, {
+      failuresBeforeDown: h.failuresBeforeDown,
+      minFailureGapMs: h.timeoutMs / 2,
+      now: () => this.clock.now(),
+      // without probes (intervalMs 0) only transport errors mark an upstream down, and nothing
+      // would bring it back: retry it after the Retry-After the edge gave callers meanwhile
+      retryDownAfterMs: h.intervalMs > 0 ? 0 : Math.max(h.timeoutMs, h.retryAfterSeconds * 1000),
+      onChange: (i, up, cause) => this.ev.upstreamHealth?.(i, up, cause),
+      onFailure: (i, cause) => this.ev.upstreamFailure?.(i, cause),
+    });
+    this.probeSentAt = o.cfg.upstreams.map(() => Number.NEGATIVE_INFINITY);
     for (const l of o.listeners) {
       const wildcard = l.local.address === '0.0.0.0' || l.local.address === '::';
       const host = o.cfg.advertise?.host ?? (wildcard ? (o.localAddresses?.find((a) => (isIP(a) === 6) === (l.family === 6)) ?? l.local.address) : l.local.address);
@@ -188,20 +205,22 @@ export class Proxy {
     return this.flow.decode(r.uri.user) !== null;
   }
 
-  /** Is this request a retransmission of a server transaction the edge holds (RFC 3261 17.2.3)? */
-  isRetransmission(req: SipRequest): boolean {
-    const key = this.serverKeyOf(req, req.method);
+  /** Is this request a retransmission of a server transaction the edge holds (RFC 3261 17.2.3),
+   *  from the same source (TransactionTable.serverKey)? */
+  isRetransmission(req: SipRequest, source: Endpoint): boolean {
+    const key = this.serverKeyOf(req, req.method, source);
     return key !== undefined && this.table.server.has(key);
   }
 
-  /** The server-transaction key of `req` for `method` (RFC 3261 17.2.3: top branch + sent-by +
-   *  method; the RFC 2543 fallback when the branch is not magic); undefined without a Via. */
-  private serverKeyOf(req: SipRequest, method: string): string | undefined {
+  /** The server-transaction key of `req` for `method` from `source` (RFC 3261 17.2.3: top branch
+   *  + sent-by + method; the RFC 2543 fallback when the branch is not magic; plus the transport
+   *  source, see TransactionTable.serverKey); undefined without a Via. */
+  private serverKeyOf(req: SipRequest, method: string, source: Endpoint): string | undefined {
     const top = H.topVia(req);
     if (!top) return undefined;
     const sentBy = top.port ? `${top.host}:${top.port}` : top.host;
     const fallback = (): string => `${H.first(req, 'call-id')}|${H.from(req)?.params.get('tag') ?? ''}|${H.cseq(req)?.seq}|${req.uri}`;
-    return TransactionTable.serverKey(top.branch, sentBy, method, fallback);
+    return TransactionTable.serverKey(top.branch, sentBy, method, fallback, TransactionTable.sourceKey(source));
   }
 
   private listenerFor(transport: TransportName, address: string, preferId?: string): Listener | undefined {
@@ -282,7 +301,7 @@ export class Proxy {
   handleRequest(ctx: MessageContext): void {
     const req = ctx.msg as SipRequest;
     // RFC 3261 9.2: the CANCEL matches the INVITE with the same branch and sent-by
-    const key = this.serverKeyOf(req, req.method === 'CANCEL' ? 'INVITE' : req.method);
+    const key = this.serverKeyOf(req, req.method === 'CANCEL' ? 'INVITE' : req.method, ctx.source);
     if (key === undefined) return; // the sanity stage guarantees a Via; be total anyway
 
     if (req.method === 'ACK') return this.handleAck(ctx, req, key);
@@ -291,7 +310,7 @@ export class Proxy {
     const existing = this.table.server.get(key);
     if (existing) {
       // RFC 3261 17.2.1 / 17.2.2: a retransmission: resend the last response, never forward again
-      this.ev.retransmission?.('absorbed');
+      this.ev.retransmission?.(existing.lastResponse ? 'answered' : 'absorbed');
       if (existing.lastResponse) this.send(existing.source, existing.lastResponse, false, ctx.side, 'response');
       return;
     }
@@ -644,8 +663,10 @@ export class Proxy {
     this.table.client.delete(ct.key);
     if (ct.cancels) return; // a CANCEL that timed out: the INVITE's own timers decide
     if (ct.upstream !== undefined) {
-      this.ev.upstreamResponse?.(ct.upstream, 'timeout');
-      this.upstreams.failure(ct.upstream);
+      // counted as traffic, never as ill health: anyone can send a request the PBX does not
+      // answer, or whose answer the edge refuses (upstreams.ts); a probe decides instead
+      if (reason === 'request_timeout') this.ev.upstreamResponse?.(ct.upstream, 'timeout');
+      this.suspectUpstream(ct.upstream);
     }
     const st = ct.server;
     if (st.client !== ct || st.finalStatus !== undefined) return;
@@ -681,9 +702,16 @@ export class Proxy {
     // health probe answers
     const probe = this.probes.get(top.branch);
     if (probe) {
+      // only the upstream we probed answers a probe (the branch is random; the source must match)
+      const u = this.upstreams.list[probe.idx]!.spec;
+      if (ctx.source.address !== u.host) { this.ev.unmatched?.('response', ctx.source); return; }
+      if (res.status < 200) return; // wait for the final answer (or the timeout)
       this.clock.clearTimer(probe.timer);
       this.probes.delete(top.branch);
-      this.upstreams.success(probe.idx);
+      // RFC 3261 21.5.4: a 503 to an OPTIONS aimed at the PBX itself is the PBX saying it cannot
+      // serve now; any other answer means it is alive (a 404 or 401 from Asterisk included)
+      if (res.status === 503) this.upstreams.failure(probe.idx, 'probe_unavailable');
+      else this.upstreams.success(probe.idx);
       return;
     }
     const ct = this.table.client.get(TransactionTable.clientKey(top.branch, cs.method));
@@ -697,7 +725,11 @@ export class Proxy {
     const status = res.status;
     if (ct.upstream !== undefined) {
       this.ev.upstreamResponse?.(ct.upstream, (`${Math.floor(status / 100)}xx`) as '1xx');
-      this.upstreams.success(ct.upstream);
+      // A 503 on real traffic proves nothing about the PBX: it may be the PBX's own overload or
+      // one it turned a trunk's failure into (a B2BUA answers 503 for a congested trunk, and an
+      // outsider picks the number). It fails this request over (below) and asks for a probe.
+      if (status === 503) this.suspectUpstream(ct.upstream);
+      else this.upstreams.success(ct.upstream);
     }
     if (ct.cancels) {
       // the answer to our CANCEL ends there (hop by hop)
@@ -922,11 +954,38 @@ export class Proxy {
     run();
   }
 
+  /**
+   * Real traffic hinted that upstream idx may be sick (a timeout, a 503, a transport error):
+   * probe it now rather than at the next period. Bounded whatever the traffic: one probe in flight
+   * per upstream, at most one per health.timeoutMs. Without periodic probes (intervalMs 0) the
+   * edge sends no OPTIONS at all, as configured.
+   */
+  private suspectUpstream(idx: number): void {
+    if (this.cfg.health.intervalMs <= 0 || this.closing) return;
+    if (this.clock.now() - this.probeSentAt[idx]! < this.cfg.health.timeoutMs) return;
+    this.probe(idx);
+  }
+
+  /**
+   * The transport could not connect to dest (TCP: refused, unreachable, timed out; local causes
+   * such as EMFILE are filtered out by the caller). When dest is an upstream this is evidence only
+   * a dead or unreachable PBX produces: a failure (bursts count once) and an early probe.
+   */
+  transportFailed(dest: Endpoint): void {
+    const idx = this.upstreams.list.findIndex((u) => u.spec.transport === dest.transport && u.spec.host === dest.address && u.spec.port === dest.port);
+    if (idx < 0) return;
+    this.upstreams.failure(idx, 'transport_error');
+    this.suspectUpstream(idx);
+  }
+
   probe(idx: number): void {
     const u = this.upstreams.list[idx]!.spec;
     const dest: Endpoint = { transport: u.transport, address: u.host, port: u.port };
     const l = this.listenerFor(dest.transport, dest.address);
     if (!l) return;
+    // one probe at a time per upstream: an answer or a timeout first
+    for (const p of this.probes.values()) if (p.idx === idx) return;
+    this.probeSentAt[idx] = this.clock.now();
     const adv = this.adv.get(l.id)!;
     const branch = `z9hG4bK${this.randomToken(12)}.hc`;
     const host = u.host.includes(':') ? `[${u.host}]` : u.host;
@@ -939,14 +998,12 @@ export class Proxy {
       'CSeq: 1 OPTIONS', 'Max-Forwards: 70', 'User-Agent: sip-edge health check', 'Content-Length: 0', '', '',
     ].join('\r\n'), 'latin1');
     const timer = this.clock.setTimer(this.cfg.health.timeoutMs, () => {
-      if (this.probes.delete(branch)) this.upstreams.failure(idx);
+      if (this.probes.delete(branch)) this.upstreams.failure(idx, 'probe_timeout');
     });
     this.probes.set(branch, { idx, timer });
-    if (!this.send(dest, bytes, true, 'inside', 'request')) {
-      this.clock.clearTimer(timer);
-      this.probes.delete(branch);
-      this.upstreams.failure(idx);
-    }
+    // a probe that could not even be handed to the socket (a full send queue, no listener for
+    // the transport) stays pending: it fails by its timeout like any unanswered one, once
+    this.send(dest, bytes, true, 'inside', 'request');
   }
 
   /** Stop taking new transactions; resolve when none is live or after graceMs. */

@@ -76,7 +76,8 @@ export interface AuthStageOptions {
   readonly serves: (host: string) => boolean;
   /** the request's first Route is the edge's, with a flow token the edge signed */
   readonly hasDialogRoute: (req: SipRequest) => boolean;
-  readonly isRetransmission: (req: SipRequest) => boolean;
+  /** a retransmission (same transaction, same transport source) of a request the edge holds */
+  readonly isRetransmission: (req: SipRequest, source: Endpoint) => boolean;
   /** requests the edge lets through unchallenged by configuration: OPTIONS pings to the edge
    *  itself when sip-edge.yaml `pings` is forward (edge/stages/ping.ts) */
   readonly unchallenged?: (req: SipRequest) => boolean;
@@ -322,7 +323,7 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
       // transaction already decided; an in-dialog request with our signed Route belongs to a
       // dialog whose creation was authenticated
       const inDialog = to(req)?.params.has('tag') === true && o.hasDialogRoute(req);
-      if (req.method === 'ACK' || req.method === 'CANCEL' || inDialog || o.isRetransmission(req) || policy === undefined || o.unchallenged?.(req) === true) {
+      if (req.method === 'ACK' || req.method === 'CANCEL' || inDialog || o.isRetransmission(req, ctx.source) || policy === undefined || o.unchallenged?.(req) === true) {
         ctx.edits = identityEdits({ remove: [], add: [] }, policy);
         return CONTINUE;
       }

@@ -1,7 +1,8 @@
 // Sanity stage: structural checks every message must pass before any other stage reads a header.
 // Modelled on Kamailio's sanity module (ruri scheme/version, required headers, Via protocol, CSeq
 // method and value, Expires, Proxy-Require, URI parsing) plus the edge's own rules (duplicates of
-// single-valued headers, Max-Forwards, forged responses aimed at broadcast addresses).
+// single-valued headers, Max-Forwards, Vias that would aim responses at maddr or broadcast
+// addresses, refused on requests and responses alike).
 //
 // Requests get a reply when one can be built; responses and ACKs are only ever dropped
 // (RFC 3261 17: nothing answers an ACK; a response is never answered).
@@ -52,7 +53,8 @@ export interface SanityOptions {
   readonly proxyRequireSupported: readonly string[];
   /** check Contact values parse and that an addr-spec Contact carries no URI headers. Default true. */
   readonly checkContact: boolean;
-  /** drop responses whose top or next Via carries maddr or a broadcast/multicast address. Default true. */
+  /** drop responses whose top or next Via carries maddr or a broadcast/multicast address, and
+   *  refuse requests whose top Via does (their responses would be dropped). Default true. */
   readonly checkResponseVia: boolean;
 }
 
@@ -117,9 +119,17 @@ function isBroadcastOrMulticast(host: string): boolean {
   return a >= 224 && a <= 239;
 }
 
-function viaTargetsBroadcast(v: Via): SanityReason | null {
+/**
+ * The one predicate for both directions (RFC 3261 18.2.2): would a response routed by this Via go
+ * somewhere the edge refuses to send? A response is dropped when its top Via (the hop it is for)
+ * or its next Via (where it would be sent) fails; a request is refused when its top Via fails,
+ * because that Via becomes the next Via of every response to it. Refusing the request is what
+ * matters: forwarded, it creates transactions whose answers the edge then drops, and the PBX is
+ * left answering into nothing while the edge's client transaction runs to its timeout.
+ */
+export function viaUndeliverable(v: Via): SanityReason | null {
   // RFC 3261 18.2.2: a response goes to maddr when present; an edge facing the internet never
-  // sends to a multicast group on an attacker's say-so.
+  // sends to a multicast group (or any address but the real source) on an attacker's say-so.
   if (v.params.has('maddr')) return 'via_maddr';
   // RFC 4475 3.3.10 (bcast): a Via sent-by of 255.255.255.255 turns the next hop into a broadcast.
   if (isBroadcastOrMulticast(v.host)) return 'via_broadcast';
@@ -230,15 +240,25 @@ export function createSanityStage(opts?: Partial<SanityOptions>): Stage {
       if (unsupported.length > 0) return fail(420, 'proxy_require_unsupported', [['Unsupported', unsupported.join(', ')]]);
     }
 
-    if (!isRequest && o.checkResponseVia) {
-      // The top Via is the hop this response is for; the next one is where it would be sent.
-      const r = viaTargetsBroadcast(top);
-      if (r !== null) return drop(r);
+    if (o.checkResponseVia) {
+      // every Via must parse: a response whose Via list does not is dropped below, so a request
+      // with one would be forwarded only to have its answers dropped
       const all = vias(msg);
-      if (all === null) return drop('via_invalid');
-      if (all !== undefined && all.length > 1) {
-        const r2 = viaTargetsBroadcast(all[1]!);
-        if (r2 !== null) return drop(r2);
+      if (isRequest) {
+        // RFC 3261 18.2.2: refuse on the way in what would be refused on the way out, before any
+        // transaction exists (the response to this request would carry `top` as its next Via)
+        if (all === null) return fail(400, 'via_invalid');
+        const r = viaUndeliverable(top);
+        if (r !== null) return fail(400, r);
+      } else {
+        // The top Via is the hop this response is for; the next one is where it would be sent.
+        const r = viaUndeliverable(top);
+        if (r !== null) return drop(r);
+        if (all === null) return drop('via_invalid');
+        if (all !== undefined && all.length > 1) {
+          const r2 = viaUndeliverable(all[1]!);
+          if (r2 !== null) return drop(r2);
+        }
       }
     }
 

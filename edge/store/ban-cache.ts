@@ -7,7 +7,8 @@
 //    (default only 64) on the ipv6Prefix() of the address;
 // 3. any other CIDR (added by hand, or an IPv4 aggregate): CidrMap longest-prefix match, one
 //    probe per prefix length in use.
-// Expired entries are ignored when met and deleted (an expired ban needs no 'removed' event).
+// Expired entries are ignored when met and deleted (an expired ban needs no 'removed' event);
+// each one deleted because its time ran out is reported once to `onExpire` (sipedge_bans_expired_total).
 // The cache is bounded (default 1,000,000 entries): beyond the cap new keys are refused and
 // counted (`refused`), updates of keys already held are still applied. A full cache is swept of
 // expired entries (at most once a second) before it refuses.
@@ -58,6 +59,8 @@ export class LocalBanCache implements BanCache {
   refused = 0;
   /** keys that are no address or CIDR (ignored) */
   invalid = 0;
+  /** called once for each ban deleted because its time ran out (not for removals or replacements) */
+  onExpire: ((ban: Ban) => void) | null = null;
 
   constructor(opts: BanCacheOptions = {}) {
     this.maxEntries = Math.max(1, Math.floor(opts.maxEntries ?? 1_000_000));
@@ -139,6 +142,7 @@ export class LocalBanCache implements BanCache {
     if (b !== undefined) {
       if (b.until > nowMs) return b;
       this.exact.delete(address);
+      this.expired(b);
     }
     if (this.prefix.size > 0 && address.indexOf(':') >= 0) {
       for (const bits of this.bits) {
@@ -147,6 +151,7 @@ export class LocalBanCache implements BanCache {
         if (b === undefined) continue;
         if (b.until > nowMs) return b;
         this.prefix.delete(k);
+        this.expired(b);
       }
     }
     if (this.cidrs.size > 0) {
@@ -156,6 +161,7 @@ export class LocalBanCache implements BanCache {
         if (m.value.until > nowMs) return m.value;
         // an expired CIDR may hide a shorter live one: drop it and look again
         this.cidrs.delete(m.cidr);
+        this.expired(m.value);
         this.rebuildCidr();
         const again = this.cidrMap.match(address);
         if (again !== null && again.value.until > nowMs) return again.value;
@@ -179,11 +185,21 @@ export class LocalBanCache implements BanCache {
     const now = this.now();
     if (throttled && now - this.lastSweep < 1000) return;
     this.lastSweep = now;
-    for (const [k, b] of this.exact) if (b.until <= now) this.exact.delete(k);
-    for (const [k, b] of this.prefix) if (b.until <= now) this.prefix.delete(k);
+    for (const [k, b] of this.exact) if (b.until <= now) { this.exact.delete(k); this.expired(b); }
+    for (const [k, b] of this.prefix) if (b.until <= now) { this.prefix.delete(k); this.expired(b); }
     let cidrGone = false;
-    for (const [k, b] of this.cidrs) if (b.until <= now) { this.cidrs.delete(k); cidrGone = true; }
+    for (const [k, b] of this.cidrs) if (b.until <= now) { this.cidrs.delete(k); this.expired(b); cidrGone = true; }
     if (cidrGone) this.rebuildCidr();
+  }
+
+  private expired(b: Ban): void {
+    const fn = this.onExpire;
+    if (fn === null) return;
+    try {
+      fn(b);
+    } catch {
+      // a counting hook must not break the per-packet check
+    }
   }
 
   private table(t: Table): Map<string, Ban> {

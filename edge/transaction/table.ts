@@ -2,7 +2,7 @@
 //
 // Server transactions face whoever sent us the request; client transactions face the next hop.
 // Keys (RFC 3261 17.1.3 / 17.2.3): top-Via branch + sent-by + method, with ACK and CANCEL looked up
-// against the INVITE they belong to. Branches lacking the z9hG4bK cookie (RFC 2543 peers) are
+// against the INVITE they belong to; server keys also carry the transport source (see serverKey). Branches lacking the z9hG4bK cookie (RFC 2543 peers) are
 // made unique with Call-ID, From tag and CSeq number (17.2.3's fallback, simplified).
 // The table is bounded: when full, new requests are refused with 503 (never an unbounded Map).
 import type { ForwardEdits } from '../verdict';
@@ -123,11 +123,30 @@ export class TransactionTable {
     return true;
   }
 
-  static serverKey(branch: string | undefined, sentBy: string, method: string, fallback: () => string): string {
+  /**
+   * RFC 3261 17.2.3: top-Via branch + sent-by + method (ACK counts as INVITE), or for a branch
+   * without the z9hG4bK cookie (RFC 2543 peers) the request's identifying fields. Beyond the RFC,
+   * the transport source is part of the key too (`sourceKey`: address and port over UDP, address
+   * over stream transports). Why: a matched request is answered from the stored response and sent
+   * to the ORIGINAL sender, so without the source anyone who repeats the identifying fields (all
+   * of them visible in the request; for a cookie-less branch even guessable) makes the edge send
+   * that response again to someone else: a reflector, one stored 100 Trying per forged copy.
+   * With the source in the key a copy from elsewhere is a new transaction, answered (if at all)
+   * to whoever sent it, and a CANCEL or ACK from another address cannot end someone else's
+   * transaction either. A legitimate retransmission comes from the same socket (a phone keeps one
+   * NAT binding for the seconds a transaction lasts); over TCP a client retransmits nothing
+   * (17.1.1.2) and may re-send a CANCEL on a new connection, hence no port there.
+   */
+  static serverKey(branch: string | undefined, sentBy: string, method: string, fallback: () => string, sourceKey: string): string {
     const m = method === 'ACK' ? 'INVITE' : method;
-    if (branch && branch.startsWith('z9hG4bK') && branch.length > 7) return `${branch}|${sentBy}|${m}`;
+    if (branch && branch.startsWith('z9hG4bK') && branch.length > 7) return `${branch}|${sentBy}|${m}|${sourceKey}`;
     // RFC 3261 17.2.3: pre-3261 peers: match on the request's identifying fields instead
-    return `2543|${fallback()}|${branch ?? ''}|${sentBy}|${m}`;
+    return `2543|${fallback()}|${branch ?? ''}|${sentBy}|${m}|${sourceKey}`;
+  }
+
+  /** the transport-source part of a server key (see serverKey) */
+  static sourceKey(source: Endpoint): string {
+    return source.transport === 'udp' ? `udp ${source.address} ${source.port}` : `${source.transport} ${source.address}`;
   }
 
   static clientKey(branch: string, method: string): string {

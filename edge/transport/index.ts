@@ -22,6 +22,8 @@ export const DEFAULT_LISTENER_OPTIONS: ListenerOptions = Object.freeze({
   maxMessageBytes: 16384,
   maxConnections: 10000,
   maxConnectionsPerSource: 32,
+  unknownPercent: 80,
+  promotedPercent: 90,
   messageTimeoutMs: 10000,
   idleTimeoutMs: 180000,
 });

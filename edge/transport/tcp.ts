@@ -2,6 +2,19 @@
 // per-source connection limits, a per-message deadline (slowloris), an idle deadline, a
 // bounded write queue, and framing that closes the stream on the first error.
 //
+// Capacity by source class (issue 12). A flat total cap is a prize: 330 addresses x 32 CRLF-
+// pinging connections (about 313 IPv6 /64s) held all 10,000 slots and every new connection,
+// the carrier's and the PBX's included, was refused. So the edge hands the listener a classifier
+// (source address -> inside | trusted | promoted | unknown; the transport still reads no SIP
+// header) and capacity is reserved from the top down: unknown sources together may hold at most
+// `unknownPercent` of maxConnections, unknown and promoted ones together `promotedPercent`,
+// trusted and inside sources everything. When a connection of a higher class finds no room, the
+// least recently used connection of the lowest class present below it is closed for it (LRU by
+// last SIP message: CRLF keepalives do not count as use); an unknown source at its share is
+// refused, never given someone else's slot. A source's class is looked up again at most once a
+// second as it sends messages, and before it is chosen for eviction, so a phone promoted after
+// it connected is counted where it belongs.
+//
 // Connections are identified by a process-wide numeric connId carried in Endpoint.connId:
 // responses go back on the connection the request came in on (RFC 3261 18.2.2), and
 // outbound connections opened towards an upstream are framed and handed up the same way so
@@ -11,7 +24,7 @@ import { performance } from 'node:perf_hooks';
 import type { Endpoint } from '../sip/types';
 import { addressFamily, canonicalAddress, formatHostPort, ipv6Prefix, isIP } from '../net/address';
 import { StreamFramer } from './framing';
-import type { Inbound, Listener, ListenerSpec, TransportEvent, TransportHooks } from './types';
+import type { AdmissionResult, Inbound, Listener, ListenerSpec, SourceClass, TransportEvent, TransportHooks } from './types';
 
 export interface TcpOptions {
   readonly maxMessageBytes: number;
@@ -33,7 +46,22 @@ export interface TcpOptions {
   readonly maxWriteQueueBytes?: number;
   /** IPv6 binds: refuse IPv4-mapped peers. Default true for "::", false otherwise. */
   readonly ipv6Only?: boolean;
+  /** the edge's view of a source address (never a SIP header). Without one every source is
+   *  alike and the class shares below do not apply. */
+  readonly classify?: (address: string) => SourceClass;
+  /** per cent of maxConnections unknown sources may hold together (default 80) */
+  readonly unknownPercent?: number;
+  /** per cent of maxConnections unknown and promoted sources may hold together (default 90) */
+  readonly promotedPercent?: number;
 }
+
+/** classes by rank, lowest first: capacity is reserved from the top down */
+const CLASSES: readonly SourceClass[] = ['unknown', 'promoted', 'trusted', 'inside'];
+const RANK: Readonly<Record<SourceClass, number>> = { unknown: 0, promoted: 1, trusted: 2, inside: 3 };
+/** a connection's class is looked up again at most this often as it carries messages */
+const RECLASSIFY_MS = 1000;
+/** how many eviction candidates one admission may re-classify (bounds the work per accept) */
+const MAX_RECLASSIFY_PER_ADMISSION = 64;
 
 let nextConnId = 1;
 /** unique per process, across listeners, so a connId alone names a connection */
@@ -64,6 +92,18 @@ interface Conn {
   msgTimer: NodeJS.Timeout | null;
   /** framer.messages when msgTimer was armed: a completed message restarts the deadline */
   msgTimerAt: number;
+  /** inbound: rank of the source class it is counted under (-1 for outbound) */
+  rank: number;
+  /** performance.now() when the class was last looked up */
+  classAt: number;
+}
+
+/** errno codes of a failed connect that are about the peer or the path to it (the rest, such as
+ *  EMFILE or EADDRNOTAVAIL, are about this host) */
+const REMOTE_CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'ETIMEDOUT']);
+
+function connectFailureCause(code: string | undefined): 'remote' | 'local' {
+  return code !== undefined && REMOTE_CONNECT_ERRORS.has(code) ? 'remote' : 'local';
 }
 
 export async function createTcpListener(spec: ListenerSpec, hooks: TransportHooks, opts: TcpOptions): Promise<Listener> {
@@ -77,6 +117,22 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
   const byPeer = new Map<string, Set<number>>();
   const perSource = new Map<string, number>();
   let inboundCount = 0;
+  const classify = opts.classify;
+  const pct = (p: number | undefined, def: number): number => Math.min(100, Math.max(0, p ?? def));
+  // per rank: how many inbound connections may be held by sources of this class and below
+  const capUpTo = classify === undefined
+    ? [opts.maxConnections, opts.maxConnections, opts.maxConnections, opts.maxConnections]
+    : [Math.floor(opts.maxConnections * pct(opts.unknownPercent, 80) / 100),
+      Math.floor(opts.maxConnections * Math.max(pct(opts.unknownPercent, 80), pct(opts.promotedPercent, 90)) / 100),
+      opts.maxConnections, opts.maxConnections];
+  // inbound connections per rank, least recently used first (Map insertion order; a message
+  // moves its connection to the end)
+  const byRank: Array<Map<number, Conn>> = CLASSES.map(() => new Map());
+  const countUpTo = (rank: number): number => {
+    let n = 0;
+    for (let r = 0; r <= rank; r++) n += byRank[r]!.size;
+    return n;
+  };
   let closed = false;
   let closePromise: Promise<void> | null = null;
   let onDrained: (() => void) | null = null;
@@ -104,7 +160,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     return addressFamily(address) === 6 ? ipv6Prefix(address, v6Prefix) : address;
   }
 
-  function setup(socket: net.Socket, remote: Endpoint, outbound: boolean, sourceKey: string | null): Conn {
+  function setup(socket: net.Socket, remote: Endpoint, outbound: boolean, sourceKey: string | null, rank = -1): Conn {
     const conn: Conn = {
       id: remote.connId!,
       socket,
@@ -119,8 +175,11 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       closed: false,
       msgTimer: null,
       msgTimerAt: 0,
+      rank,
+      classAt: performance.now(),
     };
     conns.set(conn.id, conn);
+    if (rank >= 0) byRank[rank]!.set(conn.id, conn);
     let set = byPeer.get(conn.peerKey);
     if (set === undefined) byPeer.set(conn.peerKey, (set = new Set()));
     set.add(conn.id);
@@ -164,10 +223,50 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
         endThenDestroy(conn);
         return;
       }
+      if (conn.rank >= 0) touch(conn, receivedAt);
       hooks.onMessage({ bytes: r.bytes, source: conn.remote, receivedAt } satisfies Inbound);
       if (conn.closing || conn.closed) return;
     }
     armMessageTimer(conn);
+  }
+
+  /** a SIP message arrived: most recently used now; look the class up again now and then */
+  function touch(conn: Conn, now: number): void {
+    const m = byRank[conn.rank]!;
+    m.delete(conn.id);
+    if (classify !== undefined && now - conn.classAt >= RECLASSIFY_MS) {
+      conn.classAt = now;
+      conn.rank = RANK[classify(conn.remote.address)];
+    }
+    byRank[conn.rank]!.set(conn.id, conn);
+  }
+
+  /** the least recently used connection of the lowest class below `rank`, re-classified first
+   *  (a source promoted since it connected is not evicted as unknown); null when none */
+  function victimBelow(rank: number): Conn | null {
+    let budget = MAX_RECLASSIFY_PER_ADMISSION;
+    for (let r = 0; r < rank; r++) {
+      const m = byRank[r]!;
+      for (const c of m.values()) {
+        if (classify === undefined || budget <= 0) return c;
+        budget--;
+        const now = performance.now();
+        c.classAt = now;
+        const actual = RANK[classify(c.remote.address)];
+        if (actual === r) return c;
+        // counted in the wrong class: move it and look further (the Map iterator is live and
+        // skips what we delete)
+        m.delete(c.id);
+        c.rank = actual;
+        byRank[actual]!.set(c.id, c);
+        if (actual < r) return c;
+      }
+    }
+    return null;
+  }
+
+  function admissionEvent(cls: SourceClass, result: AdmissionResult): void {
+    hooks.onAdmission?.(cls, result, listener);
   }
 
   function armMessageTimer(conn: Conn): void {
@@ -235,6 +334,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       set.delete(conn.id);
       if (set.size === 0) byPeer.delete(conn.peerKey);
     }
+    if (conn.rank >= 0) byRank[conn.rank]!.delete(conn.id);
     if (conn.sourceKey !== null) {
       inboundCount--;
       const n = (perSource.get(conn.sourceKey) ?? 1) - 1;
@@ -257,23 +357,37 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       return;
     }
     const probe: Endpoint = { transport: 'tcp', address, port, listenerId: id };
-    if (inboundCount >= opts.maxConnections) {
-      socket.destroy();
-      event('conn_rejected_total_cap', probe);
-      return;
-    }
+    const cls: SourceClass = classify === undefined ? 'unknown' : classify(address);
+    const rank = RANK[cls];
     const sourceKey = sourceKeyOf(address);
     const have = perSource.get(sourceKey) ?? 0;
     if (have >= opts.maxConnectionsPerSource) {
       socket.destroy();
       event('conn_rejected_source_cap', probe);
+      admissionEvent(cls, 'rejected_source_cap');
       return;
+    }
+    // room for this class: its share (counting the classes below it) and the total; a higher
+    // class makes room by closing the least recently used connection of the lowest class present
+    while (countUpTo(rank) >= capUpTo[rank]! || inboundCount >= opts.maxConnections) {
+      const victim = rank > 0 ? victimBelow(rank) : null;
+      if (victim === null) {
+        socket.destroy();
+        const total = inboundCount >= opts.maxConnections;
+        event(total ? 'conn_rejected_total_cap' : 'conn_rejected_class_cap', probe);
+        admissionEvent(cls, total ? 'rejected_total_cap' : 'rejected_class_cap');
+        return;
+      }
+      event('conn_evicted', victim.remote);
+      admissionEvent(CLASSES[victim.rank]!, 'evicted');
+      destroy(victim);
     }
     perSource.set(sourceKey, have + 1);
     inboundCount++;
     const remote: Endpoint = { ...probe, connId: allocConnId() };
-    setup(socket, remote, false, sourceKey);
+    setup(socket, remote, false, sourceKey, rank);
     event('conn_opened', remote);
+    admissionEvent(cls, 'accepted');
   });
 
   function openOutbound(address: string, port: number): Conn | null {
@@ -292,6 +406,9 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       return null;
     }
     const conn = setup(socket, remote, true, null);
+    socket.once('error', (err: NodeJS.ErrnoException) => {
+      if (!conn.connected) hooks.onConnectFailed?.(remote, connectFailureCause(err.code), listener);
+    });
     socket.once('connect', () => {
       if (conn.closed) return;
       conn.connected = true;
@@ -335,6 +452,9 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     isOpen(connId: number): boolean {
       const c = conns.get(connId);
       return c !== undefined && !c.closing;
+    },
+    connections(): number {
+      return conns.size;
     },
     close(graceMs = 0): Promise<void> {
       if (closePromise !== null) return closePromise;

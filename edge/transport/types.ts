@@ -34,6 +34,8 @@ export interface Listener {
   send(dest: Endpoint, bytes: Buffer, mayConnect?: boolean): boolean;
   /** stream transports: is this connection still open? */
   isOpen?(connId: number): boolean;
+  /** stream transports: connections open right now, inbound and outbound (sipedge_tcp_connections) */
+  connections?(): number;
   /** datagram transports: share of receive rounds since the last call that did not drain the
    *  socket (0-1; overload control reads it) */
   backlog?(): number;
@@ -45,12 +47,29 @@ export interface Listener {
 export type TransportEvent =
   | 'conn_opened' | 'conn_closed' | 'conn_rejected_total_cap' | 'conn_rejected_source_cap'
   | 'conn_idle_timeout' | 'conn_message_timeout' | 'conn_framing_error' | 'conn_oversize'
-  | 'keepalive_pong' | 'datagram_oversize' | 'datagram_queue_full' | 'send_error';
+  | 'keepalive_pong' | 'datagram_oversize' | 'datagram_queue_full' | 'send_error'
+  | 'conn_rejected_class_cap' | 'conn_evicted';
+
+/**
+ * Who an inbound connection's source is, as the edge sees it (the transport reads no SIP header:
+ * the edge hands it a classifier). Ranked: inside (the PBX side) > trusted (configured peers) >
+ * promoted (authenticated recently) > unknown. Capacity is reserved from the top down.
+ */
+export type SourceClass = 'inside' | 'trusted' | 'promoted' | 'unknown';
+/** what happened to an inbound connection at admission (or later, evicted for a higher class) */
+export type AdmissionResult = 'accepted' | 'evicted' | 'rejected_class_cap' | 'rejected_total_cap' | 'rejected_source_cap';
 
 export interface TransportHooks {
   onMessage(msg: Inbound): void;
   /** framing failures on stream transports (after which the connection is closed) and counts */
   onEvent?(event: TransportEvent, listener: Listener, source?: Endpoint): void;
+  /** stream transports: admission of an inbound connection by source class (counting) */
+  onAdmission?(cls: SourceClass, result: AdmissionResult, listener: Listener): void;
+  /** stream transports: an outbound connection to `dest` failed before it was established.
+   *  `remote`: the peer refused or could not be reached (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH,
+   *  ETIMEDOUT ...), evidence about the peer; `local`: the edge's own trouble (EMFILE, ENFILE,
+   *  EADDRNOTAVAIL ...), which says nothing about the peer. */
+  onConnectFailed?(dest: Endpoint, cause: 'remote' | 'local', listener: Listener): void;
   /** stream framing produced a message over the size limit whose head was complete: bytes of the head
    *  are given so the caller can answer 413 before the connection is closed */
   onOversize?(head: Buffer, source: Endpoint): void;

@@ -1,0 +1,167 @@
+// Memory benchmark (issue: attack resilience): what state an attacker can make the edge hold.
+//
+//   node dist/bench/memory.js tx      [--count 100000] [--bytes 1000] [--pps 8000]
+//   node dist/bench/memory.js sources [--count 120000] [--pps 8000] [--idle 60]
+//
+// tx: live INVITE transactions. A trusted source sends --count INVITEs of about --bytes bytes to
+// an upstream that never answers, so every one stays live (Timer B is 64*T1 = 32 s; the sending
+// must end before the first ones expire, so --count / --pps must stay well under 32 s). Reports
+// the edge's RSS growth per live transaction.
+// sources: --count distinct spoofed loopback sources (127.20.0.0/14), one request each (REGISTER,
+// INVITE, OPTIONS in turn, all to the served domain) answered 404 by a stand-in PBX. Reports the
+// RSS growth per source at the end of the flood and after --idle seconds without traffic: state
+// per unknown source must be small while it lasts, and go away.
+//
+// Every loop here is bounded by --count; the edge and the stand-in PBX are stopped at the end.
+import dgram from 'node:dgram';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { startEdge } from '../test/helpers/edge-proc';
+import { sample } from '../test/helpers/prom';
+
+const argv = process.argv.slice(2);
+const MODE = argv[0] === 'sources' ? 'sources' : 'tx';
+const arg = (name: string, def: number): number => {
+  const i = argv.indexOf(`--${name}`);
+  return i >= 0 ? Number(argv[i + 1]) : def;
+};
+const COUNT = arg('count', MODE === 'tx' ? 100_000 : 120_000);
+const BYTES = arg('bytes', 1000);
+const PPS = arg('pps', 8000);
+const IDLE = arg('idle', 60);
+
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function invite(i: number, port: number, from: { address: string; port: number }, bytes: number, method = 'INVITE'): Buffer {
+  const head = [
+    `${method} sip:${1000 + (i % 9000)}@bench.example SIP/2.0`,
+    `Via: SIP/2.0/UDP ${from.address}:${from.port};branch=z9hG4bK-m${i}-${Date.now()};rport`,
+    'Max-Forwards: 70',
+    `From: "Bench ${i}" <sip:${2000 + (i % 7000)}@bench.example>;tag=f${i}`,
+    `To: <sip:${1000 + (i % 9000)}@bench.example>`,
+    `Call-ID: mem-${i}-${process.pid}@bench`,
+    `CSeq: 1 ${method}`,
+    `Contact: <sip:${2000 + (i % 7000)}@${from.address}:${from.port}>`,
+    'User-Agent: bench-phone/1.0',
+  ];
+  const base = head.join('\r\n').length + 40;
+  const body = method === 'INVITE' && bytes > base ? 'v=0\r\n' + 'a=x-pad:'.padEnd(bytes - base - 7, 'p') + '\r\n' : '';
+  return Buffer.from([...head, ...(body ? ['Content-Type: application/sdp'] : []), `Content-Length: ${Buffer.byteLength(body)}`, '', body].join('\r\n'), 'latin1');
+}
+
+/** a stand-in PBX: answers 404 to every request (sources mode) or swallows everything (tx mode) */
+async function pbx(answer: boolean): Promise<{ port: number; close(): void; received: () => number }> {
+  const s = dgram.createSocket('udp4');
+  let n = 0;
+  s.on('message', (b, r) => {
+    n++;
+    if (!answer) return;
+    const t = b.toString('latin1');
+    if (t.startsWith('SIP/2.0') || t.startsWith('ACK ')) return;
+    const head = t.split('\r\n\r\n')[0]!.split('\r\n');
+    const keep = head.filter((l) => /^(via|from|to|call-id|cseq)\s*:/i.test(l)).map((l) => (/^to\s*:/i.test(l) && !/;tag=/.test(l) ? `${l};tag=pbx` : l));
+    s.send(Buffer.from(['SIP/2.0 404 Not Found', ...keep, 'Content-Length: 0', '', ''].join('\r\n'), 'latin1'), r.port, r.address);
+  });
+  try { s.setRecvBufferSize(8 * 1024 * 1024); } catch { /* capped */ }
+  await new Promise<void>((res) => s.bind(0, '127.0.0.2', () => res()));
+  try { s.setRecvBufferSize(8 * 1024 * 1024); } catch { /* capped */ }
+  return { port: s.address().port, close: () => s.close(), received: () => n };
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-mem-'));
+  const up = await pbx(MODE === 'sources');
+  fs.writeFileSync(path.join(dir, 'edge.yaml'), [
+    'health:', '  intervalMs: 0',
+    'transactions:', `  max: ${Math.max(100_000, COUNT + 1000)}`,
+  ].join('\n') + '\n');
+  const edge = await startEdge({
+    listen: ['udp:127.0.0.1:0'], upstream: [`udp:127.0.0.2:${up.port}`], domain: ['bench.example'],
+    extraArgs: ['--config', path.join(dir, 'edge.yaml'), '--trusted', '127.0.0.1/32'],
+  });
+  const port = edge.ports.udp!;
+  const metrics = async (): Promise<string> => (await fetch(`http://127.0.0.1:${edge.metricsPort}/metrics`)).text();
+  await sleep(2000);
+  const rss0 = rssMiB(edge.pid);
+  let peak = rss0;
+  const t0 = Date.now();
+  let sent = 0;
+  try {
+    if (MODE === 'tx') {
+      const s = dgram.createSocket('udp4');
+      s.on('message', () => { /* 100 Trying: read and dropped */ });
+      await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+      const me = { address: '127.0.0.1', port: s.address().port };
+      while (sent < COUNT) {
+        const due = Math.min(COUNT, Math.floor(((Date.now() - t0) / 1000) * PPS));
+        for (; sent < due; sent++) s.send(invite(sent, port, me, BYTES), port, '127.0.0.1');
+        if (sent % 5000 < 200) peak = Math.max(peak, rssMiB(edge.pid));
+        await sleep(5);
+      }
+      await sleep(2000);
+      const m = await metrics();
+      const rss1 = rssMiB(edge.pid);
+      const live = sample(m, 'sipedge_transactions_active') ?? NaN;
+      s.close();
+      console.log(JSON.stringify({
+        mode: MODE, invites: COUNT, inviteBytes: invite(0, port, me, BYTES).length, sendSeconds: Number(((Date.now() - t0) / 1000 - 2).toFixed(1)),
+        liveTransactions: live, rssMiB: { start: Math.round(rss0), end: Math.round(rss1), peak: Math.round(Math.max(peak, rss1)) },
+        bytesPerLiveTransaction: Math.round(((rss1 - rss0) * 1024 * 1024) / (live || COUNT)),
+        pbxReceived: up.received(),
+      }, null, 2));
+    } else {
+      // one socket per source, opened and closed in batches (a spoofing attacker needs no
+      // sockets; loopback needs a bind per source address)
+      const BATCH = 1000;
+      for (let b = 0; b < COUNT; b += BATCH) {
+        const socks: dgram.Socket[] = [];
+        for (let i = b; i < Math.min(COUNT, b + BATCH); i++) {
+          const s = dgram.createSocket('udp4');
+          s.on('error', () => { /* ignored */ });
+          s.on('message', () => { /* answers dropped */ });
+          const a = `127.${20 + ((i >> 16) & 3)}.${(i >> 8) & 255}.${i & 255}`;
+          await new Promise<void>((r) => s.bind(0, a, () => r()));
+          socks.push(s);
+        }
+        for (const s of socks) {
+          const me = s.address();
+          s.send(invite(sent, port, { address: me.address, port: me.port }, 0, ['REGISTER', 'INVITE', 'OPTIONS'][sent % 3]), port, '127.0.0.1');
+          sent++;
+        }
+        const due = (sent / PPS) * 1000 - (Date.now() - t0);
+        if (due > 0) await sleep(due);
+        await sleep(1);
+        for (const s of socks) s.close();
+        if ((b / BATCH) % 10 === 0) peak = Math.max(peak, rssMiB(edge.pid));
+      }
+      const floodSeconds = (Date.now() - t0) / 1000;
+      await sleep(1000);
+      const rss1 = rssMiB(edge.pid);
+      peak = Math.max(peak, rss1);
+      const m1 = await metrics();
+      await sleep(IDLE * 1000);
+      const rss2 = rssMiB(edge.pid);
+      const m2 = await metrics();
+      console.log(JSON.stringify({
+        mode: MODE, sources: COUNT, floodSeconds: Number(floodSeconds.toFixed(1)), pps: Math.round(COUNT / floodSeconds),
+        rssMiB: { start: Math.round(rss0), afterFlood: Math.round(rss1), peak: Math.round(peak), [`after${IDLE}sIdle`]: Math.round(rss2) },
+        bytesPerSourceAfterFlood: Math.round(((rss1 - rss0) * 1024 * 1024) / COUNT),
+        idleOverBaselinePct: Number((((rss2 - rss0) / rss0) * 100).toFixed(1)),
+        liveTransactions: { afterFlood: sample(m1, 'sipedge_transactions_active'), afterIdle: sample(m2, 'sipedge_transactions_active') },
+        pbxReceived: up.received(),
+      }, null, 2));
+      if (process.env.BENCH_METRICS) fs.writeFileSync(process.env.BENCH_METRICS, m2);
+    }
+  } finally {
+    await edge.stop();
+    up.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+void main();
