@@ -2,6 +2,7 @@
 // sip-edge command line. The pure parts (parseCli, main with injected I/O) are exported for
 // tests; the bottom of the file is the only place that touches process.exit.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ResolvedConfig } from './config/types';
@@ -54,8 +55,10 @@ Options (list flags may repeat; given flags replace the file's list, they do not
   --redis URL|off             shared state for limits and bans (default: in memory)
   --users PATH                users file for edge digest authentication (auth.users)
 
-Signals (run): SIGTERM/SIGINT drain and stop; SIGHUP re-reads the rule files (an invalid file
-keeps the previous rules in force and is reported).
+Signals (run): SIGTERM/SIGINT drain and stop (exit 0): /readyz answers 503 at once, new requests
+get 503, live ones have shutdownGraceMs to finish, then what is pending gets 503 and its INVITE is
+CANCELled upstream; a second SIGTERM/SIGINT exits at once with 128 + the signal number (143, 130).
+SIGHUP re-reads the rule files (an invalid file keeps the previous rules in force and is reported).
 
 Environment: SIPEDGE_SECRET (HMAC secret shared by a cluster; overrides the file's secret).
 Exit codes: 0 ok, 1 invalid configuration or runtime failure, 2 usage error.
@@ -302,6 +305,11 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
   }
   if (p.kind === 'explain') return explainCommand(p.file!, p.source!, p.transport ?? 'udp', loaded.config, rules.snapshot, io);
   return run(loaded.config, io);
+}
+
+/** Exit code after a second SIGTERM/SIGINT during the drain: 128 + the signal number (143, 130). */
+export function secondSignalExitCode(signal: 'SIGTERM' | 'SIGINT'): number {
+  return 128 + os.constants.signals[signal];
 }
 
 /** "600", "10m", "2h", "1d" -> seconds; null when invalid */
@@ -654,12 +662,14 @@ async function run(cfg: ResolvedConfig, io: CliIo): Promise<number> {
   }
   const done = new Promise<number>((resolve) => {
     let stopping = false;
-    const onSignal = (signal: string): void => {
+    const onSignal = (signal: 'SIGTERM' | 'SIGINT'): void => {
       if (stopping) {
-        // The operator asked twice: do not wait for the grace period.
+        // The operator asked twice: do not wait for the grace period. The shell's code for "killed
+        // by this signal" (128 + its number): not 0, live transactions were abandoned; not 1,
+        // nothing failed.
         log.warn({ signal }, 'second signal, exiting now');
         cleanup();
-        resolve(1);
+        resolve(secondSignalExitCode(signal));
         return;
       }
       stopping = true;

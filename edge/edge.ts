@@ -377,11 +377,15 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   proxy.startProbes();
 
   let admin: AdminServer | undefined;
+  /** set by the first SIGTERM: /readyz answers 503 from then on, so a load balancer stops
+   *  sending new calls while the live ones drain */
+  let draining = false;
   if (cfg.metrics.listen) {
     const readiness = (): ReadinessReport => {
       const healthy = proxy!.upstreams.list.filter((u) => u.up).length;
       const redisOk = !cfg.redis || store.healthy();
       const checks = [
+        { name: 'not_shutting_down', ok: !draining, detail: draining ? 'shutting down: live transactions are draining, new ones get 503' : 'running' },
         { name: 'listeners_bound', ok: listeners.length === cfg.listen.length, detail: `${listeners.length} of ${cfg.listen.length} listeners bound` },
         { name: 'rules_loaded', ok: true, detail: `rules version ${current().version}` },
         { name: 'upstream_healthy', ok: healthy > 0, detail: `${healthy} of ${cfg.upstreams.length} upstreams healthy` },
@@ -422,18 +426,27 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     async close(graceMs: number) {
       if (closed) return;
       closed = true;
-      if (!opts.rules) rules.close();
+      draining = true;
       overload.stop();
+      // stop taking new transactions, let live ones finish, answer (and CANCEL upstream) what is
+      // still pending when the grace ends, then close the sockets; the stages and the store stay
+      // up until then (the drain still runs requests in dialogs through them)
+      const t0 = Date.now();
+      const r = await proxy!.drain(graceMs);
+      log.info({ event: 'drained', ms: Date.now() - t0, ...r }, r.answered > 0 ? 'grace period over: pending requests answered 503' : 'drained');
+      await Promise.all(listeners.map((l) => l.close(SOCKET_FLUSH_MS)));
+      if (!opts.rules) rules.close();
       for (const h of users.values()) h.close();
       policy.close();
       if (!opts.store) await store.close();
-      // stop taking new transactions, let live ones finish, then close sockets
-      await proxy!.drain(graceMs);
-      await Promise.all(listeners.map((l) => l.close(0)));
       await admin?.close();
     },
   };
 }
+
+/** how long closing a TCP listener may wait for the last replies (the 503s of a shutdown) to be
+ *  written out before the connections are cut */
+const SOCKET_FLUSH_MS = 1000;
 
 /** reason codes the parse step can produce as verdicts (parser reasons) */
 const PARSE_STAGE_REASONS: readonly string[] = [

@@ -201,14 +201,16 @@ test('run: logs the bound listeners, then SIGTERM closes with the grace period a
   assert.equal(h.signals.listenerCount('SIGTERM') + h.signals.listenerCount('SIGINT'), 0, 'handlers removed');
 });
 
-test('run: a second signal exits at once without waiting for close', async () => {
-  const h = harness(() => new Promise<void>(() => {})); // close never finishes
-  const code = main(RUN_ARGS, h.io);
-  await until(() => h.lines.some((l) => l.msg === 'listening'));
-  h.signals.emit('SIGINT');
-  h.signals.emit('SIGTERM');
-  assert.equal(await code, 1);
-  assert.deepEqual(h.closes, [5000], 'close called once');
+test('run: a second signal exits at once without waiting for close, with 128 + its number', async () => {
+  for (const [first, second, want] of [['SIGINT', 'SIGTERM', 143], ['SIGTERM', 'SIGINT', 130]] as const) {
+    const h = harness(() => new Promise<void>(() => {})); // close never finishes
+    const code = main(RUN_ARGS, h.io);
+    await until(() => h.lines.some((l) => l.msg === 'listening'));
+    h.signals.emit(first);
+    h.signals.emit(second);
+    assert.equal(await code, want);
+    assert.deepEqual(h.closes, [5000], 'close called once');
+  }
 });
 
 test('run: a failing start exits 1 with a fatal log line', async () => {

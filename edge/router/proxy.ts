@@ -30,6 +30,16 @@ const TIMER_C_MS = 180_000; // RFC 3261 16.6 item 11: greater than 3 minutes
 
 export type UnmatchedKind = 'response' | 'ack' | 'cancel';
 
+/** What drain() did when the grace period ended (logged by the edge). */
+export interface DrainReport {
+  /** requests still without a final response: each got 503 + Retry-After */
+  readonly answered: number;
+  /** INVITE branches CANCELled toward the next hop */
+  readonly cancelled: number;
+  /** INVITE branches with no provisional yet: cancelled if one arrives while the edge lingers */
+  readonly cancelDeferred: number;
+}
+
 /** Counters the proxy reports; the edge binds them to metrics. All label values are closed sets. */
 export interface ProxyEvents {
   sent?(transport: TransportName, side: 'outside' | 'inside', kind: 'request' | 'response'): void;
@@ -70,7 +80,7 @@ export interface FinalSubstitute {
 export const PROXY_REASONS = [
   'relay_denied', 'route_preloaded', 'route_not_inside', 'no_upstream', 'loop_detected', 'flow_failed',
   'no_route', 'transaction_table_full', 'request_timeout', 'cancel_unmatched', 'send_failed',
-  'unmatched_response', 'unmatched_ack', 'transport_unavailable',
+  'unmatched_response', 'unmatched_ack', 'transport_unavailable', 'shutting_down',
 ] as const;
 
 type Forward =
@@ -295,10 +305,17 @@ export class Proxy {
       if (existing.lastResponse) this.send(existing.source, existing.lastResponse, false, ctx.side, 'response');
       return;
     }
-    if (this.closing || this.table.full) {
+    // draining for a shutdown: nothing new starts here (RFC 3261 21.5.4: 503 + Retry-After, and
+    // RFC 3263 4.3 sends the caller to another server); requests inside a dialog that exists
+    // (a To tag: the BYE of a call in progress) still go through while the sockets are open
+    if (this.closing && !H.to(req)?.params.has('tag')) {
+      this.replyTo(req, ctx.source, 503, 'shutting_down', { headers: [['Retry-After', this.retryAfter()]] });
+      return;
+    }
+    if (this.table.full) {
       this.table.rejected++;
       this.ev.txRejected?.('table_full');
-      this.replyTo(req, ctx.source, 503, 'transaction_table_full', { headers: [['Retry-After', String(5 + Math.floor(Math.random() * 10))]] });
+      this.replyTo(req, ctx.source, 503, 'transaction_table_full', { headers: [['Retry-After', this.retryAfter()]] });
       return;
     }
 
@@ -949,16 +966,78 @@ export class Proxy {
     }
   }
 
-  /** Stop taking new transactions; resolve when none is live or after graceMs. */
-  async drain(graceMs: number): Promise<void> {
+  /** Retry-After for a 503 the edge sends when it cannot take a request now: jittered, so the
+   *  callers it turns away do not all come back in the same second */
+  private retryAfter(): string {
+    return String(5 + Math.floor(Math.random() * 10));
+  }
+
+  /** Stop taking new transactions from now on (503 + Retry-After to requests outside a dialog);
+   *  what is live carries on. The first step of drain(), callable on its own. */
+  beginDrain(): void {
     this.closing = true;
     this.clock.clearTimer(this.probeTimer);
     for (const p of this.probes.values()) this.clock.clearTimer(p.timer);
     this.probes.clear();
-    const deadline = Date.now() + graceMs;
-    while (Date.now() < deadline && [...this.table.server.values()].some((s) => s.finalStatus === undefined)) {
-      await new Promise((r) => setTimeout(r, 50));
+  }
+
+  /**
+   * Shutdown (SIGTERM): stop taking new transactions, let the live ones finish for graceMs, then
+   * answer what is still pending before the sockets close, so nobody is left waiting on an edge
+   * that is gone:
+   * - every request without a final response gets 503 + Retry-After (RFC 3261 21.5.4: the server
+   *   is going away; RFC 3263 4.3: the caller tries another server). 503 rather than 408 for
+   *   non-INVITE too: 408 says the next hop timed out, which is not what happened;
+   * - the INVITE it was waiting for upstream is CANCELled (RFC 3261 9.1 / 16.10), so the PBX stops
+   *   ringing instead of connecting a call the caller was told failed. A branch that has had no
+   *   provisional response may not be cancelled yet (9.1: "MUST NOT"): it is marked, and the
+   *   CANCEL goes out if a provisional arrives during the settle time below;
+   * - then up to settleMs (4*T1 = 2 s, at most graceMs: a grace of 0 means no lingering either)
+   *   with the sockets still open: the PBX's 487 gets
+   *   its hop-by-hop ACK (17.1.1.3), a lost CANCEL is retransmitted, the callers' ACKs for the
+   *   503s stop Timer G. Ends early once all of that is done. A 2xx that crosses the CANCEL is
+   *   forwarded (16.7 item 5: 2xx always are); the caller then ACKs and, having been refused,
+   *   BYEs, through the edge while it lingers; when it does not make it in time, the PBX ends
+   *   the call itself for want of an ACK (13.3.1.4), so no call stays up unbeknown to both ends.
+   */
+  async drain(graceMs: number, settleMs = Math.min(4 * this.t1, graceMs)): Promise<DrainReport> {
+    this.beginDrain();
+    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+    const graceEnd = Date.now() + graceMs;
+    while (Date.now() < graceEnd && this.table.live > 0) await sleep(Math.min(50, Math.max(1, graceEnd - Date.now())));
+    const report = { answered: 0, cancelled: 0, cancelDeferred: 0 };
+    const branches: ClientTx[] = [];
+    const awaitingAck: ServerTx[] = [];
+    for (const st of [...this.table.server.values()]) {
+      if (st.finalStatus !== undefined || !st.request) continue;
+      const ct = st.client;
+      if (st.method === 'INVITE' && ct && ct.server === st && (ct.state === 'calling' || ct.state === 'proceeding')) {
+        st.cancelled = true;
+        if (ct.state === 'proceeding') {
+          this.sendCancel(ct);
+          report.cancelled++;
+        } else {
+          // no retransmission either: an INVITE that reaches the PBX only now would start a call
+          // that nobody waits for any more
+          this.clock.clearTimer(ct.timerA);
+          st.cancelPending = true;
+          report.cancelDeferred++;
+        }
+        branches.push(ct);
+      }
+      this.finalLocal(st, 503, 'shutting_down', [['Retry-After', this.retryAfter()]]);
+      report.answered++;
+      if (st.method === 'INVITE' && st.source.transport === 'udp') awaitingAck.push(st);
     }
+    const settleEnd = Date.now() + settleMs;
+    const settled = (): boolean =>
+      // a 2xx crossed a CANCEL: give the caller's ACK and BYE the whole settle time
+      !branches.some((ct) => ct.state === 'accepted')
+      && !branches.some((ct) => ct.state === 'proceeding')
+      && !branches.some((ct) => ct.cancel !== undefined && ct.cancel.state !== 'completed' && ct.cancel.state !== 'terminated')
+      && !awaitingAck.some((st) => st.state === 'completed');
+    while (Date.now() < settleEnd && !settled()) await sleep(Math.min(20, Math.max(1, settleEnd - Date.now())));
+    return report;
   }
 
   /** live transaction count, for metrics */
