@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ResolvedConfig } from './config/types';
-import { authPolicies, edgeUsersFiles, loadConfig } from './config/load';
+import { addressRealm, authPolicies, edgeUsersFiles, loadConfig } from './config/load';
 import type { CliOverrides } from './config/load';
 import { isIP } from 'node:net';
 import { defaultRulesDir, loadRules } from '../rules/load';
@@ -470,12 +470,12 @@ async function readPassword(io: CliIo): Promise<{ line: string } | { error: stri
 }
 
 /** The realm the edge challenges with by default: auth.realm, else the first served domain name.
- *  undefined when the config names neither (the edge's built-in "sip-edge" is not a guess we make
- *  for the operator: a users file for the wrong realm fails every login). */
+ *  undefined when the config names neither (the edge's last resort, its own address, is not a
+ *  guess we make for the operator: a users file for the wrong realm fails every login). */
 export function defaultRealm(cfg: ResolvedConfig): string | undefined {
   const firstDomain = cfg.domains.find((d) => isIP(d) === 0);
   const realm = cfg.auth?.fallback.realm ?? firstDomain;
-  if (realm === undefined || (realm === 'sip-edge' && firstDomain === undefined)) return undefined;
+  if (realm === undefined || (firstDomain === undefined && realm === addressRealm(cfg.listen, cfg.advertise))) return undefined;
   return realm;
 }
 

@@ -28,7 +28,7 @@ import { RATELIMIT_REASONS } from './stages/ratelimit';
 import { AUTH_REASONS, createAuthStage } from './stages/auth';
 import { UsersHolder, type UsersDb } from './auth/users';
 import type { Ha1Lookup } from './auth/verify';
-import { defaultAuthConfig, edgeUsersFiles } from './config/load';
+import { addressRealm, defaultAuthConfig, edgeUsersFiles } from './config/load';
 import { SUSPICION_BAN_REASONS, Suspicion } from './suspicion';
 import { LocalBanCache, createMemoryStore, createRedisStore } from './store';
 import type { SharedStore } from './store/types';
@@ -104,7 +104,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   let proxy: Proxy | undefined;
   // users files (edge authentication): loaded now (a bad file refuses the start, like a bad rule
   // file), then reloaded when they change; a bad edit keeps the previous users
-  const authCfg = cfg.auth ?? defaultAuthConfig(cfg.domains);
+  const authCfg = cfg.auth ?? defaultAuthConfig(cfg.domains, addressRealm(cfg.listen, cfg.advertise));
   const users = new Map<string, UsersHolder>();
   for (const file of edgeUsersFiles(authCfg)) {
     const r = UsersHolder.open(file);

@@ -206,7 +206,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     if ('error' in u) err(ov.redis !== undefined ? '--redis' : at(['redis']), `redis: ${u.error}`);
   }
   const auth = resolveAuth(f, {
-    domains: [...new Set(domains)], env, err, at, fileName,
+    domains: [...new Set(domains)], env, err, at, fileName, addressRealm: addressRealm(listen, advertise),
     usersOverride: ov.users !== undefined ? path.resolve(ov.users) : undefined,
     mainSecret: secret,
   });
@@ -228,6 +228,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     proxy: { ...f.proxy },
     ...(rulesDir !== undefined ? { rulesDir } : {}),
     ...(redisUrl ? { redis: { url: redisUrl } } : {}),
+    ...(f.serverHeader !== null ? { serverHeader: f.serverHeader } : {}),
     shutdownGraceMs: f.shutdownGraceMs,
     warmUpCalls: f.warmUpCalls,
     log: { level },
@@ -455,12 +456,22 @@ export function edgeUsersFiles(a: AuthConfig | undefined): string[] {
 
 /** The auth settings when the config says nothing (tests and embedders that build a config by
  *  hand): pbx mode everywhere with the schema defaults. */
-export function defaultAuthConfig(domains: readonly string[]): AuthConfig {
+export function defaultAuthConfig(domains: readonly string[], realmFallback = 'localhost'): AuthConfig {
   const d = loadYamlText('', 'defaults', ConfigFileSchema);
   if (!d.ok) throw new Error(d.errors.join('\n')); // the schema's own defaults: cannot fail
   return resolveAuth(d.value, {
-    domains, env: {}, err: () => undefined, at: () => 'defaults', fileName: undefined, usersOverride: undefined, mainSecret: undefined,
+    domains, env: {}, err: () => undefined, at: () => 'defaults', fileName: undefined, usersOverride: undefined, mainSecret: undefined, addressRealm: realmFallback,
   });
+}
+
+/**
+ * The realm when neither auth.realm nor a served domain name gives one: the address phones reach
+ * the edge at (advertise, else the first listener's host). RFC 3261 22.1 recommends a host name
+ * in the realm; above all it must not name the product ("sip-edge" told a scanner what it had
+ * found). `sip-edge passwd` does not guess this one: the operator gives --realm.
+ */
+export function addressRealm(listen: readonly { readonly host: string }[], advertise?: { readonly host: string }): string {
+  return advertise?.host ?? listen[0]?.host ?? 'localhost';
 }
 
 function resolveAuth(
@@ -473,12 +484,14 @@ function resolveAuth(
     fileName: string | undefined;
     usersOverride: string | undefined;
     mainSecret: string | undefined;
+    /** realm of last resort (addressRealm) */
+    addressRealm: string;
   },
 ): AuthConfig {
   const a = f.auth;
   const base = c.fileName !== undefined ? path.dirname(c.fileName) : process.cwd();
   const defaultUsers = c.usersOverride ?? (a.users !== null ? path.resolve(base, a.users) : undefined);
-  const defaultRealm = a.realm ?? c.domains.find((d) => net.isIP(d) === 0) ?? 'sip-edge';
+  const defaultRealm = a.realm ?? c.domains.find((d) => net.isIP(d) === 0) ?? c.addressRealm;
   const policy = (name: string, realm: string, users: string | undefined, mode: AuthDomainPolicy['mode'] | null, o: Partial<Omit<AuthDomainPolicy, 'name' | 'realm' | 'usersFile' | 'mode'>>): AuthDomainPolicy => ({
     name,
     mode: mode ?? (users !== undefined ? 'edge' : 'pbx'),

@@ -92,6 +92,9 @@ export interface ResolvedConfig {
     readonly path: boolean;         // add Path to REGISTER (RFC 3327), default true
     readonly maxForwards: number;   // inserted when absent, default 70
   };
+  /** Server header of locally generated replies; absent = none (the default: the edge does not
+   *  name itself to scanners) */
+  readonly serverHeader?: string;
   readonly shutdownGraceMs: number; // default 5000
   readonly warmUpCalls: number;     // synthetic calls through a throwaway edge before binding, default 2000
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
