@@ -60,7 +60,9 @@ get 503, live ones have shutdownGraceMs to finish, then what is pending gets 503
 CANCELled upstream; a second SIGTERM/SIGINT exits at once with 128 + the signal number (143, 130).
 SIGHUP re-reads the rule files (an invalid file keeps the previous rules in force and is reported).
 
-Environment: SIPEDGE_SECRET (HMAC secret shared by a cluster; overrides the file's secret).
+Environment: SIPEDGE_SECRET (flow-token HMAC secret shared by a cluster; overrides the file's
+secret), SIPEDGE_AUTH_SECRET (digest nonce secret shared by a cluster; overrides auth.secret).
+Without them one instance uses random per-process secrets and says so in a warning.
 Exit codes: 0 ok, 1 invalid configuration or runtime failure, 2 usage error.
 `;
 

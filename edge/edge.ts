@@ -104,7 +104,14 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   let proxy: Proxy | undefined;
   // users files (edge authentication): loaded now (a bad file refuses the start, like a bad rule
   // file), then reloaded when they change; a bad edit keeps the previous users
-  const authCfg = cfg.auth ?? defaultAuthConfig(cfg.domains, addressRealm(cfg.listen, cfg.advertise));
+  let authCfg = cfg.auth ?? defaultAuthConfig(cfg.domains, addressRealm(cfg.listen, cfg.advertise));
+  if (authCfg.secret === undefined && edgeUsersFiles(authCfg).length > 0) {
+    // one instance needs no configured nonce secret; nonces then do not survive a restart (a
+    // phone's old nonce gets stale=true and a fresh one, edge/auth/verify.ts), and instances of a
+    // cluster would not accept each other's
+    authCfg = { ...authCfg, secret: randomBytes(32).toString('hex') };
+    log.warn({ event: 'random_secret', secret: 'auth' }, 'no nonce secret configured: a random one for this process; several instances (a cluster) need a shared one: SIPEDGE_AUTH_SECRET or auth.secret');
+  }
   const users = new Map<string, UsersHolder>();
   for (const file of edgeUsersFiles(authCfg)) {
     const r = UsersHolder.open(file);
@@ -227,6 +234,9 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   };
 
   const secret = cfg.secret ? Buffer.from(cfg.secret, 'utf8') : randomBytes(32);
+  if (!cfg.secret) {
+    log.warn({ event: 'random_secret', secret: 'flow' }, 'no flow-token secret configured: a random one for this process (phones re-register after a restart); several instances (a cluster) need a shared one: SIPEDGE_SECRET or secret');
+  }
   const logSample = (): boolean => sampled('parse_failure', 5);
   const errSample = (): boolean => sampled('internal_error', 5);
 

@@ -530,10 +530,10 @@ function resolveAuth(
     secretWhere = 'env SIPEDGE_AUTH_SECRET';
     if (envSecret.length < 16) c.err(secretWhere, 'must be at least 16 characters');
   }
+  // none at all is fine for one instance: the edge makes a random one per process (and warns that
+  // a cluster needs a shared one); one that is given must not be guessable
   const edgeMode = [fallback, ...listed].some((p) => p.mode === 'edge');
-  if (edgeMode && secret === undefined) {
-    c.err(c.at(['auth']), 'auth: edge authentication needs a nonce secret shared by every instance: set SIPEDGE_AUTH_SECRET (or auth.secret / secret)');
-  } else if (edgeMode && secret !== undefined) {
+  if (edgeMode && secret !== undefined) {
     const weak = weakSecret(secret);
     if (weak !== undefined) c.err(secretWhere, `auth secret ${weak}`);
   }

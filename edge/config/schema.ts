@@ -188,7 +188,7 @@ export const ConfigFileSchema = Type.Object(
           Type.String({
             minLength: 16,
             maxLength: 4096,
-            description: 'HMAC secret for digest nonces, shared by every instance (any instance can verify a nonce another issued). Env SIPEDGE_AUTH_SECRET overrides; falls back to `secret`. Required for edge authentication; well-known values are refused.',
+            description: 'HMAC secret for digest nonces, shared by every instance (any instance can verify a nonce another issued). Env SIPEDGE_AUTH_SECRET overrides; falls back to `secret`. Without any, one instance uses a random secret per process (nonces then do not survive a restart); well-known values are refused.',
             errorMessage: 'expected a string of 16 to 4096 characters',
           }),
         ),

@@ -34,7 +34,8 @@ export interface AuthDomainPolicy {
 }
 
 export interface AuthConfig {
-  /** nonce HMAC secret (auth.secret, env SIPEDGE_AUTH_SECRET, or the main secret) */
+  /** nonce HMAC secret (auth.secret, env SIPEDGE_AUTH_SECRET, or the main secret); absent: the
+   *  edge makes a random one per process (edge.ts) */
   readonly secret?: string;
   readonly nonceSeconds: number;
   readonly lockout: { readonly failures: number; readonly seconds: number };
