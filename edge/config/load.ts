@@ -41,7 +41,15 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export type LoadResult = { ok: true; config: ResolvedConfig } | { ok: false; errors: string[] };
+export type LoadResult =
+  | { ok: true; config: ResolvedConfig }
+  | {
+      ok: false;
+      errors: string[];
+      /** what `sip-edge check` needs to go on checking the other files: where the rules and the
+       *  users files are, as far as the file says (absent when it cannot be read that far) */
+      partial?: { readonly rulesDir?: string; readonly auth: AuthConfig };
+    };
 
 /** Transports the edge can serve today; the others parse but are refused with a clear error. */
 const SUPPORTED_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp'];
@@ -56,13 +64,20 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   const loaded = fileName !== undefined
     ? loadYamlFile(fileName, ConfigFileSchema)
     : loadYamlText('', 'defaults', ConfigFileSchema);
-  if (!loaded.ok) return { ok: false, errors: loaded.errors };
-  const f: ConfigFile = loaded.value;
+  // a schema error does not end the check: the rest of the file (what the schema accepted) still
+  // goes through the semantic checks below, so one run reports every error
+  if (!loaded.ok && loaded.repaired === undefined) return { ok: false, errors: loaded.errors };
+  const doc = loaded.ok ? loaded : loaded.repaired!;
+  const f: ConfigFile = doc.value;
   // Without a file there is no node to point at: name the setting instead.
-  const at = (p: ValuePath): string => (fileName !== undefined ? loaded.at(p) : 'config');
+  const at = (p: ValuePath): string => (fileName !== undefined ? doc.at(p) : 'config');
 
-  const errors: string[] = [];
+  const errors: string[] = loaded.ok ? [] : [...loaded.errors];
+  // where the schema already complained, a semantic error is only its echo (a list the schema
+  // refused is empty in the repaired value: "at least one upstream is required" would follow)
+  const schemaAt = new Set(errors.map((e) => /^(.*:\d+:\d+): /.exec(e)?.[1]));
   const err = (where: string, msg: string): void => {
+    if (schemaAt.has(where)) return;
     errors.push(`${where}: ${msg}`);
   };
 
@@ -192,8 +207,6 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   if (f.health.intervalMs > 0 && f.health.intervalMs < 100) err(at(['health', 'intervalMs']), 'health.intervalMs: 0 (off) or at least 100');
   if (f.health.intervalMs > 0 && f.health.timeoutMs > f.health.intervalMs) err(at(['health', 'timeoutMs']), 'health.timeoutMs: must not exceed health.intervalMs');
 
-  if (errors.length > 0) return { ok: false, errors };
-
   // rules directory: the flag (relative to the working directory), or the file's key (relative to
   // the file), or none (the shipped rules/)
   const rulesDir = opts.overrides?.rules !== undefined
@@ -210,7 +223,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     usersOverride: ov.users !== undefined ? path.resolve(ov.users) : undefined,
     mainSecret: secret,
   });
-  if (errors.length > 0) return { ok: false, errors };
+  if (errors.length > 0) return { ok: false, errors: inFileOrder(errors, fileName), partial: { ...(rulesDir !== undefined ? { rulesDir } : {}), auth } };
   const config: ResolvedConfig = {
     listen,
     ...(advertise !== undefined ? { advertise } : {}),
@@ -237,6 +250,22 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     ...(fileName !== undefined ? { configFile: fileName } : {}),
   };
   return { ok: true, config: deepFreeze(config) };
+}
+
+/** The errors located in `file` sorted by line and column (the order an editor shows them), the
+ *  others (flags, environment) after them in their own order. */
+function inFileOrder(errors: readonly string[], file: string | undefined): string[] {
+  if (file === undefined) return [...errors];
+  const pos = (e: string): [number, number] | undefined => {
+    if (!e.startsWith(`${file}:`)) return undefined;
+    const m = /^(\d+):(\d+):/.exec(e.slice(file.length + 1));
+    return m ? [Number(m[1]), Number(m[2])] : undefined;
+  };
+  const located = errors.map((e, i) => ({ e, i, p: pos(e) }));
+  return [
+    ...located.filter((x) => x.p !== undefined).sort((a, b) => a.p![0] - b.p![0] || a.p![1] - b.p![1] || a.i - b.i).map((x) => x.e),
+    ...located.filter((x) => x.p === undefined).map((x) => x.e),
+  ];
 }
 
 function deepFreeze<T>(o: T): T {
