@@ -35,7 +35,7 @@ function config(graceMs: number): string {
 
 /** sipp calls from one address at 100/s: a trusted peer here (no rate limit in the way) */
 function edgeFor(upstream: string, graceMs: number): Promise<EdgeProc> {
-  return startEdge({ listen: ['udp:127.0.0.1:0'], upstream: [upstream], domain: ['example.com'], extraArgs: ['--config', config(graceMs), '--trusted', '127.0.0.1/32'] });
+  return startEdge({ listen: ['udp:127.0.0.1:0', 'tcp:127.0.0.1:0'], upstream: [upstream], domain: ['example.com'], extraArgs: ['--config', config(graceMs), '--trusted', '127.0.0.1/32'] });
 }
 
 async function readyz(edge: EdgeProc): Promise<number | 'down'> {
@@ -80,14 +80,13 @@ function invite(peer: UdpPeer, edgePort: number, n: number): string {
 }
 
 describe('shutdown of the real edge process', { skip }, () => {
-  test('SIGTERM with 200 calls ringing at a PBX that never answers: /readyz 503 at once, new calls 503 + Retry-After, every caller a final 503 + Retry-After, a CANCEL to the PBX for each, exit 0 within grace + 4 s', { timeout: 90_000 }, async () => {
-    const CALLS = 200;
+  for (const [transport, CALLS] of [['u1', 200], ['t1', 50]] as const) test(`SIGTERM with ${CALLS} calls (callers over ${transport === 'u1' ? 'UDP' : 'TCP'}) ringing at a PBX that never answers: /readyz 503 at once, new calls 503 + Retry-After, every caller a final 503 + Retry-After, a CANCEL to the PBX for each, exit 0 within grace + 4 s`, { timeout: 90_000 }, async () => {
     const GRACE_MS = 1500;
     const pbx = await startSipp({ scenario: 'uas-ring-forever.xml', transport: 'u1', localIp: '127.0.0.2', calls: CALLS, maxTimeMs: 60_000 });
     const edge = await edgeFor(`udp:127.0.0.2:${pbx.port}`, GRACE_MS);
     const late = await UdpPeer.bind('127.0.0.1');
     try {
-      const callers = runSipp({ scenario: 'uac-refused.xml', remote: `127.0.0.1:${edge.ports.udp}`, transport: 'u1', calls: CALLS, rate: 100, limit: CALLS, maxTimeMs: 40_000 });
+      const callers = runSipp({ scenario: 'uac-refused.xml', remote: `127.0.0.1:${transport === 'u1' ? edge.ports.udp : edge.ports.tcp}`, transport, calls: CALLS, rate: 100, limit: CALLS, maxTimeMs: 40_000 });
       // every call is ringing at the PBX (an INVITE transaction live at the edge) before the signal
       await until(`${CALLS} live transactions`, async () => (await metric(edge, 'sipedge_transactions_active')) === CALLS, 20_000);
       assert.equal(await readyz(edge), 200, 'ready before the signal');
@@ -118,7 +117,7 @@ describe('shutdown of the real edge process', { skip }, () => {
       assert.equal(p.successful, CALLS, `the PBX got a CANCEL for each INVITE and an ACK for each 487\n${sippSummary(p)}`);
       const drained = edge.records().find((r) => r.event === 'drained');
       assert.deepEqual([drained?.answered, drained?.cancelled], [CALLS, CALLS], 'the drain says what it did');
-      console.log(`# shutdown: ${CALLS} pending calls, grace ${GRACE_MS} ms, exit ${took} ms after SIGTERM; drain took ${String(drained?.ms)} ms`);
+      console.log(`# shutdown (${transport}): ${CALLS} pending calls, grace ${GRACE_MS} ms, exit ${took} ms after SIGTERM; drain took ${String(drained?.ms)} ms`);
     } finally {
       late.close();
       await edge.stop('SIGKILL', 0);
