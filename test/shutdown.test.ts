@@ -125,21 +125,25 @@ describe('shutdown of the real edge process', { skip }, () => {
     }
   });
 
-  test('a PBX that sends nothing at all: the callers still get 503 + Retry-After; no CANCEL goes out before a provisional (RFC 3261 9.1)', { timeout: 30_000 }, async () => {
+  test('a PBX that sends nothing at all: the callers (INVITE and a non-INVITE) still get 503 + Retry-After; no CANCEL goes out before a provisional (RFC 3261 9.1)', { timeout: 30_000 }, async () => {
     const pbx = await UdpPeer.bind('127.0.0.2');
     const edge = await edgeFor(`udp:127.0.0.2:${pbx.port}`, 300);
     const phone = await UdpPeer.bind('127.0.0.1');
     try {
       for (let i = 0; i < 5; i++) await phone.send(invite(phone, edge.ports.udp!, 100 + i), edge.ports.udp!);
-      await until('5 INVITEs at the PBX', () => new Set(pbx.inbox.filter((r) => r.text.startsWith('INVITE')).map((r) => header(r.text, 'Call-ID'))).size === 5, 5000);
+      // and a non-INVITE: it cannot be cancelled (RFC 3261 9.1), but its caller gets 503 too
+      const message = uniq('msg');
+      await phone.send(request(phone, { method: 'MESSAGE', callId: message, ruri: `sip:callee@127.0.0.1:${edge.ports.udp!}`, body: 'hello' }), edge.ports.udp!);
+      await until('5 INVITEs and the MESSAGE at the PBX', () => new Set(pbx.inbox.filter((r) => /^(INVITE|MESSAGE) /.test(r.text)).map((r) => header(r.text, 'Call-ID'))).size === 6, 5000);
       process.kill(edge.pid, 'SIGTERM');
       const finals = new Set<string>();
-      await until('a 503 for each of the 5 calls', () => {
+      await until('a 503 for each of the 5 calls and the MESSAGE', () => {
         for (const r of phone.inbox) {
           if (/^SIP\/2\.0 503 /.test(r.text) && /^\d+$/.test(header(r.text, 'Retry-After') ?? '')) finals.add(header(r.text, 'Call-ID') ?? '');
         }
-        return finals.size === 5;
+        return finals.size === 6;
       }, 5000);
+      assert.ok(finals.has(message), 'the MESSAGE got 503 + Retry-After');
       assert.equal(await edge.exited, 0);
       assert.equal(pbx.inbox.filter((r) => r.text.startsWith('CANCEL')).length, 0, 'no CANCEL without a provisional response');
     } finally {
