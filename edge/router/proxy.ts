@@ -993,9 +993,9 @@ export class Proxy {
    *   provisional response may not be cancelled yet (9.1: "MUST NOT"): it is marked, and the
    *   CANCEL goes out if a provisional arrives during the settle time below;
    * - then up to settleMs (4*T1 = 2 s, at most graceMs: a grace of 0 means no lingering either)
-   *   with the sockets still open: the PBX's 487 gets
-   *   its hop-by-hop ACK (17.1.1.3), a lost CANCEL is retransmitted, the callers' ACKs for the
-   *   503s stop Timer G. Ends early once all of that is done. A 2xx that crosses the CANCEL is
+   *   with the sockets still open: the PBX's 487 gets its hop-by-hop ACK (17.1.1.3), a lost
+   *   CANCEL is retransmitted, the callers' ACKs for the 503s stop Timer G. Ends early once all
+   *   of that is done. A 2xx that crosses the CANCEL is
    *   forwarded (16.7 item 5: 2xx always are); the caller then ACKs and, having been refused,
    *   BYEs, through the edge while it lingers; when it does not make it in time, the PBX ends
    *   the call itself for want of an ACK (13.3.1.4), so no call stays up unbeknown to both ends.
