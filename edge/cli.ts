@@ -2,10 +2,11 @@
 // sip-edge command line. The pure parts (parseCli, main with injected I/O) are exported for
 // tests; the bottom of the file is the only place that touches process.exit.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ResolvedConfig } from './config/types';
-import { authPolicies, edgeUsersFiles, loadConfig } from './config/load';
+import { addressRealm, authPolicies, edgeUsersFiles, loadConfig } from './config/load';
 import type { CliOverrides } from './config/load';
 import { isIP } from 'node:net';
 import { defaultRulesDir, loadRules } from '../rules/load';
@@ -24,12 +25,15 @@ export const SHIPPED_CONFIG = path.join(PACKAGE_ROOT, 'sip-edge.yaml');
 
 export const USAGE = `Usage:
   sip-edge run   [options]   start the edge
-  sip-edge check [options]   validate the configuration and the rule files, exit (0 ok, 1 invalid)
+  sip-edge check [options]   validate the configuration, the rule files and the users files;
+                             every error of every file, exit 0 ok, 1 invalid
   sip-edge explain FILE.sip --source IP[:PORT] [--transport udp|tcp] [options]
-                             run one message through every stage without sending anything
-  sip-edge bans list | add IP|CIDR --for DURATION [--reason TEXT] | remove IP|CIDR
+                             run one message through every stage without sending anything;
+                             exit 0 forward, 3 reply, 4 drop or ban
+  sip-edge bans list | add IP|CIDR --for DURATION [--reason TEXT] | remove IP|CIDR [--json]
                              the shared ban list (Redis from --redis or the config; without
-                             Redis, the running edge's admin listener)
+                             Redis, the running edge's admin listener); times in ISO-8601,
+                             --json: the records as stored (epoch milliseconds)
   sip-edge passwd USER [--realm REALM] [--file PATH] [--algorithms SHA-256,SHA-512-256,MD5]
                              add or replace USER in the users file (default ./users.txt,
                              created 0600); stores HA1 hashes only, never the password.
@@ -54,11 +58,16 @@ Options (list flags may repeat; given flags replace the file's list, they do not
   --redis URL|off             shared state for limits and bans (default: in memory)
   --users PATH                users file for edge digest authentication (auth.users)
 
-Signals (run): SIGTERM/SIGINT drain and stop; SIGHUP re-reads the rule files (an invalid file
-keeps the previous rules in force and is reported).
+Signals (run): SIGTERM/SIGINT drain and stop (exit 0): /readyz answers 503 at once, new requests
+get 503, live ones have shutdownGraceMs to finish, then what is pending gets 503 and its INVITE is
+CANCELled upstream; a second SIGTERM/SIGINT exits at once with 128 + the signal number (143, 130).
+SIGHUP re-reads the rule files (an invalid file keeps the previous rules in force and is reported).
 
-Environment: SIPEDGE_SECRET (HMAC secret shared by a cluster; overrides the file's secret).
-Exit codes: 0 ok, 1 invalid configuration or runtime failure, 2 usage error.
+Environment: SIPEDGE_SECRET (flow-token HMAC secret shared by a cluster; overrides the file's
+secret), SIPEDGE_AUTH_SECRET (digest nonce secret shared by a cluster; overrides auth.secret).
+Without them one instance uses random per-process secrets and says so in a warning.
+Exit codes: 0 ok, 1 invalid configuration or runtime failure, 2 usage error; explain: 3 reply,
+4 drop or ban; run: 143 / 130 when a second SIGTERM / SIGINT cut the drain short.
 `;
 
 export type ParsedCli =
@@ -70,7 +79,7 @@ export type ParsedCli =
       /** passwd: the user, and the realm / file / algorithms given (or defaulted) */
       readonly passwd?: { readonly user: string; readonly realm?: string; readonly file?: string; readonly algorithms: readonly DigestAlgorithm[] };
       /** bans: list | add | remove, its target, duration (s) and reason */
-      readonly bans?: { readonly op: 'list' | 'add' | 'remove'; readonly key?: string; readonly seconds?: number; readonly reason?: string; readonly token?: string };
+      readonly bans?: { readonly op: 'list' | 'add' | 'remove'; readonly key?: string; readonly seconds?: number; readonly reason?: string; readonly token?: string; readonly json?: boolean };
       /** explain: the message file, source and transport */
       readonly file?: string;
       readonly source?: string;
@@ -104,6 +113,7 @@ const OPTIONS = {
   for: { type: 'string' },
   reason: { type: 'string' },
   token: { type: 'string' },
+  json: { type: 'boolean' },
   source: { type: 'string' },
   transport: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -145,11 +155,11 @@ export function parseCli(argv: readonly string[]): ParsedCli {
     return { kind: 'usage_error', message: '--realm, --file and --algorithms go with passwd' };
   }
   if (v.users === '') return { kind: 'usage_error', message: '--users needs a file name' };
-  let bans: { op: 'list' | 'add' | 'remove'; key?: string; seconds?: number; reason?: string; token?: string } | undefined;
+  let bans: { op: 'list' | 'add' | 'remove'; key?: string; seconds?: number; reason?: string; token?: string; json?: boolean } | undefined;
   if (command === 'bans') {
     const op = extra.shift();
     if (op !== 'list' && op !== 'add' && op !== 'remove') return { kind: 'usage_error', message: 'bans needs list, add or remove' };
-    bans = { op, ...(v.token !== undefined ? { token: v.token } : {}) };
+    bans = { op, ...(v.token !== undefined ? { token: v.token } : {}), ...(v.json === true ? { json: true } : {}) };
     if (op !== 'list') {
       const key = extra.shift();
       if (key === undefined) return { kind: 'usage_error', message: `bans ${op} needs an IP or CIDR` };
@@ -163,8 +173,8 @@ export function parseCli(argv: readonly string[]): ParsedCli {
       bans.seconds = seconds;
       bans.reason = v.reason ?? 'manual';
     }
-  } else if (v.for !== undefined || v.reason !== undefined || v.token !== undefined) {
-    return { kind: 'usage_error', message: '--for, --reason and --token go with bans' };
+  } else if (v.for !== undefined || v.reason !== undefined || v.token !== undefined || v.json !== undefined) {
+    return { kind: 'usage_error', message: '--for, --reason, --token and --json go with bans' };
   }
   const file = command === 'explain' ? extra.shift() : undefined;
   if (command === 'explain' && file === undefined) return { kind: 'usage_error', message: 'explain needs a message file' };
@@ -278,6 +288,7 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
   }
   const file = chooseConfigFile(p, io.shippedConfig ?? SHIPPED_CONFIG);
   const loaded = loadConfig({ ...(file !== undefined ? { file } : {}), overrides: p.overrides, env: io.env });
+  if (p.kind === 'check') return checkCommand(loaded, file, io);
   if (!loaded.ok) {
     io.err(loaded.errors.map((e) => `${e}\n`).join(''));
     return 1;
@@ -296,12 +307,43 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
     io.err(usersErrors.map((e) => `${e}\n`).join(''));
     return 1;
   }
-  if (p.kind === 'check') {
-    io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${rules.snapshot.version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}\n`);
-    return 0;
-  }
   if (p.kind === 'explain') return explainCommand(p.file!, p.source!, p.transport ?? 'udp', loaded.config, rules.snapshot, io);
   return run(loaded.config, io);
+}
+
+/** Exit code after a second SIGTERM/SIGINT during the drain: 128 + the signal number (143, 130). */
+export function secondSignalExitCode(signal: 'SIGTERM' | 'SIGINT'): number {
+  return 128 + os.constants.signals[signal];
+}
+
+/** `sip-edge check`: the config, the rule files and the users files, every error of every file in
+ *  one run (a config error does not hide a rule error, a schema error not the regex error beside
+ *  it); exit 1 when there is any. */
+function checkCommand(loaded: ReturnType<typeof loadConfig>, file: string | undefined, io: CliIo): number {
+  const errors: string[] = loaded.ok ? [] : [...loaded.errors];
+  const part = loaded.ok ? { rulesDir: loaded.config.rulesDir, auth: loaded.config.auth } : loaded.partial;
+  let rulesDir: string | undefined;
+  let version: string | undefined;
+  let usersFiles: string[] = [];
+  if (part !== undefined) {
+    rulesDir = part.rulesDir ?? defaultRulesDir();
+    const rules = loadRules(rulesDir, { displayDir: path.relative(process.cwd(), rulesDir) || '.' });
+    if (rules.ok) version = rules.snapshot.version;
+    else errors.push(...rules.errors);
+    usersFiles = edgeUsersFiles(part.auth);
+    for (const f of usersFiles) {
+      const r = UsersDb.load(f);
+      if (!r.ok) errors.push(...r.errors);
+    }
+  }
+  if (errors.length > 0 || !loaded.ok) {
+    io.err(errors.map((e) => `${e}\n`).join(''));
+    // say what could not be looked at, rather than let "no error" suggest it was fine
+    if (part === undefined) io.err(`(rule and users files not checked: ${file ?? 'the configuration'} cannot be read far enough to say where they are)\n`);
+    return 1;
+  }
+  io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}\n`);
+  return 0;
 }
 
 /** "600", "10m", "2h", "1d" -> seconds; null when invalid */
@@ -462,12 +504,12 @@ async function readPassword(io: CliIo): Promise<{ line: string } | { error: stri
 }
 
 /** The realm the edge challenges with by default: auth.realm, else the first served domain name.
- *  undefined when the config names neither (the edge's built-in "sip-edge" is not a guess we make
- *  for the operator: a users file for the wrong realm fails every login). */
+ *  undefined when the config names neither (the edge's last resort, its own address, is not a
+ *  guess we make for the operator: a users file for the wrong realm fails every login). */
 export function defaultRealm(cfg: ResolvedConfig): string | undefined {
   const firstDomain = cfg.domains.find((d) => isIP(d) === 0);
   const realm = cfg.auth?.fallback.realm ?? firstDomain;
-  if (realm === undefined || (realm === 'sip-edge' && firstDomain === undefined)) return undefined;
+  if (realm === undefined || (firstDomain === undefined && realm === addressRealm(cfg.listen, cfg.advertise))) return undefined;
   return realm;
 }
 
@@ -520,7 +562,8 @@ async function passwdCommand(p: CommandCli, io: CliIo): Promise<number> {
 /** `sip-edge bans`: on the shared Redis when configured, else through the admin listener of the
  *  running single-node edge (its /bans endpoint, with the metrics token). */
 async function bansCommand(b: NonNullable<CommandCli['bans']>, cfg: ResolvedConfig, io: CliIo): Promise<number> {
-  const print = (x: unknown): void => io.out(`${JSON.stringify(x, null, 2)}\n`);
+  // --json: the store's records as they are (epoch milliseconds), for scripts; else for people
+  const print = (x: unknown): void => io.out(b.json === true ? `${JSON.stringify(x, null, 2)}\n` : formatBans(b.op, x, b.key));
   if (cfg.redis) {
     const { createRedisStore, redactRedisUrl } = require('./store') as typeof import('./store');
     let store;
@@ -562,16 +605,47 @@ async function bansCommand(b: NonNullable<CommandCli['bans']>, cfg: ResolvedConf
       signal: AbortSignal.timeout(5000),
     });
     const text = await res.text();
-    if (!res.ok) {
+    if (!res.ok && !(b.op === 'remove' && res.status === 404)) {
       io.err(`sip-edge: the edge answered ${res.status}: ${text}`);
       return 1;
     }
-    io.out(text);
-    return 0;
+    let body: unknown;
+    try { body = JSON.parse(text); } catch { io.err(`sip-edge: the edge answered something that is not JSON: ${text.slice(0, 200)}\n`); return 1; }
+    print(body);
+    return res.ok ? 0 : 1;
   } catch (e) {
     io.err(`sip-edge: cannot reach the edge's admin listener at ${cfg.metrics.listen}: ${(e as Error).message}\n`);
     return 1;
   }
+}
+
+/** Bans for people: one line per ban, times in ISO-8601 UTC (the store keeps epoch milliseconds,
+ *  which is what --json prints). Reasons may come from anyone with the admin token: control
+ *  characters are shown escaped, never sent to the terminal. */
+export function formatBans(op: 'list' | 'add' | 'remove', x: unknown, key?: string): string {
+  const shown = (v: unknown): string => String(v).replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  const iso = (ms: unknown): string => (typeof ms === 'number' && Number.isFinite(ms) ? new Date(ms).toISOString() : shown(ms));
+  type B = { key?: unknown; since?: unknown; until?: unknown; count?: unknown; rule?: unknown; reason?: unknown };
+  if (op === 'remove') return (x as { removed?: unknown } | null)?.removed === true ? `removed ${key ?? ''}\n` : `not banned: ${key ?? ''}\n`;
+  if (op === 'add') {
+    const ban = (x ?? {}) as B;
+    return `banned ${shown(ban.key)} until ${iso(ban.until)} (since ${iso(ban.since)}, count ${shown(ban.count)}, rule ${shown(ban.rule)}, reason ${shown(ban.reason)})\n`;
+  }
+  const list = Array.isArray(x) ? (x as B[]) : [];
+  if (list.length === 0) return 'no active bans\n';
+  const rows = [['KEY', 'UNTIL', 'SINCE', 'COUNT', 'RULE', 'REASON'], ...list.map((ban) => [shown(ban.key), iso(ban.until), iso(ban.since), shown(ban.count), shown(ban.rule), shown(ban.reason)])];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+/** `sip-edge explain` exit codes, for scripts: the verdict, not just "it ran" (1 and 2 keep
+ *  their meaning: error, usage). */
+export const EXPLAIN_EXIT = { forward: 0, reply: 3, drop: 4 } as const;
+
+function explainExitCode(v: { readonly action: string }): number {
+  if (v.action === 'reply') return EXPLAIN_EXIT.reply;
+  if (v.action === 'drop' || v.action === 'ban') return EXPLAIN_EXIT.drop;
+  return EXPLAIN_EXIT.forward; // continue (and log, which lets the message go on)
 }
 
 /** `sip-edge explain`: one message through every stage, nothing sent. */
@@ -619,7 +693,7 @@ async function explainCommand(file: string, sourceText: string, transportText: s
       }
     }
     io.out(text);
-    return 0;
+    return explainExitCode(report.final.verdict);
   } finally {
     policy.close();
   }
@@ -656,12 +730,14 @@ async function run(cfg: ResolvedConfig, io: CliIo): Promise<number> {
   }
   const done = new Promise<number>((resolve) => {
     let stopping = false;
-    const onSignal = (signal: string): void => {
+    const onSignal = (signal: 'SIGTERM' | 'SIGINT'): void => {
       if (stopping) {
-        // The operator asked twice: do not wait for the grace period.
+        // The operator asked twice: do not wait for the grace period. The shell's code for "killed
+        // by this signal" (128 + its number): not 0, live transactions were abandoned; not 1,
+        // nothing failed.
         log.warn({ signal }, 'second signal, exiting now');
         cleanup();
-        resolve(1);
+        resolve(secondSignalExitCode(signal));
         return;
       }
       stopping = true;

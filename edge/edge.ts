@@ -30,7 +30,7 @@ import { PING_REASONS, createPingStage, isPing, type PingTarget } from './stages
 import { USERLIMIT_REASONS, createUserLimitStage } from './stages/userlimit';
 import { UsersHolder, type UsersDb } from './auth/users';
 import type { Ha1Lookup } from './auth/verify';
-import { defaultAuthConfig, edgeUsersFiles } from './config/load';
+import { addressRealm, defaultAuthConfig, edgeUsersFiles } from './config/load';
 import { SUSPICION_BAN_REASONS, Suspicion } from './suspicion';
 import { LocalBanCache, createMemoryStore, createRedisStore } from './store';
 import type { SharedStore } from './store/types';
@@ -106,7 +106,14 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   let proxy: Proxy | undefined;
   // users files (edge authentication): loaded now (a bad file refuses the start, like a bad rule
   // file), then reloaded when they change; a bad edit keeps the previous users
-  const authCfg = cfg.auth ?? defaultAuthConfig(cfg.domains);
+  let authCfg = cfg.auth ?? defaultAuthConfig(cfg.domains, addressRealm(cfg.listen, cfg.advertise));
+  if (authCfg.secret === undefined && edgeUsersFiles(authCfg).length > 0) {
+    // one instance needs no configured nonce secret; nonces then do not survive a restart (a
+    // phone's old nonce gets stale=true and a fresh one, edge/auth/verify.ts), and instances of a
+    // cluster would not accept each other's
+    authCfg = { ...authCfg, secret: randomBytes(32).toString('hex') };
+    log.warn({ event: 'random_secret', secret: 'auth' }, 'no nonce secret configured: a random one for this process; several instances (a cluster) need a shared one: SIPEDGE_AUTH_SECRET or auth.secret');
+  }
   const users = new Map<string, UsersHolder>();
   for (const file of edgeUsersFiles(authCfg)) {
     const r = UsersHolder.open(file);
@@ -245,6 +252,9 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   };
 
   const secret = cfg.secret ? Buffer.from(cfg.secret, 'utf8') : randomBytes(32);
+  if (!cfg.secret) {
+    log.warn({ event: 'random_secret', secret: 'flow' }, 'no flow-token secret configured: a random one for this process (phones re-register after a restart); several instances (a cluster) need a shared one: SIPEDGE_SECRET or secret');
+  }
   const logSample = (): boolean => sampled('parse_failure', 5);
   const errSample = (): boolean => sampled('internal_error', 5);
 
@@ -415,11 +425,15 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   proxy.startProbes();
 
   let admin: AdminServer | undefined;
+  /** set by the first SIGTERM: /readyz answers 503 from then on, so a load balancer stops
+   *  sending new calls while the live ones drain */
+  let draining = false;
   if (cfg.metrics.listen) {
     const readiness = (): ReadinessReport => {
       const healthy = proxy!.upstreams.list.filter((u) => u.up).length;
       const redisOk = !cfg.redis || store.healthy();
       const checks = [
+        { name: 'not_shutting_down', ok: !draining, detail: draining ? 'shutting down: live transactions are draining, new ones get 503' : 'running' },
         { name: 'listeners_bound', ok: listeners.length === cfg.listen.length, detail: `${listeners.length} of ${cfg.listen.length} listeners bound` },
         { name: 'rules_loaded', ok: true, detail: `rules version ${current().version}` },
         { name: 'upstream_healthy', ok: healthy > 0, detail: `${healthy} of ${cfg.upstreams.length} upstreams healthy` },
@@ -462,18 +476,27 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     async close(graceMs: number) {
       if (closed) return;
       closed = true;
-      if (!opts.rules) rules.close();
+      draining = true;
       overload.stop();
+      // stop taking new transactions, let live ones finish, answer (and CANCEL upstream) what is
+      // still pending when the grace ends, then close the sockets; the stages and the store stay
+      // up until then (the drain still runs requests in dialogs through them)
+      const t0 = Date.now();
+      const r = await proxy!.drain(graceMs);
+      log.info({ event: 'drained', ms: Date.now() - t0, ...r }, r.answered > 0 ? 'grace period over: pending requests answered 503' : 'drained');
+      await Promise.all(listeners.map((l) => l.close(SOCKET_FLUSH_MS)));
+      if (!opts.rules) rules.close();
       for (const h of users.values()) h.close();
       policy.close();
       if (!opts.store) await store.close();
-      // stop taking new transactions, let live ones finish, then close sockets
-      await proxy!.drain(graceMs);
-      await Promise.all(listeners.map((l) => l.close(0)));
       await admin?.close();
     },
   };
 }
+
+/** how long closing a TCP listener may wait for the last replies (the 503s of a shutdown) to be
+ *  written out before the connections are cut */
+const SOCKET_FLUSH_MS = 1000;
 
 /** reason codes the parse step can produce as verdicts (parser reasons) */
 const PARSE_STAGE_REASONS: readonly string[] = [

@@ -252,7 +252,12 @@ function loadRulesOnce(dir: string, opts: LoadRulesOptions): LoadRulesResult {
       return 'error';
     }
     const y = loadYamlText(r.text, shown, c.schema);
-    if (!y.ok) { errors.push(...y.errors); return 'error'; }
+    if (!y.ok) {
+      errors.push(...y.errors);
+      // the rest of the file is still compiled, for its errors only (a schema error must not
+      // hide a bad regex in the same file); the errors above already make the load fail
+      return y.repaired ? { value: y.repaired.value, at: y.repaired.at, c } : 'error';
+    }
     return { value: y.value, at: y.at, c };
   };
 

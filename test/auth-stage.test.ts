@@ -220,7 +220,9 @@ test('each defect has its answer: wrong realm, foreign nonce, nonce of another s
   const uri = `sip:${REALM}`;
   const cases: Array<[string, string, number, string]> = [
     ['wrong realm', credentials('REGISTER', uri, nonce, { realm: 'other.example' }), 401, 'realm_mismatch'],
-    ['foreign nonce', credentials('REGISTER', uri, nonce, { nonce: 'AAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAA' }), 401, 'nonce_invalid'],
+    ['foreign nonce', credentials('REGISTER', uri, nonce, { nonce: 'AAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAA', password: 'nope-nope-nope' }), 401, 'nonce_invalid'],
+    // RFC 7616 3.3: a valid digest for a nonce that is not good gets stale=true (not a way in)
+    ['foreign nonce, right password', credentials('REGISTER', uri, nonce, { nonce: 'AAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAA' }), 401, 'nonce_stale'],
     ['MD5 when not offered', credentials('REGISTER', uri, nonce, { alg: 'MD5' }), 401, 'algorithm_not_offered'],
     ['no algorithm means MD5', credentials('REGISTER', uri, nonce, { alg: null }), 401, 'algorithm_not_offered'],
     ['qop removed (RFC 2069 downgrade)', credentials('REGISTER', uri, nonce, { qop: null }), 401, 'qop_invalid'],
@@ -237,14 +239,25 @@ test('each defect has its answer: wrong realm, foreign nonce, nonce of another s
     assert.equal((v as { status: number }).status, status, what);
     assert.equal((v as { reason: string }).reason, reason, what);
   }
-  // a nonce issued to another address is useless from here (stateless nonces bind the source)
-  const elsewhere = await s.stage.check(ctx(request({ headers: [credentials('REGISTER', uri, nonce)] }), { ...PHONE, address: '198.51.100.21' }));
+  // a nonce issued to another address is useless from here (stateless nonces bind the source):
+  // a wrong answer is a failure; the right one (the phone's NAT address changed, or a captured
+  // request replayed) only gets a fresh challenge with stale=true (RFC 7616 3.3), no way in
+  const moved = { ...PHONE, address: '198.51.100.21' };
+  const elsewhere = await s.stage.check(ctx(request({ headers: [credentials('REGISTER', uri, nonce, { password: 'nope-nope-nope' })] }), moved));
   assert.equal((elsewhere as { reason: string }).reason, 'nonce_invalid');
-  // a nonce made with another secret (another deployment) is foreign too
+  const movedRight = await s.stage.check(ctx(request({ headers: [credentials('REGISTER', uri, nonce)] }), moved));
+  assert.equal((movedRight as { reason: string }).reason, 'nonce_stale');
+  assert.match(hdrs(movedRight)[0]![1], /, stale=true$/);
+  // a nonce made with another secret (another deployment, or this one before a restart with a
+  // per-process secret) is foreign too: the same two answers
   const other = setup(policy(), { secret: 'ffeeddccbbaa99887766554433221100' });
   const foreign = challengeOf(await other.stage.check(ctx(request()))).get('nonce')!;
-  const v = await s.stage.check(ctx(request({ headers: [credentials('REGISTER', uri, foreign)] })));
+  const v = await s.stage.check(ctx(request({ headers: [credentials('REGISTER', uri, foreign, { password: 'nope-nope-nope' })] })));
   assert.equal((v as { reason: string }).reason, 'nonce_invalid');
+  const before = s.recorded.filter((r) => r.event === 'auth_failure').length;
+  const restarted = await s.stage.check(ctx(request({ headers: [credentials('REGISTER', uri, foreign)] })));
+  assert.equal((restarted as { reason: string }).reason, 'nonce_stale');
+  assert.equal(s.recorded.filter((r) => r.event === 'auth_failure').length, before, 'no suspicion for the right password');
 });
 
 test('MD5 works when the domain enables it for old phones', async () => {

@@ -31,12 +31,21 @@ test('bans through the admin listener of a single-node edge (no Redis)', async (
   const edge = await startEdge(testConfig({ upstreams: [{ transport: 'udp', host: '127.0.0.2', port: 5999 }], metrics: { listen: '127.0.0.1:0' } }), pino({ level: 'silent' }), { clock: new ManualClock(), watchRules: false });
   try {
     const m = ['--metrics', `127.0.0.1:${edge.admin!.port}`];
-    const add = await cli('bans', 'add', '192.0.2.0/24', '--for', '10m', '--reason', 'abuse-desk', ...base, ...m);
+    const add = await cli('bans', 'add', '192.0.2.0/24', '--for', '10m', '--reason', 'abuse-desk', '--json', ...base, ...m);
     assert.equal(add.code, 0, add.err);
     assert.equal(JSON.parse(add.out).reason, 'abuse-desk');
     assert.notEqual(edge.bans.check('192.0.2.77', Date.now()), null, 'the running edge enforces it');
-    const list = await cli('bans', 'list', ...base, ...m);
-    assert.deepEqual((JSON.parse(list.out) as { key: string }[]).map((b) => b.key), ['192.0.2.0/24']);
+    // --json: machine-readable, times in epoch milliseconds, as the store keeps them
+    const list = await cli('bans', 'list', '--json', ...base, ...m);
+    const bans = JSON.parse(list.out) as { key: string; since: number; until: number }[];
+    assert.deepEqual(bans.map((b) => b.key), ['192.0.2.0/24']);
+    assert.equal(typeof bans[0]!.until, 'number');
+    // for people: one line per ban with ISO-8601 times (UTC), not epoch milliseconds
+    const human = await cli('bans', 'list', ...base, ...m);
+    assert.equal(human.code, 0, human.err);
+    const iso = (ms: number): string => new Date(ms).toISOString();
+    assert.match(human.out, new RegExp(`^192\\.0\\.2\\.0/24 +${iso(bans[0]!.until)} +${iso(bans[0]!.since)} +1 +manual +abuse-desk$`, 'm'), human.out);
+    assert.doesNotMatch(human.out, /\b\d{13}\b/, 'no epoch milliseconds');
     const rm = await cli('bans', 'remove', '192.0.2.0/24', ...base, ...m);
     assert.equal(rm.code, 0, rm.err);
     assert.equal(edge.bans.check('192.0.2.77', Date.now()), null);
@@ -81,12 +90,14 @@ test('bans on the shared Redis', async (t) => {
     return;
   }
   assert.equal(add.code, 0, add.err);
-  assert.equal(JSON.parse(add.out).key, key);
-  const list = await cli('bans', 'list', ...base, ...r);
+  assert.match(add.out, new RegExp(`^banned ${key.replace(/\./g, '\\.')} until \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z`, 'm'), add.out);
+  const list = await cli('bans', 'list', '--json', ...base, ...r);
   assert.ok((JSON.parse(list.out) as { key: string }[]).some((b) => b.key === key));
+  const human = await cli('bans', 'list', ...base, ...r);
+  assert.match(human.out, new RegExp(`^${key.replace(/\./g, '\\.')} +\\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z `, 'm'), human.out);
   const rm = await cli('bans', 'remove', key, ...base, ...r);
   assert.equal(rm.code, 0, rm.err);
-  const again = await cli('bans', 'list', ...base, ...r);
+  const again = await cli('bans', 'list', '--json', ...base, ...r);
   assert.ok(!(JSON.parse(again.out) as { key: string }[]).some((b) => b.key === key));
 });
 

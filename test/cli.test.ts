@@ -46,12 +46,16 @@ test('check: a YAML syntax error exits 1 with its position', () => {
   const file = tmp('upstreams: [udp:127.0.0.1:5080\nlog:\n');
   const r = cli('check', '--config', file);
   assert.equal(r.code, 1);
-  assert.equal(r.stderr, `${file}:2:1: Flow sequence in block collection must be sufficiently indented and end with a ]\n`);
+  assert.equal(r.stderr, `${file}:2:1: Flow sequence in block collection must be sufficiently indented and end with a ]\n`
+    + `(rule and users files not checked: ${file} cannot be read far enough to say where they are)\n`);
 });
 
 test('check: a missing file exits 1', () => {
   const file = path.join(TMP, 'nope.yaml');
-  assert.deepEqual(cli('check', '--config', file), { code: 1, stdout: '', stderr: `${file}: cannot read file (ENOENT)\n` });
+  assert.deepEqual(cli('check', '--config', file), {
+    code: 1, stdout: '',
+    stderr: `${file}: cannot read file (ENOENT)\n(rule and users files not checked: ${file} cannot be read far enough to say where they are)\n`,
+  });
 });
 
 test('check: without --config validates the shipped sip-edge.yaml', () => {
@@ -201,14 +205,16 @@ test('run: logs the bound listeners, then SIGTERM closes with the grace period a
   assert.equal(h.signals.listenerCount('SIGTERM') + h.signals.listenerCount('SIGINT'), 0, 'handlers removed');
 });
 
-test('run: a second signal exits at once without waiting for close', async () => {
-  const h = harness(() => new Promise<void>(() => {})); // close never finishes
-  const code = main(RUN_ARGS, h.io);
-  await until(() => h.lines.some((l) => l.msg === 'listening'));
-  h.signals.emit('SIGINT');
-  h.signals.emit('SIGTERM');
-  assert.equal(await code, 1);
-  assert.deepEqual(h.closes, [5000], 'close called once');
+test('run: a second signal exits at once without waiting for close, with 128 + its number', async () => {
+  for (const [first, second, want] of [['SIGINT', 'SIGTERM', 143], ['SIGTERM', 'SIGINT', 130]] as const) {
+    const h = harness(() => new Promise<void>(() => {})); // close never finishes
+    const code = main(RUN_ARGS, h.io);
+    await until(() => h.lines.some((l) => l.msg === 'listening'));
+    h.signals.emit(first);
+    h.signals.emit(second);
+    assert.equal(await code, want);
+    assert.deepEqual(h.closes, [5000], 'close called once');
+  }
 });
 
 test('run: a failing start exits 1 with a fatal log line', async () => {
@@ -326,9 +332,71 @@ test('explain: a scanner probe is dropped by the scanner stage, nothing is sent'
     'To: "sipvicious"<sip:100@1.1.1.1>', 'From: "sipvicious"<sip:100@1.1.1.1>;tag=31303001383234', 'User-Agent: friendly-scanner',
     'Call-ID: 1234', 'CSeq: 1 OPTIONS', 'Content-Length: 0', '', ''].join('\n'));
   const r = cli('explain', file, '--source', '198.51.100.9:5061', '--no-config', '--upstream', 'udp:127.0.0.1:5080');
-  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.code, 4, r.stderr); // dropped (README: explain exit codes)
   assert.match(r.stdout, /scanner +enforce +drop, reason scanner_user_agent, rule \S+ +<- decides/);
   assert.match(r.stdout, /^forward +no$/m);
   // the stateful stages are named, with what they would do, not silently left out
   assert.match(r.stdout, /^not evaluated here \(they need the running edge\):\n {2}ratelimit +enforce .*\n {2}ping +enforce +pings: answer .*\n {2}auth +enforce +other served names: pbx.*\n {2}userlimit +enforce +per-user budgets/m);
+});
+
+// --- check reports everything, explain and bans speak to scripts and people ------------------
+
+test('check: every error of every file in one run (config schema and semantics, a rule file\'s schema and regex errors, the users file), exit 1', () => {
+  const dir = fs.mkdtempSync(path.join(TMP, 'all-'));
+  const rules = path.join(dir, 'rules');
+  fs.mkdirSync(rules);
+  // one signature the schema refuses (a misspelt key), one whose regex does not compile
+  fs.writeFileSync(path.join(rules, 'scanner.yaml'), [
+    'signatures:',
+    '  - name: typo',
+    '    confidense: high',
+    '    match: { where: user-agent, pattern: "x" }',
+    '  - name: bad_regex',
+    '    confidence: high',
+    '    match: { where: user-agent, pattern: "((" }',
+    '',
+  ].join('\n'));
+  const users = path.join(dir, 'users.txt');
+  fs.writeFileSync(users, 'alice example.com SHA-256=nothex\n', { mode: 0o600 });
+  const file = path.join(dir, 'edge.yaml');
+  fs.writeFileSync(file, [
+    'listne: [udp:127.0.0.1:0]',           // schema: unknown key
+    'upstreams: [udp:pbx.example.com:5060]', // semantics: not an IP literal
+    'rules: rules',
+    'auth:',
+    '  users: users.txt',
+    '  secret: "ab0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e"',
+    '',
+  ].join('\n'));
+  const r = cli('check', '--config', file);
+  assert.equal(r.code, 1, r.stderr);
+  assert.equal(r.stdout, '');
+  const lines = r.stderr.trim().split('\n');
+  assert.match(lines.find((l) => l.startsWith(`${file}:1:1: unknown key "listne"`)) ?? '', /listen/, r.stderr);
+  assert.ok(lines.some((l) => l.startsWith(`${file}:2:`) && /pbx\.example\.com/.test(l)), `the upstream error too:\n${r.stderr}`);
+  assert.ok(lines.some((l) => /scanner\.yaml:3:\d+: .*confidense/.test(l)), `the rule file's schema error:\n${r.stderr}`);
+  assert.ok(lines.some((l) => /scanner\.yaml:7:\d+: .*regular expression/.test(l)), `and its regex error in the same run:\n${r.stderr}`);
+  assert.ok(lines.some((l) => l.startsWith(`${users}:1:`)), `the users file's error:\n${r.stderr}`);
+});
+
+test('explain: exit code by verdict for scripts: 0 forward, 3 reply, 4 drop', () => {
+  const msg = (ua: string, extra: string[] = []): string => {
+    const file = path.join(TMP, `explain-${Math.random().toString(36).slice(2)}.sip`);
+    fs.writeFileSync(file, [
+      'OPTIONS sip:100@127.0.0.1 SIP/2.0', 'Via: SIP/2.0/UDP 198.51.100.9:5061;branch=z9hG4bK-1;rport', 'Max-Forwards: 70',
+      'To: <sip:100@127.0.0.1>', 'From: <sip:200@127.0.0.1>;tag=abc', `User-Agent: ${ua}`, ...extra,
+      'Call-ID: 1234', 'CSeq: 1 OPTIONS', 'Content-Length: 0', '', ''].join('\n'));
+    return file;
+  };
+  const run = (file: string): { code: number | null; stdout: string; stderr: string } =>
+    cli('explain', file, '--source', '198.51.100.9:5061', '--no-config', '--upstream', 'udp:127.0.0.1:5080');
+  const fwd = run(msg('Yealink SIP-T46S'));
+  assert.equal(fwd.code, 0, fwd.stdout + fwd.stderr);
+  assert.match(fwd.stdout, /^forward +yes/m);
+  const reply = run(msg('Yealink SIP-T46S', ['Max-Forwards: 70'])); // duplicated Max-Forwards: sanity 400
+  assert.equal(reply.code, 3, reply.stdout + reply.stderr);
+  assert.match(reply.stdout, /^verdict +reply/m);
+  const drop = run(msg('friendly-scanner'));
+  assert.equal(drop.code, 4, drop.stdout + drop.stderr);
+  assert.match(drop.stdout, /^verdict +drop/m);
 });

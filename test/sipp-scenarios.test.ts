@@ -127,6 +127,51 @@ test('uas-cancel fails a CANCEL whose branch differs from the INVITE (RFC 3261 9
   assert.ok((server.counters['FailedTestDoesntMatch'] ?? 0) > 0, sippSummary(server));
 });
 
+test('uas-ring-forever rings until cancelled: completes with uac-cancel, fails a CANCEL on another branch (RFC 3261 9.1)', { skip }, async () => {
+  const ok = await pair({ scenario: 'uas-ring-forever.xml' }, { scenario: 'uac-cancel.xml' }, 'u1');
+  assertAllOk(ok.client, CALLS, 'uac-cancel');
+  assertAllOk(ok.server, CALLS, 'uas-ring-forever');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipp-scn-'));
+  const bad = path.join(dir, 'uac-cancel-bad-branch.xml');
+  fs.writeFileSync(bad, fs.readFileSync(resolveScenario('uac-cancel.xml'), 'latin1').replace('branch=[branch-3]', 'branch=[branch]'));
+  const calls = 3;
+  const { server } = await pair({ scenario: 'uas-ring-forever.xml' }, { scenario: bad }, 'u1', calls);
+  assert.equal(server.failed, calls, sippSummary(server));
+});
+
+test('uac-refused passes a 503 with Retry-After and fails one without', { skip }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipp-scn-'));
+  const uas = (retryAfter: string): string => {
+    const file = path.join(dir, `uas-503-${retryAfter === '' ? 'bare' : 'ra'}.xml`);
+    fs.writeFileSync(file, `<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="uas-503">
+  <recv request="INVITE"/>
+  <send><![CDATA[
+
+      SIP/2.0 503 Service Unavailable
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]x[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      ${retryAfter}
+      Content-Length: 0
+
+    ]]></send>
+  <recv request="ACK"/>
+</scenario>
+`);
+    return file;
+  };
+  const calls = 3;
+  const good = await pair({ scenario: uas('Retry-After: 7') }, { scenario: 'uac-refused.xml' }, 'u1', calls);
+  assertAllOk(good.client, calls, 'uac-refused');
+  assertAllOk(good.server, calls, 'uas-503');
+  const bare = await pair({ scenario: uas('') }, { scenario: 'uac-refused.xml' }, 'u1', calls);
+  assert.equal(bare.client.successful, 0, sippSummary(bare.client));
+  assert.equal(bare.client.failed, calls, sippSummary(bare.client));
+});
+
 for (const transport of ['u1', 't1'] as const) {
   test(`register-then-callee / registrar-pbx without Path (${transport})`, { skip }, async () => {
     const { client, server } = await pair(

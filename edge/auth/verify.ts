@@ -133,7 +133,6 @@ export class DigestVerifier {
     }
     if (!sameResource(uri, req.uri)) return { kind: 'uri_mismatch' };
     const n = this.nonces.check(nonce, policy.realm, source, nowMs);
-    if (n === 'invalid') return { kind: 'fail', reason: 'nonce_invalid', user, known: false };
 
     // the same work whether or not the user exists: dummy HA1 always, the real one when known
     const dummy = this.dummyHa1(alg, user, policy.realm);
@@ -149,6 +148,13 @@ export class DigestVerifier {
     // attempt, right or wrong, so re-sending nc=00000001 with a reused nonce (svcrack -n) or a
     // captured request gets nowhere
     const replayKey = `${nonce}:${nc.toLowerCase()}`;
+    // RFC 7616 3.3: stale=true when the nonce is not (or no longer) good "and with a valid digest
+    // for that nonce (indicating that the client knows the correct username/password)". That covers
+    // a nonce issued before a restart with a per-process secret, or by another instance with
+    // another secret: the phone is asked again with stale=true and answers at once, without a
+    // failure counted against it. Only the right password gets there, so it tells an attacker
+    // nothing; a wrong answer to a nonce not ours stays a failure.
+    if (n === 'invalid') return match && known ? { kind: 'stale', user } : { kind: 'fail', reason: 'nonce_invalid', user, known: false };
     if (n === 'stale') return match && known ? { kind: 'stale', user } : { kind: 'fail', reason: known ? 'wrong_credentials' : 'unknown_user', user, known };
     if (!match || !known) return { kind: 'fail', reason: known ? 'wrong_credentials' : 'unknown_user', user, known, replayKey };
     return { kind: 'ok', user, replayKey, algorithm: alg };

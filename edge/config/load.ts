@@ -41,7 +41,15 @@ export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export type LoadResult = { ok: true; config: ResolvedConfig } | { ok: false; errors: string[] };
+export type LoadResult =
+  | { ok: true; config: ResolvedConfig }
+  | {
+      ok: false;
+      errors: string[];
+      /** what `sip-edge check` needs to go on checking the other files: where the rules and the
+       *  users files are, as far as the file says (absent when it cannot be read that far) */
+      partial?: { readonly rulesDir?: string; readonly auth: AuthConfig };
+    };
 
 /** Transports the edge can serve today; the others parse but are refused with a clear error. */
 const SUPPORTED_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp'];
@@ -56,13 +64,20 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   const loaded = fileName !== undefined
     ? loadYamlFile(fileName, ConfigFileSchema)
     : loadYamlText('', 'defaults', ConfigFileSchema);
-  if (!loaded.ok) return { ok: false, errors: loaded.errors };
-  const f: ConfigFile = loaded.value;
+  // a schema error does not end the check: the rest of the file (what the schema accepted) still
+  // goes through the semantic checks below, so one run reports every error
+  if (!loaded.ok && loaded.repaired === undefined) return { ok: false, errors: loaded.errors };
+  const doc = loaded.ok ? loaded : loaded.repaired!;
+  const f: ConfigFile = doc.value;
   // Without a file there is no node to point at: name the setting instead.
-  const at = (p: ValuePath): string => (fileName !== undefined ? loaded.at(p) : 'config');
+  const at = (p: ValuePath): string => (fileName !== undefined ? doc.at(p) : 'config');
 
-  const errors: string[] = [];
+  const errors: string[] = loaded.ok ? [] : [...loaded.errors];
+  // where the schema already complained, a semantic error is only its echo (a list the schema
+  // refused is empty in the repaired value: "at least one upstream is required" would follow)
+  const schemaAt = new Set(errors.map((e) => /^(.*:\d+:\d+): /.exec(e)?.[1]));
   const err = (where: string, msg: string): void => {
+    if (schemaAt.has(where)) return;
     errors.push(`${where}: ${msg}`);
   };
 
@@ -193,8 +208,6 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   if (f.health.intervalMs > 0 && f.health.intervalMs < 100) err(at(['health', 'intervalMs']), 'health.intervalMs: 0 (off) or at least 100');
   if (f.health.intervalMs > 0 && f.health.timeoutMs > f.health.intervalMs) err(at(['health', 'timeoutMs']), 'health.timeoutMs: must not exceed health.intervalMs');
 
-  if (errors.length > 0) return { ok: false, errors };
-
   // rules directory: the flag (relative to the working directory), or the file's key (relative to
   // the file), or none (the shipped rules/)
   const rulesDir = opts.overrides?.rules !== undefined
@@ -207,11 +220,11 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     if ('error' in u) err(ov.redis !== undefined ? '--redis' : at(['redis']), `redis: ${u.error}`);
   }
   const auth = resolveAuth(f, {
-    domains: [...new Set(domains)], env, err, at, fileName,
+    domains: [...new Set(domains)], env, err, at, fileName, addressRealm: addressRealm(listen, advertise),
     usersOverride: ov.users !== undefined ? path.resolve(ov.users) : undefined,
     mainSecret: secret,
   });
-  if (errors.length > 0) return { ok: false, errors };
+  if (errors.length > 0) return { ok: false, errors: inFileOrder(errors, fileName), partial: { ...(rulesDir !== undefined ? { rulesDir } : {}), auth } };
   const config: ResolvedConfig = {
     listen,
     ...(advertise !== undefined ? { advertise } : {}),
@@ -229,6 +242,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     proxy: { ...f.proxy },
     ...(rulesDir !== undefined ? { rulesDir } : {}),
     ...(redisUrl ? { redis: { url: redisUrl } } : {}),
+    ...(f.serverHeader !== null ? { serverHeader: f.serverHeader } : {}),
     shutdownGraceMs: f.shutdownGraceMs,
     warmUpCalls: f.warmUpCalls,
     log: { level },
@@ -238,6 +252,22 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     ...(fileName !== undefined ? { configFile: fileName } : {}),
   };
   return { ok: true, config: deepFreeze(config) };
+}
+
+/** The errors located in `file` sorted by line and column (the order an editor shows them), the
+ *  others (flags, environment) after them in their own order. */
+function inFileOrder(errors: readonly string[], file: string | undefined): string[] {
+  if (file === undefined) return [...errors];
+  const pos = (e: string): [number, number] | undefined => {
+    if (!e.startsWith(`${file}:`)) return undefined;
+    const m = /^(\d+):(\d+):/.exec(e.slice(file.length + 1));
+    return m ? [Number(m[1]), Number(m[2])] : undefined;
+  };
+  const located = errors.map((e, i) => ({ e, i, p: pos(e) }));
+  return [
+    ...located.filter((x) => x.p !== undefined).sort((a, b) => a.p![0] - b.p![0] || a.p![1] - b.p![1] || a.i - b.i).map((x) => x.e),
+    ...located.filter((x) => x.p === undefined).map((x) => x.e),
+  ];
 }
 
 function deepFreeze<T>(o: T): T {
@@ -457,12 +487,22 @@ export function edgeUsersFiles(a: AuthConfig | undefined): string[] {
 
 /** The auth settings when the config says nothing (tests and embedders that build a config by
  *  hand): pbx mode everywhere with the schema defaults. */
-export function defaultAuthConfig(domains: readonly string[]): AuthConfig {
+export function defaultAuthConfig(domains: readonly string[], realmFallback = 'localhost'): AuthConfig {
   const d = loadYamlText('', 'defaults', ConfigFileSchema);
   if (!d.ok) throw new Error(d.errors.join('\n')); // the schema's own defaults: cannot fail
   return resolveAuth(d.value, {
-    domains, env: {}, err: () => undefined, at: () => 'defaults', fileName: undefined, usersOverride: undefined, mainSecret: undefined,
+    domains, env: {}, err: () => undefined, at: () => 'defaults', fileName: undefined, usersOverride: undefined, mainSecret: undefined, addressRealm: realmFallback,
   });
+}
+
+/**
+ * The realm when neither auth.realm nor a served domain name gives one: the address phones reach
+ * the edge at (advertise, else the first listener's host). RFC 3261 22.1 recommends a host name
+ * in the realm; above all it must not name the product ("sip-edge" told a scanner what it had
+ * found). `sip-edge passwd` does not guess this one: the operator gives --realm.
+ */
+export function addressRealm(listen: readonly { readonly host: string }[], advertise?: { readonly host: string }): string {
+  return advertise?.host ?? listen[0]?.host ?? 'localhost';
 }
 
 function resolveAuth(
@@ -475,12 +515,14 @@ function resolveAuth(
     fileName: string | undefined;
     usersOverride: string | undefined;
     mainSecret: string | undefined;
+    /** realm of last resort (addressRealm) */
+    addressRealm: string;
   },
 ): AuthConfig {
   const a = f.auth;
   const base = c.fileName !== undefined ? path.dirname(c.fileName) : process.cwd();
   const defaultUsers = c.usersOverride ?? (a.users !== null ? path.resolve(base, a.users) : undefined);
-  const defaultRealm = a.realm ?? c.domains.find((d) => net.isIP(d) === 0) ?? 'sip-edge';
+  const defaultRealm = a.realm ?? c.domains.find((d) => net.isIP(d) === 0) ?? c.addressRealm;
   const policy = (name: string, realm: string, users: string | undefined, mode: AuthDomainPolicy['mode'] | null, o: Partial<Omit<AuthDomainPolicy, 'name' | 'realm' | 'usersFile' | 'mode'>>): AuthDomainPolicy => ({
     name,
     mode: mode ?? (users !== undefined ? 'edge' : 'pbx'),
@@ -519,10 +561,10 @@ function resolveAuth(
     secretWhere = 'env SIPEDGE_AUTH_SECRET';
     if (envSecret.length < 16) c.err(secretWhere, 'must be at least 16 characters');
   }
+  // none at all is fine for one instance: the edge makes a random one per process (and warns that
+  // a cluster needs a shared one); one that is given must not be guessable
   const edgeMode = [fallback, ...listed].some((p) => p.mode === 'edge');
-  if (edgeMode && secret === undefined) {
-    c.err(c.at(['auth']), 'auth: edge authentication needs a nonce secret shared by every instance: set SIPEDGE_AUTH_SECRET (or auth.secret / secret)');
-  } else if (edgeMode && secret !== undefined) {
+  if (edgeMode && secret !== undefined) {
     const weak = weakSecret(secret);
     if (weak !== undefined) c.err(secretWhere, `auth secret ${weak}`);
   }

@@ -190,11 +190,11 @@ export const ConfigFileSchema = Type.Object(
           Type.String({
             minLength: 16,
             maxLength: 4096,
-            description: 'HMAC secret for digest nonces, shared by every instance (any instance can verify a nonce another issued). Env SIPEDGE_AUTH_SECRET overrides; falls back to `secret`. Required for edge authentication; well-known values are refused.',
+            description: 'HMAC secret for digest nonces, shared by every instance (any instance can verify a nonce another issued). Env SIPEDGE_AUTH_SECRET overrides; falls back to `secret`. Without any, one instance uses a random secret per process (nonces then do not survive a restart); well-known values are refused.',
             errorMessage: 'expected a string of 16 to 4096 characters',
           }),
         ),
-        realm: nullableString(null, 'Realm for requests to the edge\'s own addresses and for domains without a realm of their own; null = the first served domain (or "sip-edge").'),
+        realm: nullableString(null, 'Realm for requests to the edge\'s own addresses and for domains without a realm of their own; null = the first served domain name, else the edge\'s advertised (or first listen) address.'),
         mode: Type.Union([Type.Literal('edge'), Type.Literal('pbx'), Type.Literal('off'), Type.Null()], {
           default: null,
           description: 'edge: the edge challenges and verifies; pbx: the PBX challenges and the edge watches the exchange; off: no auth handling. null = edge when a users file applies, else pbx.',
@@ -239,7 +239,20 @@ export const ConfigFileSchema = Type.Object(
     }),
     redis: nullableString(null, 'Redis shared by every instance for rate limits, bans, nonce replay and promotions: redis://[user:pass@]host:port[/db], rediss:// (TLS), redis-sentinel://host1:26379,host2:26379/MASTER[/db], redis-cluster://host1:7000,host2:7001; null = in memory, single node.'),
     rules: nullableString(null, 'Directory of the rule files (stages, scanner, access, geoip); relative to this file; null = the shipped rules/ directory.'),
-    shutdownGraceMs: int(5000, 0, 600000, 'On SIGTERM, time given to open transactions and connections to finish.'),
+    serverHeader: Type.Union(
+      [
+        // RFC 3261 20.35 / 25.1: product / comment words; printable ASCII and single spaces, so
+        // nothing can smuggle a line break into the replies
+        Type.String({ minLength: 1, maxLength: 128, pattern: '^[\\x21-\\x7e]+( [\\x21-\\x7e]+)*$' }),
+        Type.Null(),
+      ],
+      {
+        default: null,
+        description: 'Server header of the replies the edge generates itself (100 Trying, 4xx/5xx, challenges); null = none, so a scanner is not told which product it found.',
+        errorMessage: 'expected null or 1 to 128 printable ASCII characters (words separated by single spaces)',
+      },
+    ),
+    shutdownGraceMs: int(5000, 0, 600000, 'On SIGTERM, time given to open transactions to finish; then pending ones get 503 and their INVITE a CANCEL upstream.'),
     warmUpCalls: int(2000, 0, 100000, 'Synthetic calls run through a throwaway in-memory edge before the sockets are bound, so that the first real calls meet optimized code (edge/warmup.ts); 0 = none.'),
     log: section({ level: LogLevelSchema }, 'Logging.'),
     metrics: section(

@@ -34,7 +34,8 @@ export interface AuthDomainPolicy {
 }
 
 export interface AuthConfig {
-  /** nonce HMAC secret (auth.secret, env SIPEDGE_AUTH_SECRET, or the main secret) */
+  /** nonce HMAC secret (auth.secret, env SIPEDGE_AUTH_SECRET, or the main secret); absent: the
+   *  edge makes a random one per process (edge.ts) */
   readonly secret?: string;
   readonly nonceSeconds: number;
   readonly lockout: { readonly failures: number; readonly seconds: number };
@@ -94,6 +95,9 @@ export interface ResolvedConfig {
     readonly path: boolean;         // add Path to REGISTER (RFC 3327), default true
     readonly maxForwards: number;   // inserted when absent, default 70
   };
+  /** Server header of locally generated replies; absent = none (the default: the edge does not
+   *  name itself to scanners) */
+  readonly serverHeader?: string;
   readonly shutdownGraceMs: number; // default 5000
   readonly warmUpCalls: number;     // synthetic calls through a throwaway edge before binding, default 2000
   readonly log: { readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };

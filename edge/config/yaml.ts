@@ -20,7 +20,15 @@ export type YamlLoadResult<T> =
        *  lets semantic checks done after schema validation point at the offending node. */
       readonly at: (path: ValuePath) => string;
     }
-  | { readonly ok: false; readonly errors: string[] };
+  | {
+      readonly ok: false;
+      readonly errors: string[];
+      /** when only the schema failed: the document without the parts the schema refused (array
+       *  items and properties dropped, schema defaults filled in), valid against the schema, and
+       *  `at` in terms of the original file. Lets a checker report the semantic errors of the
+       *  rest in the same run; never to be used to run on. */
+      readonly repaired?: { readonly value: T; readonly at: (path: ValuePath) => string };
+    };
 
 /** Config and rule files are written by operators, but a runaway file must not eat memory. */
 export const MAX_YAML_BYTES = 4 * 1024 * 1024;
@@ -90,8 +98,101 @@ export function loadYamlText<T extends TSchema>(text: string, fileName: string, 
     found.push({ offset, text: `${posAt(offset)}: ${describe(err, path)}` });
   }
   // File order reads best in an editor; the sort is stable, so schema order breaks ties.
-  if (found.length > 0) return { ok: false, errors: found.sort((a, b) => a.offset - b.offset).map((e) => e.text) };
+  if (found.length > 0) {
+    const errors = found.sort((a, b) => a.offset - b.offset).map((e) => e.text);
+    const r = repairValue(schema, value);
+    if (r === undefined) return { ok: false, errors };
+    return { ok: false, errors, repaired: { value: r.value as Static<T>, at: (path) => at(r.original(path)) } };
+  }
   return { ok: true, value: value as Static<T>, at };
+}
+
+/** Rounds of removal before giving up: each round removes what the previous one exposed
+ *  (a required field removed makes its object invalid, which is removed next). */
+const MAX_REPAIR_ROUNDS = 6;
+
+/**
+ * `value` minus what `schema` refuses: a list entry with any error is removed whole, other failing
+ * or unknown properties are deleted (a default fills in where the schema has one), repeated until the value
+ * validates; undefined when the document itself would have to go. `original` maps a path in the
+ * repaired value back to the file (array indices shift when items are removed).
+ */
+function repairValue(schema: TSchema, start: unknown): { value: unknown; original: (path: ValuePath) => ValuePath } | undefined {
+  // per array (keyed by its path in the file), the file index of each item still present
+  const kept = new Map<string, number[]>();
+  const original = (path: ValuePath): ValuePath => {
+    const out: Array<string | number> = [];
+    for (const seg of path) {
+      const idx = typeof seg === 'number' ? seg : /^\d+$/.test(seg) ? Number(seg) : undefined;
+      const map = idx !== undefined ? kept.get(JSON.stringify(out)) : undefined;
+      out.push(idx !== undefined ? (map?.[idx] ?? idx) : seg);
+    }
+    return out;
+  };
+  let value = start;
+  for (let round = 0; round < MAX_REPAIR_ROUNDS; round++) {
+    const errs = [...Value.Errors(schema, value)];
+    if (errs.length === 0) return { value, original };
+    const targets = new Map<string, string[]>();
+    for (const e of errs) {
+      let path = splitPointer(e.path);
+      // inside a list (a rule, a signature, a domain entry): the whole entry goes, so that what
+      // is left of it does not raise errors that only echo this one
+      const item = innermostItem(value, path);
+      if (item > 0) path = path.slice(0, item);
+      // a required property that is absent: its object has to go
+      else if (e.type === ValueErrorType.ObjectRequiredProperty || getAt(value, path) === undefined) path = path.slice(0, -1);
+      if (path.length === 0) return undefined;
+      targets.set(JSON.stringify(path), path);
+    }
+    // deepest first, and for items of one array from the highest index down, so that removing
+    // one does not move the next
+    const paths = [...targets.values()].sort((a, b) => b.length - a.length || compareLast(b, a));
+    for (const path of paths) {
+      const parent = getAt(value, path.slice(0, -1));
+      const last = path[path.length - 1]!;
+      if (Array.isArray(parent)) {
+        const i = Number(last);
+        if (!Number.isInteger(i) || i < 0 || i >= parent.length) continue;
+        const key = JSON.stringify(original(path.slice(0, -1)));
+        const map = kept.get(key) ?? parent.map((_, k) => k);
+        map.splice(i, 1);
+        kept.set(key, map);
+        parent.splice(i, 1);
+      } else if (parent !== null && typeof parent === 'object') {
+        delete (parent as Record<string, unknown>)[last];
+      }
+    }
+    value = Value.Default(schema, value);
+  }
+  return undefined;
+}
+
+/** length of the prefix of `path` that ends at the innermost array item on it; 0 when none */
+function innermostItem(root: unknown, path: readonly string[]): number {
+  let node = root;
+  let found = 0;
+  for (let i = 0; i < path.length; i++) {
+    if (node === null || typeof node !== 'object') break;
+    if (Array.isArray(node) && /^\d+$/.test(path[i]!) && Number(path[i]) < node.length) found = i + 1;
+    node = (node as Record<string, unknown>)[path[i]!];
+  }
+  return found;
+}
+
+function getAt(root: unknown, path: readonly string[]): unknown {
+  let node = root;
+  for (const seg of path) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<string, unknown>)[seg];
+  }
+  return node;
+}
+
+function compareLast(a: readonly string[], b: readonly string[]): number {
+  const x = Number(a[a.length - 1]);
+  const y = Number(b[b.length - 1]);
+  return Number.isInteger(x) && Number.isInteger(y) ? x - y : 0;
 }
 
 /** JSON pointer ("/limits/maxHeaders", "/listen/0") into segments, RFC 6901 unescaped. */

@@ -65,6 +65,9 @@ export interface ReplyOptions {
   toTag?: string;
   /** stamp received/rport into the top Via from this source */
   source?: Endpoint;
+  /** Server header value (config serverHeader); none by default: a reply that names the product
+   *  tells a scanner which exploits to try */
+  server?: string;
 }
 
 /** A response to `req`, or null when the request lacks what a response needs (then drop). */
@@ -96,7 +99,7 @@ export function buildReply(req: SipMessage, status: number, opts: ReplyOptions =
   if (status > 100 && opts.toTag && !/;\s*tag\s*=/i.test(toV)) toV += `;tag=${opts.toTag}`;
   lines.push(`From: ${fromV}`, `To: ${toV}`, `Call-ID: ${callV}`, `CSeq: ${cseqV}`);
   for (const [n, v] of opts.headers ?? []) lines.push(`${n}: ${v}`);
-  // no Server header: what the edge is (and which version) is nothing a prober needs to learn
+  if (opts.server !== undefined) lines.push(`Server: ${opts.server}`);
   lines.push('Content-Length: 0', '', '');
   return Buffer.from(lines.join('\r\n'), 'latin1');
 }

@@ -468,8 +468,12 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
         for (const c of [...conns.values()]) destroy(c);
       };
       let t: NodeJS.Timeout | null = null;
-      if (graceMs > 0) t = setTimeout(finish, graceMs);
-      else finish();
+      if (graceMs > 0) {
+        // what was written last (the 503s of a shutdown) goes out before the FIN; a peer that
+        // does not close its side in time is cut off
+        for (const c of [...conns.values()]) endThenDestroy(c);
+        t = setTimeout(finish, graceMs);
+      } else finish();
       closePromise = Promise.all([serverClosed, drained]).then(() => {
         if (t !== null) clearTimeout(t);
       });

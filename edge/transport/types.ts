@@ -39,7 +39,8 @@ export interface Listener {
   /** datagram transports: share of receive rounds since the last call that did not drain the
    *  socket (0-1; overload control reads it) */
   backlog?(): number;
-  /** stop accepting; close sockets after `graceMs` (existing connections may finish) */
+  /** stop accepting; with `graceMs` > 0 stream connections are ended after what is queued has
+   *  been written, and cut after `graceMs`; 0 cuts them at once */
   close(graceMs?: number): Promise<void>;
 }
 
