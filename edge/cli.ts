@@ -16,6 +16,7 @@ import { parseCidr } from './net/cidr';
 import { createLogger } from './log';
 import type { Logger } from './log';
 import type { DigestAlgorithm } from './auth/digest';
+import { auditOffers } from './auth/offer';
 import { DIGEST_ALGORITHMS, UsersDb, checkRealm, checkUser, upsertUser } from './auth/users';
 
 /** Package root: dist/edge/cli.js -> the folder holding package.json and sip-edge.yaml. */
@@ -291,12 +292,19 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
   }
   // users files of edge-mode domains: a broken one must show here, not at the next start
   const usersFiles = edgeUsersFiles(loaded.config.auth);
-  const usersErrors = usersFiles.flatMap((f) => { const r = UsersDb.load(f); return r.ok ? [] : r.errors; });
+  const usersLoaded = new Map(usersFiles.map((f) => [f, UsersDb.load(f)] as const));
+  const usersErrors = [...usersLoaded.values()].flatMap((r) => (r.ok ? [] : r.errors));
   if (usersErrors.length > 0 && p.kind !== 'explain') {
     io.err(usersErrors.map((e) => `${e}\n`).join(''));
     return 1;
   }
   if (p.kind === 'check') {
+    // challenges some users cannot answer: a warning, not an error (the edge starts with them)
+    if (loaded.config.auth !== undefined) {
+      for (const w of auditOffers(loaded.config.auth, rules.snapshot.authClients, (f) => { const r = usersLoaded.get(f); return r?.ok ? r.db : undefined; })) {
+        io.err(`warning: ${w.message}\n`);
+      }
+    }
     io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${rules.snapshot.version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}\n`);
     return 0;
   }
