@@ -46,11 +46,11 @@ export const DIGEST_ALGORITHMS = ['SHA-256', 'SHA-512-256', 'MD5'] as const;
 
 const algorithmList = (withDefault: boolean) =>
   Type.Array(Type.Union(DIGEST_ALGORITHMS.map((a) => Type.Literal(a)), { errorMessage: `expected one of ${DIGEST_ALGORITHMS.join(', ')}` }), {
-    ...(withDefault ? { default: ['SHA-256', 'SHA-512-256'] } : {}),
+    ...(withDefault ? { default: ['SHA-256', 'SHA-512-256', 'MD5'] } : {}),
     minItems: 1,
     maxItems: 3,
     uniqueItems: true,
-    description: 'Challenge algorithms, in order of preference (RFC 8760: one challenge per algorithm). MD5 only for old phones that cannot do better.',
+    description: 'Digest algorithms the edge accepts (the allow-list), in order of preference. Which of them a client is challenged with is chosen per client by rules/auth-clients.yaml (RFC 8760: one challenge per algorithm); without that file, every client gets all of them in this order. Take MD5 out only if no phone needs it.',
     errorMessage: `expected a non-empty list of distinct ${DIGEST_ALGORITHMS.join(', ')}`,
   });
 const qopList = (withDefault: boolean) =>
