@@ -31,7 +31,7 @@ export type Weights = Partial<Record<'malformed' | 'scanner' | 'unmatched_reply'
  * and the shipped limits.yaml with `weights` replaced. A replacement that finds nothing to replace
  * fails loudly: a changed shipped file must not silently turn a control run into a real one.
  */
-export function authRulesDir(o: { weights?: Weights; authMode?: 'enforce' | 'shadow' | 'off'; aorRegister?: boolean } = {}): string {
+export function authRulesDir(o: { weights?: Weights; authMode?: 'enforce' | 'shadow' | 'off'; aorRegister?: boolean; shippedClients?: boolean } = {}): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-authrules-'));
   fs.writeFileSync(path.join(dir, 'stages.yaml'),
     'stages:\n  - {name: sanity, mode: enforce}\n  - {name: ratelimit, mode: enforce}\n'
@@ -50,6 +50,8 @@ export function authRulesDir(o: { weights?: Weights; authMode?: 'enforce' | 'sha
     limits = limits.replace(re, 'aorRegister: { enabled: false');
   }
   fs.writeFileSync(path.join(dir, 'limits.yaml'), limits);
+  // the shipped digest challenge profiles; without them every client gets the policy's algorithms
+  if (o.shippedClients === true) fs.copyFileSync(path.join(REPO_ROOT, 'rules/auth-clients.yaml'), path.join(dir, 'auth-clients.yaml'));
   return dir;
 }
 
@@ -117,11 +119,13 @@ export async function startAuthEdge(o: {
   weights?: Weights;
   authMode?: 'enforce' | 'shadow' | 'off';
   aorRegister?: boolean;
+  /** copy the shipped rules/auth-clients.yaml into the rules (default: no client profiles) */
+  shippedClients?: boolean;
   registrar?: RegistrarOptions;
   cfg?: Partial<ResolvedConfig>;
 }): Promise<AuthEdge> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-authedge-'));
-  const rulesDir = authRulesDir({ weights: o.weights, authMode: o.authMode, aorRegister: o.aorRegister });
+  const rulesDir = authRulesDir({ weights: o.weights, authMode: o.authMode, aorRegister: o.aorRegister, shippedClients: o.shippedClients });
   const pbx = await Registrar.start(o.registrar);
   let edge: EdgeHandle | undefined;
   try {
