@@ -231,7 +231,7 @@ export const ConfigFileSchema = Type.Object(
       'Digest authentication (RFC 3261 22, RFC 7616, RFC 8760) and anti-enumeration.',
     ),
     redis: nullableString(null, 'Redis shared by every instance for rate limits, bans, nonce replay and promotions: redis://[user:pass@]host:port[/db], rediss:// (TLS), redis-sentinel://host1:26379,host2:26379/MASTER[/db], redis-cluster://host1:7000,host2:7001; null = in memory, single node.'),
-    rules: nullableString(null, 'Directory of the rule files (stages, scanner, access, geoip); relative to this file; null = the shipped rules/ directory.'),
+    rules: nullableString(null, 'Directory of the rule files (stages, scanner, access, geoip, limits, auth-clients); relative to this file; null = the shipped rules/ directory.'),
     shutdownGraceMs: int(5000, 0, 600000, 'On SIGTERM, time given to open transactions and connections to finish.'),
     warmUpCalls: int(2000, 0, 100000, 'Synthetic calls run through a throwaway in-memory edge before the sockets are bound, so that the first real calls meet optimized code (edge/warmup.ts); 0 = none.'),
     log: section({ level: LogLevelSchema }, 'Logging.'),
