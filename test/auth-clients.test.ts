@@ -360,7 +360,7 @@ test('auditOffers: users without an HA1 their clients can be challenged with, an
   assert.deepEqual(auditOffers(auth(policy({ mode: 'pbx', usersFile: 'users.txt' })), shipped(), () => db.db), []);
 });
 
-test('sip-edge check warns (and still succeeds) when users lack the HA1 of an algorithm the shipped profiles offer', () => {
+test('sip-edge check and passwd warn (and still succeed) when users lack the HA1 of an algorithm the shipped profiles offer', () => {
   const dir = fs.mkdtempSync(path.join(TMP, 'check-'));
   const cli = path.resolve(__dirname, '../edge/cli.js');
   const env = { PATH: process.env.PATH ?? '', SIPEDGE_AUTH_SECRET: SECRET };
@@ -371,8 +371,13 @@ test('sip-edge check warns (and still succeeds) when users lack the HA1 of an al
   const r = run('check', '--config', 'sip-edge.yaml');
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /^warning: 1 of 1 users of realm pbx\.example\.com in .*users\.txt have no MD5 HA1 \(e\.g\. 1001\), but clients matching baresip_md5_only, sipp, kamailio_uac_md5_only, default, learned_md5_fallback are challenged with MD5/m);
+  // passwd itself says so when it leaves out an algorithm the configuration can challenge with
+  const p = run('passwd', '1001', '--config', 'sip-edge.yaml', '--realm', REALM, '--file', 'users.txt', '--algorithms', 'SHA-256,SHA-512-256');
+  assert.equal(p.status, 0, p.stderr);
+  assert.equal(p.stderr, 'sip-edge passwd: warning: 1001 has no MD5 HA1 now, but clients matching baresip_md5_only, sipp, kamailio_uac_md5_only, default, learned_md5_fallback are challenged with MD5 in realm pbx.example.com: those phones cannot authenticate as 1001 (without --algorithms, passwd writes every algorithm)\n');
   // the passwd default (every algorithm) leaves nothing to warn about
-  assert.equal(run('passwd', '1001', '--realm', REALM, '--file', 'users.txt', '--no-config').status, 0);
+  const q = run('passwd', '1001', '--config', 'sip-edge.yaml', '--realm', REALM, '--file', 'users.txt');
+  assert.deepEqual([q.status, q.stderr], [0, '']);
   const r2 = run('check', '--config', 'sip-edge.yaml');
   assert.equal(r2.status, 0, r2.stderr);
   assert.equal(r2.stderr, '');
