@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, test } from 'node:test';
 import { ha1, responseFor, type DigestAlgorithm } from '../edge/auth/digest';
-import { auditOffers } from '../edge/auth/offer';
+import { OfferSelector, auditOffers } from '../edge/auth/offer';
 import { UsersDb, formatUserLine } from '../edge/auth/users';
 import type { AuthAlgorithm, AuthConfig, AuthDomainPolicy } from '../edge/config/types';
 import { loadYamlText } from '../edge/config/yaml';
@@ -328,6 +328,21 @@ test('a user without the HA1 its client is challenged with fails exactly like a 
   assert.equal((unknown as { reason: string }).reason, 'unknown_user');
   const shape = (v: Verdict) => [(v as { status: number }).status, offered(v)];
   assert.deepEqual(shape(missing), shape(unknown));
+});
+
+test('learning memory is bounded: a flood of distinct Call-IDs, User-Agents and long headers keeps both tables within learning.maxEntries', () => {
+  const clients = compileText('learning: {maxEntries: 100}\n').clients!;
+  const sel = new OfferSelector(() => 1_000);
+  const p = policy();
+  for (let i = 0; i < 1000; i++) {
+    const ua = `Flood/${i} ${'x'.repeat(i % 3 === 0 ? 2000 : 10)}`;
+    const callId = `${i}-${'c'.repeat(i % 2 === 0 ? 1000 : 5)}`;
+    // two unanswered requests in one Call-ID: each one a learned fallback and a pending challenge
+    sel.select(request({ ua, callId, cseq: 1 }), PHONE, p, clients, { unanswered: true, learn: true });
+    assert.deepEqual(sel.select(request({ ua, callId, cseq: 2 }), PHONE, p, clients, { unanswered: true, learn: true }).algorithms, ['MD5']);
+  }
+  assert.ok(sel.sizes.learned <= 100 && sel.sizes.pending <= 100, JSON.stringify(sel.sizes));
+  assert.ok(sel.sizes.learned > 0 && sel.sizes.pending > 0);
 });
 
 // ---------------------------------------------------------------- warnings

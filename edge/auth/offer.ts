@@ -31,6 +31,7 @@
 //
 // Bounded: both tables hold at most learning.maxEntries entries, oldest forgotten first, and
 // entries expire. Synchronous: one Map lookup per table per challenge.
+import { createHash } from 'node:crypto';
 import type { AuthAlgorithm, AuthConfig, AuthDomainPolicy } from '../config/types';
 import { AUTH_CLIENT_RULES } from '../../rules/auth-clients-compile';
 import type { CompiledAuthClients } from '../../rules/types';
@@ -45,8 +46,10 @@ export interface ChallengeOffer {
   readonly rule?: string;
 }
 
-/** Bound on the User-Agent text kept in a learning key. */
-const MAX_KEY_UA = 200;
+/** Longer User-Agents and Call-IDs are kept in a key as a hash: both tables then cost at most
+ *  ~150 bytes of key per entry, whatever a flood of odd headers looks like. */
+const MAX_KEY_TEXT = 64;
+const keyText = (t: string): string => (t.length <= MAX_KEY_TEXT ? t : `#${createHash('sha256').update(t, 'latin1').digest('base64url').slice(0, 22)}`);
 
 interface Learned { kind: 'fallback' | 'stronger'; alg?: AuthAlgorithm; until: number }
 interface Pending { cseq: number; beyondMd5: boolean; until: number }
@@ -64,8 +67,8 @@ export class OfferSelector {
 
   constructor(private readonly now: () => number = Date.now) {}
 
-  /** learned entries (this instance), for tests and diagnostics */
-  get learnedCount(): number { return this.learned.size; }
+  /** entries held (this instance): learned choices and challenges awaiting an answer */
+  get sizes(): { learned: number; pending: number } { return { learned: this.learned.size, pending: this.pending.size }; }
 
   /**
    * The challenges for `req`. `unanswered`: the request carried no credentials for the realm
@@ -159,13 +162,13 @@ export class OfferSelector {
 function learnKey(req: SipRequest, source: Endpoint): string {
   const ua = first(req, 'user-agent') ?? '';
   const where = source.transport === 'udp' ? `udp\0${source.address}\0${source.port}` : `${source.transport}\0${source.address}`;
-  return `${where}\0${ua.length > MAX_KEY_UA ? ua.slice(0, MAX_KEY_UA) : ua}`;
+  return `${where}\0${keyText(ua)}`;
 }
 
 function pendingKey(req: SipRequest, source: Endpoint): string | undefined {
   const id = callId(req);
-  if (!id || id.length > 256) return undefined;
-  return `${source.transport}\0${source.address}\0${source.port}\0${id}`;
+  if (!id) return undefined;
+  return `${source.transport}\0${source.address}\0${source.port}\0${keyText(id)}`;
 }
 
 // ---------------------------------------------------------------- audit (start and reload)
