@@ -17,6 +17,7 @@ import { parseCidr } from './net/cidr';
 import { createLogger } from './log';
 import type { Logger } from './log';
 import type { DigestAlgorithm } from './auth/digest';
+import { auditOffers, offerable } from './auth/offer';
 import { DIGEST_ALGORITHMS, UsersDb, checkRealm, checkUser, upsertUser } from './auth/users';
 
 /** Package root: dist/edge/cli.js -> the folder holding package.json and sip-edge.yaml. */
@@ -331,9 +332,13 @@ function checkCommand(loaded: ReturnType<typeof loadConfig>, file: string | unde
     if (rules.ok) version = rules.snapshot.version;
     else errors.push(...rules.errors);
     usersFiles = edgeUsersFiles(part.auth);
-    for (const f of usersFiles) {
-      const r = UsersDb.load(f);
-      if (!r.ok) errors.push(...r.errors);
+    const usersLoaded = new Map(usersFiles.map((f) => [f, UsersDb.load(f)] as const));
+    for (const r of usersLoaded.values()) if (!r.ok) errors.push(...r.errors);
+    if (rules.ok && part.auth !== undefined) {
+      // challenges some users cannot answer: a warning, not an error (the edge starts with them)
+      for (const w of auditOffers(part.auth, rules.snapshot.authClients, (f) => { const r = usersLoaded.get(f); return r?.ok ? r.db : undefined; })) {
+        io.err(`warning: ${w.message}\n`);
+      }
     }
   }
   if (errors.length > 0 || !loaded.ok) {
@@ -555,8 +560,34 @@ async function passwdCommand(p: CommandCli, io: CliIo): Promise<number> {
     // an HA1 answers any challenge for its realm: whoever reads the file can register as the user
     io.err(`sip-edge passwd: warning: ${file} is readable by others (mode ${(r.mode & 0o777).toString(8).padStart(4, '0')}); HA1 values are as good as passwords for their realm: chmod 600 ${file}\n`);
   }
+  for (const w of passwdWarnings(p, realm, io)) io.err(`sip-edge passwd: warning: ${w}\n`);
   io.out(`updated ${pw.user}@${realm} in ${file}\n`);
   return 0;
+}
+
+/**
+ * With --algorithms leaving some out: the algorithms the configuration (and its rules) can still
+ * challenge this realm's clients with, which the user now has no HA1 for. Its phones answering
+ * those fail like a wrong password, so say it now rather than at the next start. Nothing when the
+ * configuration or the rules do not load (passwd does not need them).
+ */
+function passwdWarnings(p: CommandCli, realm: string, io: CliIo): string[] {
+  const pw = p.passwd!;
+  if (p.noConfig || DIGEST_ALGORITHMS.every((a) => pw.algorithms.includes(a))) return [];
+  const cfgFile = chooseConfigFile(p, io.shippedConfig ?? SHIPPED_CONFIG);
+  const loaded = loadConfig({ ...(cfgFile !== undefined ? { file: cfgFile } : {}), overrides: p.overrides, env: io.env });
+  if (!loaded.ok || loaded.config.auth === undefined) return [];
+  const rules = loadRules(loaded.config.rulesDir ?? defaultRulesDir());
+  if (!rules.ok) return [];
+  // the domain whose realm this is (whatever its mode today: a users file is written to be used)
+  const policies = authPolicies(loaded.config.auth);
+  const policy = policies.find((x) => x.realm.toLowerCase() === realm.toLowerCase()) ?? loaded.config.auth.fallback;
+  const out: string[] = [];
+  for (const [alg, profiles] of offerable(policy, rules.snapshot.authClients)) {
+    if (pw.algorithms.includes(alg)) continue;
+    out.push(`${pw.user} has no ${alg} HA1 now, but clients matching ${profiles.join(', ')} are challenged with ${alg} in realm ${realm}: those phones cannot authenticate as ${pw.user} (without --algorithms, passwd writes every algorithm)`);
+  }
+  return out;
 }
 
 /** `sip-edge bans`: on the shared Redis when configured, else through the admin listener of the

@@ -30,6 +30,7 @@ import { PING_REASONS, createPingStage, isPing, type PingTarget } from './stages
 import { USERLIMIT_REASONS, createUserLimitStage } from './stages/userlimit';
 import { UsersHolder, type UsersDb } from './auth/users';
 import type { Ha1Lookup } from './auth/verify';
+import { auditOffers } from './auth/offer';
 import { addressRealm, defaultAuthConfig, edgeUsersFiles } from './config/load';
 import { SUSPICION_BAN_REASONS, Suspicion } from './suspicion';
 import { LocalBanCache, createMemoryStore, createRedisStore } from './store';
@@ -115,15 +116,27 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     log.warn({ event: 'random_secret', secret: 'auth' }, 'no nonce secret configured: a random one for this process; several instances (a cluster) need a shared one: SIPEDGE_AUTH_SECRET or auth.secret');
   }
   const users = new Map<string, UsersHolder>();
+  /** at start and on every rules or users reload: challenges some users cannot answer (a user
+   *  without the HA1 of an algorithm a client profile is offered fails like a wrong password) */
+  const auditAuth = (): void => {
+    for (const w of auditOffers(authCfg, current().authClients, (f) => users.get(f)?.current())) {
+      log.warn({ event: 'auth_offer_warning', kind: w.kind, realm: w.realm, domain: w.domain, algorithm: w.algorithm, profiles: w.profiles, file: w.file, missing: w.missing, users: w.users, examples: w.examples }, w.message);
+    }
+  };
   for (const file of edgeUsersFiles(authCfg)) {
     const r = UsersHolder.open(file);
     if (!r.ok) { for (const h of users.values()) h.close(); throw new UsersLoadError(r.errors); }
-    r.holder.on('reloaded', (db: UsersDb) => securityEvent(log, 'users_reload', { result: 'ok', file, version: db.version, users: db.size }));
+    r.holder.on('reloaded', (db: UsersDb) => { securityEvent(log, 'users_reload', { result: 'ok', file, version: db.version, users: db.size }); auditAuth(); });
     r.holder.on('failed', (errors: readonly string[]) => securityEvent(log, 'users_reload', { result: 'error', file, errors: errors.slice(0, 20) }));
     if (opts.watchRules !== false) r.holder.watch();
     users.set(file, r.holder);
   }
-  const lookups = new Map<string, Ha1Lookup>([...users].map(([file, h]) => [file, (u, realm, alg) => h.current().ha1(u, realm, alg)]));
+  auditAuth();
+  // one Map get either way; null = the user exists without an HA1 for that algorithm
+  const lookups = new Map<string, Ha1Lookup>([...users].map(([file, h]) => [file, (u, realm, alg) => {
+    const e = h.current().get(u, realm);
+    return e === undefined ? undefined : e.ha1[alg] ?? null;
+  }]));
   const authMode = (): StageMode => current().stages.find((s) => s.name === 'auth')?.mode ?? 'off';
   // OPTIONS pings to the edge itself: what counts as "the edge" is the proxy's knowledge (its
   // listening and advertised addresses, the served domains)
@@ -146,6 +159,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     isRetransmission: (req, source) => proxy?.isRetransmission(req, source) ?? false,
     ...(cfg.pings === 'forward' ? { unchallenged: (req: SipRequest) => isPing(req, pingTarget) } : {}),
     enforcing: () => authMode() === 'enforce',
+    clients: () => current().authClients,
     onEvent: (e) => {
       if (e.kind === 'lockout') {
         metrics.auth('lockout', e.mode);
@@ -153,6 +167,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
         securityEvent(log, 'auth_lockout', { src: e.source.address, reason: 'auth_failures', rule: 'auth.lockout', user: e.user, realm: e.realm, seconds: e.seconds });
         return;
       }
+      if (e.kind === 'answer') { metrics.authAlgorithm(e.algorithm); return; }
       // pbx mode: the PBX accepted a request with credentials: its identity is established
       if (e.kind === 'success' && e.mode === 'pbx' && e.request !== undefined) userLimit.accepted(e.request);
       metrics.auth(e.kind, e.mode);
@@ -276,6 +291,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     metrics.rulesReload(true);
     metrics.rulesLoaded(s.version, s.ruleNames);
     securityEvent(log, 'rules_reload', { result: 'ok', version: s.version });
+    auditAuth();
     void policy.reopenGeo(s).then((errs) => { for (const e of errs) log.warn({ event: 'geoip_open_failed', error: e }, 'GeoIP database not opened'); });
   });
   rules.on('failed', (errors: readonly string[]) => {

@@ -102,6 +102,9 @@ export const AUTH_RESULTS = ['challenge', 'success', 'failure', 'stale', 'lockou
 export type AuthResult = (typeof AUTH_RESULTS)[number];
 /** edge: the edge challenged and verified; pbx: the PBX did and the edge watched (pass-through) */
 export const AUTH_MODES = ['edge', 'pbx'] as const;
+/** digest algorithms a right answer can use (RFC 7616 3.2, RFC 8760) */
+export const AUTH_ALGORITHMS = ['SHA-256', 'SHA-512-256', 'MD5'] as const;
+export type AuthAlgorithmLabel = (typeof AUTH_ALGORITHMS)[number];
 export type AuthMetricMode = (typeof AUTH_MODES)[number];
 
 export const RELOAD_RESULTS = ['ok', 'error'] as const;
@@ -181,6 +184,8 @@ export const METRICS = {
     'Bans that expired.'),
   auth: def('sipedge_auth_total', 'counter', ['mode', 'result'],
     'Digest authentication outcomes (challenge|success|failure|stale|lockout) by who checked (edge|pbx); failure reasons are in sipedge_verdicts_total{stage="auth"}.'),
+  authAlgorithm: def('sipedge_auth_algorithm_total', 'counter', ['algorithm'],
+    'Right digest answers checked by the edge, by the algorithm the client used (how much MD5 is still in use; the challenge chosen is sipedge_rule_hits_total{rule=~"auth-clients:.*"}).'),
   redisUp: def('sipedge_redis_up', 'gauge', [],
     '1 when the shared store (Redis) is reachable, else 0.', 'min'),
   redisErrors: def('sipedge_redis_errors_total', 'counter', [],
@@ -240,6 +245,7 @@ export interface EdgeMetrics {
   banAdded(reason: string): void;
   banExpired(): void;
   auth(result: AuthResult, mode?: AuthMetricMode): void;
+  authAlgorithm(algorithm: AuthAlgorithmLabel): void;
   redisUp(up: boolean): void;
   redisError(): void;
   rulesReload(ok: boolean): void;
@@ -604,6 +610,7 @@ export class Metrics implements EdgeMetrics {
   private readonly fBansActive: Family;
   private readonly fBansExpired: Family;
   private readonly fAuth: Family;
+  private readonly fAuthAlg: Family;
   private readonly fRedisUp: Family;
   private readonly fRedisErrors: Family;
   private readonly fReloads: Family;
@@ -641,6 +648,7 @@ export class Metrics implements EdgeMetrics {
     this.fBansActive = new Family(METRICS.bansActive, []);
     this.fBansExpired = new Family(METRICS.bansExpired, []);
     this.fAuth = new Family(METRICS.auth, [new Dim(AUTH_MODES), new Dim(AUTH_RESULTS)]);
+    this.fAuthAlg = new Family(METRICS.authAlgorithm, [new Dim(AUTH_ALGORITHMS)]);
     this.fRedisUp = new Family(METRICS.redisUp, []);
     this.fRedisUp.hidden = true; // absent, not 0, when no Redis is configured: "Redis down" must not fire
     this.fRedisErrors = new Family(METRICS.redisErrors, []);
@@ -676,7 +684,7 @@ export class Metrics implements EdgeMetrics {
       this.fReceived, this.fSent, this.fVerdicts, this.fRuleHits, this.fParse, this.fUnmatched,
       this.fTxActive, this.fTxExpired, this.fTxRejected, this.fRetrans, this.fUpUp, this.fUpResp, this.fUpHealth,
       this.fTransport, this.fTcp, this.fTcpAdmit, this.fBansAdded, this.fBansActive, this.fBansExpired, this.fAuth,
-      this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.hProcessing, this.fReady, this.fBuild,
+      this.fAuthAlg, this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.hProcessing, this.fReady, this.fBuild,
     ];
   }
 
@@ -782,6 +790,11 @@ export class Metrics implements EdgeMetrics {
     f.cells[d[0].at(mode) * d[1].size + d[1].at(result)]++;
   }
 
+  authAlgorithm(algorithm: AuthAlgorithmLabel): void {
+    const f = this.fAuthAlg;
+    f.cells[f.dims[0].at(algorithm)]++;
+  }
+
   redisUp(up: boolean): void {
     this.fRedisUp.hidden = false;
     this.fRedisUp.cells[0] = up ? 1 : 0;
@@ -863,6 +876,7 @@ export class NullMetrics implements EdgeMetrics {
   banAdded(): void {}
   banExpired(): void {}
   auth(): void {}
+  authAlgorithm(): void {}
   redisUp(): void {}
   redisError(): void {}
   rulesReload(): void {}

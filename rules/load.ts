@@ -6,10 +6,12 @@
 //   access.yaml   allow / deny / trusted CIDR lists (+ list files)  (rules/access-compile.ts)
 //   geoip.yaml    country / ASN policy                              (rules/geo-compile.ts)
 //   limits.yaml   rate limits, suspicion budget, bans, promotion    (rules/limits-compile.ts)
+//   auth-clients.yaml  which digest challenges which client gets    (rules/auth-clients-compile.ts)
 //
 // Every file is optional: a missing stages.yaml means the shipped order, a missing scanner /
 // access / geoip file means that stage has nothing to say (no signature, no list, no policy); a
-// missing limits.yaml means the documented default limits (never "no limits").
+// missing limits.yaml means the documented default limits (never "no limits"); a missing
+// auth-clients.yaml means every client is offered the domain's auth.algorithms as listed.
 // Synchronous and total: a bad rule set is a value ({ ok: false, errors }) and never throws, so a
 // reload can keep the old snapshot (STYLE.md principle 2). All files of a load are read once;
 // the version hash is computed over exactly the bytes that were validated.
@@ -22,7 +24,7 @@ import type { ValuePath } from '../edge/config/yaml';
 import type { SipMessage } from '../edge/sip/types';
 import { checkStages, DEFAULT_STAGES, DEFAULT_TRUSTED_SKIP, StagesFileSchema } from './schema';
 import type {
-  CompiledAccess, CompiledGeo, CompiledLimits, CompiledScanner, GeoPolicy, LoadRulesResult, RulesSnapshot,
+  CompiledAccess, CompiledAuthClients, CompiledGeo, CompiledLimits, CompiledScanner, GeoPolicy, LoadRulesResult, RulesSnapshot,
 } from './types';
 
 export const RULE_FILES = {
@@ -31,6 +33,7 @@ export const RULE_FILES = {
   access: 'access.yaml',
   geoip: 'geoip.yaml',
   limits: 'limits.yaml',
+  authClients: 'auth-clients.yaml',
 } as const;
 
 /** `at(path)` of a validated document: `file:line:column` of the node at path. */
@@ -59,6 +62,10 @@ export interface RuleCompilers {
     /** a missing limits.yaml is compiled as an empty document: every schema default */
     compile(doc: any, at: AtFn): { limits: CompiledLimits; errors: string[]; ruleNames?: readonly string[] };
   };
+  readonly authClients: {
+    readonly schema: TSchema;
+    compile(doc: any, at: AtFn): { authClients: CompiledAuthClients; errors: string[]; ruleNames?: readonly string[] };
+  };
 }
 /* eslint-enable @typescript-eslint/no-explicit-any */
 
@@ -82,6 +89,10 @@ export const DEFAULT_COMPILERS: { readonly [K in keyof RuleCompilers]: () => Rul
   limits: () => {
     const m = require('./limits-compile') as typeof import('./limits-compile');
     return { schema: m.LimitsFileSchema, compile: m.compileLimits };
+  },
+  authClients: () => {
+    const m = require('./auth-clients-compile') as typeof import('./auth-clients-compile');
+    return { schema: m.AuthClientsFileSchema, compile: m.compileAuthClients };
   },
 };
 /* eslint-enable @typescript-eslint/no-require-imports */
@@ -352,10 +363,25 @@ function loadRulesOnce(dir: string, opts: LoadRulesOptions): LoadRulesResult {
     }
   }
 
+  // 6. auth-clients.yaml (absent: no profiles, the domain's algorithms as listed)
+  let authClients: CompiledAuthClients | null = null;
+  let clientNames: readonly string[] = [];
+  const cd = loadDoc(RULE_FILES.authClients, () => compiler('authClients'));
+  if (typeof cd === 'object') {
+    try {
+      const r = cd.c.compile(cd.value, cd.at);
+      errors.push(...r.errors);
+      authClients = r.authClients;
+      clientNames = r.ruleNames ?? [];
+    } catch (e) {
+      errors.push(`${cd.at([])}: internal error while compiling: ${errText(e)}`);
+    }
+  }
+
   if (limits === null && errors.length === 0) errors.push(`${display(limitsFile)}: no limits compiled`);
   if (errors.length > 0 || limits === null) return { ok: false, errors };
 
-  const ruleNames = Object.freeze([...new Set([...scannerNames, ...accessNames, ...geoNames, ...limitNames])]);
+  const ruleNames = Object.freeze([...new Set([...scannerNames, ...accessNames, ...geoNames, ...limitNames, ...clientNames])]);
   const snapshot: RulesSnapshot = Object.freeze({
     version: rulesVersion(hashed),
     loadedAt: new Date().toISOString(),
@@ -366,6 +392,7 @@ function loadRulesOnce(dir: string, opts: LoadRulesOptions): LoadRulesResult {
     access,
     geoip,
     limits,
+    authClients,
     ruleNames,
   });
   return { ok: true, snapshot };

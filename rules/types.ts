@@ -3,6 +3,7 @@
 // RulesSnapshot; the stages read `current()` once per message; a reload swaps the whole snapshot.
 import type { StageMode } from '../edge/verdict';
 import type { LimiterSpec } from '../edge/store/types';
+import type { AuthAlgorithm } from '../edge/config/types';
 
 /** What a matching rule does. `log` only counts and logs; the message goes on. */
 export type RuleAction =
@@ -124,6 +125,28 @@ export interface CompiledLimits {
   readonly weights: { readonly [E in SuspicionEvent]: number };
 }
 
+// ---- digest challenge profiles (rules/auth-clients.yaml; rules/auth-clients-compile.ts)
+export interface CompiledAuthClient {
+  readonly name: string;
+  /** rule name on challenge verdicts: "auth-clients:<name>" */
+  readonly rule: string;
+  /** challenges in order of preference, before the domain's allow-list filters them */
+  readonly algorithms: readonly AuthAlgorithm[];
+  /** all: one challenge per algorithm; first: only the first the domain allows */
+  readonly offer: 'all' | 'first';
+  /** canonical header name the pattern looks at */
+  readonly where: string;
+}
+
+export interface CompiledAuthClients {
+  readonly clients: readonly CompiledAuthClient[];
+  /** challenges for a client no profile matches */
+  readonly default: readonly AuthAlgorithm[];
+  readonly learning: { readonly enabled: boolean; readonly seconds: number; readonly retrySeconds: number; readonly maxEntries: number };
+  /** total, linear: the first profile (file order) whose pattern matches, or null */
+  match(msg: import('../edge/sip/types').SipMessage): CompiledAuthClient | null;
+}
+
 export interface RulesSnapshot {
   /** short content hash of every rule and list file: the active rules version */
   readonly version: string;
@@ -138,6 +161,9 @@ export interface RulesSnapshot {
   readonly geoip: CompiledGeo;
   /** rate limits, suspicion weights, bans, promotion (rules/limits.yaml; defaults when absent) */
   readonly limits: CompiledLimits;
+  /** digest challenge profiles; null = no auth-clients.yaml: every client is offered the
+   *  domain's auth.algorithms in their order, nothing is learned */
+  readonly authClients: CompiledAuthClients | null;
   /** every rule name (signature names, list rule names, geoip rule names) for metrics */
   readonly ruleNames: readonly string[];
 }

@@ -12,7 +12,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { test } from 'node:test';
 import { ha1 } from '../edge/auth/digest';
-import { UsersDb } from '../edge/auth/users';
+import { DIGEST_ALGORITHMS, UsersDb } from '../edge/auth/users';
+import { defaultAuthConfig } from '../edge/config/load';
 import { answerChallenge, authConfig, startAuthEdge, until, upsertUsers, writeUsersFile } from './helpers/auth-edge';
 import { sample, sumOf } from './helpers/prom';
 import { killAllSipp, runSipp, sippAvailable, sippSummary } from './helpers/sipp';
@@ -24,16 +25,18 @@ process.on('exit', killAllSipp);
 
 const REALM = 'sip-edge.test';
 
-test('a sipp phone registers and calls through edge digest auth; the PBX sees no credentials and no forged identity; a wrong password never reaches it', { skip, timeout: 60_000 }, async () => {
+test('a sipp phone registers and calls through edge digest auth on the shipped auth defaults; the PBX sees no credentials and no forged identity; a wrong password never reaches it', { skip, timeout: 60_000 }, async () => {
   assert.ok(sippAvailable(), 'sipp is not installed (Debian package sip-tester)');
   const ae = await startAuthEdge({
+    // sipp 3.6 answers only the FIRST challenge header and only MD5 ("createAuthHeader:
+    // authentication must use MD5 or AKAv1-MD5" otherwise); the shipped rules/auth-clients.yaml
+    // knows it by its From tag and offers it MD5 alone, within the shipped allow-list
+    shippedClients: true,
     auth: (dir) => {
       const users = path.join(dir, 'users.txt');
-      // the `sip-edge passwd` code path; both algorithms, as an operator would write them
-      upsertUsers(users, REALM, { alice: 'correct horse', bob: 'battery staple' }, ['SHA-256', 'MD5']);
-      // sipp 3.6 answers only the FIRST challenge header and only MD5 ("createAuthHeader:
-      // authentication must use MD5 or AKAv1-MD5" otherwise): MD5 first, SHA-256 still offered
-      return authConfig({ mode: 'edge', realm: REALM, usersFile: users, algorithms: ['MD5', 'SHA-256'], identity: 'assert' });
+      // the `sip-edge passwd` code path with its default algorithms
+      upsertUsers(users, REALM, { alice: 'correct horse', bob: 'battery staple' }, DIGEST_ALGORITHMS);
+      return authConfig({ mode: 'edge', realm: REALM, usersFile: users, algorithms: defaultAuthConfig([]).fallback.algorithms, identity: 'assert' });
     },
   });
   try {
@@ -70,6 +73,8 @@ test('a sipp phone registers and calls through edge digest auth; the PBX sees no
 
     let m = await ae.edge.metrics.metrics();
     assert.equal(sample(m, 'sipedge_auth_total', { mode: 'edge', result: 'success' }), 2, 'REGISTER and INVITE authenticated');
+    assert.ok((sample(m, 'sipedge_rule_hits_total', { rule: 'auth-clients:sipp' }) ?? 0) >= 2, 'the sipp profile chose the challenges');
+    assert.equal(sample(m, 'sipedge_auth_algorithm_total', { algorithm: 'MD5' }), 2);
     assert.equal(sumOf(m, 'sipedge_verdicts_total', { stage: 'auth', reason: 'wrong_credentials' }), 0);
 
     // a wrong password: the edge challenges again, sipp sees a second 401 where it wants a 200

@@ -341,7 +341,7 @@ test('auth: without a users file every domain is in pbx mode with the documented
   const a = r.config.auth!;
   assert.equal(a.fallback.mode, 'pbx');
   assert.equal(a.fallback.realm, 'pbx.example.com', 'the first served domain');
-  assert.deepEqual(a.fallback.algorithms, ['SHA-256', 'SHA-512-256']);
+  assert.deepEqual(a.fallback.algorithms, ['SHA-256', 'SHA-512-256', 'MD5'], 'the allow-list accepts MD5: MD5-only phones must not be locked out (rules/auth-clients.yaml chooses per client)');
   assert.deepEqual(a.fallback.qop, ['auth']);
   assert.deepEqual([a.fallback.matchFrom, a.fallback.forwardCredentials, a.fallback.identity, a.fallback.pbxRewrite], [true, false, 'strip', 'challenge']);
   assert.deepEqual([a.nonceSeconds, a.lockout, a.enumeration], [300, { failures: 10, seconds: 900 }, { users: 10, seconds: 60 }]);

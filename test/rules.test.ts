@@ -11,6 +11,7 @@ import { Type } from '@sinclair/typebox';
 import { loadRules, defaultRulesDir, rulesVersion, EMPTY_ACCESS, EMPTY_GEO, EMPTY_SCANNER, type RuleCompilers } from '../rules/load';
 import { RulesHolder, RulesLoadError } from '../rules/reload';
 import { KNOWN_STAGES } from '../rules/schema';
+import { AuthClientsFileSchema, compileAuthClients } from '../rules/auth-clients-compile';
 import { compileLimits, defaultLimits, LimitsFileSchema } from '../rules/limits-compile';
 import type { CompiledSignature, RulesSnapshot } from '../rules/types';
 
@@ -61,6 +62,7 @@ const STUBS: RuleCompilers = {
   },
   // the real limits compiler: small, pure, and a missing limits.yaml means its defaults
   limits: { schema: LimitsFileSchema, compile: compileLimits },
+  authClients: { schema: AuthClientsFileSchema, compile: compileAuthClients },
 };
 
 /** rule names every snapshot carries from the default limits (limits.yaml absent) */

@@ -17,8 +17,9 @@ import type { SipRequest } from '../sip/types';
 import { fields } from '../sip/headers';
 import { type DigestAlgorithm, NonceCodec, digestHex, digestsEqual, parseCredentials } from './digest';
 
-/** HA1 for (user, realm, algorithm), or undefined for an unknown user */
-export type Ha1Lookup = (user: string, realm: string, alg: DigestAlgorithm) => string | undefined;
+/** HA1 for (user, realm, algorithm); undefined for an unknown user; null for a user whose line
+ *  has no HA1 for this algorithm (it cannot authenticate with it: `sip-edge passwd` writes all) */
+export type Ha1Lookup = (user: string, realm: string, alg: DigestAlgorithm) => string | null | undefined;
 
 export type VerifyResult =
   /** no credentials for our realm: challenge */
@@ -39,6 +40,7 @@ export type AuthFailReason =
   | 'algorithm_not_offered'  // MD5 (or -sess, or anything) when the policy does not offer it
   | 'qop_invalid'            // no qop (an RFC 2069 downgrade) or a qop we did not offer
   | 'unknown_user'
+  | 'ha1_missing'            // the user exists but has no HA1 for the algorithm answered with
   | 'wrong_credentials';
 
 /** Node hash output length in hex, per algorithm: an answer of another length is not an answer. */
@@ -72,15 +74,18 @@ export class DigestVerifier {
   }
 
   /**
-   * The challenge header lines, one per algorithm in the policy's order of preference (RFC 8760
-   * section 2.4: the UAC picks the first it supports). One nonce serves them all. Nothing in them
-   * depends on the user.
+   * The challenge header lines, one per algorithm in order of preference (RFC 8760 section 2.3;
+   * 2.4: the UAC picks the topmost it supports): the policy's allow-list, or the subset
+   * edge/auth/offer.ts chose for this client. One nonce serves them all, so a client that reads
+   * only the first challenge but answers in another offered algorithm still succeeds. Nothing in
+   * them depends on the user.
    */
-  challenge(method: string, policy: AuthDomainPolicy, source: string, nowMs: number, stale: boolean): Array<[string, string]> {
+  challenge(method: string, policy: AuthDomainPolicy, source: string, nowMs: number, stale: boolean,
+    algorithms: readonly AuthAlgorithm[] = policy.algorithms): Array<[string, string]> {
     const name = DigestVerifier.statusFor(method) === 401 ? 'WWW-Authenticate' : 'Proxy-Authenticate';
     const nonce = this.nonces.issue(policy.realm, source, nowMs);
     const qop = policy.qop.join(',');
-    return policy.algorithms.map((alg) => [
+    return algorithms.map((alg) => [
       name,
       `Digest realm="${quoteEscape(policy.realm)}", nonce="${nonce}", algorithm=${alg}, qop="${qop}"${stale ? ', stale=true' : ''}`,
     ]);
@@ -100,8 +105,14 @@ export class DigestVerifier {
       if (c.scheme !== 'digest') continue;
       anyDigest = true;
       if (c.params.get('realm') === policy.realm) {
-        if (mine !== undefined) return { kind: 'malformed', detail: 'two credentials for one realm' };
-        mine = c.params;
+        if (mine === undefined) { mine = c.params; continue; }
+        // RFC 8760 2.4 has a client answer one challenge per realm; libre 3.12+ (baresip) answers
+        // every one it was offered. Only the strongest the domain allows is checked, the others
+        // are ignored: still one check (and one nonce-count) per request. The same algorithm
+        // twice is no such client: malformed.
+        const a = algorithmOf(mine), b = algorithmOf(c.params);
+        if (a === b) return { kind: 'malformed', detail: 'two credentials for one realm' };
+        if (strength(b, policy) > strength(a, policy)) mine = c.params;
       }
     }
     if (mine === undefined) return anyDigest ? { kind: 'fail', reason: 'realm_mismatch', known: false } : { kind: 'none' };
@@ -137,8 +148,10 @@ export class DigestVerifier {
     // the same work whether or not the user exists: dummy HA1 always, the real one when known
     const dummy = this.dummyHa1(alg, user, policy.realm);
     const real = users(user, policy.realm, alg);
-    const known = real !== undefined && real.length === HEX_LEN[alg];
+    const known = typeof real === 'string' && real.length === HEX_LEN[alg];
     const ha1 = known ? real : dummy;
+    // for metrics and logs only: to the client this fails exactly like a wrong password
+    const failReason: AuthFailReason = known ? 'wrong_credentials' : real === null ? 'ha1_missing' : 'unknown_user';
     const a2 = qop === 'auth-int'
       ? `${req.method}:${uri}:${digestHex(alg, bodyOf(req))}`
       : `${req.method}:${uri}`;
@@ -155,14 +168,25 @@ export class DigestVerifier {
     // failure counted against it. Only the right password gets there, so it tells an attacker
     // nothing; a wrong answer to a nonce not ours stays a failure.
     if (n === 'invalid') return match && known ? { kind: 'stale', user } : { kind: 'fail', reason: 'nonce_invalid', user, known: false };
-    if (n === 'stale') return match && known ? { kind: 'stale', user } : { kind: 'fail', reason: known ? 'wrong_credentials' : 'unknown_user', user, known };
-    if (!match || !known) return { kind: 'fail', reason: known ? 'wrong_credentials' : 'unknown_user', user, known, replayKey };
+    if (n === 'stale') return match && known ? { kind: 'stale', user } : { kind: 'fail', reason: failReason, user, known };
+    if (!match || !known) return { kind: 'fail', reason: failReason, user, known, replayKey };
     return { kind: 'ok', user, replayKey, algorithm: alg };
   }
 
   private dummyHa1(alg: DigestAlgorithm, user: string, realm: string): string {
     return createHmac('sha256', this.dummyKey).update(`${alg}\0${user}\0${realm}`).digest('hex').slice(0, HEX_LEN[alg]);
   }
+}
+
+/** RFC 7616 3.4: an absent algorithm means MD5 */
+function algorithmOf(p: ReadonlyMap<string, string>): string {
+  return (p.get('algorithm') ?? 'MD5').toUpperCase();
+}
+
+/** Preference among answers to several challenges of one realm: the stronger hash, if allowed. */
+const STRENGTH: Readonly<Record<string, number>> = { 'MD5': 1, 'SHA-256': 2, 'SHA-512-256': 3 };
+function strength(alg: string, policy: AuthDomainPolicy): number {
+  return (policy.algorithms as readonly string[]).includes(alg) ? STRENGTH[alg] ?? 0 : 0;
 }
 
 function quoteEscape(s: string): string {

@@ -46,11 +46,11 @@ export const DIGEST_ALGORITHMS = ['SHA-256', 'SHA-512-256', 'MD5'] as const;
 
 const algorithmList = (withDefault: boolean) =>
   Type.Array(Type.Union(DIGEST_ALGORITHMS.map((a) => Type.Literal(a)), { errorMessage: `expected one of ${DIGEST_ALGORITHMS.join(', ')}` }), {
-    ...(withDefault ? { default: ['SHA-256', 'SHA-512-256'] } : {}),
+    ...(withDefault ? { default: ['SHA-256', 'SHA-512-256', 'MD5'] } : {}),
     minItems: 1,
     maxItems: 3,
     uniqueItems: true,
-    description: 'Challenge algorithms, in order of preference (RFC 8760: one challenge per algorithm). MD5 only for old phones that cannot do better.',
+    description: 'Digest algorithms the edge accepts (the allow-list), in order of preference. Which of them a client is challenged with is chosen per client by rules/auth-clients.yaml (RFC 8760: one challenge per algorithm); without that file, every client gets all of them in this order. Take MD5 out only if no phone needs it.',
     errorMessage: `expected a non-empty list of distinct ${DIGEST_ALGORITHMS.join(', ')}`,
   });
 const qopList = (withDefault: boolean) =>
@@ -238,7 +238,7 @@ export const ConfigFileSchema = Type.Object(
       errorMessage: 'expected answer, forward or challenge',
     }),
     redis: nullableString(null, 'Redis shared by every instance for rate limits, bans, nonce replay and promotions: redis://[user:pass@]host:port[/db], rediss:// (TLS), redis-sentinel://host1:26379,host2:26379/MASTER[/db], redis-cluster://host1:7000,host2:7001; null = in memory, single node.'),
-    rules: nullableString(null, 'Directory of the rule files (stages, scanner, access, geoip); relative to this file; null = the shipped rules/ directory.'),
+    rules: nullableString(null, 'Directory of the rule files (stages, scanner, access, geoip, limits, auth-clients); relative to this file; null = the shipped rules/ directory.'),
     serverHeader: Type.Union(
       [
         // RFC 3261 20.35 / 25.1: product / comment words; printable ASCII and single spaces, so

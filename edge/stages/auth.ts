@@ -2,8 +2,10 @@
 // challenges (pbx mode), per served domain (sip-edge.yaml `auth`), plus identity anti-spoofing.
 //
 // Edge mode (RFC 3261 22, RFC 7616, RFC 8760; the checks live in edge/auth/verify.ts):
-//   no credentials            -> 401 (REGISTER) / 407 (others) with one challenge per algorithm,
-//                                built before any user lookup: the same bytes for every user
+//   no credentials            -> 401 (REGISTER) / 407 (others) with one challenge per algorithm
+//                                the client is offered (edge/auth/offer.ts: the domain's allow-list,
+//                                the client profile of rules/auth-clients.yaml, what the source did
+//                                before), built before any user lookup: the same for every user
 //   unreadable credentials    -> 400 (RFC 3261 21.4.1)
 //   wrong password, unknown user, foreign or replayed nonce, downgraded qop, a locked user
 //                             -> the same fresh challenge (the client learns nothing)
@@ -28,8 +30,10 @@
 // in `lockout.seconds` lock the user for sources that have not authenticated recently; the owner,
 // whose phones are promoted, keeps working. Side effects happen only when the stage enforces.
 import { createHash, randomBytes } from 'node:crypto';
-import type { AuthConfig, AuthDomainPolicy } from '../config/types';
+import type { AuthAlgorithm, AuthConfig, AuthDomainPolicy } from '../config/types';
 import { DigestVerifier, credentialUser, type Ha1Lookup, type VerifyResult } from '../auth/verify';
+import { OfferSelector } from '../auth/offer';
+import type { CompiledAuthClients } from '../../rules/types';
 import { first, from, requestUri, to } from '../sip/headers';
 import type { Endpoint, SipRequest, SipResponse } from '../sip/types';
 import type { FinalSubstitute } from '../router/proxy';
@@ -48,6 +52,7 @@ export const AUTH_REASONS = [
   'algorithm_not_offered',
   'qop_invalid',
   'unknown_user',
+  'ha1_missing',            // the user has no HA1 for the algorithm it answered with (users file)
   'wrong_credentials',
   'nonce_replay',
   'user_locked',
@@ -63,6 +68,8 @@ const IDENTITY_HEADERS = ['p-asserted-identity', 'p-preferred-identity', 'remote
 export type AuthEvent =
   | { readonly kind: 'challenge' | 'stale'; readonly mode: 'edge' | 'pbx' }
   | { readonly kind: 'success'; readonly mode: 'edge' | 'pbx'; readonly source: Endpoint; readonly user: string; readonly request?: SipRequest }
+  /** a right answer to the edge's challenge, in this algorithm (before From/lockout checks) */
+  | { readonly kind: 'answer'; readonly algorithm: AuthAlgorithm }
   | { readonly kind: 'failure'; readonly mode: 'edge' | 'pbx'; readonly reason: string; readonly source: Endpoint }
   | { readonly kind: 'lockout'; readonly mode: 'edge' | 'pbx'; readonly source: Endpoint; readonly user: string; readonly realm: string; readonly seconds: number };
 
@@ -83,6 +90,9 @@ export interface AuthStageOptions {
   readonly unchallenged?: (req: SipRequest) => boolean;
   /** does the stage enforce right now (stages.yaml mode)? shadow: decide and count only */
   readonly enforcing: () => boolean;
+  /** digest challenge profiles (rules/auth-clients.yaml) of the current rules; absent or null:
+   *  every client is offered the domain's algorithms as listed */
+  readonly clients?: () => CompiledAuthClients | null;
   /** epoch ms (nonce timestamps, lockouts) */
   readonly now?: () => number;
   readonly onEvent?: (e: AuthEvent) => void;
@@ -104,6 +114,8 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
   const secret = o.auth.secret;
   const verifier = secret !== undefined ? new DigestVerifier(Buffer.from(secret, 'utf8'), o.auth.nonceSeconds) : undefined;
   const now = o.now ?? Date.now;
+  const clients = o.clients ?? (() => null);
+  const offers = new OfferSelector(now);
   const byDomain = new Map(o.auth.domains.map((d) => [d.name, d]));
   const lockSpec: LimiterSpec = { name: 'auth_user_failures', points: o.auth.lockout.failures, durationSec: o.auth.lockout.seconds, onStoreDown: 'open' };
   const locked = new Map<string, number>();
@@ -177,10 +189,15 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
     return edits;
   };
 
-  const challenge = (req: SipRequest, src: Endpoint, policy: AuthDomainPolicy, reason: AuthReason, stale = false): Verdict => {
+  /** `unanswered`: the request carried no credentials for the realm (feeds the MD5 fallback) */
+  const challenge = (req: SipRequest, src: Endpoint, policy: AuthDomainPolicy, reason: AuthReason, stale = false, unanswered = false): Verdict => {
     const status = DigestVerifier.statusFor(req.method);
     emit({ kind: stale ? 'stale' : 'challenge', mode: 'edge' });
-    return reply(status, reason, { headers: verifier!.challenge(req.method, policy, src.address, now(), stale) });
+    const offer = offers.select(req, src, policy, clients(), { unanswered, learn: o.enforcing() });
+    return reply(status, reason, {
+      headers: verifier!.challenge(req.method, policy, src.address, now(), stale, offer.algorithms),
+      ...(offer.rule !== undefined ? { rule: offer.rule } : {}),
+    });
   };
 
   function edgeCheck(ctx: MessageContext, req: SipRequest, policy: AuthDomainPolicy): Verdict | Promise<Verdict> {
@@ -189,13 +206,15 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
     const lookup = policy.usersFile !== undefined ? o.users(policy.usersFile) : undefined;
     const users: Ha1Lookup = lookup ?? (() => undefined);
     const r = verifier.verify(req, policy, src.address, now(), users);
+    // credentials of any kind: the client answered whatever it was offered (no MD5 fallback)
+    if (r.kind !== 'none') offers.answered(req, src);
     switch (r.kind) {
       case 'none':
         // soft: every phone's first request is unauthenticated; only a source that never comes
         // back with credentials is banned for these (edge/suspicion.ts grace)
         if (!o.suspicion.isPromoted(src.address)) record(src, 'missing_auth', 'auth.missing');
         trackEnumeration(req, src, policy);
-        return challenge(req, src, policy, 'challenge');
+        return challenge(req, src, policy, 'challenge', false, true);
       case 'malformed':
         record(src, 'malformed', 'auth.credentials');
         emit({ kind: 'failure', mode: 'edge', reason: 'credentials_malformed', source: src });
@@ -218,6 +237,10 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
           record(src, 'auth_failure', 'auth.nonce_replay');
           emit({ kind: 'failure', mode: 'edge', reason: 'nonce_replay', source: src });
           return challenge(req, src, policy, 'nonce_replay');
+        }
+        if (r.kind === 'ok') {
+          emit({ kind: 'answer', algorithm: r.algorithm });
+          if (o.enforcing()) offers.succeeded(req, src, r.algorithm, clients());
         }
         return r.kind === 'ok' ? succeeded(ctx, req, policy, r.user) : failed(req, src, policy, r);
       },

@@ -36,7 +36,7 @@ export interface LimitOverrides { readonly userInvite?: number; readonly aorRegi
  * replacement that finds nothing to replace fails loudly: a changed shipped file must not silently
  * turn a control run into a real one.
  */
-export function authRulesDir(o: { weights?: Weights; authMode?: 'enforce' | 'shadow' | 'off'; aorRegister?: boolean; limits?: LimitOverrides } = {}): string {
+export function authRulesDir(o: { weights?: Weights; authMode?: 'enforce' | 'shadow' | 'off'; aorRegister?: boolean; limits?: LimitOverrides; shippedClients?: boolean } = {}): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-authrules-'));
   fs.writeFileSync(path.join(dir, 'stages.yaml'),
     'stages:\n  - {name: sanity, mode: enforce}\n  - {name: ratelimit, mode: enforce}\n  - {name: ping, mode: enforce}\n'
@@ -60,6 +60,8 @@ export function authRulesDir(o: { weights?: Weights; authMode?: 'enforce' | 'sha
     limits = limits.replace(re, 'aorRegister: { enabled: false');
   }
   fs.writeFileSync(path.join(dir, 'limits.yaml'), limits);
+  // the shipped digest challenge profiles; without them every client gets the policy's algorithms
+  if (o.shippedClients === true) fs.copyFileSync(path.join(REPO_ROOT, 'rules/auth-clients.yaml'), path.join(dir, 'auth-clients.yaml'));
   return dir;
 }
 
@@ -128,11 +130,13 @@ export async function startAuthEdge(o: {
   authMode?: 'enforce' | 'shadow' | 'off';
   aorRegister?: boolean;
   limits?: LimitOverrides;
+  /** copy the shipped rules/auth-clients.yaml into the rules (default: no client profiles) */
+  shippedClients?: boolean;
   registrar?: RegistrarOptions;
   cfg?: Partial<ResolvedConfig>;
 }): Promise<AuthEdge> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-authedge-'));
-  const rulesDir = authRulesDir({ weights: o.weights, authMode: o.authMode, aorRegister: o.aorRegister, limits: o.limits });
+  const rulesDir = authRulesDir({ weights: o.weights, authMode: o.authMode, aorRegister: o.aorRegister, limits: o.limits, shippedClients: o.shippedClients });
   const pbx = await Registrar.start(o.registrar);
   let edge: EdgeHandle | undefined;
   try {

@@ -13,6 +13,7 @@ export function snapshotWith(over: Partial<RulesSnapshot> = {}): RulesSnapshot {
     access: EMPTY_ACCESS,
     geoip: EMPTY_GEO,
     limits: defaultLimits(),
+    authClients: null,
     ruleNames: [],
     ...over,
   };
