@@ -137,7 +137,7 @@ export const ConfigFileSchema = Type.Object(
         maxConnections: int(10000, 1, 1000000, 'Open TCP connections in total.'),
         maxConnectionsPerSource: int(32, 1, 100000, 'Open TCP connections per source address.'),
         messageTimeoutMs: int(10000, 100, 600000, 'Time to receive one whole message once it has started (slowloris).'),
-        idleTimeoutMs: int(180000, 1000, 86400000, 'Idle connection lifetime; phones keep flows alive with CRLF pings (RFC 5626 4.4.1).'),
+        idleTimeoutMs: int(180000, 1000, 86400000, 'Idle connection lifetime; phones keep flows alive with CRLF pings (RFC 5626 4.4.1). A connection holding a registration the PBX accepted may stay silent as long as that registration.'),
       },
       'Stream transport caps.',
     ),

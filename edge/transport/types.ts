@@ -34,6 +34,9 @@ export interface Listener {
   send(dest: Endpoint, bytes: Buffer, mayConnect?: boolean): boolean;
   /** stream transports: is this connection still open? */
   isOpen?(connId: number): boolean;
+  /** stream transports: let connection `connId` stay silent for `ms` (never less than the idle
+   *  timeout, at most 24 h) before it is closed; the allowance restarts with every byte */
+  holdOpen?(connId: number, ms: number): void;
   /** datagram transports: share of receive rounds since the last call that did not drain the
    *  socket (0-1; overload control reads it) */
   backlog?(): number;
