@@ -14,9 +14,12 @@
 //   (b) Kamailio challenges (401 REGISTER, 407 INVITE/MESSAGE), the edge in pass-through (auth: pbx);
 //   (c) the edge challenges with its SHIPPED defaults, a users file written by `sip-edge passwd`.
 //
-// Addresses (loopback) and the phones' refresh timing can be changed through the environment:
-// PHONES_EDGE_ADDR (127.0.0.1), PHONES_PBX_ADDR (127.0.0.2), PHONES_A_ADDR (127.0.0.1),
-// PHONES_B_ADDR (127.0.0.3); PHONES_MODES=none,pbx,edge picks modes. Ports are random. Under CI=true a missing kamailio or baresip fails.
+// Real phones also found that the edge closed a registered TCP phone's silent connection after
+// tcp.idleTimeoutMs, making it unreachable until its next refresh (one scenario keeps that fixed).
+//
+// The loopback addresses come from the environment: PHONES_EDGE_ADDR (127.0.0.1), PHONES_PBX_ADDR
+// (127.0.0.2), PHONES_A_ADDR (127.0.0.1), PHONES_B_ADDR (127.0.0.3); PHONES_MODES=none,pbx,edge
+// picks modes. Ports are random. Under CI=true a missing kamailio or baresip is a failure.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
