@@ -428,6 +428,50 @@ describe('proxy: TCP phones and IPv6', () => {
     } finally { phone.close(); pbx.close(); await edge.close(0); }
   });
 
+  test('a phone registered over TCP stays reachable while silent for longer than the idle timeout', async () => {
+    // baresip over TCP sends nothing between its hourly refreshes: its connection is the only way
+    // to it (the Path names it), so the idle timeout must not end the registration (issue 11)
+    // long enough for a loaded machine to finish a registration round trip inside it
+    const idleMs = 800;
+    const pbx = await UdpPeer.bind('127.0.0.2');
+    const edge = await startEdge(testConfig({
+      listen: [{ transport: 'udp', host: '127.0.0.1', port: 0 }, { transport: 'tcp', host: '127.0.0.1', port: 0 }],
+      upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }],
+      tcp: { maxConnections: 100, maxConnectionsPerSource: 10, unknownPercent: 80, promotedPercent: 90, messageTimeoutMs: 5000, idleTimeoutMs: idleMs },
+    }), silent, { clock: new ManualClock() });
+    const udpPort = edge.listeners[0]!.port;
+    const tcpPort = edge.listeners[1]!.port;
+    const phone = await TcpPeer.connect(tcpPort);
+    const bystander = await TcpPeer.connect(tcpPort);
+    let unregistered: TcpPeer | undefined;
+    const register = async (p: TcpPeer, user: string, expires: number): Promise<string> => {
+      const contact = `<sip:${user}@192.168.7.7:5060;transport=tcp>`;
+      p.send(request({ address: '127.0.0.1', port: p.port }, {
+        method: 'REGISTER', ruri: 'sip:example.com', to: `<sip:${user}@example.com>`, callId: uniq('reg'),
+        via: `SIP/2.0/TCP 192.168.7.7:5060;branch=${uniq('z9hG4bK')};rport`, contact: `${contact};expires=${expires}`,
+      }));
+      const fwd = await pbx.wait((m) => m.text.startsWith('REGISTER ') && m.text.includes(`sip:${user}@192.168.7.7`), 2000, `REGISTER ${user}`);
+      // RFC 3261 10.3 step 8: the 200 lists the bindings with the expiry the registrar granted
+      await pbx.send(response(fwd.text, 200, 'OK', { toTag: 'r', extra: [`Contact: ${contact};expires=${expires}`] }), udpPort, '127.0.0.1');
+      await p.waitFirstLine('SIP/2.0 200');
+      return header(fwd.text, 'Path')!;
+    };
+    try {
+      const path = await register(phone, 'bob', 3600);
+      unregistered = await TcpPeer.connect(tcpPort);
+      await register(unregistered, 'carol', 3600);
+      await register(unregistered, 'carol', 0);
+      await new Promise((r) => setTimeout(r, idleMs * 2.5));
+      assert.equal(bystander.closed, true, 'a connection that registered nothing still times out');
+      assert.equal(unregistered.closed, true, 'an unregistration gives the connection back its idle timeout');
+      assert.equal(phone.closed, false, 'the registered phone keeps its connection');
+      const cid = uniq('late');
+      await pbx.send(request({ address: '127.0.0.2', port: pbx.port }, { callId: cid, ruri: 'sip:bob@192.168.7.7:5060;transport=tcp', extra: [`Route: ${path}`] }), udpPort, '127.0.0.1');
+      const inv = await phone.waitFirstLine('INVITE ');
+      assert.equal(header(inv.text, 'Call-ID'), cid, 'the call reaches the silent phone');
+    } finally { phone.close(); bystander.close(); unregistered?.close(); pbx.close(); await edge.close(0); }
+  });
+
   test('IPv6: a phone on ::1 calls through an edge listening on [::1]', async () => {
     const pbx = await UdpPeer.bind('127.0.0.2');
     const phone = await UdpPeer.bind('::1');

@@ -139,7 +139,7 @@ export const ConfigFileSchema = Type.Object(
         unknownPercent: int(80, 0, 100, 'Share of maxConnections (per cent) that sources neither inside, trusted nor promoted may hold together; the rest stays free for those, whatever a flood of unknown sources holds.'),
         promotedPercent: int(90, 0, 100, 'Share of maxConnections (per cent) that unknown and promoted sources may hold together; the rest is for trusted and inside sources. A connection of a higher class that finds no room closes the least recently used one of the lowest class.'),
         messageTimeoutMs: int(10000, 100, 600000, 'Time to receive one whole message once it has started (slowloris).'),
-        idleTimeoutMs: int(180000, 1000, 86400000, 'Idle connection lifetime; phones keep flows alive with CRLF pings (RFC 5626 4.4.1).'),
+        idleTimeoutMs: int(180000, 1000, 86400000, 'Idle connection lifetime; phones keep flows alive with CRLF pings (RFC 5626 4.4.1). A connection holding a registration the PBX accepted may stay silent as long as that registration.'),
       },
       'Stream transport caps.',
     ),

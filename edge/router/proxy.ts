@@ -27,6 +27,37 @@ import { type HealthFailureCause, UpstreamPool } from './upstreams';
 /** RFC 3261 16.6 item 6 / 12.1.1: requests that create a dialog get Record-Route. */
 const DIALOG_CREATING = new Set(['INVITE', 'SUBSCRIBE', 'REFER', 'NOTIFY']);
 const TIMER_C_MS = 180_000; // RFC 3261 16.6 item 11: greater than 3 minutes
+/** RFC 3261 10.3 step 7: the registrar's own default when a REGISTER states no expiry */
+const DEFAULT_REGISTRATION_S = 3600;
+
+/**
+ * The lifetime (seconds) a registrar granted to the bindings a REGISTER sent: RFC 3261 10.3 step 8
+ * lists every binding of the AOR in the 2xx, each with its expires parameter (or the Expires
+ * header); the REGISTER's own Contacts pick this phone's. Without a match: the 2xx's Expires, the
+ * REGISTER's (Contact parameter or header), else the registrar default.
+ */
+function grantedSeconds(req: SipRequest, res: SipResponse): number {
+  const num = (v: string | null | undefined): number | undefined => {
+    if (v === null || v === undefined || !/^\d{1,10}$/.test(v)) return undefined;
+    return Number(v);
+  };
+  const resExpires = H.expires(res) ?? undefined;
+  const reqExpires = H.expires(req) ?? undefined;
+  const mine = new Set((H.contacts(req) ?? []).map((c) => c.uriRaw));
+  let granted: number | undefined;
+  for (const c of H.contacts(res) ?? []) {
+    if (!mine.has(c.uriRaw)) continue;
+    const e = num(c.params.get('expires')) ?? resExpires;
+    if (e !== undefined) granted = Math.max(granted ?? 0, e);
+  }
+  if (granted !== undefined) return granted;
+  if (resExpires !== undefined) return resExpires;
+  for (const c of H.contacts(req) ?? []) {
+    const e = num(c.params.get('expires')) ?? reqExpires;
+    if (e !== undefined) granted = Math.max(granted ?? 0, e);
+  }
+  return granted ?? reqExpires ?? DEFAULT_REGISTRATION_S;
+}
 
 export type UnmatchedKind = 'response' | 'ack' | 'cancel';
 
@@ -827,9 +858,31 @@ export class Proxy {
     // non-INVITE final
     if (ct.state === 'completed') { this.ev.retransmission?.('absorbed'); return; }
     this.completeClient(ct);
-    // a REGISTER the PBX accepted proves the source holds valid credentials (pass-through auth)
-    if (ct.method === 'REGISTER' && status < 300 && this.sideOf(st.source) === 'outside') this.ev.registered?.(st.source);
+    if (ct.method === 'REGISTER' && status < 300 && this.sideOf(st.source) === 'outside') {
+      // a REGISTER the PBX accepted proves the source holds valid credentials (pass-through auth)
+      this.ev.registered?.(st.source);
+      this.holdRegisteredFlow(st, res);
+    }
     this.sendFinal(st, status, this.finalBytes(st, res));
+  }
+
+  /**
+   * A phone registered over a connection is reachable only through it (the Path names the
+   * connection, RFC 5626 5.3): closing it after tcp.idleTimeoutMs of silence would leave the
+   * phone unreachable, every call to it a 430, until its next refresh. Phones without RFC 5626
+   * keep-alives (baresip, many desk phones) send nothing between refreshes that may be an hour
+   * apart. So the connection may stay silent for the registration the PBX granted, plus 64*T1
+   * for the refresh's own transaction (Kamailio's sample config keeps TCP connections 3605 s for
+   * the same reason); an unregistration (0) gives it back the plain idle timeout. Nothing new to
+   * pin: the connection caps still apply, and any peer can keep a connection with CRLF pings.
+   */
+  private holdRegisteredFlow(st: ServerTx, res: SipResponse): void {
+    const src = st.source;
+    if (src.connId === undefined || st.request === undefined) return;
+    const l = this.listenerFor(src.transport, src.address, src.listenerId);
+    if (l?.holdOpen === undefined) return;
+    const granted = grantedSeconds(st.request, res);
+    l.holdOpen(src.connId, granted === 0 ? 0 : granted * 1000 + 64 * this.t1);
   }
 
   /** the bytes of a final response for st's client: the PBX's answer without our Via, or the

@@ -73,6 +73,8 @@ function allocConnId(): number {
 
 const CRLF = Buffer.from('\r\n', 'latin1');
 const DEFAULT_WRITE_QUEUE = 1024 * 1024;
+/** holdOpen ceiling: the largest idleTimeoutMs the config accepts */
+const MAX_HOLD_MS = 86_400_000;
 
 interface Conn {
   readonly id: number;
@@ -455,6 +457,13 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     },
     connections(): number {
       return conns.size;
+    },
+    holdOpen(connId: number, ms: number): void {
+      const c = conns.get(connId);
+      if (c === undefined || c.closing || !Number.isFinite(ms)) return;
+      // the same Node idle timer as for every connection (re-armed by each read and write),
+      // only longer
+      c.socket.setTimeout(Math.max(opts.idleTimeoutMs, Math.min(Math.round(ms), MAX_HOLD_MS)));
     },
     close(graceMs = 0): Promise<void> {
       if (closePromise !== null) return closePromise;

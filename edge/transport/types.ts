@@ -36,6 +36,9 @@ export interface Listener {
   isOpen?(connId: number): boolean;
   /** stream transports: connections open right now, inbound and outbound (sipedge_tcp_connections) */
   connections?(): number;
+  /** stream transports: let connection `connId` stay silent for `ms` (never less than the idle
+   *  timeout, at most 24 h) before it is closed; the allowance restarts with every byte */
+  holdOpen?(connId: number, ms: number): void;
   /** datagram transports: share of receive rounds since the last call that did not drain the
    *  socket (0-1; overload control reads it) */
   backlog?(): number;

@@ -86,6 +86,8 @@ export interface MsgOpts {
   from?: string;
   to?: string;
   maxForwards?: number | null;
+  /** the Contact header value; default <sip:alice@ADDRESS:PORT> */
+  contact?: string;
 }
 
 let seq = 0;
@@ -103,7 +105,7 @@ export function request(p: { address: string; port: number }, o: MsgOpts = {}): 
     `To: ${o.to ?? '<sip:1000@example.com>'}${o.toTag ? `;tag=${o.toTag}` : ''}`,
     `Call-ID: ${o.callId ?? uniq('cid')}`,
     `CSeq: ${o.cseq ?? 1} ${o.cseqMethod ?? method}`,
-    `Contact: <sip:alice@${p.address}:${p.port}>`,
+    `Contact: ${o.contact ?? `<sip:alice@${p.address}:${p.port}>`}`,
     ...(o.extra ?? []),
     `Content-Length: ${Buffer.byteLength(body)}`,
     '',
