@@ -26,10 +26,9 @@ import type { RulesSnapshot } from '../../rules/types';
 import { LIMIT_RULES } from '../../rules/limits-compile';
 import { from, to } from '../sip/headers';
 import type { SipRequest } from '../sip/types';
-import type { SharedStore } from '../store/types';
-import { LimiterCache, type Suspicion } from '../suspicion';
+import { LimiterCache } from '../suspicion';
 import { CONTINUE, drop, type MessageContext, type Stage, type Verdict } from '../verdict';
-import { aorKey, askBudget, overBudget, type Budget as BudgetOf } from './ratelimit';
+import { aorKey, askBudget, overBudget, type Budget as BudgetOf, type RateLimitStageOptions } from './ratelimit';
 
 export const USERLIMIT_REASONS = [
   'aor_register_rate',  // REGISTERs for one AOR over aorRegister (established identities only)
@@ -39,12 +38,8 @@ export const USERLIMIT_REASONS = [
 
 export type UserLimitReason = (typeof USERLIMIT_REASONS)[number];
 
-export interface UserLimitStageOptions {
-  readonly rules: () => RulesSnapshot;
-  readonly store: SharedStore;
-  readonly suspicion: Suspicion;
-  /** uniform [0, 1) for the Retry-After jitter (default Math.random; tests) */
-  readonly random?: () => number;
+/** the ratelimit stage's dependencies, and: */
+export interface UserLimitStageOptions extends RateLimitStageOptions {
   /** does the stage run at all (stages.yaml)? accepted() counts nothing when it does not */
   readonly active?: () => boolean;
 }
