@@ -26,15 +26,15 @@
 // profile's list filtered by it, and an answer in an algorithm the domain does not allow is
 // refused whatever the profile says.
 //
-// Patterns are vetted like scanner patterns (rules/scanner-compile.ts vetPattern: linear-time
-// constructs only) and compiled once; matching is total (never throws).
+// Patterns are vetted and compiled like scanner patterns, once (rules/scanner-compile.ts
+// compilePattern: linear-time constructs only); matching is total (never throws).
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
 import type { AuthAlgorithm } from '../edge/config/types';
 import type { ValuePath } from '../edge/config/yaml';
 import { canonicalName, fields } from '../edge/sip/headers';
 import type { SipMessage } from '../edge/sip/types';
-import { MAX_PATTERN_LENGTH, vetPattern } from './scanner-compile';
+import { CaseInsensitiveSchema, PatternSchema, compilePattern } from './scanner-compile';
 import type { CompiledAuthClient, CompiledAuthClients } from './types';
 
 export const MAX_AUTH_CLIENTS = 1000;
@@ -80,13 +80,8 @@ const ClientSchema = Type.Object(
           description: 'a header name (compact forms allowed: f = From); usually User-Agent',
           errorMessage: 'expected a header name',
         }),
-        pattern: Type.String({
-          minLength: 1,
-          maxLength: MAX_PATTERN_LENGTH,
-          description: 'JavaScript regular expression (no flags); searched anywhere in the value unless anchored',
-          errorMessage: `expected a regular expression of 1 to ${MAX_PATTERN_LENGTH} characters`,
-        }),
-        caseInsensitive: Type.Boolean({ default: true, description: 'ignore ASCII case (default true)', errorMessage: 'expected true or false' }),
+        pattern: PatternSchema,
+        caseInsensitive: CaseInsensitiveSchema,
       },
       { additionalProperties: false, description: 'a regular expression over one header' },
     ),
@@ -128,10 +123,6 @@ const TOKEN_RE = /^[!%'*+\-.0-9A-Z^_`a-z|~]+$/; // RFC 3261 25.1 token (header f
 
 interface Member { readonly client: CompiledAuthClient; readonly header: string; readonly re: RegExp }
 
-function regexError(e: unknown): string {
-  return String((e as Error).message).replace(/^Invalid regular expression: \/.*\/[a-z]*: /, '');
-}
-
 export interface CompileAuthClientsResult {
   readonly authClients: CompiledAuthClients;
   readonly errors: string[];
@@ -162,29 +153,12 @@ export function compileAuthClients(doc: AuthClientsFile, at: (path: ValuePath) =
       errors.push(`${at(['clients', i, 'match', 'where'])}: "${c.match.where}" is not a header name`);
       return;
     }
-    const p = c.match.pattern;
-    try {
-      new RegExp(p);
-    } catch (e) {
-      errors.push(`${at(['clients', i, 'match', 'pattern'])}: pattern ${JSON.stringify(p)} is not a valid regular expression (${regexError(e)})`);
+    const compiled = compilePattern(c.match.pattern, c.match.caseInsensitive === false ? '' : 'i', 'client');
+    if (!compiled.ok) {
+      errors.push(`${at(['clients', i, 'match', 'pattern'])}: ${compiled.error}`);
       return;
     }
-    const vet = vetPattern(p);
-    if (!vet.ok) {
-      errors.push(`${at(['clients', i, 'match', 'pattern'])}: pattern ${JSON.stringify(p)} ${vet.error}`);
-      return;
-    }
-    let re: RegExp;
-    try {
-      re = new RegExp(vet.source, c.match.caseInsensitive === false ? '' : 'i');
-    } catch (e) {
-      errors.push(`${at(['clients', i, 'match', 'pattern'])}: pattern ${JSON.stringify(p)} is not a valid regular expression (${regexError(e)})`);
-      return;
-    }
-    if (re.test('')) {
-      errors.push(`${at(['clients', i, 'match', 'pattern'])}: pattern ${JSON.stringify(p)} matches the empty string, so it would match every client`);
-      return;
-    }
+    const re = compiled.re;
     const header = canonicalName(c.match.where);
     const client: CompiledAuthClient = Object.freeze({
       name: c.name,

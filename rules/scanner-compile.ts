@@ -70,6 +70,16 @@ const ActionSchema = Type.Union(
   },
 );
 
+/** a rule's regular expression and its case flag (here and in rules/auth-clients.yaml);
+ *  compilePattern turns them into the RegExp to run */
+export const PatternSchema = Type.String({
+  minLength: 1,
+  maxLength: MAX_PATTERN_LENGTH,
+  description: 'JavaScript regular expression (no flags); searched anywhere in the value unless anchored',
+  errorMessage: `expected a regular expression of 1 to ${MAX_PATTERN_LENGTH} characters`,
+});
+export const CaseInsensitiveSchema = Type.Boolean({ default: true, description: 'ignore ASCII case (default true)', errorMessage: 'expected true or false' });
+
 const MatchSchema = Type.Object(
   {
     where: Type.String({
@@ -78,13 +88,8 @@ const MatchSchema = Type.Object(
       description: "a header name (compact forms allowed: f = From), '*' (any header value), 'body' or 'request-uri'",
       errorMessage: 'expected a header name, *, body or request-uri',
     }),
-    pattern: Type.String({
-      minLength: 1,
-      maxLength: MAX_PATTERN_LENGTH,
-      description: 'JavaScript regular expression (no flags); searched anywhere in the value unless anchored',
-      errorMessage: `expected a regular expression of 1 to ${MAX_PATTERN_LENGTH} characters`,
-    }),
-    caseInsensitive: Type.Boolean({ default: true, description: 'ignore ASCII case (default true)', errorMessage: 'expected true or false' }),
+    pattern: PatternSchema,
+    caseInsensitive: CaseInsensitiveSchema,
   },
   { additionalProperties: false, description: 'a regular expression over one part of the message' },
 );
@@ -132,6 +137,33 @@ type SignatureDoc = ScannerFile['signatures'][number];
 // ---- pattern vetting --------------------------------------------------------------------------
 
 export type VetResult = { readonly ok: true; readonly source: string } | { readonly ok: false; readonly error: string };
+
+/**
+ * A rule's pattern as the RegExp to run, or why not: syntax first (in the engine's own words),
+ * then the linear-time vetting (vetPattern), then compiled with `flags`. A pattern that matches
+ * the empty string would match every `subject` (message, client ...) and is refused. The error
+ * starts with `pattern "<the pattern>"`.
+ */
+export function compilePattern(pattern: string, flags: string, subject: string): { readonly ok: true; readonly re: RegExp } | { readonly ok: false; readonly error: string } {
+  const named = `pattern ${JSON.stringify(pattern)}`;
+  const invalid = (e: unknown): { ok: false; error: string } =>
+    ({ ok: false, error: `${named} is not a valid regular expression (${String((e as Error).message).replace(/^Invalid regular expression: \/.*\/[a-z]*: /, '')})` });
+  try {
+    new RegExp(pattern);
+  } catch (e) {
+    return invalid(e);
+  }
+  const vet = vetPattern(pattern);
+  if (!vet.ok) return { ok: false, error: `${named} ${vet.error}` };
+  let re: RegExp;
+  try {
+    re = new RegExp(vet.source, flags);
+  } catch (e) {
+    return invalid(e);
+  }
+  if (re.test('')) return { ok: false, error: `${named} matches the empty string, so it would match every ${subject}` };
+  return { ok: true, re };
+}
 
 interface GroupFrame {
   /** output index where the group's "(" was written */
@@ -518,32 +550,13 @@ export function compileScanner(doc: ScannerFile, at: (path: ValuePath) => string
       errors.push(`${at(['signatures', i, 'match', 'where'])}: "${m.where}" is not a header name, *, body or request-uri`);
       return;
     }
-    // syntax first, with the engine's own words; then the linear-time vetting
-    try {
-      new RegExp(m.pattern);
-    } catch (e) {
-      const why = String((e as Error).message).replace(/^Invalid regular expression: \/.*\/[a-z]*: /, '');
-      errors.push(`${at(['signatures', i, 'match', 'pattern'])}: pattern ${JSON.stringify(m.pattern)} is not a valid regular expression (${why})`);
-      return;
-    }
-    const vet = vetPattern(m.pattern);
-    if (!vet.ok) {
-      errors.push(`${at(['signatures', i, 'match', 'pattern'])}: pattern ${JSON.stringify(m.pattern)} ${vet.error}`);
-      return;
-    }
     const flags = m.caseInsensitive === false ? '' : 'i';
-    let re: RegExp;
-    try {
-      re = new RegExp(vet.source, flags);
-    } catch (e) {
-      const why = String((e as Error).message).replace(/^Invalid regular expression: \/.*\/[a-z]*: /, '');
-      errors.push(`${at(['signatures', i, 'match', 'pattern'])}: pattern ${JSON.stringify(m.pattern)} is not a valid regular expression (${why})`);
+    const c = compilePattern(m.pattern, flags, 'message');
+    if (!c.ok) {
+      errors.push(`${at(['signatures', i, 'match', 'pattern'])}: ${c.error}`);
       return;
     }
-    if (re.test('')) {
-      errors.push(`${at(['signatures', i, 'match', 'pattern'])}: pattern ${JSON.stringify(m.pattern)} matches the empty string, so it would match every message`);
-      return;
-    }
+    const re = c.re;
     const where = w.kind === 'header' ? w.name : w.kind === 'any-header' ? '*' : w.kind;
     sigs.push(Object.freeze({ ...base, ...(s.note !== undefined ? { note: s.note } : {}), where }));
     const key = `${whereKey(w)}|${flags}`;

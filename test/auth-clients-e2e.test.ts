@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { baresipAvailable, startBaresip } from './helpers/baresip-ctrl';
+import { baresipAvailable, startPhone, type Phone } from './helpers/baresip';
 import { startEdge, type EdgeProc } from './helpers/edge-proc';
 import { linphoneAvailable, startLinphone } from './helpers/linphone-daemon';
 import { sample, sumOf } from './helpers/prom';
@@ -91,10 +91,11 @@ async function setup(name: string, registrations: number, rulesDir?: string): Pr
   };
 }
 
-const baresipAccount = (edgePort: number): string =>
-  `<sip:alice@${REALM}>;auth_pass=${PASSWORD};outbound="sip:127.0.0.1:${edgePort};transport=udp";regint=600`;
-
-const registered = (e: { type: string }): boolean => e.type === 'REGISTER_OK' || e.type === 'REGISTER_FAIL';
+/** alice over UDP with the edge as outbound proxy; -s: the SIP trace in its log, for the assertions */
+const alice = (edgePort: number): Promise<Phone> => startPhone({
+  name: 'alice', user: 'alice', domain: REALM, password: PASSWORD, transport: 'udp',
+  proxy: { host: '127.0.0.1', port: edgePort }, regint: 600, trace: true,
+});
 
 // the three run side by side: the learned-fallback one waits 30-60 s for baresip's own retry
 describe('real phones through the edge on the shipped auth defaults', { concurrency: true }, () => {
@@ -104,11 +105,11 @@ describe('real phones through the edge on the shipped auth defaults', { concurre
   }, async () => {
     assert.ok(baresipAvailable(), 'baresip is not installed (Debian package baresip-core)');
     const s = await setup('baresip', 1);
-    const phone = await startBaresip({ account: baresipAccount(s.edge.ports.udp!) });
+    const phone = await alice(s.edge.ports.udp!);
     try {
-      const ev = await phone.waitFor(registered, 20_000);
-      assert.equal(ev?.type, 'REGISTER_OK', `the phone registered (event ${JSON.stringify(ev)})\n${phone.output().slice(-6000)}`);
-      const trace = phone.output();
+      const ev = await phone.register(20_000);
+      assert.equal(ev.type, 'REGISTER_OK', `the phone registered (event ${JSON.stringify(ev)})\n${phone.logTail(150)}`);
+      const trace = phone.logTail(Infinity);
       assert.match(trace, /WWW-Authenticate: Digest realm="sip-edge\.test", nonce="[^"]+", algorithm=MD5, qop="auth"/);
       assert.doesNotMatch(trace, /algorithm=SHA-/, 'it was never offered an algorithm it refuses');
       const m = await s.metrics();
@@ -141,14 +142,14 @@ describe('real phones through the edge on the shipped auth defaults', { concurre
     fs.writeFileSync(path.join(rules, 'auth-clients.yaml'), without);
 
     const s = await setup('unknown', 1, rules);
-    const phone = await startBaresip({ account: baresipAccount(s.edge.ports.udp!) });
+    const phone = await alice(s.edge.ports.udp!);
     try {
-      const first = await phone.waitFor(registered, 20_000);
-      assert.equal(first?.type, 'REGISTER_FAIL', `offered SHA-256 and MD5, baresip 1.0 refuses the whole response\n${phone.output().slice(-4000)}`);
-      assert.match(phone.output(), /Function not implemented/);
-      // libre 1.1 sipreg retries after 30-60 s (failwait), same Call-ID, CSeq + 1, no credentials
-      const ok = await phone.waitFor((e) => e.type === 'REGISTER_OK', 75_000);
-      assert.ok(ok, `registered on its retry\n${phone.output().slice(-6000)}`);
+      const first = await phone.register(20_000);
+      assert.equal(first.type, 'REGISTER_FAIL', `offered SHA-256 and MD5, baresip 1.0 refuses the whole response\n${phone.logTail(100)}`);
+      assert.match(phone.logTail(Infinity), /Function not implemented/);
+      // libre 1.1 sipreg retries after 30-60 s (failwait), same Call-ID, CSeq + 1, no credentials;
+      // waitEvent rejects (with the events and the log tail) when it does not come
+      await phone.waitEvent('REGISTER_OK', { since: first.seq, timeoutMs: 75_000 });
       const m = await s.metrics();
       assert.ok((sample(m, 'sipedge_rule_hits_total', { rule: 'auth-clients:default' }) ?? 0) >= 1);
       assert.ok((sample(m, 'sipedge_rule_hits_total', { rule: 'auth-clients:learned_md5_fallback' }) ?? 0) >= 1, 'the fallback chose the second challenge');

@@ -371,17 +371,10 @@ test('two instances sharing a store: a ban made by one stands down the other\'s 
 // ---- promotion shared by every instance (real Redis)
 
 test('a source promoted on one instance is promoted on every instance sharing the Redis (pub/sub), IPv4 and IPv6 prefix', async (t) => {
-  const { createRedisStore } = await import('../edge/store/redis');
-  const { SHARED_REDIS_URL, randomPrefix, redisRequired, sharedRedisStatus } = await import('./helpers/redis-server');
-  const st = await sharedRedisStatus();
-  if (!st.up) {
-    if (redisRequired()) assert.fail(st.reason);
-    t.skip(st.reason);
-    return;
-  }
-  const keyPrefix = randomPrefix();
-  const a = await createRedisStore({ url: SHARED_REDIS_URL, keyPrefix, requireReady: true });
-  const b = await createRedisStore({ url: SHARED_REDIS_URL, keyPrefix, requireReady: true });
+  const { twoStoresOnSharedRedis } = await import('./helpers/redis-server');
+  const stores = await twoStoresOnSharedRedis(t);
+  if (stores === null) return;
+  const [a, b] = stores;
   try {
     const snap = snapshotOf(limitsOf(''));
     const sa = new Suspicion({ store: a, rules: () => snap, softGraceMs: 0 });

@@ -99,17 +99,10 @@ test('REGISTER per AOR the same way; pbx mode: the PBX\'s acceptance spends the 
 });
 
 test('the budget peek against the real Redis: claims spend nothing, established identities do, shared by two instances', async (t) => {
-  const { createRedisStore } = await import('../edge/store/redis');
-  const { SHARED_REDIS_URL, randomPrefix, redisRequired, sharedRedisStatus } = await import('./helpers/redis-server');
-  const st = await sharedRedisStatus();
-  if (!st.up) {
-    if (redisRequired()) assert.fail(st.reason);
-    t.skip(st.reason);
-    return;
-  }
-  const keyPrefix = randomPrefix();
-  const sa = await createRedisStore({ url: SHARED_REDIS_URL, keyPrefix, requireReady: true });
-  const sb = await createRedisStore({ url: SHARED_REDIS_URL, keyPrefix, requireReady: true });
+  const { twoStoresOnSharedRedis } = await import('./helpers/redis-server');
+  const stores = await twoStoresOnSharedRedis(t);
+  if (stores === null) return;
+  const [sa, sb] = stores;
   try {
     const a = setup('userInvite: { limit: 2, seconds: 60 }\n', sa);
     const b = setup('userInvite: { limit: 2, seconds: 60 }\n', sb);

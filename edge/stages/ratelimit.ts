@@ -94,11 +94,39 @@ export function jitteredRetryAfter(r: RulesSnapshot['limits']['retryAfter'], ran
   return r.base + r.jitterMin + Math.min(span, Math.floor(u * (span + 1)));
 }
 
-interface Check {
+/** One budget a request spends: the limit, the key it counts under, what a refusal says. */
+export interface Budget<R extends string> {
   readonly spec: LimiterSpec;
   readonly key: string;
-  readonly reason: RateLimitReason;
+  readonly reason: R;
   readonly rule: string;
+}
+
+type Check = Budget<RateLimitReason>;
+
+/** Spend one of a budget, or only look at it (peek). The store contract says neither fails; if
+ *  one does anyway, that is a store outage of this limit. */
+export async function askBudget(limiter: Limiter, key: string, spend = true): Promise<ConsumeResult> {
+  try {
+    return await (spend ? limiter.consume(key, 1) : limiter.peek(key));
+  } catch {
+    return { allowed: limiter.spec.onStoreDown === 'open', remaining: 0, msBeforeNext: 0, degraded: true };
+  }
+}
+
+/** The verdict on a budget's answer, null within it. Refused: the store is down and the limit
+ *  says onStoreDown: closed (store_down_closed), or the budget is spent (its own reason). An
+ *  unknown source learns nothing (drop); a promoted one (the owner's phone) gets 503 with a
+ *  jittered Retry-After (RFC 3261 21.5.4, 20.33). `answer` false: drop even a promoted source. */
+export function overBudget<R extends string>(
+  r: ConsumeResult, b: Budget<R>, answer: boolean, retryAfter: RulesSnapshot['limits']['retryAfter'], random: () => number,
+): Verdict | null {
+  let reason: R | 'store_down_closed' | null = null;
+  if (r.degraded && b.spec.onStoreDown === 'closed') reason = 'store_down_closed';
+  else if (!r.allowed) reason = b.reason;
+  if (reason === null) return null;
+  if (!answer) return drop(reason, b.rule);
+  return reply(503, reason, { headers: [['Retry-After', String(jitteredRetryAfter(retryAfter, random))]], rule: b.rule });
 }
 
 export function createRateLimitStage(opts: RateLimitStageOptions): Stage {
@@ -106,16 +134,6 @@ export function createRateLimitStage(opts: RateLimitStageOptions): Stage {
   const random = opts.random ?? Math.random;
   // share limiters with the suspicion budget when it talks to this very store
   const limiters = suspicion.limiters.store === opts.store ? suspicion.limiters : new LimiterCache(opts.store);
-
-  async function consume(limiter: Limiter, key: string): Promise<ConsumeResult> {
-    try {
-      return await limiter.consume(key, 1);
-    } catch {
-      // the store contract says consume does not fail; if it does anyway, it is a store outage
-      const open = limiter.spec.onStoreDown === 'open';
-      return { allowed: open, remaining: 0, msBeforeNext: 0, degraded: true };
-    }
-  }
 
   function checksFor(msg: SipRequest, sourceKey: string, promoted: boolean, limits: RulesSnapshot['limits']): Check[] {
     // answers to challenges (requests with credentials) count in a budget of their own, of the
@@ -171,14 +189,10 @@ export function createRateLimitStage(opts: RateLimitStageOptions): Stage {
     const promoted = suspicion.isPromoted(address);
 
     for (const c of checksFor(msg, sourceKey, promoted, limits)) {
-      const r = await consume(limiters.get(c.spec), c.key);
-      let reason: RateLimitReason | null = null;
-      if (r.degraded && c.spec.onStoreDown === 'closed') reason = 'store_down_closed';
-      else if (!r.allowed) reason = c.reason;
-      if (reason === null) continue;
-      // nothing answers an ACK (RFC 3261 17); an unknown source learns nothing
-      if (!promoted || msg.method === 'ACK') return drop(reason, c.rule);
-      return reply(503, reason, { headers: [['Retry-After', String(jitteredRetryAfter(limits.retryAfter, random))]], rule: c.rule });
+      const r = await askBudget(limiters.get(c.spec), c.key);
+      // nothing answers an ACK (RFC 3261 17)
+      const v = overBudget(r, c, promoted && msg.method !== 'ACK', limits.retryAfter, random);
+      if (v !== null) return v;
     }
     return CONTINUE;
   }

@@ -26,10 +26,9 @@ import type { RulesSnapshot } from '../../rules/types';
 import { LIMIT_RULES } from '../../rules/limits-compile';
 import { from, to } from '../sip/headers';
 import type { SipRequest } from '../sip/types';
-import type { ConsumeResult, Limiter, LimiterSpec, SharedStore } from '../store/types';
-import { LimiterCache, type Suspicion } from '../suspicion';
-import { CONTINUE, drop, reply, type MessageContext, type Stage, type Verdict } from '../verdict';
-import { aorKey, jitteredRetryAfter } from './ratelimit';
+import { LimiterCache } from '../suspicion';
+import { CONTINUE, drop, type MessageContext, type Stage, type Verdict } from '../verdict';
+import { aorKey, askBudget, overBudget, type Budget as BudgetOf, type RateLimitStageOptions } from './ratelimit';
 
 export const USERLIMIT_REASONS = [
   'aor_register_rate',  // REGISTERs for one AOR over aorRegister (established identities only)
@@ -39,12 +38,8 @@ export const USERLIMIT_REASONS = [
 
 export type UserLimitReason = (typeof USERLIMIT_REASONS)[number];
 
-export interface UserLimitStageOptions {
-  readonly rules: () => RulesSnapshot;
-  readonly store: SharedStore;
-  readonly suspicion: Suspicion;
-  /** uniform [0, 1) for the Retry-After jitter (default Math.random; tests) */
-  readonly random?: () => number;
+/** the ratelimit stage's dependencies, and: */
+export interface UserLimitStageOptions extends RateLimitStageOptions {
   /** does the stage run at all (stages.yaml)? accepted() counts nothing when it does not */
   readonly active?: () => boolean;
 }
@@ -55,12 +50,7 @@ export interface UserLimitStage extends Stage {
   accepted(req: SipRequest): void;
 }
 
-interface Budget {
-  readonly spec: LimiterSpec;
-  readonly key: string;
-  readonly reason: UserLimitReason;
-  readonly rule: string;
-}
+type Budget = BudgetOf<UserLimitReason>;
 
 /** the user budget a request belongs to, or null (other methods, in-dialog, limit off) */
 function budgetOf(req: SipRequest, limits: RulesSnapshot['limits']): Budget | null {
@@ -82,22 +72,9 @@ export function createUserLimitStage(o: UserLimitStageOptions): UserLimitStage {
   const random = o.random ?? Math.random;
   const limiters = suspicion.limiters.store === o.store ? suspicion.limiters : new LimiterCache(o.store);
 
-  async function ask(limiter: Limiter, key: string, spend: boolean): Promise<ConsumeResult> {
-    try {
-      return await (spend ? limiter.consume(key, 1) : limiter.peek(key));
-    } catch {
-      return { allowed: limiter.spec.onStoreDown === 'open', remaining: 0, msBeforeNext: 0, degraded: true };
-    }
-  }
-
   async function decide(ctx: MessageContext, b: Budget): Promise<Verdict> {
-    const r = await ask(limiters.get(b.spec), b.key, ctx.identity !== undefined);
-    let reason: UserLimitReason | null = null;
-    if (r.degraded && b.spec.onStoreDown === 'closed') reason = 'store_down_closed';
-    else if (!r.allowed) reason = b.reason;
-    if (reason === null) return CONTINUE;
-    if (!suspicion.isPromoted(ctx.source.address)) return drop(reason, b.rule);
-    return reply(503, reason, { headers: [['Retry-After', String(jitteredRetryAfter(rules().limits.retryAfter, random))]], rule: b.rule });
+    const r = await askBudget(limiters.get(b.spec), b.key, ctx.identity !== undefined);
+    return overBudget(r, b, suspicion.isPromoted(ctx.source.address), rules().limits.retryAfter, random) ?? CONTINUE;
   }
 
   return {
@@ -115,7 +92,7 @@ export function createUserLimitStage(o: UserLimitStageOptions): UserLimitStage {
       try {
         if (o.active?.() === false) return;
         const b = budgetOf(req, rules().limits);
-        if (b !== null) void ask(limiters.get(b.spec), b.key, true);
+        if (b !== null) void askBudget(limiters.get(b.spec), b.key);
       } catch {
         // never break the response path
       }

@@ -113,7 +113,8 @@ export interface Phone {
   message(uri: string, text: string): Promise<void>;
   /** any ctrl_tcp command; resolves to its data, rejects when baresip says ok=false */
   command(cmd: string, params?: string): Promise<string>;
-  /** stdout and stderr lines, bounded */
+  /** the last n (default 60; Infinity: every one kept) of its stdout and stderr lines (the SIP
+   *  trace with `trace`); at most the last 2,500 to 3,000 lines are kept */
   logTail(n?: number): string;
   /** quit (unregisters), SIGKILL after graceMs */
   stop(graceMs?: number): Promise<void>;

@@ -2,7 +2,7 @@
 // is listening, collect its JSON log lines, stop it. Ports may be 0: the real ones are read from the
 // "listening" log line, so parallel tests never fight over a port.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { childSet } from './children';
+import { childSet, eachLine } from './children';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { findRepoRoot } from './sipp';
@@ -138,42 +138,28 @@ export function startEdge(o: EdgeOptions): Promise<EdgeProc> {
       });
     };
 
-    let outBuf = '';
-    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      outBuf += chunk;
-      let nl: number;
-      while ((nl = outBuf.indexOf('\n')) >= 0) {
-        const line = outBuf.slice(0, nl);
-        outBuf = outBuf.slice(nl + 1);
-        if (line.trim() === '') continue;
-        push(line);
-        try {
-          const rec: unknown = JSON.parse(line);
-          if (typeof rec === 'object' && rec !== null) {
-            const r = rec as Record<string, unknown>;
-            if (records.length < MAX_LOG_LINES) records.push(r);
-            onRecord(r);
-          }
-        } catch {
-          // not JSON: kept as a plain log line
+    eachLine(child.stdout, (line) => {
+      if (line.trim() === '') return;
+      push(line);
+      try {
+        const rec: unknown = JSON.parse(line);
+        if (typeof rec === 'object' && rec !== null) {
+          const r = rec as Record<string, unknown>;
+          if (records.length < MAX_LOG_LINES) records.push(r);
+          onRecord(r);
         }
+      } catch {
+        // not JSON: kept as a plain log line
       }
     });
-    let errBuf = '';
-    child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
-      errBuf += chunk;
-      let nl: number;
-      while ((nl = errBuf.indexOf('\n')) >= 0) {
-        const line = errBuf.slice(0, nl);
-        errBuf = errBuf.slice(nl + 1);
-        stderrLines.push(line);
-        if (stderrLines.length > 200) stderrLines.shift();
-        push(line);
-      }
+    const errRest = eachLine(child.stderr, (line) => {
+      stderrLines.push(line);
+      if (stderrLines.length > 200) stderrLines.shift();
+      push(line);
     });
     child.once('error', (e) => fail(`spawn error: ${e.message}`));
     child.once('exit', (code, sig) => {
-      if (errBuf !== '') stderrLines.push(errBuf);
+      if (errRest() !== '') stderrLines.push(errRest());
       fail(`exited early (code ${code}, signal ${sig})`);
     });
   });

@@ -17,6 +17,7 @@ import dgram from 'node:dgram';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { eachLine } from './children';
 import { freePort } from './ports';
 
 export const KAMAILIO_BIN = process.env.KAMAILIO_BIN ?? '/usr/sbin/kamailio';
@@ -245,24 +246,17 @@ export async function startKamailio(o: KamailioOptions, attempt = 1): Promise<Ka
   track(dir, Math.max(pid, 0));
   const lines: string[] = [];
   const events: KamEvent[] = [];
-  let buf = '';
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => {
-    buf += d;
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      lines.push(line);
-      if (lines.length > 5_000) lines.splice(0, 1_000);
-      const m = /KAMEV\|([A-Z]+)\|(.*)$/.exec(line);
-      if (m !== null && events.length < 10_000) {
-        const fields: Record<string, string> = {};
-        for (const kv of m[2]!.split('|')) {
-          const eq = kv.indexOf('=');
-          if (eq > 0) fields[kv.slice(0, eq)] = kv.slice(eq + 1);
-        }
-        events.push({ kind: m[1]!, fields, at: Date.now() });
+  eachLine(child.stderr, (line) => {
+    lines.push(line);
+    if (lines.length > 5_000) lines.splice(0, 1_000);
+    const m = /KAMEV\|([A-Z]+)\|(.*)$/.exec(line);
+    if (m !== null && events.length < 10_000) {
+      const fields: Record<string, string> = {};
+      for (const kv of m[2]!.split('|')) {
+        const eq = kv.indexOf('=');
+        if (eq > 0) fields[kv.slice(0, eq)] = kv.slice(eq + 1);
       }
+      events.push({ kind: m[1]!, fields, at: Date.now() });
     }
   });
   const exited = new Promise<void>((r) => {

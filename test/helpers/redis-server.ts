@@ -8,7 +8,9 @@
 //   private 3-master Redis Cluster (`redis-cli --cluster create`), for the topology tests.
 // Every start is bounded; every server is killed when the test process exits, and the temporary
 // directories (sentinel config, cluster node files) are removed.
+import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import type { TestContext } from 'node:test';
 import { childSet } from './children';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -16,6 +18,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import Redis from 'ioredis';
+import { createRedisStore } from '../../edge/store/redis';
+import type { SharedStore } from '../../edge/store/types';
 import { freePort, freePorts } from './ports';
 
 export const SHARED_REDIS_URL = process.env.SIPEDGE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -58,6 +62,24 @@ export async function sharedRedisStatus(): Promise<{ up: boolean; reason: string
   const u = new URL(SHARED_REDIS_URL);
   const up = await pingRedis(u.hostname, Number(u.port || 6379));
   return { up, reason: up ? '' : `no Redis answering on ${SHARED_REDIS_URL} (set CI=true to make this a failure)` };
+}
+
+/** Two stores (two edges) on the shared Redis under one fresh key prefix; null when no Redis
+ *  answers on a local run (the test is skipped with the reason; under CI=true it fails instead). */
+export async function twoStoresOnSharedRedis(t: TestContext): Promise<[SharedStore, SharedStore] | null> {
+  const st = await sharedRedisStatus();
+  if (!st.up) {
+    if (redisRequired()) assert.fail(st.reason);
+    t.skip(st.reason);
+    return null;
+  }
+  const keyPrefix = randomPrefix();
+  const a = await createRedisStore({ url: SHARED_REDIS_URL, keyPrefix, requireReady: true });
+  const b = await createRedisStore({ url: SHARED_REDIS_URL, keyPrefix, requireReady: true }).catch(async (e: unknown) => {
+    await a.close();
+    throw e;
+  });
+  return [a, b];
 }
 
 export function redisServerInstalled(): boolean {
