@@ -7,6 +7,7 @@ RUN npm ci --no-audit --no-fund
 COPY edge ./edge
 COPY rules ./rules
 COPY geoip ./geoip
+COPY lib ./lib
 COPY test ./test
 COPY bench ./bench
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev
@@ -18,6 +19,7 @@ COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/edge ./dist/edge
 COPY --from=build /app/dist/rules ./dist/rules
 COPY --from=build /app/dist/geoip ./dist/geoip
+COPY --from=build /app/dist/lib ./dist/lib
 COPY package.json sip-edge.yaml ./
 # the shipped rule files (stages, scanner, access, geoip, limits); mount your own over /app/rules
 COPY rules/*.yaml ./rules/

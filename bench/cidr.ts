@@ -3,7 +3,7 @@
 // Run: node dist-NAME/bench/cidr.js
 import { performance } from 'node:perf_hooks';
 import { CidrMap } from '../edge/net/cidr';
-import { ipToBytes } from '../edge/net/address';
+import { bytesToIp, ipToBytes, maskBytes } from '../edge/net/address';
 
 /** deterministic PRNG (mulberry32) so runs are comparable */
 function rng(seed: number): () => number {
@@ -35,7 +35,8 @@ function build(n: number, family: 4 | 6, r: () => number): CidrMap<number> {
   const lengths = family === 4 ? V4_LENGTHS : V6_LENGTHS;
   for (let i = 0; i < n; i++) {
     const bits = lengths[i % lengths.length];
-    const e = m.add(`${family === 4 ? v4(r) : v6(r)}/${bits}`, i);
+    // the network of a random address: an entry with host bits set is refused
+    const e = m.add(`${bytesToIp(maskBytes(ipToBytes(family === 4 ? v4(r) : v6(r))!, bits))}/${bits}`, i);
     if (e !== null) throw new Error(e);
   }
   return m;

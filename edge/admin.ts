@@ -8,6 +8,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { parseHostPort } from './net/address';
 
 export interface ReadinessCheck {
   /** stable snake_case name: "listeners_bound", "rules_loaded", "upstream_healthy", "redis_reachable" */
@@ -65,13 +66,12 @@ export class AdminError extends Error {
   }
 }
 
-/** Parse "host:port" / "[v6]:port". Returns undefined when malformed. */
+/** Parse "host:port" / "[v6]:port" (edge/net's parser; the port is required here). Returns
+ *  undefined when malformed. */
 export function parseListen(listen: string): { host: string; port: number } | undefined {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(listen);
-  if (!m) return undefined;
-  const port = Number(m[3]);
-  if (port > 65535) return undefined;
-  return { host: m[1] ?? m[2], port };
+  const hp = parseHostPort(listen);
+  if ('error' in hp || hp.port === undefined) return undefined;
+  return { host: hp.host, port: hp.port };
 }
 
 const JSON_TYPE = 'application/json; charset=utf-8';

@@ -13,7 +13,7 @@ import { defaultRulesDir, loadRules } from '../rules/load';
 import type { RulesSnapshot } from '../rules/types';
 import { explainMessage, formatExplain } from './explain';
 import { canonicalAddress, parseHostPort } from './net/address';
-import { parseCidr } from './net/cidr';
+import { cidrErrorText, cidrKey, parseCidr } from './net/cidr';
 import { createLogger } from './log';
 import type { Logger } from './log';
 import type { DigestAlgorithm } from './auth/digest';
@@ -164,9 +164,11 @@ export function parseCli(argv: readonly string[]): ParsedCli {
     if (op !== 'list') {
       const key = extra.shift();
       if (key === undefined) return { kind: 'usage_error', message: `bans ${op} needs an IP or CIDR` };
+      // the spelling the store and the ban cache key on, so add and remove meet whatever the case
+      // or zero compression the operator typed
       const c = parseCidr(key);
-      if (typeof c === 'string') return { kind: 'usage_error', message: `bans ${op}: "${key}" is not an IP address or CIDR` };
-      bans.key = key.includes('/') ? key : canonicalAddress(key);
+      if (typeof c === 'string') return { kind: 'usage_error', message: `bans ${op}: "${key}": ${cidrErrorText(key, c)}` };
+      bans.key = cidrKey(c);
     }
     if (op === 'add') {
       const seconds = parseDuration(v.for);

@@ -10,7 +10,7 @@ import { type Clock, systemClock } from './clock';
 import type { ResolvedConfig } from './config/types';
 import { Metrics, type EdgeMetrics } from './metrics';
 import { canonicalAddress } from './net/address';
-import { parseCidr } from './net/cidr';
+import { cidrErrorText, cidrKey, parseCidr } from './net/cidr';
 import { sourceClassifier } from './classify';
 import { Pipeline, type StageEntry } from './pipeline';
 import { Proxy, PROXY_REASONS } from './router/proxy';
@@ -463,11 +463,18 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       listen: cfg.metrics.listen, token: cfg.metrics.token, metrics, readiness,
       bans: {
         list: () => store.listBans(),
+        // the key as `sip-edge bans` spells it (edge/net/cidr.ts cidrKey), whoever calls: the
+        // listener is plain HTTP, so a curl with "2001:DB8::/32" must meet the ban added as
+        // "2001:db8::/32", and a CIDR with host bits gets the words the CLI and the config use
         async add(key, seconds, reason) {
-          if (typeof parseCidr(key) === 'string') return `"${key}" is not an IP address or CIDR`;
-          try { return await store.ban({ key, reason, rule: 'manual', seconds }); } catch (e) { return (e as Error).message; }
+          const p = parseCidr(key);
+          if (typeof p === 'string') return `"${key}": ${cidrErrorText(key, p)}`;
+          try { return await store.ban({ key: cidrKey(p), reason, rule: 'manual', seconds }); } catch (e) { return (e as Error).message; }
         },
-        remove: (key) => store.unban(key).catch(() => false),
+        remove: (key) => {
+          const p = parseCidr(key);
+          return typeof p === 'string' ? Promise.resolve(false) : store.unban(cidrKey(p)).catch(() => false);
+        },
       },
     });
   }

@@ -95,11 +95,6 @@ export function sampled(key: string, perSecond: number): boolean {
   return defaultSampler.take(key, perSecond);
 }
 
-/** Events suppressed for `key` just before the last allowed one (process-wide sampler). */
-export function suppressedCount(key: string): number {
-  return defaultSampler.suppressed(key);
-}
-
 /** Security events: one stable JSON shape that fail2ban or a SIEM can match (ops/fail2ban/),
  *  keyed on the transport source address only, never on anything a SIP header claims.
  *  Low volume by construction (one line per ban, unban, reload, lockout), so never sampled.

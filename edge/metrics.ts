@@ -253,7 +253,6 @@ export interface EdgeMetrics {
   rulesLoaded(version: string, ruleNames: readonly string[]): void;
   observeProcessing(kind: MessageKind, seconds: number): void;
   declareStage(stage: string, reasons: readonly string[]): void;
-  declareUpstreams(upstreams: readonly string[]): void;
   bindGauges(sources: GaugeSources): void;
   /** Prometheus text exposition */
   metrics(): Promise<string>;
@@ -830,11 +829,6 @@ export class Metrics implements EdgeMetrics {
     this.fBansAdded.redeclare(0, all);
   }
 
-  declareUpstreams(upstreams: readonly string[]): void {
-    this.fUpUp.redeclare(0, upstreams);
-    this.fUpResp.redeclare(0, upstreams);
-  }
-
   bindGauges(sources: GaugeSources): void {
     if (sources.transactionsActive) this.fTxActive.source = sources.transactionsActive;
     if (sources.tcpConnections) this.fTcp.source = sources.tcpConnections;
@@ -883,14 +877,8 @@ export class NullMetrics implements EdgeMetrics {
   rulesLoaded(): void {}
   observeProcessing(): void {}
   declareStage(): void {}
-  declareUpstreams(): void {}
   bindGauges(): void {}
   async metrics(): Promise<string> {
     return '';
   }
-}
-
-/** Upstream label value for a configured upstream: "udp:10.0.0.5:5060", "tcp:[2001:db8::1]:5060". */
-export function upstreamLabel(u: { readonly transport: TransportName; readonly host: string; readonly port: number }): string {
-  return `${u.transport}:${u.host.includes(':') ? `[${u.host}]` : u.host}:${u.port}`;
 }

@@ -9,14 +9,17 @@
 // or a reader error all give {} (unknown), never a throw, so a hostile source address cannot
 // crash the edge through the GeoIP stage.
 //
-// Reload: the directory holding the file is watched (fs.watch), because database updaters
-// (geoipupdate, npm, cron + curl) replace the file by rename and a watch on the old inode would
-// never fire again. A changed file is reopened after a short debounce; if the new file cannot be
-// opened or fails validation, the old reader stays in service and the error is reported.
-// Leaf library: imports nothing from edge/.
+// Reload: the directory holding the file is watched, because database updaters (geoipupdate, npm,
+// cron + curl) replace the file by rename and a watch on the old inode would never fire again. A
+// changed file is reopened after a short debounce; if the new file cannot be opened or fails
+// validation, the old reader stays in service and the error is reported. The watching, the
+// debounce, the swap and keeping the old reader are lib/watched-file.ts, the same holder as the
+// rules and the users files.
+// Leaf library: imports nothing from edge/ (lib/watched-file.ts imports nothing of the project).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as maxmind from 'maxmind';
+import { fileStamp, WatchedFile } from '../lib/watched-file';
 import { canonicalIp } from './address';
 
 export interface GeoInfo {
@@ -141,26 +144,33 @@ function geoInfo(country: string | undefined, asn: number | undefined, asOrg: st
   return out;
 }
 
-export class GeoDb implements GeoLookup {
-  private reader: Reader;
-  private watcher: fs.FSWatcher | null = null;
-  private timer: NodeJS.Timeout | null = null;
-  private reloading: Promise<boolean> | null = null;
-  private again = false;
-  private closed = false;
+export class GeoDb extends WatchedFile<Reader> implements GeoLookup {
   private lastErr: string | null = null;
   private reloads = 0;
 
-  private constructor(readonly path: string, reader: Reader, private readonly opts: GeoDbOptions) {
-    this.reader = reader;
+  private constructor(readonly path: string, reader: Reader, private readonly opts: GeoDbOptions, stamp: string | undefined) {
+    super(reader, { file: path, ...(opts.debounceMs !== undefined ? { debounceMs: opts.debounceMs } : {}) }, stamp);
+    this.on('reloaded', () => {
+      this.lastErr = null;
+      this.reloads++;
+      this.notify({ ok: true, path: this.path });
+    });
+    this.on('failed', (errors) => {
+      this.lastErr = errors[0] ?? 'reload failed';
+      this.notify({ ok: false, path: this.path, error: this.lastErr });
+    });
+    this.on('watchError', (_dir, message) => {
+      this.lastErr = `watch: ${errText(message)}`;
+    });
   }
 
   /** Open a database; rejects with a readable Error when the file is missing or not valid. */
   static async open(file: string, opts: GeoDbOptions = {}): Promise<GeoDb> {
     const abs = path.resolve(file);
+    const stamp = fileStamp(abs);
     const reader = await openReader(abs, opts.cacheSize ?? 10_000);
-    const db = new GeoDb(abs, reader, opts);
-    if (opts.watch !== false) db.startWatch();
+    const db = new GeoDb(abs, reader, opts, stamp);
+    if (opts.watch !== false) db.watch();
     return db;
   }
 
@@ -169,7 +179,7 @@ export class GeoDb implements GeoLookup {
     const ip = canonicalIp(addr);
     if (ip === null) return EMPTY;
     try {
-      return geoInfoFromRecord(this.reader.get(ip));
+      return geoInfoFromRecord(this.current().get(ip));
     } catch {
       return EMPTY;
     }
@@ -177,7 +187,7 @@ export class GeoDb implements GeoLookup {
 
   /** metadata of the reader in service */
   get info(): { readonly databaseType: string; readonly ipVersion: number; readonly nodeCount: number; readonly buildEpoch: Date } {
-    const md = this.reader.metadata;
+    const md = this.current().metadata;
     return { databaseType: md.databaseType, ipVersion: md.ipVersion, nodeCount: md.nodeCount, buildEpoch: md.buildEpoch };
   }
 
@@ -187,46 +197,17 @@ export class GeoDb implements GeoLookup {
   /** number of successful reloads since open */
   get reloadCount(): number { return this.reloads; }
 
-  /** Reopen now. Resolves true when the new file is in service, false when the old one stays. */
+  /** Reopen now. Resolves true when the new file is in service, false when the old one stays
+   *  (and after close(): a closed database is not reloaded any more). */
   reload(): Promise<boolean> {
     if (this.closed) return Promise.resolve(false);
-    if (this.reloading) {
-      this.again = true;
-      return this.reloading;
-    }
-    this.reloading = (async () => {
-      let ok = false;
+    return this.loadAsync(async () => {
       try {
-        const next = await openReader(this.path, this.opts.cacheSize ?? 10_000);
-        if (!this.closed) {
-          this.reader = next;
-          this.lastErr = null;
-          this.reloads++;
-          ok = true;
-          this.notify({ ok: true, path: this.path });
-        }
+        return { ok: true, value: await openReader(this.path, this.opts.cacheSize ?? 10_000) };
       } catch (e) {
-        this.lastErr = errText(e);
-        this.notify({ ok: false, path: this.path, error: this.lastErr });
-      } finally {
-        this.reloading = null;
+        return { ok: false, errors: [errText(e)] };
       }
-      if (this.again && !this.closed) {
-        this.again = false;
-        return this.reload();
-      }
-      return ok;
-    })();
-    return this.reloading;
-  }
-
-  /** Stop watching. The reader stays usable (lookups keep answering from it). */
-  close(): void {
-    this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    if (this.watcher) this.watcher.close();
-    this.watcher = null;
+    }).then((r) => r.ok);
   }
 
   private notify(e: ReloadEvent): void {
@@ -235,35 +216,6 @@ export class GeoDb implements GeoLookup {
     } catch {
       // a throwing listener must not break reloading
     }
-  }
-
-  private startWatch(): void {
-    const dir = path.dirname(this.path);
-    const base = path.basename(this.path);
-    try {
-      // persistent: false so a watched database never keeps the process alive on shutdown
-      this.watcher = fs.watch(dir, { persistent: false }, (_event, name) => {
-        // some platforms omit the name; then any change in the directory counts
-        if (name !== null && name !== undefined && String(name) !== base) return;
-        this.schedule();
-      });
-      this.watcher.on('error', (e) => {
-        this.lastErr = `watch: ${errText(e)}`;
-      });
-    } catch (e) {
-      this.lastErr = `watch: ${errText(e)}`;
-      this.watcher = null;
-    }
-  }
-
-  private schedule(): void {
-    if (this.closed) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      void this.reload();
-    }, this.opts.debounceMs ?? 200);
-    this.timer.unref();
   }
 }
 

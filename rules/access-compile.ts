@@ -16,7 +16,9 @@
 // List files: one CIDR or address per line; "#" or ";" starts a comment (whole line or after the
 // entry, as in Spamhaus DROP and FireHOL lists); blank lines ignored; CRLF and a UTF-8 BOM are
 // accepted. Every entry of a file carries the file's rule name (one metric label per file, not
-// per line). Errors name the line: `rules/lists/x.txt:12: invalid CIDR "10.0.0.300/8"`.
+// per line). Errors name the line: `rules/lists/x.txt:12: invalid CIDR "10.0.0.300/8": not an IP
+// address or CIDR ...`, in the words every other entry point uses (edge/net/cidr.ts
+// cidrErrorText); an entry with host bits set ("10.1.2.3/8") is refused like everywhere else.
 //
 // Precedence (CompiledAccess contract): the longest prefix wins; on the very same prefix
 // deny beats allow beats trusted, whichever file or list names it first.
@@ -25,8 +27,7 @@ import * as path from 'node:path';
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
 import type { ValuePath } from '../edge/config/yaml';
-import { CidrMap, parseCidr } from '../edge/net/cidr';
-import { bytesToIp } from '../edge/net/address';
+import { CidrMap, cidrErrorText, formatCidr, parseCidr } from '../edge/net/cidr';
 import type { CompiledAccess, RuleAction } from './types';
 
 export type AccessList = 'allow' | 'deny' | 'trusted';
@@ -126,11 +127,6 @@ function preview(s: string): string {
   return clean.length > 60 ? `${clean.slice(0, 57)}...` : clean;
 }
 
-const CIDR_ERROR_TEXT: Readonly<Record<string, string>> = {
-  cidr_invalid_address: 'not an IP address',
-  cidr_invalid_prefix: 'bad prefix length',
-};
-
 export function compileAccess(doc: AccessFile, at: (p: ValuePath) => string, baseDir: string): AccessCompileResult {
   const errors: string[] = [];
   const map = new CidrMap<Classified>();
@@ -145,12 +141,12 @@ export function compileAccess(doc: AccessFile, at: (p: ValuePath) => string, bas
   /** null on success, else a short description of what is wrong */
   const add = (cidr: string, value: Classified): string | null => {
     const p = parseCidr(cidr);
-    if (typeof p === 'string') return CIDR_ERROR_TEXT[p] ?? p;
+    if (typeof p === 'string') return cidrErrorText(cidr, p);
     if (total >= MAX_ACCESS_ENTRIES) {
       capped = true;
       return null;
     }
-    const key = `${bytesToIp(p.bytes)}/${p.bits}`;
+    const key = formatCidr(p);
     const prev = seen.get(key);
     if (prev !== undefined) {
       // the same prefix on two lists: deny > allow > trusted; on the same list the first name stays
@@ -172,7 +168,7 @@ export function compileAccess(doc: AccessFile, at: (p: ValuePath) => string, bas
       const rule = typeof e === 'string' || e.name === undefined ? `access:${list}:${cidr.trim()}` : e.name;
       const err = add(cidr, Object.freeze({ list, rule }));
       if (err !== null) {
-        errors.push(`${at(typeof e === 'string' ? [list, i] : [list, i, 'cidr'])}: invalid CIDR "${preview(cidr)}" (${err})`);
+        errors.push(`${at(typeof e === 'string' ? [list, i] : [list, i, 'cidr'])}: invalid CIDR "${preview(cidr)}": ${err}`);
         return;
       }
       ruleNames.add(rule);
@@ -226,7 +222,7 @@ export function compileAccess(doc: AccessFile, at: (p: ValuePath) => string, bas
       const err = add(line, value);
       if (err === null) continue;
       bad++;
-      if (bad <= MAX_ERRORS_PER_FILE) errors.push(`${shown}:${lineNo}: invalid CIDR "${preview(line)}" (${err})`);
+      if (bad <= MAX_ERRORS_PER_FILE) errors.push(`${shown}:${lineNo}: invalid CIDR "${preview(line)}": ${err}`);
     }
     if (bad > MAX_ERRORS_PER_FILE) errors.push(`${shown}: ${bad - MAX_ERRORS_PER_FILE} more invalid lines`);
   });

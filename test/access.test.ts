@@ -120,9 +120,9 @@ files: []
   assert.equal(b.classify('192.0.2.5')?.list, 'allow');
   const c = ok('trusted: [192.0.2.0/24]\nallow: [192.0.2.0/24]\n');
   assert.equal(c.classify('192.0.2.5')?.list, 'allow');
-  // host bits set are masked as iptables does
-  const d = ok('deny: [10.1.2.3/8]\n');
-  assert.equal(d.classify('10.200.0.1')?.list, 'deny');
+  // host bits set are refused as in the config file (edge/net/cidr.ts: a typo for one host must
+  // not turn into a whole network on a list)
+  assert.deepEqual(compile('trusted: [10.1.2.3/8]\n').errors, ['rules/access.yaml:1:11: invalid CIDR "10.1.2.3/8": host bits set (did you mean "10.0.0.0/8"?)']);
 });
 
 test('IPv6: prefixes and single addresses, any spelling; IPv4-mapped sources match IPv4 entries', () => {
@@ -164,9 +164,9 @@ allow:
   - 2001:db8::/129
 `);
   assert.deepEqual(r.errors, [
-    'rules/access.yaml:3:5: invalid CIDR "10.0.0.300/8" (not an IP address)',
-    'rules/access.yaml:4:13: invalid CIDR "10.0.0.0/33" (bad prefix length)',
-    'rules/access.yaml:6:5: invalid CIDR "2001:db8::/129" (bad prefix length)',
+    'rules/access.yaml:3:5: invalid CIDR "10.0.0.300/8": not an IP address or CIDR (e.g. "192.0.2.7", "10.0.0.0/8", "2001:db8::/32")',
+    'rules/access.yaml:4:13: invalid CIDR "10.0.0.0/33": prefix length must be 0..32',
+    'rules/access.yaml:6:5: invalid CIDR "2001:db8::/129": prefix length must be 0..128',
   ]);
 });
 
@@ -202,9 +202,9 @@ files:
   - { path: lists/partners.txt, list: trusted, name: partners }
 `, dir);
   assert.deepEqual(r.errors, [
-    'rules/lists/bad.txt:3: invalid CIDR "10.0.0.300/8" (not an IP address)',
-    'rules/lists/bad.txt:5: invalid CIDR "not-a-cidr" (not an IP address)',
-    'rules/lists/bad.txt:6: invalid CIDR "2001:db8::/200" (bad prefix length)',
+    'rules/lists/bad.txt:3: invalid CIDR "10.0.0.300/8": not an IP address or CIDR (e.g. "192.0.2.7", "10.0.0.0/8", "2001:db8::/32")',
+    'rules/lists/bad.txt:5: invalid CIDR "not-a-cidr": not an IP address or CIDR (e.g. "192.0.2.7", "10.0.0.0/8", "2001:db8::/32")',
+    'rules/lists/bad.txt:6: invalid CIDR "2001:db8::/200": prefix length must be 0..128',
   ]);
   const a = r.access;
   assert.deepEqual(a.classify('198.51.100.77'), { list: 'deny', rule: 'access:deny:scanners' });
@@ -226,7 +226,7 @@ test('list files: a missing file is an error at its path node; many bad lines ar
 `, dir);
   assert.equal(r.errors[0], 'rules/access.yaml:2:13: rules/lists/missing.txt: cannot read list file (ENOENT)');
   assert.equal(r.errors.filter((e) => e.startsWith('rules/junk.txt:')).length, 21); // 20 lines + summary
-  assert.equal(r.errors[1], 'rules/junk.txt:1: invalid CIDR "junk-0" (not an IP address)');
+  assert.equal(r.errors[1], 'rules/junk.txt:1: invalid CIDR "junk-0": not an IP address or CIDR (e.g. "192.0.2.7", "10.0.0.0/8", "2001:db8::/32")');
   assert.equal(r.errors.at(-1), 'rules/junk.txt: 10 more invalid lines');
 });
 

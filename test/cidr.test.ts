@@ -1,11 +1,24 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import fc from 'fast-check';
 import {
-  canonicalAddress, formatHostPort, ipToBytes, ipv6Prefix, isIP, parseHostPort, parseListenSpec,
+  bytesToIp, canonicalAddress, formatHostPort, ipToBytes, ipv6Prefix, isIP, maskBytes, parseHostPort,
 } from '../edge/net/address';
-import { CidrMap, CidrSet, buildCidrSet, parseCidr } from '../edge/net/cidr';
+import { CidrMap, CidrSet, cidrErrorText, cidrKey, formatCidr, parseCidr } from '../edge/net/cidr';
+import { parseCli } from '../edge/cli';
+import { loadConfig } from '../edge/config/load';
+import { loadYamlText } from '../edge/config/yaml';
+import { AccessFileSchema, compileAccess } from '../rules/access-compile';
+import { CIDR_CASES, firstAddress } from './helpers/cidr-cases';
+
+/** "a/bits" with the host bits cleared: the network a random (address, length) pair names */
+function network(a: string, bits: number): string {
+  return `${bytesToIp(maskBytes(ipToBytes(a)!, bits))}/${bits}`;
+}
 
 test('canonicalAddress: RFC 5952 form, IPv4-mapped to IPv4', () => {
   const cases: Array<[string, string]> = [
@@ -68,17 +81,7 @@ test('parseHostPort', () => {
   }
 });
 
-test('parseListenSpec and formatHostPort', () => {
-  assert.deepEqual(parseListenSpec('udp:0.0.0.0:5060'), { transport: 'udp', host: '0.0.0.0', port: 5060 });
-  assert.deepEqual(parseListenSpec('tcp:[::]:5060'), { transport: 'tcp', host: '::', port: 5060 });
-  assert.deepEqual(parseListenSpec('udp:127.0.0.1:0'), { transport: 'udp', host: '127.0.0.1', port: 0 });
-  assert.deepEqual(parseListenSpec('TLS:[::1]'), { transport: 'tls', host: '::1', port: 5061 });
-  assert.deepEqual(parseListenSpec('sctp:1.2.3.4:5'), { error: 'listen_transport_unknown' });
-  assert.deepEqual(parseListenSpec('udp:example.com:5060'), { error: 'listen_host_not_ip' });
-  assert.deepEqual(parseListenSpec('udp:1.2.3.4:99999'), { error: 'listen_port_invalid' });
-  assert.deepEqual(parseListenSpec('1.2.3.4'), { error: 'listen_transport_missing' });
-  assert.deepEqual(parseListenSpec('1.2.3.4:5060'), { error: 'listen_transport_unknown' });
-  assert.deepEqual(parseListenSpec('udp'), { error: 'listen_transport_missing' });
+test('formatHostPort', () => {
   assert.equal(formatHostPort('::1', 5060), '[::1]:5060');
   assert.equal(formatHostPort('1.2.3.4', 5060), '1.2.3.4:5060');
   assert.equal(formatHostPort('::1'), '[::1]');
@@ -117,17 +120,42 @@ test('CidrSet: IPv4 and IPv6 membership', () => {
   assert.equal(s.match('2001:db8::5'), '2001:db8::/32');
 });
 
-test('CidrSet: host bits are masked (iptables semantics) and duplicates count once', () => {
+test('CidrSet: host bits set are refused (a typo for one address or for the network), duplicates count once', () => {
   const s = new CidrSet();
-  assert.equal(s.add('10.1.2.3/8'), null);
+  assert.equal(s.add('10.1.2.3/8'), 'cidr_host_bits');
+  assert.equal(cidrErrorText('10.1.2.3/8', 'cidr_host_bits'), 'host bits set (did you mean "10.0.0.0/8"?)');
+  assert.equal(s.size, 0);
+  assert.equal(s.match('10.200.0.1'), null, 'nothing of the refused entry was added');
   assert.equal(s.add('10.0.0.0/8'), null);
+  assert.equal(s.add(' 10.0.0.0/8 '), null);
   assert.equal(s.size, 1);
   assert.equal(s.match('10.200.0.1'), '10.0.0.0/8');
-  assert.equal(s.add('2001:db8::ffff/32'), null);
+  assert.equal(s.add('2001:db8::ffff/32'), 'cidr_host_bits');
+  assert.equal(cidrErrorText('2001:db8::ffff/32', 'cidr_host_bits'), 'host bits set (did you mean "2001:db8::/32"?)');
+  assert.equal(s.add('2001:DB8::/32'), null);
   assert.equal(s.match('2001:db8:1::'), '2001:db8::/32');
+  assert.equal(s.add('::ffff:172.16.0.1/108'), 'cidr_host_bits');
+  assert.equal(cidrErrorText('::ffff:172.16.0.1/108', 'cidr_host_bits'), 'host bits set (did you mean "172.16.0.0/12"?)');
   assert.equal(s.add('::ffff:172.16.0.0/108'), null);
   assert.equal(s.match('172.31.255.255'), '172.16.0.0/12');
   assert.equal(s.size, 3);
+  // a full-length prefix has no host bits: it is the address
+  assert.equal(s.add('192.0.2.7/32'), null);
+  assert.equal(s.match('192.0.2.7'), '192.0.2.7/32');
+});
+
+test('formatCidr and cidrKey: one spelling per network, a single address as the address', () => {
+  const key = (t: string): string => { const p = parseCidr(t); assert.equal(typeof p, 'object', t); return cidrKey(p as Exclude<typeof p, string>); };
+  const fmt = (t: string): string => { const p = parseCidr(t); assert.equal(typeof p, 'object', t); return formatCidr(p as Exclude<typeof p, string>); };
+  assert.equal(fmt('2001:DB8:0::/48'), '2001:db8::/48');
+  assert.equal(fmt('192.0.2.7'), '192.0.2.7/32');
+  assert.equal(key('192.0.2.7'), '192.0.2.7');
+  assert.equal(key('192.0.2.7/32'), '192.0.2.7');
+  assert.equal(key('::FFFF:192.0.2.7/128'), '192.0.2.7');
+  assert.equal(key('2001:DB8::1/128'), '2001:db8::1');
+  assert.equal(key('[2001:db8::1]'), '2001:db8::1');
+  assert.equal(key('2001:DB8:0::/48'), '2001:db8::/48');
+  assert.equal(key('0.0.0.0/0'), '0.0.0.0/0');
 });
 
 test('CidrSet: /0 matches everything of its family only', () => {
@@ -161,10 +189,11 @@ test('CidrSet: invalid inputs give error codes and leave the set unchanged', () 
   ];
   for (const [c, want] of cases) assert.equal(s.add(c), want, c);
   assert.equal(s.size, 0);
-  const { set, errors } = buildCidrSet(['1.2.3.0/24', 'bogus', '::1']);
-  assert.equal(set.size, 2);
-  assert.deepEqual(errors, [{ index: 1, cidr: 'bogus', error: 'cidr_invalid_address' }]);
   assert.deepEqual(parseCidr('1.2.3.4'), { bytes: new Uint8Array([1, 2, 3, 4]), bits: 32 });
+  assert.equal(cidrErrorText('10.0.0.0/33', 'cidr_invalid_prefix'), 'prefix length must be 0..32');
+  assert.equal(cidrErrorText('::/129', 'cidr_invalid_prefix'), 'prefix length must be 0..128');
+  assert.equal(cidrErrorText('::ffff:1.2.3.4/95', 'cidr_invalid_prefix'), 'prefix length must be 96..128 for an IPv4-mapped address');
+  assert.equal(cidrErrorText('bogus', 'cidr_invalid_address'), 'not an IP address or CIDR (e.g. "192.0.2.7", "10.0.0.0/8", "2001:db8::/32")');
 });
 
 test('CidrMap: longest prefix wins, regardless of insertion order', () => {
@@ -183,7 +212,7 @@ test('CidrMap: longest prefix wins, regardless of insertion order', () => {
   assert.equal(m.add('2001:db8::/32', 'v6-32'), null);
   assert.equal(m.add('2001:db8:aa::/48', 'v6-48'), null);
   assert.equal(m.add('2001:db8:aa:bb::/64', 'v6-64'), null);
-  assert.equal(m.add('2001:db8:aa:bb::7/127', 'v6-127'), null);
+  assert.equal(m.add('2001:db8:aa:bb::6/127', 'v6-127'), null);
   assert.equal(m.get('2001:db8:aa:bb::6'), 'v6-127');
   assert.equal(m.get('2001:db8:aa:bb::7'), 'v6-127');
   assert.equal(m.get('2001:db8:aa:bb::8'), 'v6-64');
@@ -201,7 +230,7 @@ test('CidrMap agrees with a brute-force matcher on random IPv4 prefixes', () => 
   const ip = fc.tuple(fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(255)).map((t) => t.join('.'));
   fc.assert(fc.property(fc.array(fc.tuple(ip, fc.integer({ min: 0, max: 32 })), { maxLength: 30 }), fc.array(ip, { minLength: 1, maxLength: 20 }), (entries, probes) => {
     const m = new CidrMap<number>();
-    entries.forEach(([a, bits], i) => assert.equal(m.add(`${a}/${bits}`, i), null));
+    entries.forEach(([a, bits], i) => assert.equal(m.add(network(a, bits), i), null));
     for (const p of probes) {
       let best = -1;
       let bestVal: number | undefined;
@@ -226,7 +255,7 @@ test('CidrMap agrees with a brute-force matcher on random IPv6 prefixes', () => 
     // IPv4-mapped text folds into IPv4 (tested above); keep this a pure IPv6 comparison
     const entries = all.filter(([a]) => ipToBytes(a)!.length === 16);
     const m = new CidrMap<number>();
-    entries.forEach(([a, bits], i) => assert.equal(m.add(`${a}/${bits}`, i), null));
+    entries.forEach(([a, bits], i) => assert.equal(m.add(network(a, bits), i), null));
     for (const p of probes.filter((x) => ipToBytes(x)!.length === 16)) {
       let best = -1;
       let bestVal: number | undefined;
@@ -240,4 +269,53 @@ test('CidrMap agrees with a brute-force matcher on random IPv6 prefixes', () => 
       assert.equal(m.get(p), bestVal, p);
     }
   }), { numRuns: 300 });
+});
+
+// ---- one CIDR, one answer, through every entry point an operator has (the admin listener's
+// turn is in test/cli-bans.test.ts: it needs a running edge)
+
+test('every entry point gives one CIDR the same answer: config, access.yaml, list files, sip-edge bans', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sip-edge-cidr-'));
+  try {
+    for (const c of CIDR_CASES) {
+      const label = JSON.stringify(c.text);
+      // the parser itself
+      const p = parseCidr(c.text);
+      if ('error' in c) assert.equal(typeof p === 'string' ? cidrErrorText(c.text, p) : formatCidr(p), c.error, label);
+      else assert.deepEqual(typeof p === 'string' ? p : [formatCidr(p), cidrKey(p)], [c.cidr, c.key], label);
+
+      // sip-edge.yaml inside / trusted (a file, so errors carry file:line:column)
+      const cfgFile = path.join(dir, 'sip-edge.yaml');
+      fs.writeFileSync(cfgFile, `upstreams: [udp:10.0.0.5:5060]\ntrusted:\n  - ${JSON.stringify(c.text)}\n`);
+      const cfg = loadConfig({ file: cfgFile, env: {} });
+      if ('error' in c) assert.deepEqual(cfg.ok ? cfg.config.trusted : cfg.errors, [`${cfgFile}:3:5: trusted ${label}: ${c.error}`], label);
+      else assert.deepEqual(cfg.ok ? cfg.config.trusted : cfg.errors, [c.cidr], label);
+
+      // rules/access.yaml inline, and a list file it names
+      fs.mkdirSync(path.join(dir, 'lists'), { recursive: true });
+      fs.writeFileSync(path.join(dir, 'lists', 'x.txt'), `# one entry\n${c.text}\n`);
+      const inline = loadYamlText(`deny:\n  - ${JSON.stringify(c.text)}\n`, 'rules/access.yaml', AccessFileSchema);
+      const listed = loadYamlText('files:\n  - { path: lists/x.txt, list: deny, name: x }\n', 'rules/access.yaml', AccessFileSchema);
+      assert.ok(inline.ok && listed.ok);
+      const a = compileAccess(inline.value, inline.at, dir);
+      const l = compileAccess(listed.value, listed.at, dir);
+      if ('error' in c) {
+        assert.deepEqual(a.errors, [`rules/access.yaml:2:5: invalid CIDR ${label}: ${c.error}`], label);
+        assert.deepEqual(l.errors, [`rules/lists/x.txt:2: invalid CIDR ${label}: ${c.error}`], label);
+      } else {
+        assert.deepEqual([a.errors, l.errors], [[], []], label);
+        assert.equal(a.access.classify(firstAddress(c.cidr))?.list, 'deny', label);
+        assert.equal(l.access.classify(firstAddress(c.cidr))?.list, 'deny', label);
+      }
+
+      // sip-edge bans add / remove (the key goes to the store or the admin listener as is)
+      for (const op of ['add', 'remove'] as const) {
+        const cli = parseCli(['bans', op, c.text, '--for', '10m', '--no-config'].slice(0, op === 'add' ? 5 : 3));
+        if ('error' in c) assert.deepEqual(cli, { kind: 'usage_error', message: `bans ${op}: ${label}: ${c.error}` }, label);
+        else assert.equal(cli.kind === 'bans' ? cli.bans?.key : cli, c.key, label);
+      }
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

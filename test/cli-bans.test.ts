@@ -9,6 +9,7 @@ import { ManualClock } from '../edge/clock';
 import { startEdge } from '../edge/edge';
 import { testConfig } from './helpers/config';
 import { UdpPeer } from './helpers/udp-peer';
+import { CIDR_CASES, firstAddress } from './helpers/cidr-cases';
 
 const CLI = path.resolve(__dirname, '../edge/cli.js');
 const inCi = process.env.CI === 'true';
@@ -49,6 +50,32 @@ test('bans through the admin listener of a single-node edge (no Redis)', async (
     const rm = await cli('bans', 'remove', '192.0.2.0/24', ...base, ...m);
     assert.equal(rm.code, 0, rm.err);
     assert.equal(edge.bans.check('192.0.2.77', Date.now()), null);
+  } finally {
+    await edge.close(0);
+  }
+});
+
+test('the admin listener gives each ban target the answer the CLI and the config give; a ban added in one spelling is removed in another', async () => {
+  const edge = await startEdge(testConfig({ upstreams: [{ transport: 'udp', host: '127.0.0.2', port: 5999 }], metrics: { listen: '127.0.0.1:0' } }), pino({ level: 'silent' }), { clock: new ManualClock(), watchRules: false });
+  try {
+    const url = (key: string, extra = ''): string => `http://127.0.0.1:${edge.admin!.port}/bans?${new URLSearchParams({ key })}${extra}`;
+    for (const c of CIDR_CASES) {
+      const label = JSON.stringify(c.text);
+      const add = await fetch(url(c.text, '&seconds=600&reason=t'), { method: 'POST' });
+      const body = await add.text();
+      if ('error' in c) {
+        assert.deepEqual([add.status, body], [400, `${label}: ${c.error}\n`], label);
+        assert.deepEqual(await edge.store.listBans(), [], `${label}: nothing stored`);
+        continue;
+      }
+      assert.equal(add.status, 200, `${label}: ${body}`);
+      assert.equal((JSON.parse(body) as { key: string }).key, c.key, label);
+      assert.notEqual(edge.bans.check(firstAddress(c.cidr), Date.now()), null, `${label}: enforced`);
+      // removed by its canonical spelling (what `bans list` shows), not the one it was added with
+      const rm = await fetch(url(c.key), { method: 'DELETE' });
+      assert.deepEqual([rm.status, await rm.text()], [200, '{"removed":true}\n'], label);
+      assert.equal(edge.bans.check(firstAddress(c.cidr), Date.now()), null, `${label}: lifted`);
+    }
   } finally {
     await edge.close(0);
   }

@@ -12,6 +12,8 @@ import * as maxmind from 'maxmind';
 import { buildMmdb, writeMmdb, type MmdbEntry } from './helpers/mmdb-writer';
 import { canonicalIp, combineGeo, defaultCountryDbPath, GeoDb, openGeoDatabases, type ReloadEvent } from '../geoip';
 import { loadYamlText } from '../edge/config/yaml';
+import { canonicalAddress, ipToBytes } from '../edge/net/address';
+import fc from 'fast-check';
 import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint } from '../edge/sip/types';
 import type { MessageContext, Verdict } from '../edge/verdict';
@@ -109,6 +111,25 @@ test('canonicalIp: IPv4-mapped to dotted quad, IPv6 compressed, junk to null', (
   for (const bad of ['', 'example.com', '01.2.3.4', '1.2.3', '256.1.1.1', '1::2::3', 'x'.repeat(1000), null, 42, undefined]) {
     assert.equal(canonicalIp(bad), null, String(bad).slice(0, 20));
   }
+});
+
+test('canonicalIp (geoip\'s own: geoip/ imports nothing from edge/) agrees with edge/net on every spelling', () => {
+  // geoip/ is a leaf library, so it keeps its own canonicaliser; this pins it to edge/net's, so
+  // the address the GeoIP stage looks up is the one the ban list and the access lists key on
+  const same = (text: string): void => {
+    const b = ipToBytes(text);
+    assert.equal(canonicalIp(text), b === null ? null : canonicalAddress(text), text);
+  };
+  for (const t of ['198.51.100.1', '::ffff:198.51.100.1', '::FFFF:c633:6401', '[2001:DB8:0:0::1]', 'fe80::1%eth0', '::', '::1',
+    '1::', '64:ff9b::192.0.2.33', '::ffff:0:0', '0:0:0:0:0:ffff:7f00:1', '', 'example.com', '01.2.3.4', '1.2.3', '256.1.1.1',
+    '1::2::3', '1:2:3:4:5:6:7:8:9', '12345::', '::1.2.3', '1.2.3.4 ', ' 1.2.3.4', '[1.2.3.4]', 'x'.repeat(100)]) same(t);
+  const group = fc.integer({ min: 0, max: 0xffff }).map((n) => n.toString(16));
+  fc.assert(fc.property(fc.array(group, { minLength: 8, maxLength: 8 }), fc.integer({ min: 0, max: 8 }), fc.integer({ min: 0, max: 8 }), fc.boolean(), (g, a, len, mapped) => {
+    if (mapped) { g[0] = g[1] = g[2] = g[3] = g[4] = '0'; g[5] = 'ffff'; }
+    const b = Math.min(8, a + len);
+    same(len >= 1 && a < 8 ? `${g.slice(0, a).join(':')}::${g.slice(b).join(':')}` : g.join(':'));
+  }), { numRuns: 2000 });
+  fc.assert(fc.property(fc.array(fc.integer({ min: 0, max: 300 }), { minLength: 3, maxLength: 5 }), (o) => same(o.join('.'))), { numRuns: 500 });
 });
 
 test('GeoDb: nested (GeoLite2) and flat (ip-location-db) layouts, ASN layout, any address spelling', async () => {

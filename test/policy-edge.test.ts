@@ -10,7 +10,7 @@ import { ManualClock } from '../edge/clock';
 import { startEdge } from '../edge/edge';
 import { RulesHolder } from '../rules/reload';
 import { testConfig } from './helpers/config';
-import { sample } from './helpers/prom';
+import { sample, sumOf } from './helpers/prom';
 import { UdpPeer, header, headers, request, response, uniq } from './helpers/udp-peer';
 
 const ROOT = path.resolve(__dirname, '../..');
@@ -49,14 +49,24 @@ test('benign phones pass every stage and reach the PBX byte-faithful; scanner pa
       assert.equal(strip(got.text), strip(sent), `${f} arrives intact`);
       assert.equal(headers(got.text, 'Via').length, 2);
     }
-    for (const f of ['svmap-options.sip', 'svwar-register.sip', 'svcrack-register.sip', 'sipsak-options.sip', 'sipcli-invite.sip']) {
+    // each scanner packet is dropped by the scanner signature it carries (the rule's hit count
+    // says which), not by whatever else might stop it
+    const scanners: Array<[string, string]> = [
+      ['svmap-options.sip', 'sipvicious_friendly_scanner'], ['svwar-register.sip', 'sipvicious_friendly_scanner'],
+      ['svcrack-register.sip', 'sipvicious_friendly_scanner'], ['sipsak-options.sip', 'sipsak'], ['sipcli-invite.sip', 'sipcli'],
+    ];
+    const hits = new Map<string, number>();
+    for (const [f, rule] of scanners) {
       const sent = fixture(f, phone);
       await phone.send(sent, port);
       assert.ok(await pbx.silent((m) => header(m.text, 'Call-ID') === header(sent, 'Call-ID'), 150), `${f} must not reach the PBX`);
       assert.ok(await phone.silent((m) => header(m.text, 'Call-ID') === header(sent, 'Call-ID'), 20), `${f}: silent drop, no answer`);
+      hits.set(rule, (hits.get(rule) ?? 0) + 1);
+      assert.equal(sample(await edge.metrics.metrics(), 'sipedge_rule_hits_total', { rule }), hits.get(rule), `${f}: dropped by scanner rule ${rule}`);
     }
     const m = await edge.metrics.metrics();
-    assert.equal(sample(m, 'sipedge_verdicts_total', { stage: 'scanner', action: 'drop', reason: 'scanner_user_agent', mode: 'enforce' }) !== undefined, true);
+    assert.equal(sample(m, 'sipedge_verdicts_total', { stage: 'scanner', action: 'drop', reason: 'scanner_user_agent', mode: 'enforce' }), scanners.length);
+    assert.equal(sumOf(m, 'sipedge_verdicts_total', { action: 'drop' }), scanners.length, 'nothing else dropped anything');
   } finally {
     phone.close(); pbx.close(); await edge.close(0);
   }

@@ -7,6 +7,7 @@ import { ManualClock } from '../edge/clock';
 import type { ResolvedConfig } from '../edge/config/types';
 import { startEdge, type EdgeHandle } from '../edge/edge';
 import { testConfig } from './helpers/config';
+import { sample } from './helpers/prom';
 import { TcpPeer } from './helpers/tcp-peer';
 import { UdpPeer, header, headers, request, response, uniq } from './helpers/udp-peer';
 
@@ -100,11 +101,12 @@ describe('proxy: INVITE dialog through the edge', () => {
     try {
       const fake = response(request(stranger, { callId: strayId }), 200, 'OK', { toTag: 'x' })
         .replace('SIP/2.0/UDP 127.0.0.3', `SIP/2.0/UDP 127.0.0.1:${r.port};branch=z9hG4bKforged, SIP/2.0/UDP 127.0.0.3`);
+      // the rig is shared with the tests above: count this one response, not what came before
+      const before = sample(await r.edge.metrics.metrics(), 'sipedge_unmatched_total', { kind: 'response' })!;
       await stranger.send(fake, r.port);
       assert.ok(await r.pbx.silent((m) => m.text.includes(strayId), 200));
       assert.ok(await r.phone.silent((m) => m.text.includes(strayId), 50));
-      const text = await r.edge.metrics.metrics();
-      assert.match(text, /sipedge_unmatched_total\{kind="response"\} [1-9]/);
+      assert.equal(sample(await r.edge.metrics.metrics(), 'sipedge_unmatched_total', { kind: 'response' }), before + 1, 'dropped as a response matching no transaction');
     } finally { stranger.close(); }
   });
 });
@@ -229,16 +231,24 @@ describe('proxy: policy', () => {
   before(async () => { r = await rig(); });
   after(async () => { await r.close(); });
 
+  /** the proxy's own replies with `reason` so far (the rig is shared by this describe's tests) */
+  const proxyReplies = async (reason: string): Promise<number> =>
+    sample(await r.edge.metrics.metrics(), 'sipedge_verdicts_total', { stage: 'proxy', action: 'reply', reason, mode: 'enforce' })!;
+
   test('no open relay: a request for a foreign domain gets 403', async () => {
+    const before = await proxyReplies('relay_denied');
     await r.phone.send(request(r.phone, { ruri: 'sip:+15551234@evil.example.net', method: 'INVITE' }), r.port);
     const res = await r.phone.wait((m) => /^SIP\/2.0 [2-6]\d\d/.test(m.text) && !m.text.startsWith('SIP/2.0 100'));
     assert.match(res.text, /^SIP\/2.0 403 /);
+    assert.equal(await proxyReplies('relay_denied'), before + 1, 'refused by the relay check, not by anything else');
     assert.ok(await r.pbx.silent());
   });
 
   test('a pre-loaded Route toward somewhere else gets 403', async () => {
+    const before = await proxyReplies('route_preloaded');
     await r.phone.send(request(r.phone, { extra: ['Route: <sip:198.51.100.7;lr>'] }), r.port);
     await r.phone.waitFirstLine('SIP/2.0 403');
+    assert.equal(await proxyReplies('route_preloaded'), before + 1, 'refused for the pre-loaded Route, not by anything else');
     assert.ok(await r.pbx.silent());
   });
 
@@ -356,15 +366,53 @@ describe('proxy: REGISTER, Path and calls from the PBX to the phone', () => {
     } finally { await r.close(); }
   });
 
-  test('a forged flow token is not honoured', async () => {
+  test('a forged flow token is not honoured: the request goes where its Request-URI says, never to the forged address', async () => {
+    // The same request three times from the PBX, differing only in the flow token of its Route:
+    // the genuine token (from the phone's Path) wins over the Request-URI (RFC 5626 5.3), a token
+    // with the victim's address under the genuine MAC or under a made-up MAC counts for nothing,
+    // so the Request-URI (a decoy peer) decides. The decoy receiving it proves the edge was alive
+    // and routed the request, rather than anything at all dropping it.
     const r = await rig();
+    const victim = await UdpPeer.bind('127.0.0.5');
+    const decoy = await UdpPeer.bind('127.0.0.6');
     try {
-      const victim = await UdpPeer.bind('127.0.0.5');
-      const forged = `<sip:sef1.${Buffer.from(`0|127.0.0.5|${victim.port}||`).toString('base64url')}.AAAAAAAAAAAAAA@127.0.0.1:${r.port};lr>`;
-      await r.pbx.send(request({ address: '127.0.0.2', port: r.pbx.port }, { ruri: 'sip:alice@example.com', extra: [`Route: ${forged}`] }), r.port, '127.0.0.1');
-      assert.ok(await victim.silent());
+      await r.phone.send(request(r.phone, { method: 'REGISTER', ruri: 'sip:example.com', callId: uniq('reg'), to: '<sip:alice@example.com>', extra: ['Expires: 600'] }), r.port);
+      const reg = await r.pbx.waitFirstLine('REGISTER ');
+      const genuine = /^<sip:(sef1\.[^@]+)@(.+)>$/.exec(header(reg.text, 'Path')!)!;
+      const [prefix, payload, mac] = genuine[1]!.split('.') as [string, string, string];
+      const body = Buffer.from(payload, 'base64url').toString('latin1');
+      assert.ok(body.includes(`|127.0.0.1|${r.phone.port}|`), body);
+      const victimPayload = Buffer.from(body.replace(`|127.0.0.1|${r.phone.port}|`, `|127.0.0.5|${victim.port}|`), 'latin1').toString('base64url');
+      const invite = (token: string): { text: string; callId: string } => {
+        const callId = uniq('in');
+        return {
+          callId,
+          text: request({ address: '127.0.0.2', port: r.pbx.port }, {
+            callId, ruri: `sip:alice@127.0.0.6:${decoy.port}`, from: '<sip:1000@example.com>', to: '<sip:alice@example.com>',
+            extra: [`Route: <sip:${token}@${genuine[2]}>`],
+          }),
+        };
+      };
+      const byCallId = (id: string) => (m: { text: string }): boolean => header(m.text, 'Call-ID') === id;
+
+      const honoured = invite(genuine[1]!);
+      await r.pbx.send(honoured.text, r.port, '127.0.0.1');
+      await r.phone.wait(byCallId(honoured.callId), 2000, 'the genuine token reaches the phone');
+
+      for (const [what, token] of [['payload edited under the genuine MAC', `${prefix}.${victimPayload}.${mac}`], ['made-up MAC', `${prefix}.${victimPayload}.AAAAAAAAAAAAAA`]] as const) {
+        const forged = invite(token);
+        await r.pbx.send(forged.text, r.port, '127.0.0.1');
+        const got = await decoy.wait(byCallId(forged.callId), 2000, `${what}: routed by the Request-URI`);
+        assert.equal(header(got.text, 'Route'), undefined, `${what}: our Route entry is consumed`);
+        assert.ok(await victim.silent(() => true, 100), `${what}: nothing reaches the forged address`);
+        assert.ok(await r.phone.silent(byCallId(forged.callId), 20), `${what}: nor the phone`);
+      }
+      assert.ok(await decoy.silent(byCallId(honoured.callId), 20), 'the genuine one went to the phone only');
+    } finally {
       victim.close();
-    } finally { await r.close(); }
+      decoy.close();
+      await r.close();
+    }
   });
 });
 

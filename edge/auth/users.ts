@@ -14,9 +14,9 @@
 // error at its exact column, while comments may hold any bytes and upsertUser() writes them back
 // byte-for-byte.
 import { createHash, randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { fileStamp, WatchedFile } from '../../lib/watched-file';
 import { HEX, USER } from '../sip/chars';
 import { type DigestAlgorithm, ha1 as computeHa1 } from './digest';
 
@@ -305,113 +305,41 @@ export interface UsersHolderOptions {
   readonly debounceMs?: number;
 }
 
-export interface UsersHolder {
-  on(event: 'reloaded', listener: (db: UsersDb, previous: UsersDb) => void): this;
-  on(event: 'failed', listener: (errors: readonly string[]) => void): this;
-  once(event: 'reloaded', listener: (db: UsersDb, previous: UsersDb) => void): this;
-  once(event: 'failed', listener: (errors: readonly string[]) => void): this;
-}
-
 /**
- * Holds the active UsersDb and swaps it whole on reload (same approach as rules/reload.ts
- * RulesHolder): a request sees the old users or the new ones, never a mix. A file that does not
- * load leaves the previous db active and emits 'failed' with every error.
+ * Holds the active UsersDb and swaps it whole on reload: a request sees the old users or the new
+ * ones, never a mix. A file that does not load leaves the previous db active and emits 'failed'
+ * with every error; 'reloaded' (db, previous) after a swap.
  *
- * watch(): fs.watch on the file's directory, not on the file: `sip-edge passwd` and editors
- * replace the file by rename (a new inode a file watch would miss), and Kubernetes ConfigMaps swap
- * a `..data` symlink beside it. Events are debounced so a burst ends in one reload; a cheap stat
- * (inode, size, mtime, ctime) skips re-reading a large file when another file in the same
- * directory changed.
+ * watch(): the file's directory, not the file (`sip-edge passwd` and editors replace it by rename,
+ * Kubernetes ConfigMaps swap a `..data` symlink beside it), debounced, and a stat skips re-reading
+ * a large file when another file in the directory changed: lib/watched-file.ts, the same holder
+ * as the rules and the GeoIP databases.
  */
-export class UsersHolder extends EventEmitter {
-  private db: UsersDb;
-  private watcher: fs.FSWatcher | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private closed = false;
-  private lastStat: string | undefined;
-  private readonly debounceMs: number;
-
-  private constructor(readonly file: string, db: UsersDb, stat: string | undefined, opts: UsersHolderOptions) {
-    super();
-    this.db = db;
-    this.lastStat = stat;
-    this.debounceMs = opts.debounceMs ?? 200;
+export class UsersHolder extends WatchedFile<UsersDb> {
+  private constructor(readonly file: string, db: UsersDb, stamp: string | undefined, opts: UsersHolderOptions) {
+    super(db, {
+      file,
+      same: (next, previous) => next.version === previous.version,
+      ...(opts.debounceMs !== undefined ? { debounceMs: opts.debounceMs } : {}),
+    }, stamp);
   }
 
   /** Load once; at startup there is no previous db to keep, so errors are the result. */
   static open(file: string, opts: UsersHolderOptions = {}): { ok: true; holder: UsersHolder } | { ok: false; errors: readonly string[] } {
-    const stat = statKey(file);
+    const stamp = fileStamp(file);
     const r = UsersDb.load(file);
     if (!r.ok) return { ok: false, errors: r.errors };
-    return { ok: true, holder: new UsersHolder(file, r.db, stat, opts) };
-  }
-
-  /** the active db; read it once per request */
-  current(): UsersDb {
-    return this.db;
+    return { ok: true, holder: new UsersHolder(file, r.db, stamp, opts) };
   }
 
   /** Reload now (SIGHUP, or the watcher). Emits 'reloaded' (db, previous) when the content
    *  changed, 'failed' (errors) when the file does not load; the previous db stays then. */
   reload(): UsersReloadResult {
-    const stat = statKey(this.file);
-    const r = UsersDb.load(this.file);
-    if (!r.ok) {
-      this.lastStat = undefined; // the next event re-reads, whatever the stat says
-      this.emit('failed', r.errors);
-      return { ok: false, errors: r.errors };
-    }
-    this.lastStat = stat;
-    const previous = this.db;
-    if (r.db.version === previous.version) return { ok: true, version: previous.version, changed: false };
-    this.db = r.db; // the atomic swap
-    this.emit('reloaded', r.db, previous);
-    return { ok: true, version: r.db.version, changed: true };
-  }
-
-  watch(): void {
-    if (this.closed || this.watcher) return;
-    const dir = path.dirname(path.resolve(this.file));
-    try {
-      const w = fs.watch(dir, { persistent: false }, () => this.schedule());
-      // a watch error (directory removed) must not crash the edge; SIGHUP still reloads
-      w.on('error', () => { w.close(); if (this.watcher === w) this.watcher = undefined; });
-      this.watcher = w;
-    } catch {
-      // the directory vanished: nothing to watch; reload() still works
-    }
-  }
-
-  /** stop watching; a pending debounced reload is cancelled */
-  close(): void {
-    this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.watcher?.close();
-    this.watcher = undefined;
-  }
-
-  private schedule(): void {
-    if (this.closed) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      if (this.closed) return;
-      const s = statKey(this.file);
-      if (s !== undefined && s === this.lastStat) return; // another file in the directory
-      this.reload();
-    }, this.debounceMs);
-    this.timer.unref?.();
-  }
-}
-
-/** identity of the file's current content as far as stat can tell (follows symlinks) */
-function statKey(file: string): string | undefined {
-  try {
-    const s = fs.statSync(file, { bigint: true });
-    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`;
-  } catch {
-    return undefined;
+    const r = this.load(() => {
+      const l = UsersDb.load(this.file);
+      return l.ok ? { ok: true, value: l.db } : l;
+    });
+    return r.ok ? { ok: true, version: r.value.version, changed: r.changed } : r;
   }
 }
 

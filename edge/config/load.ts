@@ -2,9 +2,11 @@
 // overrides + environment, then semantic checks that the schema cannot express (spec syntax,
 // addresses, CIDRs, cross-field ranges), each reported at the offending node's file:line:column.
 // Synchronous and side-effect free: no DNS, no sockets, so `sip-edge check` is exact and fast.
-// Private address helpers live here until edge/net/{address,cidr}.ts land; see parseHostPort.
-import * as net from 'node:net';
+// Addresses and CIDRs go through edge/net (the parsers the edge matches with), so what `check`
+// accepts is exactly what the running edge understands, spelled the same way.
 import * as path from 'node:path';
+import { ipLiteral, isHostName, isIP } from '../net/address';
+import { cidrErrorText, formatCidr, parseCidr } from '../net/cidr';
 import type { TransportName } from '../sip/types';
 import type { ListenerSpec } from '../transport/types';
 import type { AuthConfig, AuthDomainPolicy, ResolvedConfig, UpstreamSpec } from './types';
@@ -130,7 +132,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     const hp = parseHostPort(advText);
     if (typeof hp === 'string') err(advWhere, `advertise ${JSON.stringify(advText)}: ${hp}`);
     else {
-      const host = canonicalIp(hp.host) ?? (isDomainName(hp.host) ? hp.host.toLowerCase() : undefined);
+      const host = ipLiteral(hp.host) ?? (isHostName(hp.host) ? hp.host.toLowerCase() : undefined);
       if (host === undefined) err(advWhere, `advertise ${JSON.stringify(advText)}: not an IP address or host name`);
       else if (hp.port === 0) err(advWhere, `advertise ${JSON.stringify(advText)}: port must be 1..65535`);
       else if (isUnspecified(host)) err(advWhere, `advertise ${JSON.stringify(advText)}: a wildcard address cannot be advertised`);
@@ -142,9 +144,9 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   const domains: string[] = [];
   for (const it of items('domains', '--domain', ov.domains).list) {
     const d = it.text.trim().toLowerCase().replace(/\.$/, '');
-    const ip = canonicalIp(d);
-    if (ip !== undefined) domains.push(ip);
-    else if (isDomainName(d)) domains.push(d);
+    const ip = ipLiteral(d);
+    if (ip !== null) domains.push(ip);
+    else if (isHostName(d)) domains.push(d);
     else err(it.where, `domain ${JSON.stringify(it.text)}: not a valid domain name (RFC 1035 2.3.1 / RFC 1123 2.1)`);
   }
 
@@ -152,9 +154,9 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   const cidrs = (key: 'inside' | 'trusted', flag: string, override?: string[]): string[] => {
     const out: string[] = [];
     for (const it of items(key, flag, override).list) {
-      const r = parseCidr(it.text);
-      if (!r.ok) err(it.where, `${key} ${JSON.stringify(it.text)}: ${r.error}`);
-      else out.push(r.cidr);
+      const p = parseCidr(it.text);
+      if (typeof p === 'string') err(it.where, `${key} ${JSON.stringify(it.text)}: ${cidrErrorText(it.text, p)}`);
+      else out.push(formatCidr(p));
     }
     return out;
   };
@@ -184,7 +186,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   const mWhere = ov.metrics !== undefined ? `--metrics ${JSON.stringify(ov.metrics)}` : at(['metrics', 'listen']);
   if (mText !== null) {
     const hp = parseHostPort(mText);
-    const host = typeof hp === 'string' ? undefined : hp.host === 'localhost' ? '127.0.0.1' : canonicalIp(hp.host);
+    const host = typeof hp === 'string' ? undefined : hp.host === 'localhost' ? '127.0.0.1' : ipLiteral(hp.host) ?? undefined;
     if (typeof hp === 'string') err(mWhere, `metrics.listen ${JSON.stringify(mText)}: ${hp}`);
     else if (host === undefined) err(mWhere, `metrics.listen ${JSON.stringify(mText)}: host must be an IP address or localhost`);
     else if (hp.port === undefined) err(mWhere, `metrics.listen ${JSON.stringify(mText)}: a port is required ("host:port")`);
@@ -279,7 +281,8 @@ function deepFreeze<T>(o: T): T {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Address helpers (private stand-ins for edge/net/address.ts and edge/net/cidr.ts).
+// Spec syntax: "proto:host[:port]" and "host[:port]" with the operator's error messages. The IP
+// literals inside go through edge/net.
 // ---------------------------------------------------------------------------------------------
 
 /** "proto:host[:port]" -> spec, or an error message. */
@@ -298,7 +301,7 @@ export function parseTransportSpec(text: string, role: 'listen' | 'upstream'): L
   if (typeof hp === 'string') return hp;
   let host: string | undefined;
   if (hp.host.toLowerCase() === 'localhost') host = '127.0.0.1';
-  else host = canonicalIp(hp.host);
+  else host = ipLiteral(hp.host) ?? undefined;
   if (host === undefined) {
     return role === 'upstream'
       ? `host "${hp.host}" is not an IP address; DNS names for upstreams are not supported yet`
@@ -326,7 +329,7 @@ export function parseHostPort(text: string): { host: string; port?: number } | s
       if (!rest.startsWith(':')) return `unexpected "${rest}" after "]"`;
       portText = rest.slice(1);
     }
-    if (net.isIPv6(host) === false) return `"${host}" is not an IPv6 address`;
+    if (isIP(host) !== 6) return `"${host}" is not an IPv6 address`;
   } else {
     const colons = s.split(':').length - 1;
     if (colons > 1) return 'IPv6 addresses must be in brackets, e.g. "[::1]:5060"';
@@ -340,120 +343,12 @@ export function parseHostPort(text: string): { host: string; port?: number } | s
   return { host, port: Number(portText) };
 }
 
-/** Canonical IP literal (IPv6 lower-case compressed; IPv4-mapped IPv6 as IPv4), or undefined. */
-export function canonicalIp(text: string): string | undefined {
-  const fam = net.isIP(text);
-  if (fam === 4) return text.split('.').map((o) => String(Number(o))).join('.');
-  if (fam !== 6 || text.includes('%')) return undefined; // zone ids are host-local, refuse them
-  const b = ipToBytes(text);
-  return b === undefined ? undefined : bytesToIp(b);
-}
-
 function isUnspecified(ip: string): boolean {
   return ip === '0.0.0.0' || ip === '::';
 }
 
 function isLoopback(ip: string): boolean {
   return ip === '::1' || ip.startsWith('127.');
-}
-
-/** RFC 1035 2.3.1 as relaxed by RFC 1123 2.1 (labels may start with a digit). */
-export function isDomainName(name: string): boolean {
-  if (name.length === 0 || name.length > 253) return false;
-  return name.split('.').every((l) => /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i.test(l));
-}
-
-/** "a.b.c.d/n", "v6/n" or a bare address -> canonical "network/len", or an error message. */
-export function parseCidr(text: string): { ok: true; cidr: string } | { ok: false; error: string } {
-  const s = text.trim();
-  const slash = s.indexOf('/');
-  const addrText = slash < 0 ? s : s.slice(0, slash);
-  const fam = net.isIP(addrText);
-  if (fam === 0 || addrText.includes('%')) return { ok: false, error: 'not a CIDR ("10.0.0.0/8", "2001:db8::/32") or IP address' };
-  const bytes = ipToBytes(addrText);
-  if (bytes === undefined) return { ok: false, error: 'not a valid IP address' };
-  const max = bytes.length * 8;
-  let len = max;
-  if (slash >= 0) {
-    const lt = s.slice(slash + 1);
-    if (!/^\d{1,3}$/.test(lt) || Number(lt) > max) return { ok: false, error: `prefix length must be 0..${max}` };
-    len = Number(lt);
-  }
-  const net0 = Uint8Array.from(bytes);
-  for (let bit = len; bit < max; bit++) net0[bit >> 3] &= ~(0x80 >> (bit & 7));
-  // An IPv4-mapped prefix covers IPv4 peers, which are canonicalized to plain IPv4 (Endpoint).
-  if (bytes.length === 16 && len >= 96 && isV4Mapped(net0)) {
-    const v4 = `${Array.from(net0.slice(12)).join('.')}/${len - 96}`;
-    if (!net0.every((v, i) => v === bytes[i])) return { ok: false, error: `host bits set (did you mean "${v4}"?)` };
-    return { ok: true, cidr: v4 };
-  }
-  const network = bytesToIp(net0, false);
-  // A set host bit is almost always a typo for a host (/32) or the network; refuse to guess.
-  if (!net0.every((v, i) => v === bytes[i])) return { ok: false, error: `host bits set (did you mean "${network}/${len}"?)` };
-  return { ok: true, cidr: `${network}/${len}` };
-}
-
-function ipToBytes(ip: string): Uint8Array | undefined {
-  if (net.isIPv4(ip)) return Uint8Array.from(ip.split('.').map(Number));
-  if (!net.isIPv6(ip)) return undefined;
-  let text = ip.toLowerCase();
-  const lastColon = text.lastIndexOf(':');
-  const v4 = text.slice(lastColon + 1);
-  if (v4.includes('.')) {
-    // Embedded IPv4 tail (RFC 4291 2.2 form 3): rewrite as two hex groups.
-    if (!net.isIPv4(v4)) return undefined;
-    const o = v4.split('.').map(Number);
-    text = `${text.slice(0, lastColon + 1)}${((o[0] << 8) | o[1]).toString(16)}:${((o[2] << 8) | o[3]).toString(16)}`;
-  }
-  const want = 8;
-  let groups: number[];
-  const dbl = text.indexOf('::');
-  const toNums = (p: string): number[] => (p === '' ? [] : p.split(':').map((g) => parseInt(g, 16)));
-  if (dbl >= 0) {
-    const head = toNums(text.slice(0, dbl));
-    const rest = toNums(text.slice(dbl + 2));
-    groups = [...head, ...new Array<number>(want - head.length - rest.length).fill(0), ...rest];
-  } else {
-    groups = toNums(text);
-  }
-  if (groups.length !== 8 || groups.some((g) => !(g >= 0 && g <= 0xffff))) return undefined;
-  const out = new Uint8Array(16);
-  groups.forEach((g, i) => {
-    out[2 * i] = g >> 8;
-    out[2 * i + 1] = g & 0xff;
-  });
-  return out;
-}
-
-function isV4Mapped(b: Uint8Array): boolean {
-  return b.length === 16 && b.slice(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff;
-}
-
-function bytesToIp(b: Uint8Array, mapV4 = true): string {
-  if (b.length === 4) return Array.from(b).join('.');
-  // IPv4-mapped (::ffff:a.b.c.d) is an IPv4 peer: canonical form is the IPv4 address (types.ts Endpoint).
-  if (mapV4 && isV4Mapped(b)) return Array.from(b.slice(12)).join('.');
-  const g: number[] = [];
-  for (let i = 0; i < 16; i += 2) g.push((b[i] << 8) | b[i + 1]);
-  // RFC 5952 4.2: compress the longest run (length >= 2) of zero groups, the first one on ties.
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
 /**
@@ -522,7 +417,7 @@ function resolveAuth(
   const a = f.auth;
   const base = c.fileName !== undefined ? path.dirname(c.fileName) : process.cwd();
   const defaultUsers = c.usersOverride ?? (a.users !== null ? path.resolve(base, a.users) : undefined);
-  const defaultRealm = a.realm ?? c.domains.find((d) => net.isIP(d) === 0) ?? c.addressRealm;
+  const defaultRealm = a.realm ?? c.domains.find((d) => isIP(d) === 0) ?? c.addressRealm;
   const policy = (name: string, realm: string, users: string | undefined, mode: AuthDomainPolicy['mode'] | null, o: Partial<Omit<AuthDomainPolicy, 'name' | 'realm' | 'usersFile' | 'mode'>>): AuthDomainPolicy => ({
     name,
     mode: mode ?? (users !== undefined ? 'edge' : 'pbx'),
@@ -545,7 +440,7 @@ function resolveAuth(
     if (seen.has(name)) c.err(where, `auth.domains: ${JSON.stringify(d.name)} is listed twice`);
     seen.add(name);
     const users = d.users !== undefined ? path.resolve(base, d.users) : defaultUsers;
-    listed.push(policy(name, d.realm ?? (net.isIP(name) === 0 ? name : defaultRealm), users, d.mode ?? a.mode, d));
+    listed.push(policy(name, d.realm ?? (isIP(name) === 0 ? name : defaultRealm), users, d.mode ?? a.mode, d));
   });
   for (const [i, p] of [fallback, ...listed].entries()) {
     const where = i === 0 ? c.at(['auth', 'mode']) : c.at(['auth', 'domains', i - 1, 'name']);

@@ -1,11 +1,9 @@
-// Canonical IP addresses, host:port parsing and listen specs.
+// Canonical IP addresses and host:port parsing.
 //
 // Every address that reaches a ban list, a rate-limit key, a CIDR lookup or a log goes through
 // canonicalAddress() first, so that "::FFFF:10.0.0.1", "::ffff:a00:1" and "10.0.0.1" are one key
 // and an attacker cannot dodge a ban by switching spellings. Parsing is by hand (no DNS, no
 // inet_aton octal/hex quirks) and never throws: bad input gives null or an `{ error }` value.
-import type { TransportName } from '../sip/types';
-import type { ListenerSpec } from '../transport/types';
 
 /** Address as raw bytes: 4 bytes (IPv4, including IPv4-mapped IPv6) or 16 bytes (IPv6). */
 export type IpBytes = Uint8Array;
@@ -183,6 +181,18 @@ export function canonicalAddress(a: string): string {
   return typeof a === 'string' ? a.toLowerCase() : '';
 }
 
+/**
+ * An IP literal as an operator writes one in configuration: canonical text (as canonicalAddress),
+ * or null for anything else, including a zone id ("fe80::1%eth0": it names an interface of this
+ * host, meaningless in a shared config) and brackets (those belong to the "[v6]:port" syntax
+ * around the literal, not to the literal).
+ */
+export function ipLiteral(a: string): string | null {
+  if (typeof a !== 'string' || a.indexOf('%') >= 0 || a.indexOf('[') >= 0) return null;
+  const b = ipToBytes(a);
+  return b === null ? null : bytesToIp(b);
+}
+
 /** Family of the canonical form: IPv4-mapped IPv6 is 4. 0 when not an IP address. */
 export function addressFamily(a: string): 0 | 4 | 6 {
   if (typeof a !== 'string' || a.length === 0 || a.length > MAX_ADDRESS_TEXT) return 0;
@@ -241,8 +251,9 @@ function parsePort(s: string): number | null {
   return v <= 65535 ? v : null;
 }
 
-/** RFC 1123 2.1 host name: labels of letters, digits and hyphens, dot separated. */
-function isHostName(s: string): boolean {
+/** RFC 1035 2.3.1 host name as relaxed by RFC 1123 2.1 (a label may start with a digit): labels
+ *  of letters, digits and hyphens, dot separated, an optional final dot. */
+export function isHostName(s: string): boolean {
   if (s.length === 0 || s.length > 253) return false;
   const labels = s.endsWith('.') ? s.slice(0, -1).split('.') : s.split('.');
   for (const l of labels) {
@@ -301,25 +312,4 @@ export function parseHostPort(s: string): HostPort | ParseError {
 export function formatHostPort(host: string, port?: number): string {
   const h = host.indexOf(':') >= 0 && !host.startsWith('[') ? `[${host}]` : host;
   return port === undefined ? h : `${h}:${port}`;
-}
-
-const TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls', 'ws', 'wss'];
-/** RFC 3261 19.1.2: 5060 for sip over udp/tcp, 5061 for TLS; RFC 7118 uses the HTTP ports. */
-const DEFAULT_PORT: Readonly<Record<TransportName, number>> = { udp: 5060, tcp: 5060, tls: 5061, ws: 80, wss: 443 };
-
-/**
- * "udp:0.0.0.0:5060", "tcp:[::]:5060", "udp:127.0.0.1:0", "tls:[::1]" (default port).
- * The host must be an IP address (a listener binds, it does not resolve); it comes back canonical.
- */
-export function parseListenSpec(s: string): ListenerSpec | ParseError {
-  if (typeof s !== 'string') return { error: 'listen_invalid' };
-  const colon = s.indexOf(':');
-  if (colon <= 0) return { error: 'listen_transport_missing' };
-  const t = s.slice(0, colon).toLowerCase();
-  const transport = TRANSPORTS.find((x) => x === t);
-  if (transport === undefined) return { error: 'listen_transport_unknown' };
-  const hp = parseHostPort(s.slice(colon + 1));
-  if ('error' in hp) return { error: `listen_${hp.error}` };
-  if (hp.isIP === 0) return { error: 'listen_host_not_ip' };
-  return { transport, host: hp.host, port: hp.port ?? DEFAULT_PORT[transport] };
 }

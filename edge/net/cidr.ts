@@ -1,4 +1,7 @@
-// CIDR sets and maps with longest-prefix match, for trusted/inside peers and IP rules.
+// CIDR sets and maps with longest-prefix match, for trusted/inside peers and IP rules, and the one
+// CIDR parser of the edge: config (inside, trusted), rules/access.yaml and its list files,
+// `sip-edge bans` and the admin listener all parse and report through parseCidr() and
+// cidrErrorText() below, so one input gets one answer whichever way it comes in.
 //
 // Layout: one hash map per prefix length in use, per family, probed from the longest length
 // down (the classic "binary search on prefix lengths" structure without the binary search).
@@ -7,26 +10,30 @@
 // probe, the same as 10. Memory is O(entries); a bit trie would need up to 128 nodes per IPv6
 // entry.
 //
-// Host bits set ("10.1.2.3/8") are accepted and masked, as iptables and ipset do, so a rule
-// file written by hand still means what its author meant; the entry is reported masked
-// ("10.0.0.0/8"). IPv4-mapped IPv6 prefixes ("::ffff:10.0.0.0/104") are stored as IPv4.
+// Host bits set ("10.1.2.3/8") are refused, never masked: such an entry is almost always a typo
+// for one address ("10.1.2.3") or for the network ("10.0.0.0/8"), and on a trusted or allow list
+// guessing the network would trust 16 million addresses for one mistyped host. The error says
+// which network was probably meant (Python's ipaddress and PostgreSQL's cidr refuse the same way;
+// iptables masks silently). IPv4-mapped IPv6 prefixes ("::ffff:10.0.0.0/104") are stored as IPv4.
 import { bytesToIp, ipToBytes, maskBytes, type IpBytes } from './address';
 
-export type CidrError = 'cidr_invalid_address' | 'cidr_invalid_prefix';
+/** Stable codes for a CIDR that does not parse. */
+export type CidrError = 'cidr_invalid_address' | 'cidr_invalid_prefix' | 'cidr_host_bits';
 
 export interface CidrMatch<T> {
-  /** the entry that matched, canonical and masked: "10.0.0.0/8", "2001:db8::/32" */
+  /** the entry that matched, canonical: "10.0.0.0/8", "2001:db8::/32" */
   readonly cidr: string;
   readonly value: T;
 }
 
-interface ParsedCidr {
+export interface ParsedCidr {
+  /** the network: 4 bytes for IPv4 (and IPv4-mapped), 16 for IPv6; no bit set past `bits` */
   readonly bytes: IpBytes;
   readonly bits: number;
 }
 
-/** Parse "a.b.c.d/n", "x::y/n" or a plain address (/32 or /128). Masks host bits. */
-export function parseCidr(text: string): ParsedCidr | CidrError {
+/** the text as written, masked to its prefix, and whether masking changed it */
+function parseLoose(text: string): { net: ParsedCidr; hostBits: boolean } | Exclude<CidrError, 'cidr_host_bits'> {
   if (typeof text !== 'string' || text.length === 0 || text.length > 64) return 'cidr_invalid_address';
   const s = text.trim();
   const slash = s.indexOf('/');
@@ -50,7 +57,53 @@ export function parseCidr(text: string): ParsedCidr | CidrError {
     if (bits < 96) return 'cidr_invalid_prefix';
     bits -= 96;
   }
-  return { bytes: maskBytes(raw, bits), bits };
+  const bytes = maskBytes(raw, bits);
+  let hostBits = false;
+  for (let i = 0; i < raw.length; i++) if (bytes[i] !== raw[i]) hostBits = true;
+  return { net: { bytes, bits }, hostBits };
+}
+
+/** Parse "a.b.c.d/n", "x::y/n" or a plain address (/32 or /128). An address with bits set past
+ *  the prefix is refused ('cidr_host_bits'); see the file comment. */
+export function parseCidr(text: string): ParsedCidr | CidrError {
+  const p = parseLoose(text);
+  if (typeof p === 'string') return p;
+  return p.hostBits ? 'cidr_host_bits' : p.net;
+}
+
+/** The canonical text of a parsed CIDR: "10.0.0.0/8", "2001:db8::/32", "192.0.2.9/32". */
+export function formatCidr(p: ParsedCidr): string {
+  return `${bytesToIp(p.bytes)}/${p.bits}`;
+}
+
+/**
+ * The one spelling of a ban target (an address or a CIDR), as the ban cache files it: a single
+ * address (no prefix, /32, /128) as the canonical address, a network as canonical "network/len".
+ * `sip-edge bans` and the admin listener key the store with it, so that "2001:DB8::/32" added
+ * and "2001:db8::/32" removed are one ban.
+ */
+export function cidrKey(p: ParsedCidr): string {
+  return p.bits === p.bytes.length * 8 ? bytesToIp(p.bytes) : formatCidr(p);
+}
+
+/** What is wrong with `text`, for an operator: the same words from every entry point. */
+export function cidrErrorText(text: string, error: CidrError): string {
+  switch (error) {
+    case 'cidr_invalid_address':
+      return 'not an IP address or CIDR (e.g. "192.0.2.7", "10.0.0.0/8", "2001:db8::/32")';
+    case 'cidr_invalid_prefix': {
+      const addr = String(text).trim().split('/')[0] ?? '';
+      if (addr.indexOf(':') < 0) return 'prefix length must be 0..32';
+      const b = ipToBytes(addr);
+      return b !== null && b.length === 4 ? 'prefix length must be 96..128 for an IPv4-mapped address' : 'prefix length must be 0..128';
+    }
+    case 'cidr_host_bits': {
+      const p = parseLoose(text);
+      return typeof p === 'string' ? 'host bits set' : `host bits set (did you mean "${formatCidr(p.net)}"?)`;
+    }
+    default:
+      return String(error);
+  }
 }
 
 function v4Number(b: IpBytes): number {
@@ -113,7 +166,7 @@ function levelFor<K, T>(levels: Array<Level<K, T>>, bits: number): { level: Leve
 
 /** Longest-prefix-match map from CIDR to a value (rule name, country set ...). */
 export class CidrMap<T> {
-  // one level per prefix length in use, longest first: masked key -> entry
+  // one level per prefix length in use, longest first: prefix key -> entry
   private v4: Array<Level<number, T>> = [];
   private v6: Array<Level<string, T>> = [];
   private count = 0;
@@ -122,7 +175,7 @@ export class CidrMap<T> {
   add(cidr: string, value: T): CidrError | null {
     const p = parseCidr(cidr);
     if (typeof p === 'string') return p;
-    const entry: CidrMatch<T> = { cidr: `${bytesToIp(p.bytes)}/${p.bits}`, value };
+    const entry: CidrMatch<T> = { cidr: formatCidr(p), value };
     let f: number;
     if (p.bytes.length === 4) {
       const r = levelFor(this.v4, p.bits);
@@ -181,7 +234,7 @@ export class CidrMap<T> {
     return this.match(addr) !== null;
   }
 
-  /** number of distinct (masked) entries */
+  /** number of distinct entries */
   get size(): number {
     return this.count;
   }
@@ -216,15 +269,4 @@ export class CidrSet {
   get size(): number {
     return this.map.size;
   }
-}
-
-/** Build a set from a list, collecting the invalid entries with their index (for rule loaders). */
-export function buildCidrSet(cidrs: readonly string[]): { set: CidrSet; errors: Array<{ index: number; cidr: string; error: CidrError }> } {
-  const set = new CidrSet();
-  const errors: Array<{ index: number; cidr: string; error: CidrError }> = [];
-  cidrs.forEach((cidr, index) => {
-    const e = set.add(cidr);
-    if (e !== null) errors.push({ index, cidr, error: e });
-  });
-  return { set, errors };
 }

@@ -41,7 +41,6 @@ for (let c = 0x61; c <= 0x66; c++) HEX[c] = c - 0x61 + 10;
 export const isDigit = (c: number): boolean => c >= 0x30 && c <= 0x39;
 export const isAlpha = (c: number): boolean => (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a);
 export const isAlnum = (c: number): boolean => isDigit(c) || isAlpha(c);
-export const isWsp = (c: number): boolean => c === 0x20 || c === 0x09;
 
 /** true when s[from..to) contains only bytes of `t` or valid %XX escapes (RFC 3261 25.1 escaped) */
 export function validChars(s: string, from: number, to: number, t: Uint8Array): boolean {
