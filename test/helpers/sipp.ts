@@ -313,8 +313,15 @@ export async function startSipp(o: SippOptions, attempt = 1): Promise<SippHandle
 
 /** Run sipp to completion. */
 export async function runSipp(o: SippOptions): Promise<SippResult> {
-  const h = await startSipp(o);
-  return h.done;
+  for (let attempt = 1; ; attempt++) {
+    const h = await startSipp(o);
+    const r = await h.done;
+    // a port picked free by freePort() (the local or the control port) can be taken by another
+    // process before sipp binds it: sipp then exits 254 at start, having sent nothing; run it
+    // again on fresh ports (a caller-chosen local port is not ours to change)
+    const bindRace = r.code === 254 && /Unable to bind/i.test(r.stderr + r.errors);
+    if (!bindRace || attempt >= 4 || (o.localPort !== undefined && !/control socket/i.test(r.stderr + r.errors))) return r;
+  }
 }
 
 /** Poll until something is bound on 127.0.0.1:port (sipp has no ready signal), bounded by `ms`. */
