@@ -5,7 +5,7 @@ WORKDIR /app
 COPY package.json package-lock.json tsconfig.json ./
 RUN npm ci --no-audit --no-fund
 COPY edge ./edge
-COPY rules ./rules
+COPY rules/*.yaml ./rules/
 COPY geoip ./geoip
 COPY lib ./lib
 COPY test ./test
@@ -17,7 +17,6 @@ WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/edge ./dist/edge
-COPY --from=build /app/dist/rules ./dist/rules
 COPY --from=build /app/dist/geoip ./dist/geoip
 COPY --from=build /app/dist/lib ./dist/lib
 COPY package.json sip-edge.yaml ./

@@ -29,7 +29,7 @@ import { ManualClock } from '../edge/clock';
 import type { AuthConfig, AuthDomainPolicy } from '../edge/config/types';
 import { startEdge, type EdgeHandle } from '../edge/edge';
 import type { Endpoint } from '../edge/sip/types';
-import { RulesHolder } from '../rules/reload';
+import { RulesHolder } from '../edge/policy/reload';
 import { answerChallenge } from '../test/helpers/auth-edge';
 import { testConfig } from '../test/helpers/config';
 

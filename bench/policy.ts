@@ -11,7 +11,7 @@ import { createPolicy } from '../edge/policy';
 import { parseMessage } from '../edge/sip/parser';
 import { MessageWriter } from '../edge/sip/writer';
 import type { MessageContext } from '../edge/verdict';
-import { loadRules } from '../rules/load';
+import { loadRules } from '../edge/policy/load';
 
 const ROOT = path.resolve(__dirname, '../..');
 

@@ -12,7 +12,7 @@ import { NullMetrics } from '../edge/metrics';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { RulesHolder } from '../rules/reload';
+import { RulesHolder } from '../edge/policy/reload';
 import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint } from '../edge/sip/types';
 import type { Inbound } from '../edge/transport/types';

@@ -7,8 +7,8 @@
 // the access rules' trusted list, decided on the transport source, never on a header.
 import type { ResolvedConfig } from './config/types';
 import { CidrSet } from './net/cidr';
-import { accessTrust } from './stages/access';
-import type { RulesSnapshot } from '../rules/types';
+import { accessTrust } from './policy/access/stage';
+import type { RulesSnapshot } from './policy/snapshot';
 import type { Endpoint } from './sip/types';
 import type { Side, Trust } from './verdict';
 

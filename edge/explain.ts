@@ -13,7 +13,7 @@ import { parseMessage, type ParseReason } from './sip/parser';
 import type { Endpoint, SipMessage } from './sip/types';
 import { verdictForParseFailure } from './stages/parse-verdict';
 import type { MessageContext, Side, StageMode, Trust, Verdict } from './verdict';
-import type { RulesSnapshot } from '../rules/types';
+import type { RulesSnapshot } from './policy/snapshot';
 
 export interface ExplainOptions {
   readonly bytes: Buffer;

@@ -44,11 +44,11 @@
 import { bytesToIp, canonicalAddress, ipToBytes, maskBytes } from './net/address';
 import { CidrSet } from './net/cidr';
 import type { Ban, BanEvent, Limiter, LimiterSpec, SharedStore } from './store/types';
-import type { RulesSnapshot, SuspicionEvent } from '../rules/types';
-import { LIMIT_RULES, SUSPICION_EVENTS } from '../rules/limits-compile';
+import type { RulesSnapshot, SuspicionEvent } from './policy/snapshot';
+import { LIMIT_RULES, SUSPICION_EVENTS } from './policy/limits/compile';
 
-export type { SuspicionEvent } from '../rules/types';
-export { SUSPICION_EVENTS } from '../rules/limits-compile';
+export type { SuspicionEvent } from './policy/snapshot';
+export { SUSPICION_EVENTS } from './policy/limits/compile';
 
 /** Closed list of ban reasons this module writes: "suspicion_<event that exhausted the budget>". */
 export const SUSPICION_BAN_REASONS: readonly string[] = Object.freeze(SUSPICION_EVENTS.map((e) => `suspicion_${e}`));

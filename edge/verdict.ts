@@ -53,7 +53,7 @@ export interface MessageContext {
   /** set by a stage that lets the request go on with changes (the proxy applies them) */
   edits?: ForwardEdits;
   /** the user whose credentials the auth stage verified for this request (edge auth mode): an
-   *  established identity, which alone spends the per-user budgets (edge/stages/userlimit.ts) */
+   *  established identity, which alone spends the per-user budgets (edge/policy/limits/userlimit.ts) */
   identity?: string;
 }
 

@@ -1,5 +1,5 @@
 // A value loaded from files on disk and swapped whole when they change: the one watch-and-reload
-// holder behind the rules (rules/reload.ts), the users files (edge/auth/users.ts) and the GeoIP
+// holder behind the rules (edge/policy/reload.ts), the users files (edge/auth/users.ts) and the GeoIP
 // databases (geoip/db.ts). A leaf module: it imports nothing from the project, so geoip/ (which
 // imports nothing from edge/) uses the same one.
 //

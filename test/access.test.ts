@@ -11,9 +11,10 @@ import { loadYamlText, loadYamlFile } from '../edge/config/yaml';
 import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint, SipMessage } from '../edge/sip/types';
 import type { MessageContext, Trust, Verdict } from '../edge/verdict';
-import { AccessFileSchema, compileAccess, NOT_ALLOWED_RULE, type AccessCompileResult } from '../rules/access-compile';
-import type { CompiledAccess, RulesSnapshot } from '../rules/types';
-import { ACCESS_REASONS, accessTrust, createAccessStage } from '../edge/stages/access';
+import { AccessFileSchema, compileAccess, NOT_ALLOWED_RULE, type AccessCompileResult } from '../edge/policy/access/compile';
+import type { RulesSnapshot } from '../edge/policy/snapshot';
+import type { CompiledAccess } from '../edge/policy/access/compile';
+import { ACCESS_REASONS, accessTrust, createAccessStage } from '../edge/policy/access/stage';
 
 const ROOT = path.resolve(__dirname, '../..');
 

@@ -16,13 +16,13 @@ import type { AuthAlgorithm, AuthConfig, AuthDomainPolicy } from '../edge/config
 import { loadYamlText } from '../edge/config/yaml';
 import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint, SipRequest } from '../edge/sip/types';
-import { createAuthStage, type AuthEvent } from '../edge/stages/auth';
+import { createAuthStage, type AuthEvent } from '../edge/auth/stage';
 import { createMemoryStore } from '../edge/store/memory';
 import { Suspicion } from '../edge/suspicion';
 import type { MessageContext, Verdict } from '../edge/verdict';
-import { AuthClientsFileSchema, compileAuthClients } from '../rules/auth-clients-compile';
-import { defaultRulesDir, loadRules } from '../rules/load';
-import type { CompiledAuthClients } from '../rules/types';
+import { AuthClientsFileSchema, compileAuthClients } from '../edge/auth/clients';
+import { defaultRulesDir, loadRules } from '../edge/policy/load';
+import type { CompiledAuthClients } from '../edge/auth/clients';
 import { snapshotWith } from './helpers/snapshot';
 
 const REALM = 'pbx.example.com';

@@ -225,7 +225,7 @@ test('a NAT office: 500 phones behind one address register at once through edge 
   const scanner = await UdpPeer.bind('127.0.0.32');
   try {
     // source.all is 200 per 10 s: the burst alone is 2.5 times that. The answers to the challenges
-    // must still get through (they have a budget of their own, edge/stages/ratelimit.ts), or no
+    // must still get through (they have a budget of their own, edge/policy/limits/ratelimit.ts), or no
     // phone authenticates and the soft ban lands after the grace (seen before that budget existed:
     // 200 challenges, 1,500 source_rate drops, ban suspicion_missing_auth, 0 phones registered)
     const ms = await officeRegistersUnbanned(ae, phones, nat, 20_000);

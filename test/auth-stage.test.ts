@@ -1,4 +1,4 @@
-// The auth stage (edge/stages/auth.ts) on parsed requests, against the real in-memory store and
+// The auth stage (edge/auth/stage.ts) on parsed requests, against the real in-memory store and
 // Suspicion: challenges, every failure answer, replay, stale nonces, lockout, enumeration,
 // identity stripping and the pbx pass-through watcher. Each test asserts what a phone or an
 // attacker would see (status, challenge headers) and what the edge does (suspicion, edits).
@@ -8,7 +8,7 @@ import { ha1, responseFor, type DigestAlgorithm } from '../edge/auth/digest';
 import type { AuthConfig, AuthDomainPolicy } from '../edge/config/types';
 import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint, SipRequest, SipResponse } from '../edge/sip/types';
-import { createAuthStage, type AuthEvent } from '../edge/stages/auth';
+import { createAuthStage, type AuthEvent } from '../edge/auth/stage';
 import { createMemoryStore } from '../edge/store/memory';
 import { Suspicion, type SuspicionEvent } from '../edge/suspicion';
 import type { MessageContext, Verdict } from '../edge/verdict';

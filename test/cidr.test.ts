@@ -12,7 +12,7 @@ import { CidrMap, CidrSet, cidrErrorText, cidrKey, formatCidr, parseCidr } from 
 import { parseCli } from '../edge/cli';
 import { loadConfig } from '../edge/config/load';
 import { loadYamlText } from '../edge/config/yaml';
-import { AccessFileSchema, compileAccess } from '../rules/access-compile';
+import { AccessFileSchema, compileAccess } from '../edge/policy/access/compile';
 import { CIDR_CASES, firstAddress } from './helpers/cidr-cases';
 
 /** "a/bits" with the host bits cleared: the network a random (address, length) pair names */

@@ -7,13 +7,13 @@ import * as path from 'node:path';
 import { explainMessage, formatExplain, classifySource, type ExplainReport } from '../edge/explain';
 import type { StageEntry } from '../edge/pipeline';
 import type { Endpoint } from '../edge/sip/types';
-import { createAccessStage } from '../edge/stages/access';
-import { createGeoStage } from '../edge/stages/geoip';
+import { createAccessStage } from '../edge/policy/access/stage';
+import { createGeoStage } from '../edge/policy/geo/stage';
 import { createSanityStage } from '../edge/stages/sanity';
-import { createScannerStage } from '../edge/stages/scanner';
+import { createScannerStage } from '../edge/policy/scanner/stage';
 import type { Stage } from '../edge/verdict';
-import { loadRules } from '../rules/load';
-import type { RulesSnapshot } from '../rules/types';
+import { loadRules } from '../edge/policy/load';
+import type { RulesSnapshot } from '../edge/policy/snapshot';
 import { testConfig } from './helpers/config';
 import { sip } from './helpers/messages';
 

@@ -17,9 +17,10 @@ import fc from 'fast-check';
 import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint } from '../edge/sip/types';
 import type { MessageContext, Verdict } from '../edge/verdict';
-import { compileGeo, GeoFileSchema } from '../rules/geo-compile';
-import type { CompiledGeo, RulesSnapshot } from '../rules/types';
-import { createGeoStage, GEO_REASONS, isUnlocatable, type GeoSource } from '../edge/stages/geoip';
+import { compileGeo, GeoFileSchema } from '../edge/policy/geo/compile';
+import type { RulesSnapshot } from '../edge/policy/snapshot';
+import type { CompiledGeo } from '../edge/policy/geo/compile';
+import { createGeoStage, GEO_REASONS, isUnlocatable, type GeoSource } from '../edge/policy/geo/stage';
 
 const dirs: string[] = [];
 after(() => {

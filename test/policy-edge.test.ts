@@ -8,7 +8,7 @@ import { after, test } from 'node:test';
 import pino from 'pino';
 import { ManualClock } from '../edge/clock';
 import { startEdge } from '../edge/edge';
-import { RulesHolder } from '../rules/reload';
+import { RulesHolder } from '../edge/policy/reload';
 import { testConfig } from './helpers/config';
 import { sample, sumOf } from './helpers/prom';
 import { UdpPeer, header, headers, request, response, uniq } from './helpers/udp-peer';

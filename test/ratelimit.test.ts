@@ -10,11 +10,12 @@ import { parseMessage } from '../edge/sip/parser';
 import type { SipMessage } from '../edge/sip/types';
 import { createMemoryStore } from '../edge/store/memory';
 import type { Ban, ConsumeResult, Limiter, LimiterSpec, SharedStore } from '../edge/store/types';
-import { createRateLimitStage, jitteredRetryAfter, RATELIMIT_REASONS } from '../edge/stages/ratelimit';
+import { createRateLimitStage, jitteredRetryAfter, RATELIMIT_REASONS } from '../edge/policy/limits/ratelimit';
 import { Suspicion } from '../edge/suspicion';
 import type { MessageContext, Verdict } from '../edge/verdict';
-import { compileLimits, defaultLimits, LimitsFileSchema, normalizeDialString } from '../rules/limits-compile';
-import type { CompiledLimits, RulesSnapshot } from '../rules/types';
+import { compileLimits, defaultLimits, LimitsFileSchema, normalizeDialString } from '../edge/policy/limits/compile';
+import type { RulesSnapshot } from '../edge/policy/snapshot';
+import type { CompiledLimits } from '../edge/policy/limits/compile';
 
 // ---- helpers
 

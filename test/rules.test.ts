@@ -8,12 +8,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Type } from '@sinclair/typebox';
-import { loadRules, defaultRulesDir, rulesVersion, EMPTY_ACCESS, EMPTY_GEO, EMPTY_SCANNER, type RuleCompilers } from '../rules/load';
-import { RulesHolder, RulesLoadError } from '../rules/reload';
-import { KNOWN_STAGES } from '../rules/schema';
-import { AuthClientsFileSchema, compileAuthClients } from '../rules/auth-clients-compile';
-import { compileLimits, defaultLimits, LimitsFileSchema } from '../rules/limits-compile';
-import type { CompiledSignature, RulesSnapshot } from '../rules/types';
+import { loadRules, defaultRulesDir, rulesVersion, EMPTY_ACCESS, EMPTY_GEO, EMPTY_SCANNER, type RuleCompilers } from '../edge/policy/load';
+import { RulesHolder, RulesLoadError } from '../edge/policy/reload';
+import { KNOWN_STAGES } from '../edge/policy/schema';
+import { AuthClientsFileSchema, compileAuthClients } from '../edge/auth/clients';
+import { compileLimits, defaultLimits, LimitsFileSchema } from '../edge/policy/limits/compile';
+import type { RulesSnapshot } from '../edge/policy/snapshot';
+import type { CompiledSignature } from '../edge/policy/scanner/compile';
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -394,7 +395,7 @@ test('watch() reloads after a rule file changes, after a list file changes, and 
   }
 });
 
-// ---- with the real compilers (rules/scanner-compile.ts, access-compile.ts, geo-compile.ts)
+// ---- with the real compilers (edge/policy/{scanner,access,geo}/compile.ts)
 
 test('real compilers: errors in scanner.yaml, access.yaml and geoip.yaml carry file:line:column and suggestions', () => {
   const dir = rulesDir({

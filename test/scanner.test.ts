@@ -10,12 +10,13 @@ import * as path from 'node:path';
 import { loadYamlFile, loadYamlText } from '../edge/config/yaml';
 import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint, SipMessage } from '../edge/sip/types';
-import { SCANNER_REASONS, createScannerStage } from '../edge/stages/scanner';
+import { SCANNER_REASONS, createScannerStage } from '../edge/policy/scanner/stage';
 import type { Verdict } from '../edge/verdict';
 import {
   ScannerFileSchema, compileScanner, isSipviciousTag, runFingerprint, vetPattern, type ScannerFile,
-} from '../rules/scanner-compile';
-import type { CompiledScanner, RulesSnapshot } from '../rules/types';
+} from '../edge/policy/scanner/compile';
+import type { RulesSnapshot } from '../edge/policy/snapshot';
+import type { CompiledScanner } from '../edge/policy/scanner/compile';
 
 const ROOT = path.resolve(__dirname, '../..');
 const FIX = path.join(ROOT, 'test/fixtures/scanners');

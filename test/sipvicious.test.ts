@@ -1,5 +1,5 @@
 // A real SIPVicious run (Debian package sipvicious: svmap, svwar) against the edge in-process,
-// wired as in production (rules loaded by rules/load.ts, stages built by edge/policy.ts) with
+// wired as in production (rules loaded by edge/policy/load.ts, stages built by edge/policy/index.ts) with
 // the shipped rules/scanner.yaml. The upstream would answer anything with 200, so whatever
 // reaches it would make svmap report a device: the control run with the scanner stage off proves
 // that, the real run proves the stage stops it.
@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { test } from 'node:test';
 import pino from 'pino';
 import { startEdge, type EdgeHandle } from '../edge/edge';
-import { RulesHolder } from '../rules/reload';
+import { RulesHolder } from '../edge/policy/reload';
 import { testConfig } from './helpers/config';
 import { parseExposition, sample, sumOf } from './helpers/prom';
 import { UdpPeer, response } from './helpers/udp-peer';

@@ -11,11 +11,12 @@ import { parseMessage } from '../edge/sip/parser';
 import type { SipMessage } from '../edge/sip/types';
 import { createMemoryStore } from '../edge/store/memory';
 import type { Ban, SharedStore } from '../edge/store/types';
-import { createRateLimitStage } from '../edge/stages/ratelimit';
+import { createRateLimitStage } from '../edge/policy/limits/ratelimit';
 import { LimiterCache, SUSPICION_BAN_REASONS, SUSPICION_EVENTS, Suspicion } from '../edge/suspicion';
 import type { Verdict } from '../edge/verdict';
-import { compileLimits, LimitsFileSchema } from '../rules/limits-compile';
-import type { CompiledLimits, RulesSnapshot } from '../rules/types';
+import { compileLimits, LimitsFileSchema } from '../edge/policy/limits/compile';
+import type { RulesSnapshot } from '../edge/policy/snapshot';
+import type { CompiledLimits } from '../edge/policy/limits/compile';
 
 function limitsOf(yaml: string): CompiledLimits {
   const y = loadYamlText(yaml, 'limits.yaml', LimitsFileSchema);

@@ -2,7 +2,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { createListener, createTcpListener, createUdpListener, type ListenerOptions } from '../edge/transport/index';
+import { createListener, createTcpListener, createUdpListener, type ListenerOptions } from '../edge/transport';
 import { procAddress } from '../edge/transport/udp';
 import { addressFamily } from '../edge/net/address';
 import type { AdmissionResult, Inbound, Listener, ListenerSpec, SourceClass, TransportEvent, TransportHooks } from '../edge/transport/types';

@@ -1,4 +1,4 @@
-// The userlimit stage (edge/stages/userlimit.ts): per-user and per-AOR budgets spent only by
+// The userlimit stage (edge/policy/limits/userlimit.ts): per-user and per-AOR budgets spent only by
 // established identities (ctx.identity set by auth, or the PBX's acceptance), refused for everyone
 // once used up; against the real in-memory store and, for the budget peek, the real Redis. The
 // same through a real edge with sipp phones: test/budgets.test.ts.
@@ -9,11 +9,11 @@ import { parseMessage } from '../edge/sip/parser';
 import type { SipRequest } from '../edge/sip/types';
 import { createMemoryStore } from '../edge/store/memory';
 import type { LimiterSpec, SharedStore } from '../edge/store/types';
-import { USERLIMIT_REASONS, createUserLimitStage } from '../edge/stages/userlimit';
+import { USERLIMIT_REASONS, createUserLimitStage } from '../edge/policy/limits/userlimit';
 import { Suspicion } from '../edge/suspicion';
 import type { MessageContext, Verdict } from '../edge/verdict';
-import { compileLimits, LimitsFileSchema } from '../rules/limits-compile';
-import type { RulesSnapshot } from '../rules/types';
+import { compileLimits, LimitsFileSchema } from '../edge/policy/limits/compile';
+import type { RulesSnapshot } from '../edge/policy/snapshot';
 import { snapshotWith } from './helpers/snapshot';
 
 function snapshotOf(yaml: string): RulesSnapshot {

@@ -33,8 +33,8 @@
 // entries expire. Synchronous: one Map lookup per table per challenge.
 import { createHash } from 'node:crypto';
 import type { AuthAlgorithm, AuthConfig, AuthDomainPolicy } from '../config/types';
-import { AUTH_CLIENT_RULES } from '../../rules/auth-clients-compile';
-import type { CompiledAuthClients } from '../../rules/types';
+import { AUTH_CLIENT_RULES } from './clients';
+import type { CompiledAuthClients } from './clients';
 import { callId, cseq, first } from '../sip/headers';
 import type { Endpoint, SipRequest } from '../sip/types';
 import type { UsersDb } from './users';

@@ -31,7 +31,7 @@ export const MAX_WINDOW_MS = 7 * 24 * 3600 * 1000;
 
 /**
  * A key or member of bounded length: short ones unchanged, long ones as "h:" + 32 characters of
- * their SHA-256 (the scheme of edge/stages/ratelimit.ts boundedKey). Distinct inputs stay distinct
+ * their SHA-256 (the scheme of edge/policy/limits/ratelimit.ts boundedKey). Distinct inputs stay distinct
  * (up to a hash collision); a 10 kB user name costs 34 bytes in Redis and in memory.
  */
 export function boundedKey(k: string): string {

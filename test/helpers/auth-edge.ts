@@ -15,7 +15,7 @@ import { ha1, responseFor, type DigestAlgorithm } from '../../edge/auth/digest';
 import { USERS_FILE_HEADER, formatUserLine, upsertUser } from '../../edge/auth/users';
 import type { AuthAlgorithm, AuthConfig, AuthDomainPolicy, ResolvedConfig } from '../../edge/config/types';
 import { startEdge, type EdgeHandle } from '../../edge/edge';
-import { RulesHolder } from '../../rules/reload';
+import { RulesHolder } from '../../edge/policy/reload';
 import { childSet } from './children';
 import { testConfig } from './config';
 import { Registrar, type RegistrarOptions } from './registrar';

@@ -1,8 +1,8 @@
 // A RulesSnapshot for stage tests: the empty pieces the loader uses for missing files, with the
 // parts a test cares about replaced.
-import { EMPTY_ACCESS, EMPTY_GEO, EMPTY_SCANNER } from '../../rules/load';
-import { defaultLimits } from '../../rules/limits-compile';
-import type { RulesSnapshot } from '../../rules/types';
+import { EMPTY_ACCESS, EMPTY_GEO, EMPTY_SCANNER } from '../../edge/policy/load';
+import { defaultLimits } from '../../edge/policy/limits/compile';
+import type { RulesSnapshot } from '../../edge/policy/snapshot';
 
 export function snapshotWith(over: Partial<RulesSnapshot> = {}): RulesSnapshot {
   return {

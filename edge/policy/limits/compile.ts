@@ -20,9 +20,50 @@
 import { Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import type { Static, TProperties } from '@sinclair/typebox';
-import type { ValuePath } from '../edge/config/yaml';
-import type { LimiterSpec } from '../edge/store/types';
-import type { CompiledLimits, CompiledPrefixLimit, SuspicionEvent } from './types';
+import type { ValuePath } from '../../config/yaml';
+import type { LimiterSpec } from '../../store/types';
+import type { SuspicionEvent } from '../snapshot';
+
+// ---- the compiled limits (rules/limits.yaml)
+/** One per-destination-prefix limit (toll-fraud destinations): Request-URI user prefix. */
+export interface CompiledPrefixLimit {
+  /** normalized prefix ("+882", "00"): what the Request-URI user must start with */
+  readonly prefix: string;
+  /** 'global': one budget for the prefix over all sources; 'source': one per source */
+  readonly per: 'global' | 'source';
+  readonly spec: LimiterSpec;
+  /** rule name on verdicts and metrics: "limits:prefix:+882" */
+  readonly rule: string;
+}
+
+export interface CompiledLimits {
+  /** IPv6 sources are keyed by this prefix length (RFC 6177: a subscriber holds a /64) */
+  readonly ipv6Prefix: number;
+  /** requests per window per source (key: sourceKey) */
+  readonly sourceAll: LimiterSpec;
+  /** the same for promoted sources: points multiplied by promotion.factor */
+  readonly sourceAllPromoted: LimiterSpec;
+  /** the suspicion budget per source (weighted events) */
+  readonly suspicion: LimiterSpec;
+  /** REGISTER per AOR (To URI) whose identity is established (authenticated at the edge, or
+   *  accepted by the PBX); null = no limit */
+  readonly aorRegister: LimiterSpec | null;
+  /** the same numbers per (source, AOR) for REGISTERs without credentials; null with aorRegister */
+  readonly aorRegisterSource: LimiterSpec | null;
+  /** out-of-dialog INVITE per From user@host whose identity is established; null = no limit */
+  readonly userInvite: LimiterSpec | null;
+  /** the same numbers per (source, From user@host) for INVITEs without credentials */
+  readonly userInviteSource: LimiterSpec | null;
+  readonly prefixes: readonly CompiledPrefixLimit[];
+  /** longest configured prefix of a normalized Request-URI user, or null; O(longest prefix) */
+  matchPrefix(normalizedUser: string): CompiledPrefixLimit | null;
+  /** 503 Retry-After for promoted sources: base + uniform integer jitter in [jitterMin, jitterMax] */
+  readonly retryAfter: { readonly base: number; readonly jitterMin: number; readonly jitterMax: number };
+  readonly bans: { readonly seconds: number; readonly factor: number; readonly maxSeconds: number; readonly memorySeconds: number };
+  /** after a successful authentication: `all` budget x factor for `seconds`; table capped at maxEntries */
+  readonly promotion: { readonly factor: number; readonly seconds: number; readonly maxEntries: number };
+  readonly weights: { readonly [E in SuspicionEvent]: number };
+}
 
 /** Every suspicion event, in the order the weights are documented. */
 export const SUSPICION_EVENTS: readonly SuspicionEvent[] = Object.freeze([

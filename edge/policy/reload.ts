@@ -10,10 +10,10 @@
 // the same holder as the users files and the GeoIP databases).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { WatchedFile } from '../lib/watched-file';
+import { WatchedFile } from '../../lib/watched-file';
 import { loadRules } from './load';
 import type { LoadRulesOptions } from './load';
-import type { RulesSnapshot } from './types';
+import type { RulesSnapshot } from './snapshot';
 
 export type ReloadResult =
   | { readonly ok: true; readonly version: string; /** false when the files hashed the same: the old snapshot stays */ readonly changed: boolean }

@@ -15,19 +15,19 @@
 // Every other request (pbx mode, auth off) spends nothing here but is refused while the budget of
 // the user it claims is used up: only the owner can have used it up, and the owner is over its
 // budget whoever asks. Unauthenticated attempts are counted before auth instead, per source and
-// per (source, user) (edge/stages/ratelimit.ts), so one source still cannot hammer an extension.
+// per (source, user) (edge/policy/limits/ratelimit.ts), so one source still cannot hammer an extension.
 //
 // Over a budget: a promoted source (one that authenticated; the owner's phone) gets 503 with a
 // jittered Retry-After (RFC 3261 21.5.4, 20.33), as the ratelimit stage answers it; an unknown
 // source is dropped silently. In-dialog INVITEs (To tag, RFC 3261 12.2) are not new calls and are
 // not counted. Trusted sources skip the stage (rules/stages.yaml trustedSkip). Async: one store
 // round trip per REGISTER or new INVITE; synchronous for everything else.
-import type { RulesSnapshot } from '../../rules/types';
-import { LIMIT_RULES } from '../../rules/limits-compile';
-import { from, to } from '../sip/headers';
-import type { SipRequest } from '../sip/types';
-import { LimiterCache } from '../suspicion';
-import { CONTINUE, drop, type MessageContext, type Stage, type Verdict } from '../verdict';
+import type { RulesSnapshot } from '../snapshot';
+import { LIMIT_RULES } from './compile';
+import { from, to } from '../../sip/headers';
+import type { SipRequest } from '../../sip/types';
+import { LimiterCache } from '../../suspicion';
+import { CONTINUE, drop, type MessageContext, type Stage, type Verdict } from '../../verdict';
 import { aorKey, askBudget, overBudget, type Budget as BudgetOf, type RateLimitStageOptions } from './ratelimit';
 
 export const USERLIMIT_REASONS = [

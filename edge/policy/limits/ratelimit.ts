@@ -26,7 +26,7 @@
 // here: this stage runs before authentication, on what the message claims, and counting there let
 // anyone spend a user's budget (a spray of INVITEs "From: 2000" from other addresses, and 2000's
 // own phone was refused). They are spent only once the identity is established, by the userlimit
-// stage after auth (edge/stages/userlimit.ts). Here, a request without credentials is an
+// stage after auth (edge/policy/limits/userlimit.ts). Here, a request without credentials is an
 // unauthenticated attempt and counts per source and per (source, user): the same numbers, so one
 // source still cannot hammer one extension, but only its own share. An answer to a challenge is
 // counted where it is verified: a right one in the user's budget, a wrong one as an auth_failure
@@ -39,14 +39,14 @@
 // Checks run in order and stop at the first refusal, so a refused request spends no budget of
 // the later limits. Async: each check is one store round trip (bounded in time by the store).
 import { createHash } from 'node:crypto';
-import type { RulesSnapshot } from '../../rules/types';
-import { LIMIT_RULES, normalizeDialString } from '../../rules/limits-compile';
-import { first, from, requestUri, to } from '../sip/headers';
-import { decodeUser } from '../sip/uri';
-import type { NameAddr, SipRequest } from '../sip/types';
-import type { ConsumeResult, Limiter, LimiterSpec, SharedStore } from '../store/types';
-import { LimiterCache, type Suspicion } from '../suspicion';
-import { CONTINUE, drop, reply, type MessageContext, type Stage, type Verdict } from '../verdict';
+import type { RulesSnapshot } from '../snapshot';
+import { LIMIT_RULES, normalizeDialString } from './compile';
+import { first, from, requestUri, to } from '../../sip/headers';
+import { decodeUser } from '../../sip/uri';
+import type { NameAddr, SipRequest } from '../../sip/types';
+import type { ConsumeResult, Limiter, LimiterSpec, SharedStore } from '../../store/types';
+import { LimiterCache, type Suspicion } from '../../suspicion';
+import { CONTINUE, drop, reply, type MessageContext, type Stage, type Verdict } from '../../verdict';
 
 export const RATELIMIT_REASONS = [
   'source_rate',        // the source's request budget (source.all) is spent

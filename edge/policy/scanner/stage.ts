@@ -1,6 +1,6 @@
 // Scanner-signature stage: recognises SIP scanners (SIPVicious svmap/svwar/svcrack,
 // friendly-scanner clones, sippts, sipsak floods ...) by the signatures of rules/scanner.yaml
-// (compiled in rules/scanner-compile.ts) and turns a hit into the signature's action.
+// (compiled in edge/policy/scanner/compile.ts) and turns a hit into the signature's action.
 //
 // Default action is a silent drop: a scanner maps a network by what answers (svmap reports a
 // device for any reply, svwar tells extensions apart by the status code), so the cheapest and
@@ -11,10 +11,10 @@
 // Responses are checked too (a scanner can forge responses), but a response is only ever
 // dropped: nothing answers a response (RFC 3261 17.1.3, 18.1.2), and a ban needs the later ban
 // store. Inside traffic (the PBX) is never scanned: the rules are about what the internet sends.
-import type { RulesSnapshot } from '../../rules/types';
-import { CONTINUE, ban, drop, logOnly, reply, type MessageContext, type Stage, type Verdict } from '../verdict';
-import type { CompiledSignature } from '../../rules/types';
-import type { SipMessage } from '../sip/types';
+import type { RulesSnapshot } from '../snapshot';
+import { CONTINUE, ban, drop, logOnly, reply, type MessageContext, type Stage, type Verdict } from '../../verdict';
+import type { CompiledSignature } from './compile';
+import type { SipMessage } from '../../sip/types';
 
 export const SCANNER_REASONS = [
   /** a User-Agent (or Server) pattern matched */

@@ -14,12 +14,32 @@
 //   domains:                   # overrides by Request-URI host
 //     - { domain: pbx.example.com, mode: allow, countries: [DE] }
 //
-// Policy choice per message (edge/stages/geoip.ts): a domain override when the Request-URI host
+// Policy choice per message (edge/policy/geo/stage.ts): a domain override when the Request-URI host
 // names one, else the listener override, else the top level.
 import { Type } from '@sinclair/typebox';
 import type { Static, TProperties } from '@sinclair/typebox';
-import type { ValuePath } from '../edge/config/yaml';
-import type { CompiledGeo, GeoPolicy, RuleAction } from './types';
+import type { ValuePath } from '../../config/yaml';
+import type { RuleAction } from '../snapshot';
+
+// ---- geoip (rules/geoip.yaml)
+export interface GeoPolicy {
+  readonly countryMode: 'allow' | 'deny' | 'off';
+  readonly countries: ReadonlySet<string>; // ISO 3166-1 alpha-2, upper-case
+  readonly unknownCountry: 'allow' | 'deny';
+  readonly denyAsns: ReadonlySet<number>;
+  readonly action: RuleAction;
+}
+
+export interface CompiledGeo {
+  readonly policy: GeoPolicy;
+  /** per-listener-id overrides ("udp:0.0.0.0:5060") */
+  readonly listenerOverrides: ReadonlyMap<string, GeoPolicy>;
+  /** per served domain (Request-URI host) overrides */
+  readonly domainOverrides: ReadonlyMap<string, GeoPolicy>;
+  /** country and database paths; null = the embedded default country database */
+  readonly countryDb: string | null;
+  readonly asnDb: string | null;
+}
 
 /** ISO 3166-1 alpha-2, the 249 officially assigned codes. */
 export const ISO_COUNTRIES: ReadonlySet<string> = new Set(

@@ -1,5 +1,5 @@
 // rules/auth-clients.yaml: which digest challenges the edge offers to which client (edge-mode
-// authentication, edge/stages/auth.ts), compiled once per rules load.
+// authentication, edge/auth/stage.ts), compiled once per rules load.
 //
 //   default: [SHA-256, MD5]                  # clients no profile names
 //   learning: { enabled: true, seconds: 86400, retrySeconds: 900, maxEntries: 100000 }
@@ -26,16 +26,37 @@
 // profile's list filtered by it, and an answer in an algorithm the domain does not allow is
 // refused whatever the profile says.
 //
-// Patterns are vetted and compiled like scanner patterns, once (rules/scanner-compile.ts
+// Patterns are vetted and compiled like scanner patterns, once (edge/policy/scanner/compile.ts
 // compilePattern: linear-time constructs only); matching is total (never throws).
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
-import type { AuthAlgorithm } from '../edge/config/types';
-import type { ValuePath } from '../edge/config/yaml';
-import { canonicalName, fields } from '../edge/sip/headers';
-import type { SipMessage } from '../edge/sip/types';
-import { CaseInsensitiveSchema, PatternSchema, compilePattern } from './scanner-compile';
-import type { CompiledAuthClient, CompiledAuthClients } from './types';
+import type { AuthAlgorithm } from '../config/types';
+import type { ValuePath } from '../config/yaml';
+import { canonicalName, fields } from '../sip/headers';
+import type { SipMessage } from '../sip/types';
+import { CaseInsensitiveSchema, PatternSchema, compilePattern } from '../policy/scanner/compile';
+
+// ---- digest challenge profiles (rules/auth-clients.yaml; edge/auth/clients.ts)
+export interface CompiledAuthClient {
+  readonly name: string;
+  /** rule name on challenge verdicts: "auth-clients:<name>" */
+  readonly rule: string;
+  /** challenges in order of preference, before the domain's allow-list filters them */
+  readonly algorithms: readonly AuthAlgorithm[];
+  /** all: one challenge per algorithm; first: only the first the domain allows */
+  readonly offer: 'all' | 'first';
+  /** canonical header name the pattern looks at */
+  readonly where: string;
+}
+
+export interface CompiledAuthClients {
+  readonly clients: readonly CompiledAuthClient[];
+  /** challenges for a client no profile matches */
+  readonly default: readonly AuthAlgorithm[];
+  readonly learning: { readonly enabled: boolean; readonly seconds: number; readonly retrySeconds: number; readonly maxEntries: number };
+  /** total, linear: the first profile (file order) whose pattern matches, or null */
+  match(msg: SipMessage): CompiledAuthClient | null;
+}
 
 export const MAX_AUTH_CLIENTS = 1000;
 

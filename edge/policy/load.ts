@@ -1,12 +1,12 @@
 // Rule loader: reads the rule files of one directory, validates each with its schema (errors as
 // `rules/scanner.yaml:14:7: message`), compiles them once into an immutable RulesSnapshot.
 //
-//   stages.yaml   stage order, modes, what trusted sources skip     (schema: rules/schema.ts)
-//   scanner.yaml  scanner signatures                                (rules/scanner-compile.ts)
-//   access.yaml   allow / deny / trusted CIDR lists (+ list files)  (rules/access-compile.ts)
-//   geoip.yaml    country / ASN policy                              (rules/geo-compile.ts)
-//   limits.yaml   rate limits, suspicion budget, bans, promotion    (rules/limits-compile.ts)
-//   auth-clients.yaml  which digest challenges which client gets    (rules/auth-clients-compile.ts)
+//   stages.yaml   stage order, modes, what trusted sources skip     (schema: edge/policy/schema.ts)
+//   scanner.yaml  scanner signatures                                (edge/policy/scanner/compile.ts)
+//   access.yaml   allow / deny / trusted CIDR lists (+ list files)  (edge/policy/access/compile.ts)
+//   geoip.yaml    country / ASN policy                              (edge/policy/geo/compile.ts)
+//   limits.yaml   rate limits, suspicion budget, bans, promotion    (edge/policy/limits/compile.ts)
+//   auth-clients.yaml  which digest challenges which client gets    (edge/auth/clients.ts)
 //
 // Every file is optional: a missing stages.yaml means the shipped order, a missing scanner /
 // access / geoip file means that stage has nothing to say (no signature, no list, no policy); a
@@ -19,13 +19,16 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { TSchema } from '@sinclair/typebox';
-import { loadYamlText, MAX_YAML_BYTES } from '../edge/config/yaml';
-import type { ValuePath } from '../edge/config/yaml';
-import type { SipMessage } from '../edge/sip/types';
+import { loadYamlText, MAX_YAML_BYTES } from '../config/yaml';
+import type { ValuePath } from '../config/yaml';
+import type { SipMessage } from '../sip/types';
 import { checkStages, DEFAULT_STAGES, DEFAULT_TRUSTED_SKIP, StagesFileSchema } from './schema';
-import type {
-  CompiledAccess, CompiledAuthClients, CompiledGeo, CompiledLimits, CompiledScanner, GeoPolicy, LoadRulesResult, RulesSnapshot,
-} from './types';
+import type { LoadRulesResult, RulesSnapshot } from './snapshot';
+import type { CompiledAccess } from './access/compile';
+import type { CompiledAuthClients } from '../auth/clients';
+import type { CompiledGeo, GeoPolicy } from './geo/compile';
+import type { CompiledLimits } from './limits/compile';
+import type { CompiledScanner } from './scanner/compile';
 
 export const RULE_FILES = {
   stages: 'stages.yaml',
@@ -75,23 +78,23 @@ export interface RuleCompilers {
 /* eslint-disable @typescript-eslint/no-require-imports */
 export const DEFAULT_COMPILERS: { readonly [K in keyof RuleCompilers]: () => RuleCompilers[K] } = {
   scanner: () => {
-    const m = require('./scanner-compile') as typeof import('./scanner-compile');
+    const m = require('./scanner/compile') as typeof import('./scanner/compile');
     return { schema: m.ScannerFileSchema, compile: m.compileScanner };
   },
   access: () => {
-    const m = require('./access-compile') as typeof import('./access-compile');
+    const m = require('./access/compile') as typeof import('./access/compile');
     return { schema: m.AccessFileSchema, compile: m.compileAccess };
   },
   geoip: () => {
-    const m = require('./geo-compile') as typeof import('./geo-compile');
+    const m = require('./geo/compile') as typeof import('./geo/compile');
     return { schema: m.GeoFileSchema, compile: m.compileGeo };
   },
   limits: () => {
-    const m = require('./limits-compile') as typeof import('./limits-compile');
+    const m = require('./limits/compile') as typeof import('./limits/compile');
     return { schema: m.LimitsFileSchema, compile: m.compileLimits };
   },
   authClients: () => {
-    const m = require('./auth-clients-compile') as typeof import('./auth-clients-compile');
+    const m = require('../auth/clients') as typeof import('../auth/clients');
     return { schema: m.AuthClientsFileSchema, compile: m.compileAuthClients };
   },
 };
@@ -140,13 +143,13 @@ export const EMPTY_GEO: CompiledGeo = Object.freeze({
 
 /** <package root>/rules: the shipped rule files (works from the sources and from dist-*). */
 export function defaultRulesDir(): string {
-  // compiled: <root>/dist*/rules/load.js; from the sources (ts-node): <root>/rules/load.ts
+  // compiled: <root>/dist*/edge/policy/load.js; from the sources (ts-node): <root>/edge/policy/load.ts
   let dir = __dirname;
-  for (let i = 0; i < 4; i++) {
+  for (let i = 0; i < 5; i++) {
     if (fs.existsSync(path.join(dir, 'package.json'))) return path.join(dir, 'rules');
     dir = path.dirname(dir);
   }
-  return path.resolve(__dirname, '../../rules');
+  return path.resolve(__dirname, '../../../rules');
 }
 
 // ---- reading

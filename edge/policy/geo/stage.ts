@@ -13,11 +13,12 @@
 // CGNAT and multicast addresses have no country (RFC 1918, RFC 6598, RFC 4193, RFC 4291 2.5.3,
 // 2.5.6, 2.7), so they follow unknownCountry; that is also what tests on 127.0.0.x exercise.
 // Inside traffic passes. Trusted sources may skip this stage (stages.yaml decides).
-import type { GeoPolicy, RulesSnapshot } from '../../rules/types';
-import { requestUri } from '../sip/headers';
-import { CidrSet } from '../net/cidr';
-import { CONTINUE, type MessageContext, type Stage, type Verdict } from '../verdict';
-import { actionVerdict } from './access';
+import type { RulesSnapshot } from '../snapshot';
+import type { GeoPolicy } from './compile';
+import { requestUri } from '../../sip/headers';
+import { CidrSet } from '../../net/cidr';
+import { CONTINUE, type MessageContext, type Stage, type Verdict } from '../../verdict';
+import { actionVerdict } from '../access/stage';
 
 export const GEO_REASONS = [
   'country_blocked',     // the country is on the deny-list

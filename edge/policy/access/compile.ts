@@ -26,9 +26,20 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
-import type { ValuePath } from '../edge/config/yaml';
-import { CidrMap, cidrErrorText, formatCidr, parseCidr } from '../edge/net/cidr';
-import type { CompiledAccess, RuleAction } from './types';
+import type { ValuePath } from '../../config/yaml';
+import { CidrMap, cidrErrorText, formatCidr, parseCidr } from '../../net/cidr';
+import type { RuleAction } from '../snapshot';
+
+// ---- access (rules/access.yaml + list files)
+export interface CompiledAccess {
+  /** 'trusted' | 'deny' | 'allow' | null (no list says anything); longest prefix wins,
+   *  and at equal prefix deny beats allow beats trusted */
+  classify(address: string): { readonly list: 'trusted' | 'deny' | 'allow'; readonly rule: string } | null;
+  /** when the allow-list is non-empty, sources on no list are denied */
+  readonly allowListActive: boolean;
+  readonly denyAction: RuleAction;
+  readonly counts: { readonly allow: number; readonly deny: number; readonly trusted: number };
+}
 
 export type AccessList = 'allow' | 'deny' | 'trusted';
 export const ACCESS_LISTS: readonly AccessList[] = ['allow', 'deny', 'trusted'];

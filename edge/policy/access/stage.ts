@@ -8,9 +8,9 @@
 //
 // Not skippable for trusted sources: this stage is what decides who is trusted. Inside traffic
 // (the PBX side) always passes: a deny list must never cut the PBX off from the phones.
-// One longest-prefix lookup per message (see rules/access-compile.ts).
-import type { RuleAction, RulesSnapshot } from '../../rules/types';
-import { ban, CONTINUE, drop, logOnly, reply, type MessageContext, type Stage, type Verdict } from '../verdict';
+// One longest-prefix lookup per message (see edge/policy/access/compile.ts).
+import type { RuleAction, RulesSnapshot } from '../snapshot';
+import { ban, CONTINUE, drop, logOnly, reply, type MessageContext, type Stage, type Verdict } from '../../verdict';
 
 export const ACCESS_REASONS = [
   'ip_denied',      // the source is on a deny list (longest prefix)

@@ -1,17 +1,17 @@
 // Schema of rules/stages.yaml: which policy stages run, in which order, in which mode, and which
 // of them sources trusted by address skip. The per-stage rule files (scanner.yaml, access.yaml,
-// geoip.yaml) have their own schemas beside their compile functions (rules/scanner-compile.ts,
-// rules/access-compile.ts, rules/geo-compile.ts).
+// geoip.yaml) have their own schemas beside their compile functions (edge/policy/scanner/compile.ts,
+// edge/policy/access/compile.ts, edge/policy/geo/compile.ts).
 //
 // Structural checks (types, unknown keys, modes) are the schema's; the semantic ones (known
 // stage names, sanity first and never off, no duplicates, trustedSkip never sanity) are in
 // checkStages() below, reported with the same file:line:column positions through `at(path)`.
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
-import { suggest } from '../edge/config/yaml';
-import type { ValuePath } from '../edge/config/yaml';
-import type { StageMode } from '../edge/verdict';
-import type { StageSetting } from './types';
+import { suggest } from '../config/yaml';
+import type { ValuePath } from '../config/yaml';
+import type { StageMode } from '../verdict';
+import type { StageSetting } from './snapshot';
 
 /** Stages a rules file may name. */
 export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip', 'ratelimit', 'ping', 'auth', 'userlimit'] as const;

@@ -31,9 +31,9 @@
 // whose phones are promoted, keeps working. Side effects happen only when the stage enforces.
 import { createHash, randomBytes } from 'node:crypto';
 import type { AuthAlgorithm, AuthConfig, AuthDomainPolicy } from '../config/types';
-import { DigestVerifier, credentialUser, type Ha1Lookup, type VerifyResult } from '../auth/verify';
-import { OfferSelector } from '../auth/offer';
-import type { CompiledAuthClients } from '../../rules/types';
+import { DigestVerifier, credentialUser, type Ha1Lookup, type VerifyResult } from './verify';
+import { OfferSelector } from './offer';
+import type { CompiledAuthClients } from './clients';
 import { first, from, requestUri, to } from '../sip/headers';
 import type { Endpoint, SipRequest, SipResponse } from '../sip/types';
 import type { FinalSubstitute } from '../router/proxy';

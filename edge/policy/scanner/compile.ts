@@ -1,6 +1,6 @@
 // Scanner signatures (rules/scanner.yaml): schema, compilation and matching.
 //
-// Compiled ONCE per rules load into an immutable CompiledScanner (rules/types.ts). Matching is
+// Compiled ONCE per rules load into an immutable CompiledScanner (edge/policy/snapshot.ts). Matching is
 // total (never throws) and linear in the message size:
 // - regex signatures are grouped by where they look (a header, any header, the body, the
 //   Request-URI) and by case sensitivity; each group is ONE combined RegExp (alternation of
@@ -14,10 +14,34 @@
 // - structural fingerprints are small hand-written checks on parsed headers.
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
-import type { ValuePath } from '../edge/config/yaml';
-import { canonicalName, contacts, fields, from, to } from '../edge/sip/headers';
-import type { SipMessage } from '../edge/sip/types';
-import type { CompiledScanner, CompiledSignature, FingerprintName, RuleAction } from './types';
+import type { ValuePath } from '../../config/yaml';
+import { canonicalName, contacts, fields, from, to } from '../../sip/headers';
+import type { SipMessage } from '../../sip/types';
+import type { RuleAction } from '../snapshot';
+
+// ---- scanner (rules/scanner.yaml)
+/** Built-in structural fingerprints a signature may name instead of a regex. */
+export type FingerprintName =
+  | 'sipvicious_from_tag'   // From tag is hex that decodes to "<digits>\x01<random>" (svwar/svcrack/svmap)
+  | 'sipsak_port9'          // From or Contact URI on port 9 (sipsak's discard-port default)
+  | 'sipp_default_tag'      // From tag "<pid>SIPpTag<nn><call>" (sipp's default scenarios)
+  | 'to_equals_from_scan';  // OPTIONS/REGISTER whose To user == From user and numeric (svmap/svwar probes)
+
+export interface CompiledSignature {
+  readonly name: string;
+  readonly confidence: 'high' | 'medium' | 'low';
+  readonly note?: string;
+  readonly action: RuleAction;
+  /** where the pattern looks: a canonical header name, '*' (any header), 'body', 'request-uri' */
+  readonly where?: string;
+  readonly fingerprint?: FingerprintName;
+}
+
+export interface CompiledScanner {
+  readonly signatures: readonly CompiledSignature[];
+  /** total: the first matching signature (in file order) or null; linear time */
+  match(msg: SipMessage): CompiledSignature | null;
+}
 
 // ---- limits -----------------------------------------------------------------------------------
 

@@ -1,17 +1,17 @@
 // The policy stages built from the rule files: one instance of each stage for the life of the
 // process (they read the current snapshot per message), arranged in the order and modes the
 // snapshot says, and the GeoIP databases the geoip rules name.
-import { openGeoDatabases, type OpenedGeo, type ReloadEvent } from '../geoip/db';
-import type { RulesSnapshot } from '../rules/types';
-import type { StageEntry } from './pipeline';
-import { createAccessStage } from './stages/access';
-import { createGeoStage } from './stages/geoip';
-import { createSanityStage } from './stages/sanity';
-import { createScannerStage } from './stages/scanner';
-import { createRateLimitStage } from './stages/ratelimit';
-import type { SharedStore } from './store/types';
-import type { Suspicion } from './suspicion';
-import type { Stage } from './verdict';
+import { openGeoDatabases, type OpenedGeo, type ReloadEvent } from '../../geoip/db';
+import type { RulesSnapshot } from './snapshot';
+import type { StageEntry } from '../pipeline';
+import { createAccessStage } from './access/stage';
+import { createGeoStage } from './geo/stage';
+import { createSanityStage } from '../stages/sanity';
+import { createScannerStage } from './scanner/stage';
+import { createRateLimitStage } from './limits/ratelimit';
+import type { SharedStore } from '../store/types';
+import type { Suspicion } from '../suspicion';
+import type { Stage } from '../verdict';
 
 export interface Policy {
   /** every stage the rules can name, by name */
