@@ -66,6 +66,10 @@ SIGHUP re-reads the rule files (an invalid file keeps the previous rules in forc
 
 Environment: SIPEDGE_SECRET (flow-token HMAC secret shared by a cluster; overrides the file's
 secret), SIPEDGE_AUTH_SECRET (digest nonce secret shared by a cluster; overrides auth.secret).
+SIPEDGE_CONFIG, SIPEDGE_LISTEN, SIPEDGE_UPSTREAMS, SIPEDGE_DOMAINS, SIPEDGE_INSIDE,
+SIPEDGE_TRUSTED, SIPEDGE_ADVERTISE, SIPEDGE_METRICS, SIPEDGE_LOG_LEVEL, SIPEDGE_RULES,
+SIPEDGE_REDIS, SIPEDGE_USERS stand in for the matching flags (lists: comma or space separated);
+a flag wins over its variable, a variable over the config file.
 Without them one instance uses random per-process secrets and says so in a warning.
 Exit codes: 0 ok, 1 invalid configuration or runtime failure, 2 usage error; explain: 3 reply,
 4 drop or ban; run: 143 / 130 when a second SIGTERM / SIGINT cut the drain short.
@@ -215,6 +219,47 @@ export function parseCli(argv: readonly string[]): ParsedCli {
 }
 
 /**
+ * Environment variables that stand in for the flags: a container's or a unit file's usual
+ * interface (`docker run -e SIPEDGE_LISTEN=udp:0.0.0.0:5060 ...`). A flag wins over its variable,
+ * the variable over the config file. List variables take items separated by commas or spaces;
+ * "off" turns metrics or Redis off as the flags do. An empty variable counts as unset.
+ */
+export const ENV_SETTINGS = {
+  SIPEDGE_LISTEN: 'listen',
+  SIPEDGE_UPSTREAMS: 'upstreams',
+  SIPEDGE_DOMAINS: 'domains',
+  SIPEDGE_INSIDE: 'inside',
+  SIPEDGE_TRUSTED: 'trusted',
+  SIPEDGE_ADVERTISE: 'advertise',
+  SIPEDGE_METRICS: 'metrics',
+  SIPEDGE_LOG_LEVEL: 'logLevel',
+  SIPEDGE_RULES: 'rules',
+  SIPEDGE_REDIS: 'redis',
+  SIPEDGE_USERS: 'users',
+} as const satisfies Record<string, Exclude<keyof CliOverrides, 'origin'>>;
+const LIST_SETTINGS: ReadonlySet<string> = new Set(['listen', 'upstreams', 'domains', 'inside', 'trusted']);
+
+/** The overrides and config file a command runs with: its flags over the SIPEDGE_* variables. */
+export function withEnv(p: CommandCli, env: NodeJS.ProcessEnv): CommandCli {
+  const fromEnv: Record<string, unknown> = {};
+  const origin: Record<string, string> = {};
+  for (const [name, key] of Object.entries(ENV_SETTINGS)) {
+    const raw = env[name]?.trim();
+    if (raw === undefined || raw === '') continue;
+    origin[key] = `env ${name}`;
+    if (LIST_SETTINGS.has(key)) fromEnv[key] = raw.split(/[\s,]+/).filter((x) => x !== '');
+    else if ((key === 'metrics' || key === 'redis') && (raw === 'off' || raw === 'none')) fromEnv[key] = null;
+    else fromEnv[key] = raw;
+  }
+  // a flag given on the command line keeps its own name in errors
+  for (const k of Object.keys(p.overrides)) delete origin[k];
+  const overrides: CliOverrides = { ...(fromEnv as CliOverrides), ...p.overrides, ...(Object.keys(origin).length > 0 ? { origin } : {}) };
+  const configFile = p.configFile ?? (env.SIPEDGE_CONFIG?.trim() || undefined);
+  if (p.noConfig || configFile === undefined) return { ...p, overrides };
+  return { ...p, overrides, configFile };
+}
+
+/**
  * Which file to load: --config when given; none with --no-config; otherwise the shipped
  * sip-edge.yaml when it exists (flags still override it), else built-in defaults + flags.
  */
@@ -270,7 +315,8 @@ export function version(): string {
 
 /** Dispatch; resolves to the process exit code. `run` resolves only after shutdown. */
 export async function main(argv: readonly string[], io: CliIo = defaultIo()): Promise<number> {
-  const p = parseCli(argv);
+  const parsed = parseCli(argv);
+  const p = 'overrides' in parsed ? withEnv(parsed, io.env) : parsed;
   switch (p.kind) {
     case 'help':
       io.out(USAGE);

@@ -71,6 +71,33 @@ test('check: flags override the file and are validated too', () => {
   assert.equal(r.stderr, '--listen "tls:0.0.0.0:5061": listen "tls:0.0.0.0:5061": transport "tls" is not supported yet (use udp or tcp)\n');
 });
 
+function cliEnv(env: Record<string, string>, ...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20000, env: { PATH: process.env.PATH ?? '', ...env } });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('environment: SIPEDGE_* stand in for the flags (a container\'s interface): over the file, under the flags, named in errors', () => {
+  const file = tmp('listen: [udp:127.0.0.1:0]\nupstreams: [udp:127.0.0.1:5080]\n');
+  // the variable replaces the file's list, and is validated like the flag (lists: commas or spaces)
+  const bad = cliEnv({ SIPEDGE_CONFIG: file, SIPEDGE_LISTEN: 'udp:0.0.0.0:5060, tls:0.0.0.0:5061' }, 'check');
+  assert.equal(bad.code, 1);
+  assert.equal(bad.stderr, 'env SIPEDGE_LISTEN "tls:0.0.0.0:5061": listen "tls:0.0.0.0:5061": transport "tls" is not supported yet (use udp or tcp)\n');
+  // a flag wins over its variable: the bad value is never looked at
+  const flag = cliEnv({ SIPEDGE_CONFIG: file, SIPEDGE_LISTEN: 'tls:0.0.0.0:5061' }, 'check', '--listen', 'udp:127.0.0.1:0');
+  assert.equal(flag.code, 0, flag.stderr);
+  assert.match(flag.stdout, new RegExp(`^ok: ${escapeRe(file)};`));
+  // --no-config, everything from the environment; metrics "off" as the flag says it
+  const all = cliEnv({ SIPEDGE_UPSTREAMS: 'udp:127.0.0.1:5080 tcp:127.0.0.1:5080', SIPEDGE_METRICS: 'off', SIPEDGE_LOG_LEVEL: 'loud' }, 'check', '--no-config');
+  assert.equal(all.code, 1);
+  assert.equal(all.stderr, 'env SIPEDGE_LOG_LEVEL "loud": expected one of fatal, error, warn, info, debug, trace, silent\n');
+  const metrics = cliEnv({ SIPEDGE_UPSTREAMS: 'udp:127.0.0.1:5080', SIPEDGE_METRICS: '0.0.0.0:9090' }, 'check', '--no-config');
+  assert.equal(metrics.code, 1);
+  assert.match(metrics.stderr, /^env SIPEDGE_METRICS "0\.0\.0\.0:9090": metrics\.listen "0\.0\.0\.0:9090": a non-loopback metrics address requires metrics\.token\n$/);
+  // an empty variable is unset: the file's list stands
+  const empty = cliEnv({ SIPEDGE_CONFIG: file, SIPEDGE_LISTEN: '' }, 'check');
+  assert.equal(empty.code, 0, empty.stderr);
+});
+
 test('check --no-config: flags alone are a complete configuration', () => {
   const ok = cli('check', '--no-config', '--upstream', 'udp:127.0.0.1:5080');
   assert.equal(ok.code, 0, ok.stderr);

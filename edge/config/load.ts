@@ -34,6 +34,8 @@ export interface CliOverrides {
   redis?: string | null;
   /** users file for edge authentication (relative to the working directory) */
   users?: string;
+  /** where a setting came from when not a flag (e.g. "env SIPEDGE_LISTEN"): named in errors */
+  origin?: { readonly [K in Exclude<keyof CliOverrides, 'origin'>]?: string };
 }
 
 export interface LoadOptions {
@@ -83,6 +85,9 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     errors.push(`${where}: ${msg}`);
   };
 
+  /** the flag or environment variable an override came from, for error locations */
+  const by = (key: Exclude<keyof CliOverrides, 'origin'>, flag: string): string => ov.origin?.[key] ?? flag;
+
   /** Items of a list setting with where each came from: a file node or a flag. */
   const items = (key: 'listen' | 'upstreams' | 'domains' | 'inside' | 'trusted', flag: string, override?: string[]) =>
     override !== undefined
@@ -91,7 +96,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
 
   // --- listen -------------------------------------------------------------------------------
   const listen: ListenerSpec[] = [];
-  const listenSrc = items('listen', '--listen', ov.listen);
+  const listenSrc = items('listen', by('listen', '--listen'), ov.listen);
   const seenListen = new Set<string>();
   for (const it of listenSrc.list) {
     const r = parseTransportSpec(it.text, 'listen');
@@ -108,7 +113,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
 
   // --- upstreams ----------------------------------------------------------------------------
   const upstreams: UpstreamSpec[] = [];
-  const upSrc = items('upstreams', '--upstream', ov.upstreams);
+  const upSrc = items('upstreams', by('upstreams', '--upstream'), ov.upstreams);
   for (const it of upSrc.list) {
     const r = parseTransportSpec(it.text, 'upstream');
     if (typeof r === 'string') {
@@ -127,7 +132,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   // --- advertise ----------------------------------------------------------------------------
   let advertise: ResolvedConfig['advertise'];
   const advText = ov.advertise !== undefined ? ov.advertise : f.advertise;
-  const advWhere = ov.advertise !== undefined ? `--advertise ${JSON.stringify(ov.advertise)}` : at(['advertise']);
+  const advWhere = ov.advertise !== undefined ? `${by('advertise', '--advertise')} ${JSON.stringify(ov.advertise)}` : at(['advertise']);
   if (advText !== null) {
     const hp = parseHostPort(advText);
     if (typeof hp === 'string') err(advWhere, `advertise ${JSON.stringify(advText)}: ${hp}`);
@@ -142,7 +147,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
 
   // --- domains ------------------------------------------------------------------------------
   const domains: string[] = [];
-  for (const it of items('domains', '--domain', ov.domains).list) {
+  for (const it of items('domains', by('domains', '--domain'), ov.domains).list) {
     const d = it.text.trim().toLowerCase().replace(/\.$/, '');
     const ip = ipLiteral(d);
     if (ip !== null) domains.push(ip);
@@ -160,8 +165,8 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     }
     return out;
   };
-  const inside = cidrs('inside', '--inside', ov.inside);
-  const trusted = cidrs('trusted', '--trusted', ov.trusted);
+  const inside = cidrs('inside', by('inside', '--inside'), ov.inside);
+  const trusted = cidrs('trusted', by('trusted', '--trusted'), ov.trusted);
 
   // --- secret -------------------------------------------------------------------------------
   // Env wins over the file so that a deployment can keep the secret out of the config repo.
@@ -176,14 +181,14 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   let level: LogLevel = f.log.level;
   if (ov.logLevel !== undefined) {
     const l = (LOG_LEVELS as readonly string[]).find((x) => x === ov.logLevel);
-    if (l === undefined) err(`--log-level ${JSON.stringify(ov.logLevel)}`, `expected one of ${LOG_LEVELS.join(', ')}`);
+    if (l === undefined) err(`${by('logLevel', '--log-level')} ${JSON.stringify(ov.logLevel)}`, `expected one of ${LOG_LEVELS.join(', ')}`);
     else level = l as LogLevel;
   }
 
   // --- metrics ------------------------------------------------------------------------------
   let metricsListen: string | null = null;
   const mText = ov.metrics !== undefined ? ov.metrics : f.metrics.listen;
-  const mWhere = ov.metrics !== undefined ? `--metrics ${JSON.stringify(ov.metrics)}` : at(['metrics', 'listen']);
+  const mWhere = ov.metrics !== undefined ? `${by('metrics', '--metrics')} ${JSON.stringify(ov.metrics)}` : at(['metrics', 'listen']);
   if (mText !== null) {
     const hp = parseHostPort(mText);
     const host = typeof hp === 'string' ? undefined : hp.host === 'localhost' ? '127.0.0.1' : ipLiteral(hp.host) ?? undefined;
@@ -219,7 +224,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   if (redisUrl) {
     // the store's own parser: what passes here is exactly what the store can connect to
     const u = parseRedisUrl(redisUrl);
-    if ('error' in u) err(ov.redis !== undefined ? '--redis' : at(['redis']), `redis: ${u.error}`);
+    if ('error' in u) err(ov.redis !== undefined ? by('redis', '--redis') : at(['redis']), `redis: ${u.error}`);
   }
   const auth = resolveAuth(f, {
     domains: [...new Set(domains)], env, err, at, fileName, addressRealm: addressRealm(listen, advertise),
