@@ -65,12 +65,13 @@ CANCELled upstream; a second SIGTERM/SIGINT exits at once with 128 + the signal 
 SIGHUP re-reads the rule files (an invalid file keeps the previous rules in force and is reported).
 
 Environment: SIPEDGE_SECRET (flow-token HMAC secret shared by a cluster; overrides the file's
-secret), SIPEDGE_AUTH_SECRET (digest nonce secret shared by a cluster; overrides auth.secret).
+secret), SIPEDGE_AUTH_SECRET (digest nonce secret shared by a cluster; overrides auth.secret);
+without them one instance uses random per-process secrets and says so in a warning.
+SIPEDGE_METRICS_TOKEN: bearer token for /metrics (overrides metrics.token).
 SIPEDGE_CONFIG, SIPEDGE_LISTEN, SIPEDGE_UPSTREAMS, SIPEDGE_DOMAINS, SIPEDGE_INSIDE,
 SIPEDGE_TRUSTED, SIPEDGE_ADVERTISE, SIPEDGE_METRICS, SIPEDGE_LOG_LEVEL, SIPEDGE_RULES,
 SIPEDGE_REDIS, SIPEDGE_USERS stand in for the matching flags (lists: comma or space separated);
 a flag wins over its variable, a variable over the config file.
-Without them one instance uses random per-process secrets and says so in a warning.
 Exit codes: 0 ok, 1 invalid configuration or runtime failure, 2 usage error; explain: 3 reply,
 4 drop or ban; run: 143 / 130 when a second SIGTERM / SIGINT cut the drain short.
 `;

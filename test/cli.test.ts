@@ -92,7 +92,9 @@ test('environment: SIPEDGE_* stand in for the flags (a container\'s interface): 
   assert.equal(all.stderr, 'env SIPEDGE_LOG_LEVEL "loud": expected one of fatal, error, warn, info, debug, trace, silent\n');
   const metrics = cliEnv({ SIPEDGE_UPSTREAMS: 'udp:127.0.0.1:5080', SIPEDGE_METRICS: '0.0.0.0:9090' }, 'check', '--no-config');
   assert.equal(metrics.code, 1);
-  assert.match(metrics.stderr, /^env SIPEDGE_METRICS "0\.0\.0\.0:9090": metrics\.listen "0\.0\.0\.0:9090": a non-loopback metrics address requires metrics\.token\n$/);
+  assert.match(metrics.stderr, /^env SIPEDGE_METRICS "0\.0\.0\.0:9090": metrics\.listen "0\.0\.0\.0:9090": a non-loopback metrics address requires metrics\.token \(or SIPEDGE_METRICS_TOKEN\)\n$/);
+  const withToken = cliEnv({ SIPEDGE_UPSTREAMS: 'udp:127.0.0.1:5080', SIPEDGE_METRICS: '0.0.0.0:9090', SIPEDGE_METRICS_TOKEN: 'a-metrics-token-of-32-characters' }, 'check', '--no-config');
+  assert.equal(withToken.code, 0, withToken.stderr);
   // an empty variable is unset: the file's list stands
   const empty = cliEnv({ SIPEDGE_CONFIG: file, SIPEDGE_LISTEN: '' }, 'check');
   assert.equal(empty.code, 0, empty.stderr);

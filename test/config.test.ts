@@ -186,7 +186,7 @@ const ERROR_CASES: ReadonlyArray<readonly [string, string, readonly string[]]> =
   ['advertise wildcard', 'upstreams: [udp:10.0.0.5:5060]\nadvertise: "0.0.0.0"\n',
     ['FILE:2:12: advertise "0.0.0.0": a wildcard address cannot be advertised']],
   ['metrics on a public address without token', 'upstreams: [udp:10.0.0.5:5060]\nmetrics:\n  listen: 0.0.0.0:9090\n',
-    ['FILE:3:11: metrics.listen "0.0.0.0:9090": a non-loopback metrics address requires metrics.token']],
+    ['FILE:3:11: metrics.listen "0.0.0.0:9090": a non-loopback metrics address requires metrics.token (or SIPEDGE_METRICS_TOKEN)']],
   ['T2 below T1 (RFC 3261 17.1.2.2)', 'upstreams: [udp:10.0.0.5:5060]\ntransactions:\n  t1Ms: 2000\n  t2Ms: 1000\n',
     ['FILE:4:9: transactions.t2Ms: must be at least transactions.t1Ms']],
   ['short secret', 'upstreams: [udp:10.0.0.5:5060]\nsecret: abc\n',

@@ -186,6 +186,14 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   }
 
   // --- metrics ------------------------------------------------------------------------------
+  // SIPEDGE_METRICS_TOKEN overrides metrics.token: a container gets its secrets from the
+  // environment, not from a file baked into the image
+  let metricsToken = f.metrics.token;
+  const envToken = env.SIPEDGE_METRICS_TOKEN;
+  if (envToken !== undefined && envToken !== '') {
+    if (envToken.length < 16 || envToken.length > 4096) err('env SIPEDGE_METRICS_TOKEN', 'must be 16 to 4096 characters');
+    else metricsToken = envToken;
+  }
   let metricsListen: string | null = null;
   const mText = ov.metrics !== undefined ? ov.metrics : f.metrics.listen;
   const mWhere = ov.metrics !== undefined ? `${by('metrics', '--metrics')} ${JSON.stringify(ov.metrics)}` : at(['metrics', 'listen']);
@@ -198,8 +206,8 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     else {
       metricsListen = host.includes(':') ? `[${host}]:${hp.port}` : `${host}:${hp.port}`;
       // Metrics reveal traffic patterns and upstream health: never expose them unauthenticated.
-      if (!isLoopback(host) && f.metrics.token === undefined) {
-        err(mWhere, `metrics.listen ${JSON.stringify(mText)}: a non-loopback metrics address requires metrics.token`);
+      if (!isLoopback(host) && metricsToken === undefined) {
+        err(mWhere, `metrics.listen ${JSON.stringify(mText)}: a non-loopback metrics address requires metrics.token (or SIPEDGE_METRICS_TOKEN)`);
       }
     }
   }
@@ -253,7 +261,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     shutdownGraceMs: f.shutdownGraceMs,
     warmUpCalls: f.warmUpCalls,
     log: { level },
-    metrics: { listen: metricsListen, ...(f.metrics.token !== undefined ? { token: f.metrics.token } : {}) },
+    metrics: { listen: metricsListen, ...(metricsToken !== undefined ? { token: metricsToken } : {}) },
     auth,
     pings: f.pings,
     ...(fileName !== undefined ? { configFile: fileName } : {}),
