@@ -102,7 +102,7 @@ async function harness(usersFile: string, auth: 'enforce' | 'off'): Promise<Harn
   const edge = await startEdge(testConfig({
     domains: [DOMAIN],
     upstreams: [{ transport: 'udp', host: '127.0.0.2', port: 5080 }],
-    transactions: { max: 100_000, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 },
+    transactions: { max: 100_000, memoryBudgetMB: 1024, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 },
     auth: cfgAuth,
   }), pino({ level: 'silent' }), { clock: new ManualClock(), rules: new RulesHolder(rulesDir(auth)), watchRules: false });
   const port = edge.listeners[0]!.port;

@@ -1,12 +1,19 @@
 // Memory benchmark (issue: attack resilience): what state an attacker can make the edge hold.
 //
-//   node dist/bench/memory.js tx      [--count 100000] [--bytes 1000] [--pps 8000]
+//   node dist/bench/memory.js tx      [--count 100000] [--bytes 1000] [--pps 8000] [--pbx silent|trying] [--budget MB] [--heap-dir DIR]
 //   node dist/bench/memory.js sources [--count 120000] [--pps 8000] [--idle 60]
 //
 // tx: live INVITE transactions. A trusted source sends --count INVITEs of about --bytes bytes to
 // an upstream that never answers, so every one stays live (Timer B is 64*T1 = 32 s; the sending
 // must end before the first ones expire, so --count / --pps must stay well under 32 s). Reports
-// the edge's RSS growth per live transaction.
+// the edge's RSS growth per live transaction. --pbx trying: the upstream answers each INVITE with
+// 100 Trying and nothing more: the transaction is just as live (the caller still waits for a
+// final, Timer C bounds it at 3 min) but no longer retransmitted, and Timer B no longer bounds the
+// send, so a 2-core box that cannot take 100,000 INVITEs in 32 s still reaches 100,000 live ones. --budget sets transactions.memoryBudgetMB (left out
+// by default, so the same script measures builds that predate it: SIP_EDGE_CLI=<other>/dist/edge/cli.js).
+// --heap-dir writes a V8 heap snapshot of the edge before and after the send (SIGUSR2, node's
+// --heapsnapshot-signal): `node dist/bench/heap-top.js DIR/before.heapsnapshot DIR/after.heapsnapshot N`
+// says which objects the live transactions are made of.
 // sources: --count distinct spoofed loopback sources (127.20.0.0/14), one request each (REGISTER,
 // INVITE, OPTIONS in turn, all to the served domain) answered 404 by a stand-in PBX. Reports the
 // RSS growth per source at the end of the flood and after --idle seconds without traffic: state
@@ -30,6 +37,27 @@ const COUNT = arg('count', MODE === 'tx' ? 100_000 : 120_000);
 const BYTES = arg('bytes', 1000);
 const PPS = arg('pps', 8000);
 const IDLE = arg('idle', 60);
+const PBX_MODE = ((): 'silent' | 'trying' => { const i = argv.indexOf('--pbx'); return i >= 0 && argv[i + 1] === 'trying' ? 'trying' : 'silent'; })();
+const BUDGET = arg('budget', 0);
+const HEAP_DIR = ((): string | undefined => { const i = argv.indexOf('--heap-dir'); return i >= 0 ? argv[i + 1] : undefined; })();
+
+/** ask the edge for a heap snapshot (SIGUSR2) and wait for the file to be complete */
+async function snapshot(pid: number, dir: string, name: string): Promise<void> {
+  const before = new Set(fs.readdirSync(dir));
+  process.kill(pid, 'SIGUSR2');
+  for (let i = 0; i < 1200; i++) {
+    await sleep(500);
+    const f = fs.readdirSync(dir).find((x) => !before.has(x) && x.endsWith('.heapsnapshot'));
+    if (!f) continue;
+    // written by the edge's main thread: complete once its size stops changing
+    const s1 = fs.statSync(path.join(dir, f)).size;
+    await sleep(1500);
+    if (fs.statSync(path.join(dir, f)).size !== s1 || s1 === 0) continue;
+    fs.renameSync(path.join(dir, f), path.join(dir, name));
+    return;
+  }
+  throw new Error('no heap snapshot within 10 minutes');
+}
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -54,8 +82,9 @@ function invite(i: number, port: number, from: { address: string; port: number }
   return Buffer.from([...head, ...(body ? ['Content-Type: application/sdp'] : []), `Content-Length: ${Buffer.byteLength(body)}`, '', body].join('\r\n'), 'latin1');
 }
 
-/** a stand-in PBX: answers 404 to every request (sources mode) or swallows everything (tx mode) */
-async function pbx(answer: boolean): Promise<{ port: number; close(): void; received: () => number }> {
+/** a stand-in PBX: answers 404 to every request (sources mode), swallows everything (tx mode) or
+ *  answers 100 Trying to INVITEs and nothing more (tx --pbx trying) */
+async function pbx(answer: false | 404 | 100): Promise<{ port: number; close(): void; received: () => number }> {
   const s = dgram.createSocket('udp4');
   let n = 0;
   s.on('message', (b, r) => {
@@ -64,8 +93,10 @@ async function pbx(answer: boolean): Promise<{ port: number; close(): void; rece
     const t = b.toString('latin1');
     if (t.startsWith('SIP/2.0') || t.startsWith('ACK ')) return;
     const head = t.split('\r\n\r\n')[0]!.split('\r\n');
-    const keep = head.filter((l) => /^(via|from|to|call-id|cseq)\s*:/i.test(l)).map((l) => (/^to\s*:/i.test(l) && !/;tag=/.test(l) ? `${l};tag=pbx` : l));
-    s.send(Buffer.from(['SIP/2.0 404 Not Found', ...keep, 'Content-Length: 0', '', ''].join('\r\n'), 'latin1'), r.port, r.address);
+    if (answer === 100 && !t.startsWith('INVITE ')) return;
+    const keep = head.filter((l) => /^(via|from|to|call-id|cseq)\s*:/i.test(l)).map((l) => (answer === 404 && /^to\s*:/i.test(l) && !/;tag=/.test(l) ? `${l};tag=pbx` : l));
+    const status = answer === 404 ? 'SIP/2.0 404 Not Found' : 'SIP/2.0 100 Trying';
+    s.send(Buffer.from([status, ...keep, 'Content-Length: 0', '', ''].join('\r\n'), 'latin1'), r.port, r.address);
   });
   try { s.setRecvBufferSize(8 * 1024 * 1024); } catch { /* capped */ }
   await new Promise<void>((res) => s.bind(0, '127.0.0.2', () => res()));
@@ -75,19 +106,24 @@ async function pbx(answer: boolean): Promise<{ port: number; close(): void; rece
 
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-mem-'));
-  const up = await pbx(MODE === 'sources');
+  const up = await pbx(MODE === 'sources' ? 404 : PBX_MODE === 'trying' ? 100 : false);
   fs.writeFileSync(path.join(dir, 'edge.yaml'), [
     'health:', '  intervalMs: 0',
     'transactions:', `  max: ${Math.max(100_000, COUNT + 1000)}`,
+    ...(BUDGET > 0 ? [`  memoryBudgetMB: ${BUDGET}`] : []),
   ].join('\n') + '\n');
+  if (HEAP_DIR) fs.mkdirSync(HEAP_DIR, { recursive: true });
   const edge = await startEdge({
     listen: ['udp:127.0.0.1:0'], upstream: [`udp:127.0.0.2:${up.port}`], domain: ['bench.example'],
     extraArgs: ['--config', path.join(dir, 'edge.yaml'), '--trusted', '127.0.0.1/32'],
+    ...(HEAP_DIR ? { env: { ...process.env, NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${path.resolve(HEAP_DIR)}` } } : {}),
   });
   const port = edge.ports.udp!;
   const metrics = async (): Promise<string> => (await fetch(`http://127.0.0.1:${edge.metricsPort}/metrics`)).text();
   await sleep(2000);
+  if (HEAP_DIR) await snapshot(edge.pid, HEAP_DIR, 'before.heapsnapshot');
   const rss0 = rssMiB(edge.pid);
+  const m0 = await metrics();
   let peak = rss0;
   const t0 = Date.now();
   let sent = 0;
@@ -106,11 +142,18 @@ async function main(): Promise<void> {
       await sleep(2000);
       const m = await metrics();
       const rss1 = rssMiB(edge.pid);
+      const heap = (mm: string): Record<string, number> => ({
+        used: Math.round((sample(mm, 'sipedge_nodejs_heap_size_used_bytes') ?? NaN) / 1048576),
+        total: Math.round((sample(mm, 'sipedge_nodejs_heap_size_total_bytes') ?? NaN) / 1048576),
+        external: Math.round((sample(mm, 'sipedge_nodejs_external_memory_bytes') ?? NaN) / 1048576),
+      });
       const live = sample(m, 'sipedge_transactions_active') ?? NaN;
+      // after the RSS reading: the snapshot itself costs memory
+      if (HEAP_DIR) await snapshot(edge.pid, HEAP_DIR, 'after.heapsnapshot');
       s.close();
       console.log(JSON.stringify({
         mode: MODE, invites: COUNT, inviteBytes: invite(0, port, me, BYTES).length, sendSeconds: Number(((Date.now() - t0) / 1000 - 2).toFixed(1)),
-        liveTransactions: live, rssMiB: { start: Math.round(rss0), end: Math.round(rss1), peak: Math.round(Math.max(peak, rss1)) },
+        pbx: PBX_MODE, liveTransactions: live, heapMiB: { start: heap(m0), end: heap(m) }, rssMiB: { start: Math.round(rss0), end: Math.round(rss1), peak: Math.round(Math.max(peak, rss1)) },
         bytesPerLiveTransaction: Math.round(((rss1 - rss0) * 1024 * 1024) / (live || COUNT)),
         pbxReceived: up.received(),
       }, null, 2));

@@ -396,7 +396,8 @@ function checkCommand(loaded: ReturnType<typeof loadConfig>, file: string | unde
     if (part === undefined) io.err(`(rule and users files not checked: ${file ?? 'the configuration'} cannot be read far enough to say where they are)\n`);
     return 1;
   }
-  io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}\n`);
+  const tx = loaded.config.transactions;
+  io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}; transactions: up to ${tx.max} live (memoryBudgetMB ${tx.memoryBudgetMB})\n`);
   return 0;
 }
 

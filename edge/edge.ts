@@ -408,6 +408,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       // budget (an office re-registering after an outage is not banned)
       registered: (src) => suspicion.promote(src.address),
       // pbx mode: watch the PBX's answers to outside requests (trusted peers are not watched)
+      watchesSource: (client) => authMode() !== 'off' && trustOf(client.address, 'outside') === 'untrusted',
       finalToOutside: (req, client, res) => {
         if (authMode() === 'off' || trustOf(client.address, 'outside') !== 'untrusted') return undefined;
         const sub = authStage.finalToOutside(req, client, res);

@@ -27,7 +27,7 @@ test('check: a valid file prints ok and exits 0', () => {
   const r = cli('check', '--config', file);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stderr, '');
-  assert.match(r.stdout, new RegExp(`^ok: ${escapeRe(file)}; rules ${escapeRe(path.join(ROOT, 'rules'))} version [0-9a-f]{12}\n$`));
+  assert.match(r.stdout, new RegExp(`^ok: ${escapeRe(file)}; rules ${escapeRe(path.join(ROOT, 'rules'))} version [0-9a-f]{12}; transactions: up to \\d+ live \\(memoryBudgetMB \\d+\\)\n$`));
 });
 
 test('check: errors one per line as file:line:column, exit 1', () => {
@@ -61,7 +61,7 @@ test('check: a missing file exits 1', () => {
 test('check: without --config validates the shipped sip-edge.yaml', () => {
   const r = cli('check');
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, new RegExp(`^ok: ${escapeRe(path.join(ROOT, 'sip-edge.yaml'))}; rules .* version [0-9a-f]{12}\n$`));
+  assert.match(r.stdout, new RegExp(`^ok: ${escapeRe(path.join(ROOT, 'sip-edge.yaml'))}; rules .* version [0-9a-f]{12}; transactions: up to \\d+ live \\(memoryBudgetMB \\d+\\)\n$`));
 });
 
 test('check: flags override the file and are validated too', () => {
@@ -103,7 +103,7 @@ test('environment: SIPEDGE_* stand in for the flags (a container\'s interface): 
 test('check --no-config: flags alone are a complete configuration', () => {
   const ok = cli('check', '--no-config', '--upstream', 'udp:127.0.0.1:5080');
   assert.equal(ok.code, 0, ok.stderr);
-  assert.match(ok.stdout, /^ok: \(built-in defaults\); rules .* version [0-9a-f]{12}\n$/);
+  assert.match(ok.stdout, /^ok: \(built-in defaults\); rules .* version [0-9a-f]{12}; transactions: up to 21845 live \(memoryBudgetMB 1024\)\n$/);
   const r = cli('check', '--no-config');
   assert.equal(r.code, 1);
   assert.match(r.stderr, /^config: upstreams: at least one upstream is required/);

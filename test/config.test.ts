@@ -29,7 +29,8 @@ test('built-in defaults match the values named in edge/config/types.ts', () => {
   assert.deepEqual(c.limits, DEFAULT_LIMITS);
   assert.deepEqual(c.tcp, { maxConnections: 10000, maxConnectionsPerSource: 32, unknownPercent: 80, promotedPercent: 90, messageTimeoutMs: 10000, idleTimeoutMs: 180000 });
   assert.deepEqual(c.udp, { ioThread: true, recvBufferBytes: 4194304 });
-  assert.deepEqual(c.transactions, { max: 100000, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 });
+  // 3/4 of 1024 MiB at 2 x 16384 + 4096 bytes per live transaction (edge/transaction/table.ts)
+  assert.deepEqual(c.transactions, { max: 21845, memoryBudgetMB: 1024, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 });
   assert.deepEqual(c.health, { intervalMs: 5000, timeoutMs: 2000, failuresBeforeDown: 2, retryAfterSeconds: 30 });
   assert.deepEqual(c.proxy, { recordRoute: true, path: true, maxForwards: 70 });
   assert.equal(c.shutdownGraceMs, 5000);
@@ -189,6 +190,10 @@ const ERROR_CASES: ReadonlyArray<readonly [string, string, readonly string[]]> =
     ['FILE:3:11: metrics.listen "0.0.0.0:9090": a non-loopback metrics address requires metrics.token (or SIPEDGE_METRICS_TOKEN)']],
   ['T2 below T1 (RFC 3261 17.1.2.2)', 'upstreams: [udp:10.0.0.5:5060]\ntransactions:\n  t1Ms: 2000\n  t2Ms: 1000\n',
     ['FILE:4:9: transactions.t2Ms: must be at least transactions.t1Ms']],
+  ['a transaction cap the memory budget cannot hold (issue 12)', 'upstreams: [udp:10.0.0.5:5060]\ntransactions:\n  memoryBudgetMB: 512\n  max: 100000\n',
+    ['FILE:4:8: transactions.max: 100000 live transactions of up to 16384 bytes (limits.maxMessageBytes) need up to 4688 MiB; transactions.memoryBudgetMB 512 holds 10922: raise the budget, lower max or limits.maxMessageBytes, or leave max out']],
+  ['a memory budget too small for 100 live transactions', 'upstreams: [udp:10.0.0.5:5060]\nlimits:\n  maxMessageBytes: 1048576\ntransactions:\n  memoryBudgetMB: 16\n',
+    ['FILE:5:19: transactions.memoryBudgetMB: 16 MiB holds only 5 live transactions of up to 1048576 bytes (2101248 bytes each at worst); at least 100 are needed']],
   ['short secret', 'upstreams: [udp:10.0.0.5:5060]\nsecret: abc\n',
     ['FILE:2:9: secret: expected a string of 16 to 4096 characters (got "abc")']],
   // a schema error does not hide the semantic errors of the rest of the file (sip-edge check
@@ -213,6 +218,22 @@ for (const [name, text, expected] of ERROR_CASES) {
     assert.deepEqual(errorsOf(r), { ok: false, errors: expected.map((e) => e.replace('FILE', file)) });
   });
 }
+
+test('transactions: the live cap follows the memory budget and the worst-case message size; an explicit max within it wins', () => {
+  const cap = (yaml: string): unknown => {
+    const r = loadConfig({ file: tmp('upstreams: [udp:10.0.0.5:5060]\n' + yaml), env: {} });
+    return r.ok ? r.config.transactions.max : r.errors;
+  };
+  // floor(0.75 * budget / (2 * maxMessageBytes + 4096))
+  assert.equal(cap(''), 21845);
+  assert.equal(cap('transactions:\n  memoryBudgetMB: 4096\n'), 87381);
+  assert.equal(cap('limits:\n  maxMessageBytes: 4096\ntransactions:\n  memoryBudgetMB: 1024\n'), 65536);
+  // smaller messages, more transactions in the same memory; larger ones, fewer
+  assert.equal(cap('limits:\n  maxMessageBytes: 65536\n'), 5957);
+  assert.equal(cap('transactions:\n  max: 5000\n'), 5000);
+  assert.equal(cap('transactions:\n  max: 21845\n'), 21845);
+  assert.match(String(cap('transactions:\n  max: 21846\n')), /transactions\.max: 21846 live transactions .* holds 21845/);
+});
 
 /** a failed load without its `partial` (where the rule and users files are, for check) */
 function errorsOf(r: ReturnType<typeof loadConfig>): unknown {

@@ -418,7 +418,7 @@ describe('proxy: REGISTER, Path and calls from the PBX to the phone', () => {
 
 describe('proxy: limits', () => {
   test('a full transaction table answers 503 and counts it', async () => {
-    const r = await rig(() => ({ transactions: { max: 1, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 } }));
+    const r = await rig(() => ({ transactions: { max: 1, memoryBudgetMB: 1024, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 } }));
     try {
       await r.phone.send(request(r.phone, { callId: uniq('a') }), r.port);
       await r.pbx.waitFirstLine('INVITE ');

@@ -14,6 +14,7 @@ import { ConfigFileSchema, LOG_LEVELS } from './schema';
 import type { ConfigFile, LogLevel } from './schema';
 import { loadYamlFile, loadYamlText } from './yaml';
 import { parseRedisUrl } from '../store/redis-url';
+import { transactionBudget } from '../transaction/table';
 import type { ValuePath } from './yaml';
 
 /** Flags that replace (not extend) the corresponding file setting when given. */
@@ -218,6 +219,15 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   if (L.maxRequestUriBytes > L.maxMessageBytes) err(at(['limits', 'maxRequestUriBytes']), 'limits.maxRequestUriBytes: must not exceed limits.maxMessageBytes');
   // RFC 3261 17.1.2.2: retransmit intervals double from T1 up to T2, so T2 < T1 is meaningless.
   if (f.transactions.t2Ms < f.transactions.t1Ms) err(at(['transactions', 't2Ms']), 'transactions.t2Ms: must be at least transactions.t1Ms');
+  // the live-transaction cap fits the memory budget at worst case (issue 12): an explicit max the
+  // budget cannot hold is refused, not silently lowered, so the operator sees the trade-off
+  const txBudget = transactionBudget(f.transactions.memoryBudgetMB, L.maxMessageBytes);
+  const txMax = f.transactions.max ?? txBudget.maxLive;
+  if (txBudget.maxLive < 100) {
+    err(at(['transactions', 'memoryBudgetMB']), `transactions.memoryBudgetMB: ${f.transactions.memoryBudgetMB} MiB holds only ${txBudget.maxLive} live transactions of up to ${L.maxMessageBytes} bytes (${txBudget.perLive} bytes each at worst); at least 100 are needed`);
+  } else if (txMax > txBudget.maxLive) {
+    err(at(['transactions', 'max']), `transactions.max: ${txMax} live transactions of up to ${L.maxMessageBytes} bytes (limits.maxMessageBytes) need up to ${Math.ceil((txMax * txBudget.perLive) / 0.75 / 1048576)} MiB; transactions.memoryBudgetMB ${f.transactions.memoryBudgetMB} holds ${txBudget.maxLive}: raise the budget, lower max or limits.maxMessageBytes, or leave max out`);
+  }
   if (f.tcp.maxConnectionsPerSource > f.tcp.maxConnections) err(at(['tcp', 'maxConnectionsPerSource']), 'tcp.maxConnectionsPerSource: must not exceed tcp.maxConnections');
   if (f.tcp.promotedPercent < f.tcp.unknownPercent) err(at(['tcp', 'promotedPercent']), 'tcp.promotedPercent: must be at least tcp.unknownPercent (it counts unknown sources too)');
   if (f.health.intervalMs > 0 && f.health.intervalMs < 100) err(at(['health', 'intervalMs']), 'health.intervalMs: 0 (off) or at least 100');
@@ -251,7 +261,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     limits: { ...f.limits },
     tcp: { ...f.tcp },
     udp: { ...f.udp },
-    transactions: { ...f.transactions },
+    transactions: { max: txMax, memoryBudgetMB: f.transactions.memoryBudgetMB, t1Ms: f.transactions.t1Ms, t2Ms: f.transactions.t2Ms, t4Ms: f.transactions.t4Ms },
     health: { ...f.health },
     overload: { ...f.overload },
     proxy: { ...f.proxy },

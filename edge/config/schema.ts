@@ -152,7 +152,8 @@ export const ConfigFileSchema = Type.Object(
     ),
     transactions: section(
       {
-        max: int(100000, 100, 10000000, 'Transaction table size cap.'),
+        memoryBudgetMB: int(1024, 16, 1048576, 'Memory (MiB) the transaction table may use at worst. Three quarters of it sizes the live-transaction cap, counting each live transaction at its worst case (2 x limits.maxMessageBytes + 4 KiB: the forwarded request kept for retransmission and a stored provisional); the rest bounds the bytes settled transactions keep for retransmissions (oldest forgotten first). With the defaults: 21845 live transactions. Measured: about 2.4 KB per live transaction of a 1 KB INVITE (bench/README.md).'),
+        max: Type.Optional(Type.Integer({ minimum: 100, maximum: 10000000, description: 'Live-transaction cap (503 when full); default: derived from memoryBudgetMB. A value the budget cannot hold at worst case is refused.', errorMessage: 'expected an integer from 100 to 10000000' })),
         t1Ms: int(500, 50, 10000, 'RFC 3261 17.1.1.1 T1 (RTT estimate).'),
         t2Ms: int(4000, 100, 60000, 'RFC 3261 17.1.2.2 T2 (max non-INVITE retransmit interval).'),
         t4Ms: int(5000, 100, 60000, 'RFC 3261 17.1.2.2 T4 (max time a message stays in the network).'),

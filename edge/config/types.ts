@@ -75,7 +75,8 @@ export interface ResolvedConfig {
     readonly recvBufferBytes: number;  // SO_RCVBUF asked for and hand-over queue size, default 4 MiB
   };
   readonly transactions: {
-    readonly max: number;  // default 100000
+    readonly max: number;  // live-transaction cap: transactions.max, else derived from memoryBudgetMB
+    readonly memoryBudgetMB: number; // default 1024 (edge/transaction/table.ts transactionBudget)
     readonly t1Ms: number; // RFC 3261 17.1.1.1 T1, default 500
     readonly t2Ms: number; // default 4000
     readonly t4Ms: number; // default 5000

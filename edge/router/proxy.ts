@@ -16,9 +16,9 @@ import { parseMessage } from '../sip/parser';
 import * as H from '../sip/headers';
 import { buildHopRequest, buildReply, phraseFor, stableTag, stampVia } from '../sip/reply';
 import type { Endpoint, NameAddr, SipRequest, SipResponse, SipUri, TransportName } from '../sip/types';
-import { MessageWriter } from '../sip/writer';
+import { MessageWriter, packOrigin, receivedBytes } from '../sip/writer';
 import type { Listener } from '../transport/types';
-import { type ClientTx, type ServerTx, TransactionTable } from '../transaction/table';
+import { type ClientTx, type ServerTx, TransactionTable, transactionBudget } from '../transaction/table';
 import type { MessageContext } from '../verdict';
 import { fastHash } from './fasthash';
 import { FlowCodec } from './flow';
@@ -94,6 +94,9 @@ export interface ProxyEvents {
    * 2xx are never replaced.
    */
   finalToOutside?(req: SipRequest, client: Endpoint, res: SipResponse): FinalSubstitute | undefined;
+  /** does finalToOutside care about finals to this client? (absent: yes) The request is parsed
+   *  again for the watcher (ClientTx.received), so the proxy asks first */
+  watchesSource?(client: Endpoint): boolean;
   /** a reply the proxy itself generated, by reason code (no_upstream, relay_denied ...) */
   proxyReply?(status: number, reason: string): void;
   log?(level: 'debug' | 'info' | 'warn', obj: Record<string, unknown>, msg: string): void;
@@ -169,6 +172,10 @@ export class Proxy {
   private probeTimer?: ReturnType<Clock['setTimer']>;
   /** clock time of the last probe sent to each upstream (early probes are spaced by timeoutMs) */
   private readonly probeSentAt: number[];
+  /** one Endpoint per upstream, shared by every transaction sent there */
+  private readonly upstreamDests: readonly Endpoint[];
+  /** [i] per upstream i: the `tried` list of a first attempt, shared (never mutated) */
+  private readonly triedOnly: readonly number[][];
   private rnd = Buffer.alloc(0);
   private rndOff = 0;
   private closing = false;
@@ -184,7 +191,8 @@ export class Proxy {
     this.t1 = o.cfg.transactions.t1Ms;
     this.t2 = o.cfg.transactions.t2Ms;
     this.t4 = o.cfg.transactions.t4Ms;
-    this.table = new TransactionTable(o.cfg.transactions.max);
+    this.table = new TransactionTable(o.cfg.transactions.max, undefined,
+      transactionBudget(o.cfg.transactions.memoryBudgetMB, o.cfg.limits.maxMessageBytes).settledBytes);
     const h = o.cfg.health;
     this.upstreams = new UpstreamPool(o.cfg.upstreams, {
       failuresBeforeDown: h.failuresBeforeDown,
@@ -197,6 +205,8 @@ export class Proxy {
       onFailure: (i, cause) => this.ev.upstreamFailure?.(i, cause),
     });
     this.probeSentAt = o.cfg.upstreams.map(() => Number.NEGATIVE_INFINITY);
+    this.upstreamDests = o.cfg.upstreams.map((u) => ({ transport: u.transport, address: u.host, port: u.port }));
+    this.triedOnly = o.cfg.upstreams.map((_, i) => [i]);
     for (const l of o.listeners) {
       const wildcard = l.local.address === '0.0.0.0' || l.local.address === '::';
       const host = o.cfg.advertise?.host ?? (wildcard ? (o.localAddresses?.find((a) => (isIP(a) === 6) === (l.family === 6)) ?? l.local.address) : l.local.address);
@@ -351,8 +361,10 @@ export class Proxy {
     const existing = this.table.server.get(key);
     if (existing) {
       // RFC 3261 17.2.1 / 17.2.2: a retransmission: resend the last response, never forward again
-      this.ev.retransmission?.(existing.lastResponse ? 'answered' : 'absorbed');
-      if (existing.lastResponse) this.send(existing.source, existing.lastResponse, false, ctx.side, 'response');
+      const last = existing.lastResponse
+        ?? (existing.trying && existing.finalStatus === undefined ? buildReply(req, 100, { source: existing.source, server: this.cfg.serverHeader }) ?? undefined : undefined);
+      this.ev.retransmission?.(last ? 'answered' : 'absorbed');
+      if (last) this.send(existing.source, last, false, ctx.side, 'response');
       return;
     }
     // draining for a shutdown: nothing new starts here (RFC 3261 21.5.4: 503 + Retry-After, and
@@ -375,27 +387,44 @@ export class Proxy {
       return;
     }
 
+    // every field set here, in one order: one hidden class, all properties in the object
     const st: ServerTx = {
-      key, method: req.method, request: req, source: ctx.source, state: 'proceeding', live: true,
-      cancelPending: false, cancelled: false, gInterval: this.t1, createdAt: this.clock.now(),
-      ...(ctx.edits ? { edits: ctx.edits } : {}),
+      key: TransactionTable.flat(key), method: TransactionTable.method(req.method), source: ctx.source, live: true, state: 'proceeding',
+      lastResponse: undefined, trying: false, finalStatus: undefined, client: undefined,
+      cancelPending: false, cancelled: false, timerG: undefined, timerH: undefined, timerEnd: undefined,
+      gInterval: this.t1, held: 0, edits: ctx.edits,
     };
     this.table.addServer(st);
     if (req.method === 'INVITE') {
       // RFC 3261 16.2: a stateful proxy SHOULD send 100 Trying for INVITE, at once
       const trying = buildReply(req, 100, { source: ctx.source, server: this.cfg.serverHeader });
       if (trying) {
-        st.lastResponse = trying;
+        st.trying = true;
         this.send(ctx.source, trying, false, ctx.side, 'response');
       }
     }
-    this.forward(st, ctx, dec, []);
+    this.forward(st, ctx, dec, [], req);
+  }
+
+  /**
+   * The request server transaction st was created for, parsed again from what its branch keeps
+   * (the forwarded bytes and their origin, ClientTx.received). Only the rare paths call this:
+   * failover, finals the edge generates, the pass-through watcher, REGISTER over a connection,
+   * shutdown. Undefined once st has its final response (released then, as it always was), and
+   * if the bytes do not parse again, which cannot happen for bytes that parsed once: callers
+   * treat it as "nothing to answer from".
+   */
+  private requestOf(st: ServerTx): SipRequest | undefined {
+    const ct = st.client;
+    if (!st.live || ct?.received === undefined || ct.sent.length === 0) return undefined;
+    const raw = receivedBytes(ct.sent, ct.received);
+    if (raw === undefined) return undefined;
+    const r = parseMessage(raw, { limits: this.cfg.limits, framing: 'datagram' });
+    return r.ok && r.msg.kind === 'request' ? r.msg : undefined;
   }
 
   /** Build and send the forwarded request for server transaction `st` (also used for failover). */
-  private forward(st: ServerTx, ctx: MessageContext, dec: RouteDecision, tried: number[]): void {
-    const req = st.request;
-    if (!req) return;
+  private forward(st: ServerTx, ctx: MessageContext, dec: RouteDecision, tried: number[], req: SipRequest): void {
     let dest: Endpoint;
     let mayConnect: boolean;
     let upstream: number | undefined;
@@ -403,11 +432,10 @@ export class Proxy {
     if (fwd.kind === 'upstream') {
       const idx = this.upstreams.pick(tried);
       if (idx < 0) {
-        this.finalLocal(st, tried.length ? 503 : 503, 'no_upstream', [['Retry-After', String(this.cfg.health.retryAfterSeconds + Math.floor(Math.random() * 10))]]);
+        this.finalLocal(st, 503, 'no_upstream', [['Retry-After', String(this.cfg.health.retryAfterSeconds + Math.floor(Math.random() * 10))]], req);
         return;
       }
-      const u = this.upstreams.list[idx]!.spec;
-      dest = { transport: u.transport, address: u.host, port: u.port };
+      dest = this.upstreamDests[idx]!;
       mayConnect = true;
       upstream = idx;
     } else {
@@ -417,7 +445,7 @@ export class Proxy {
     }
     const listener = this.listenerFor(dest.transport, dest.address, dest.listenerId);
     if (!listener) {
-      this.finalLocal(st, 503, 'transport_unavailable');
+      this.finalLocal(st, 503, 'transport_unavailable', undefined, req);
       return;
     }
     const adv = this.adv.get(listener.id)!;
@@ -459,12 +487,17 @@ export class Proxy {
       const p = dest.transport === 'udp' ? '' : `;transport=${dest.transport}`;
       w.prependBefore('Path', `<sip:${tok}@${adv.hostPort}${p};lr>`);
     }
-    const bytes = w.toBuffer();
+    const origin: (string | number)[] = [];
+    const bytes = w.toBuffer(origin);
+    const method = TransactionTable.method(req.method);
     const ct: ClientTx = {
-      key: TransactionTable.clientKey(branch, req.method), branch, method: req.method, server: st,
-      dest, bytes, via, state: req.method === 'INVITE' ? 'calling' : 'trying', upstream, tried: upstream !== undefined ? [...tried, upstream] : tried,
-      retransmitMs: this.t1, failover: fwd.kind === 'upstream',
+      key: TransactionTable.flat(TransactionTable.clientKey(branch, method)), method, server: st,
+      dest, sent: bytes.toString('latin1'), received: packOrigin(origin), state: req.method === 'INVITE' ? 'calling' : 'trying', upstream, failover: fwd.kind === 'upstream',
+      tried: upstream === undefined ? tried : tried.length === 0 ? this.triedOnly[upstream]! : [...tried, upstream], retransmitMs: this.t1,
+      timerA: undefined, timerB: undefined, timerC: undefined, timerEnd: undefined, ack: undefined, cancel: undefined, cancels: undefined,
     };
+    // a failover: the branch given up keeps its bytes (its ACK is built from them), not the origin
+    if (st.client) st.client.received = undefined;
     st.client = ct;
     this.table.client.set(ct.key, ct);
     const side = this.sideOf(dest);
@@ -560,8 +593,7 @@ export class Proxy {
         return { fwd: { kind: 'dest', dest: this.uriDest(ruri), mayConnect: true, upstream: this.upstreamAt(ruri) }, popRoutes: pop, upstreamHint };
       }
       if (upstreamHint !== undefined) {
-        const u = this.upstreams.list[upstreamHint]!.spec;
-        return { fwd: { kind: 'dest', dest: { transport: u.transport, address: u.host, port: u.port }, mayConnect: true, upstream: upstreamHint }, popRoutes: pop };
+        return { fwd: { kind: 'dest', dest: this.upstreamDests[upstreamHint]!, mayConnect: true, upstream: upstreamHint }, popRoutes: pop };
       }
       return { fwd: { kind: 'upstream' }, popRoutes: pop };
     }
@@ -604,7 +636,7 @@ export class Proxy {
       if (st.state === 'completed') {
         st.state = 'confirmed';
         this.clock.clearTimer(st.timerEnd);
-        st.timerEnd = this.clock.setTimer(st.source.transport === 'udp' ? this.t4 : 0, () => this.endServer(st));
+        st.timerEnd = this.clock.setTimerWith(st.source.transport === 'udp' ? this.t4 : 0, this.onEndServer, st);
       }
       return;
     }
@@ -665,12 +697,15 @@ export class Proxy {
 
   private sendCancel(ct: ClientTx): void {
     if (ct.cancel) return;
-    const sent = parseMessage(ct.bytes, { framing: 'datagram' });
+    const sent = parseMessage(Buffer.from(ct.sent, 'latin1'), { framing: 'datagram' });
     if (!sent.ok || sent.msg.kind !== 'request') return;
-    const bytes = buildHopRequest('CANCEL', sent.msg, ct.via);
+    // RFC 3261 9.1: the CANCEL's Via is the INVITE's top Via (ours: the first line we wrote)
+    const bytes = buildHopRequest('CANCEL', sent.msg, H.first(sent.msg, 'via') ?? '');
     const cancel: ClientTx = {
-      key: TransactionTable.clientKey(ct.branch, 'CANCEL'), branch: ct.branch, method: 'CANCEL', server: ct.server,
-      dest: ct.dest, bytes, via: ct.via, state: 'trying', tried: [], retransmitMs: this.t1, cancels: ct,
+      key: TransactionTable.clientKey(TransactionTable.branchOf(ct.key), 'CANCEL'), method: 'CANCEL', server: ct.server,
+      dest: ct.dest, sent: bytes.toString('latin1'), received: undefined, state: 'trying', upstream: undefined, failover: undefined,
+      tried: [], retransmitMs: this.t1,
+      timerA: undefined, timerB: undefined, timerC: undefined, timerEnd: undefined, ack: undefined, cancel: undefined, cancels: ct,
     };
     ct.cancel = cancel;
     this.table.client.set(cancel.key, cancel);
@@ -680,26 +715,43 @@ export class Proxy {
 
   // ---------------------------------------------------------------- client timers
 
-  private startClientTimers(ct: ClientTx): void {
-    const unreliable = ct.dest.transport === 'udp';
+  // The timer handlers: one function each per proxy, the transaction as argument (no closure per
+  // transaction and timer: with 100,000 live transactions those were a tenth of their memory).
+
+  /** Timer A (INVITE) / E (non-INVITE): retransmit, doubling, non-INVITE capped at T2 */
+  private readonly onTimerA = (ct: ClientTx): void => {
     const invite = ct.method === 'INVITE';
-    if (unreliable) {
-      // Timer A (INVITE) / E (non-INVITE): retransmit, doubling, non-INVITE capped at T2
-      const tick = (): void => {
-        if (ct.state === 'calling' || ct.state === 'trying' || (!invite && ct.state === 'proceeding')) {
-          this.ev.retransmission?.('sent');
-          this.send(ct.dest, ct.bytes, true, this.sideOf(ct.dest), 'request');
-          ct.retransmitMs = invite ? ct.retransmitMs * 2 : Math.min(ct.retransmitMs * 2, this.t2);
-          if (!invite && ct.state === 'proceeding') ct.retransmitMs = this.t2;
-          ct.timerA = this.clock.setTimer(ct.retransmitMs, tick);
-        }
-      };
-      ct.timerA = this.clock.setTimer(this.t1, tick);
+    if (ct.state === 'calling' || ct.state === 'trying' || (!invite && ct.state === 'proceeding')) {
+      this.ev.retransmission?.('sent');
+      this.send(ct.dest, Buffer.from(ct.sent, 'latin1'), true, this.sideOf(ct.dest), 'request');
+      ct.retransmitMs = invite ? ct.retransmitMs * 2 : Math.min(ct.retransmitMs * 2, this.t2);
+      if (!invite && ct.state === 'proceeding') ct.retransmitMs = this.t2;
+      ct.timerA = this.clock.setTimerWith(ct.retransmitMs, this.onTimerA, ct);
     }
-    // Timer B / F: 64*T1 without a final (INVITE: without any response)
-    ct.timerB = this.clock.setTimer(64 * this.t1, () => {
-      if (ct.state === 'calling' || ct.state === 'trying' || (!invite && ct.state === 'proceeding')) this.clientFailed(ct, 'request_timeout');
-    });
+  };
+
+  /** Timer B / F: 64*T1 without a final (INVITE: without any response; non-INVITE: Timer F keeps
+   *  running in Proceeding, RFC 3261 17.1.2.2) */
+  private readonly onTimerB = (ct: ClientTx): void => {
+    if (ct.state === 'calling' || ct.state === 'trying' || (ct.method !== 'INVITE' && ct.state === 'proceeding')) this.clientFailed(ct, 'request_timeout');
+  };
+
+  private readonly onTimerC = (ct: ClientTx): void => this.timerC(ct);
+  private readonly onEndClient = (ct: ClientTx): void => this.endClient(ct);
+  private readonly onEndServer = (st: ServerTx): void => this.endServer(st);
+
+  /** Timer G: retransmit a non-2xx final to an INVITE until the ACK comes (RFC 3261 17.2.1) */
+  private readonly onTimerG = (st: ServerTx): void => {
+    if (st.state !== 'completed' || !st.lastResponse) return;
+    this.ev.retransmission?.('sent');
+    this.send(st.source, st.lastResponse, false, this.sideOf(st.source), 'response');
+    st.gInterval = Math.min(st.gInterval * 2, this.t2);
+    st.timerG = this.clock.setTimerWith(st.gInterval, this.onTimerG, st);
+  };
+
+  private startClientTimers(ct: ClientTx): void {
+    if (ct.dest.transport === 'udp') ct.timerA = this.clock.setTimerWith(this.t1, this.onTimerA, ct);
+    ct.timerB = this.clock.setTimerWith(64 * this.t1, this.onTimerB, ct);
   }
 
   /** No answer (timeout) or the bytes could not be sent: fail over, or answer 408/503. */
@@ -719,25 +771,32 @@ export class Proxy {
     const st = ct.server;
     if (st.client !== ct || st.finalStatus !== undefined) return;
     // failover (only for requests that went to "any upstream" and were not cancelled)
-    if (ct.failover && !st.cancelled && st.request && this.upstreams.pick(ct.tried) >= 0) {
-      const ctx: MessageContext = { msg: st.request, source: st.source, side: 'outside', trust: 'untrusted', receivedAt: this.clock.now() };
-      const dec = this.route(ctx, st.request);
+    const req = ct.failover && !st.cancelled && this.upstreams.pick(ct.tried) >= 0 ? this.requestOf(st) : undefined;
+    if (req) {
+      const ctx: MessageContext = { msg: req, source: st.source, side: 'outside', trust: 'untrusted', receivedAt: this.clock.now() };
+      const dec = this.route(ctx, req);
       if (dec.fwd?.kind === 'upstream') {
-        this.forward(st, ctx, dec, ct.tried);
+        this.forward(st, ctx, dec, ct.tried, req);
         return;
       }
     }
-    if (st.cancelled) this.finalLocal(st, 487, 'request_terminated');
-    else this.finalLocal(st, reason === 'send_failed' ? 503 : 408, reason);
+    if (st.cancelled) this.finalLocal(st, 487, 'request_terminated', undefined, req);
+    else this.finalLocal(st, reason === 'send_failed' ? 503 : 408, reason, undefined, req);
   }
 
-  /** A final response generated by the edge for server transaction st. */
-  private finalLocal(st: ServerTx, status: number, reason: string, headers?: ReadonlyArray<readonly [string, string]>): void {
-    if (st.finalStatus !== undefined || !st.request) return;
-    const bytes = buildReply(st.request, status, { source: st.source, toTag: stableTag(st.request, 'se'), headers, server: this.cfg.serverHeader });
+  /** A final response generated by the edge for server transaction st (from `req` when the
+   *  caller has it parsed already). False when nothing was sent. */
+  private finalLocal(st: ServerTx, status: number, reason: string, headers?: ReadonlyArray<readonly [string, string]>, req?: SipRequest): boolean {
+    if (st.finalStatus !== undefined || !st.live) return false;
+    const r = req ?? this.requestOf(st);
+    // without the request nothing can be answered (it always re-parses: see requestOf); end the
+    // transaction rather than leave it live: the client's own timer answers its user
+    if (!r) { this.endServer(st); return false; }
+    const bytes = buildReply(r, status, { source: st.source, toTag: stableTag(r, 'se'), headers, server: this.cfg.serverHeader });
     this.ev.proxyReply?.(status, reason);
-    if (!bytes) { this.endServer(st); return; }
+    if (!bytes) { this.endServer(st); return false; }
     this.sendFinal(st, status, bytes);
+    return true;
   }
 
   // ---------------------------------------------------------------- responses
@@ -797,10 +856,10 @@ export class Proxy {
         this.clock.clearTimer(ct.timerB);
         if (ct.method === 'INVITE') {
           // Timer C (RFC 3261 16.6 item 11): bound how long an INVITE may ring
-          ct.timerC = this.clock.setTimer(TIMER_C_MS, () => this.timerC(ct));
+          ct.timerC = this.clock.setTimerWith(TIMER_C_MS, this.onTimerC, ct);
         } else {
           // RFC 3261 17.1.2.2: non-INVITE keeps Timer F running in Proceeding
-          ct.timerB = this.clock.setTimer(64 * this.t1, () => { if (ct.state === 'proceeding') this.clientFailed(ct, 'request_timeout'); });
+          ct.timerB = this.clock.setTimerWith(64 * this.t1, this.onTimerB, ct);
         }
       }
       if (ct.method === 'INVITE' && st.cancelPending && !ct.cancel) { st.cancelPending = false; this.sendCancel(ct); }
@@ -821,10 +880,11 @@ export class Proxy {
       }
       this.ackNon2xx(ct, res);
       // failover on 503 (RFC 3261 16.7 item 6: a 503 is not forwarded when another target exists)
-      if (status === 503 && ct.failover && !st.cancelled && st.request && this.upstreams.pick(ct.tried) >= 0) {
-        const ctx2: MessageContext = { msg: st.request, source: st.source, side: 'outside', trust: 'untrusted', receivedAt: this.clock.now() };
-        const dec = this.route(ctx2, st.request);
-        if (dec.fwd?.kind === 'upstream') { this.forward(st, ctx2, dec, ct.tried); return; }
+      const req = status === 503 && ct.failover && !st.cancelled && this.upstreams.pick(ct.tried) >= 0 ? this.requestOf(st) : undefined;
+      if (req) {
+        const ctx2: MessageContext = { msg: req, source: st.source, side: 'outside', trust: 'untrusted', receivedAt: this.clock.now() };
+        const dec = this.route(ctx2, req);
+        if (dec.fwd?.kind === 'upstream') { this.forward(st, ctx2, dec, ct.tried, req); return; }
       }
       this.sendFinal(st, status, this.finalBytes(st, res));
       return;
@@ -836,7 +896,7 @@ export class Proxy {
         this.clock.clearTimer(ct.timerB);
         this.clock.clearTimer(ct.timerC);
         ct.state = 'accepted';
-        ct.timerEnd = this.clock.setTimer(64 * this.t1, () => this.endClient(ct));
+        ct.timerEnd = this.clock.setTimerWith(64 * this.t1, this.onEndClient, ct);
       } else {
         this.ev.retransmission?.('sent');
       }
@@ -846,7 +906,7 @@ export class Proxy {
         st.finalStatus = status;
         st.state = 'accepted';
         this.clock.clearTimer(st.timerEnd);
-        st.timerEnd = this.clock.setTimer(64 * this.t1, () => this.endServer(st));
+        st.timerEnd = this.clock.setTimerWith(64 * this.t1, this.onEndServer, st);
         // RFC 6026: an Accepted server transaction absorbs INVITE retransmissions, it never
         // resends the 2xx itself (the UAS does): keep no copy
         st.lastResponse = undefined;
@@ -878,18 +938,21 @@ export class Proxy {
    */
   private holdRegisteredFlow(st: ServerTx, res: SipResponse): void {
     const src = st.source;
-    if (src.connId === undefined || st.request === undefined) return;
+    if (src.connId === undefined) return;
     const l = this.listenerFor(src.transport, src.address, src.listenerId);
     if (l?.holdOpen === undefined) return;
-    const granted = grantedSeconds(st.request, res);
+    const req = this.requestOf(st);
+    if (req === undefined) return;
+    const granted = grantedSeconds(req, res);
     l.holdOpen(src.connId, granted === 0 ? 0 : granted * 1000 + 64 * this.t1);
   }
 
   /** the bytes of a final response for st's client: the PBX's answer without our Via, or the
    *  reply the pass-through watcher substitutes for it (status >= 300 only) */
   private finalBytes(st: ServerTx, res: SipResponse): Buffer {
-    const sub = this.watchFinal(st, res);
-    if (sub && st.request && res.status >= 300) {
+    const req = this.watcherWants(st) ? this.requestOf(st) : undefined;
+    const sub = req ? this.watchFinal(st, res, req) : undefined;
+    if (sub && req && res.status >= 300) {
       let bytes: Buffer | null;
       if (sub.fromResponse) {
         const w = new MessageWriter(res).removeFirstValue('via').setStartLine(`SIP/2.0 ${sub.status} ${sub.phrase ?? phraseFor(sub.status)}`);
@@ -899,17 +962,23 @@ export class Proxy {
         }
         bytes = w.toBuffer();
       } else {
-        bytes = buildReply(st.request, sub.status, { source: st.source, toTag: stableTag(st.request, 'se'), headers: sub.headers, server: this.cfg.serverHeader });
+        bytes = buildReply(req, sub.status, { source: st.source, toTag: stableTag(req, 'se'), headers: sub.headers, server: this.cfg.serverHeader });
       }
       if (bytes) return bytes; // counted by the watcher's owner
     }
     return this.stripTopVia(res);
   }
 
+  /** does the pass-through watcher look at finals to st's client (before the request is re-parsed for it)? */
+  private watcherWants(st: ServerTx): boolean {
+    return this.ev.finalToOutside !== undefined && this.sideOf(st.source) === 'outside'
+      && (this.ev.watchesSource === undefined || this.ev.watchesSource(st.source));
+  }
+
   /** hand a final response to an outside client's request to the pass-through watcher */
-  private watchFinal(st: ServerTx, res: SipResponse): FinalSubstitute | undefined {
-    if (!st.request || !this.ev.finalToOutside || this.sideOf(st.source) !== 'outside') return undefined;
-    return this.ev.finalToOutside(st.request, st.source, res);
+  private watchFinal(st: ServerTx, res: SipResponse, req: SipRequest | undefined = this.watcherWants(st) ? this.requestOf(st) : undefined): FinalSubstitute | undefined {
+    if (!req || !this.ev.finalToOutside || this.sideOf(st.source) !== 'outside') return undefined;
+    return this.ev.finalToOutside(req, st.source, res);
   }
 
   private stripTopVia(res: SipResponse): Buffer {
@@ -920,14 +989,15 @@ export class Proxy {
     this.clock.clearTimer(ct.timerA);
     this.clock.clearTimer(ct.timerB);
     this.clock.clearTimer(ct.timerC);
-    const sent = parseMessage(ct.bytes, { framing: 'datagram' });
+    const sent = parseMessage(Buffer.from(ct.sent, 'latin1'), { framing: 'datagram' });
     if (sent.ok && sent.msg.kind === 'request') {
-      ct.ack = buildHopRequest('ACK', sent.msg, ct.via, H.first(res, 'to'));
+      // RFC 3261 17.1.1.3: one Via, equal to the top Via of the INVITE we sent
+      ct.ack = buildHopRequest('ACK', sent.msg, H.first(sent.msg, 'via') ?? '', H.first(res, 'to'));
       this.send(ct.dest, ct.ack, true, this.sideOf(ct.dest), 'request');
     }
     ct.state = 'completed';
     // Timer D: 32 s over UDP to absorb retransmitted finals, 0 over reliable transports
-    ct.timerEnd = this.clock.setTimer(ct.dest.transport === 'udp' ? Math.max(32_000, 64 * this.t1) : 0, () => this.endClient(ct));
+    ct.timerEnd = this.clock.setTimerWith(ct.dest.transport === 'udp' ? Math.max(32_000, 64 * this.t1) : 0, this.onEndClient, ct);
   }
 
   private completeClient(ct: ClientTx): void {
@@ -936,7 +1006,7 @@ export class Proxy {
     this.clock.clearTimer(ct.timerC);
     ct.state = 'completed';
     // Timer K: T4 over UDP, 0 otherwise (RFC 3261 17.1.2.2)
-    ct.timerEnd = this.clock.setTimer(ct.dest.transport === 'udp' ? this.t4 : 0, () => this.endClient(ct));
+    ct.timerEnd = this.clock.setTimerWith(ct.dest.transport === 'udp' ? this.t4 : 0, this.onEndClient, ct);
   }
 
   private timerC(ct: ClientTx): void {
@@ -957,27 +1027,18 @@ export class Proxy {
     if (st.method === 'INVITE') {
       if (status >= 300) {
         st.state = 'completed';
-        if (udp) {
-          // Timer G: retransmit the final until the ACK comes (RFC 3261 17.2.1)
-          const g = (): void => {
-            if (st.state !== 'completed') return;
-            this.ev.retransmission?.('sent');
-            this.send(st.source, bytes, false, this.sideOf(st.source), 'response');
-            st.gInterval = Math.min(st.gInterval * 2, this.t2);
-            st.timerG = this.clock.setTimer(st.gInterval, g);
-          };
-          st.timerG = this.clock.setTimer(this.t1, g);
-        }
-        // Timer H: give up waiting for the ACK
-        st.timerH = this.clock.setTimer(64 * this.t1, () => { this.clock.clearTimer(st.timerG); this.endServer(st); });
+        // Timer G: retransmit the final (st.lastResponse) until the ACK comes (RFC 3261 17.2.1)
+        if (udp) st.timerG = this.clock.setTimerWith(this.t1, this.onTimerG, st);
+        // Timer H: give up waiting for the ACK (endServer stops Timer G)
+        st.timerH = this.clock.setTimerWith(64 * this.t1, this.onEndServer, st);
       } else {
         st.state = 'accepted';
-        st.timerEnd = this.clock.setTimer(64 * this.t1, () => this.endServer(st));
+        st.timerEnd = this.clock.setTimerWith(64 * this.t1, this.onEndServer, st);
       }
     } else {
       st.state = 'completed';
       // Timer J: absorb retransmissions for 64*T1 over UDP
-      st.timerEnd = this.clock.setTimer(udp ? 64 * this.t1 : 0, () => this.endServer(st));
+      st.timerEnd = this.clock.setTimerWith(udp ? 64 * this.t1 : 0, this.onEndServer, st);
     }
     this.settle(st);
   }
@@ -1119,7 +1180,7 @@ export class Proxy {
     const branches: ClientTx[] = [];
     const awaitingAck: ServerTx[] = [];
     for (const st of [...this.table.server.values()]) {
-      if (st.finalStatus !== undefined || !st.request) continue;
+      if (st.finalStatus !== undefined || !st.live) continue;
       const ct = st.client;
       if (st.method === 'INVITE' && ct && ct.server === st && (ct.state === 'calling' || ct.state === 'proceeding')) {
         st.cancelled = true;
@@ -1135,8 +1196,7 @@ export class Proxy {
         }
         branches.push(ct);
       }
-      this.finalLocal(st, 503, 'shutting_down', [['Retry-After', this.retryAfter()]]);
-      report.answered++;
+      if (this.finalLocal(st, 503, 'shutting_down', [['Retry-After', this.retryAfter()]])) report.answered++;
       if (st.method === 'INVITE' && st.source.transport === 'udp') awaitingAck.push(st);
     }
     const settleEnd = Date.now() + settleMs;

@@ -131,8 +131,16 @@ export class MessageWriter {
     return this;
   }
 
-  /** the forwardable bytes: start line, headers, CRLF, exactly bodyLength body bytes */
-  toBuffer(): Buffer {
+  /**
+   * The forwardable bytes: start line, headers, CRLF, exactly bodyLength body bytes.
+   * With `origin`, also how to get the received message back from them (see receivedBytes):
+   * the received bytes (less any CRLFs before the start line and bytes past the body) in order,
+   * as ranges of the output (number pairs) where they were copied, and latin1 text where they
+   * were removed or rewritten. A stateful proxy must keep the forwarded bytes for retransmission
+   * anyway; with this it need not keep the received message beside them (RFC 3261 16.7 item 6
+   * failover, locally generated finals: rare paths that re-parse it).
+   */
+  toBuffer(origin?: (string | number)[]): Buffer {
     const m = this.msg;
     const raw = m.raw;
     const hs = m.headers;
@@ -152,13 +160,34 @@ export class MessageWriter {
       runStart = -1;
     };
     const text = (t: string): void => { flushRun(); pieces.push(t); total += t.length; };
+    // origin: received bytes [lostStart, lostEnd) not (yet) written out as text
+    let lostStart = -1, lostEnd = -1;
+    const flushLost = (): void => {
+      if (origin && lostStart >= 0) origin.push(raw.toString('latin1', lostStart, lostEnd));
+      lostStart = -1;
+    };
     const copy = (a: number, b: number): void => {
+      if (origin) {
+        // received bytes that land in the output at its current end
+        flushLost();
+        const at = total + (runStart >= 0 ? runEnd - runStart : 0);
+        const n = origin.length;
+        if (n >= 2 && typeof origin[n - 1] === 'number' && origin[n - 1] === at) origin[n - 1] = at + b - a;
+        else origin.push(at, at + b - a);
+      }
       if (runStart >= 0 && runEnd === a) { runEnd = b; return; }
       flushRun();
       runStart = a; runEnd = b;
     };
+    /** received bytes [a, b) that are not forwarded (removed or rewritten lines); consecutive
+     *  ones are adjacent in the received message */
+    const lose = (a: number, b: number): void => {
+      if (!origin) return;
+      if (lostStart < 0) lostStart = a;
+      lostEnd = b;
+    };
 
-    if (this.startLine !== undefined) text(this.startLine + '\r\n');
+    if (this.startLine !== undefined) { lose(s0, m.startLineEnd); text(this.startLine + '\r\n'); }
     else copy(s0, m.startLineEnd);
     for (const t of this.top) text(t);
     for (let i = 0; i < hs.length; i++) {
@@ -167,12 +196,16 @@ export class MessageWriter {
       const r = this.repl[i];
       const h = hs[i] as HeaderField;
       if (r === undefined) copy(h.start, h.end);
-      else if (r !== null) text(r);
+      else {
+        lose(h.start, h.end);
+        if (r !== null) text(r);
+      }
     }
     for (const t of this.tail) text(t);
     // the empty line and the body (raw from headEnd also covers any bytes between, none when valid)
     copy(headEnd, end);
     flushRun();
+    flushLost();
 
     if (pieces.length === 2 && typeof pieces[0] === 'number') {
       // untouched message: one copy of the received bytes
@@ -200,4 +233,62 @@ export class MessageWriter {
     }
     return -1;
   }
+}
+
+/**
+ * The origin toBuffer() filled in, as one flat string (a transaction keeps it: one string costs
+ * less than an array of pieces): `r<a>,<b>;` for a range of the output, `t<length>:<text>` for
+ * received text that was not forwarded.
+ */
+export function packOrigin(origin: readonly (string | number)[]): string {
+  const parts: string[] = [];
+  for (let k = 0; k < origin.length; k++) {
+    const p = origin[k] as string | number;
+    if (typeof p === 'number') parts.push(`r${p},${origin[++k] as number};`);
+    else parts.push(`t${p.length}:`, p);
+  }
+  return parts.join('');
+}
+
+/** The received message back from the forwarded bytes (a Buffer, or a latin1 string of them)
+ *  and their packed origin (packOrigin); undefined when the origin does not fit the bytes (never
+ *  for a pair made by toBuffer; total anyway). */
+export function receivedBytes(out: Buffer | string, origin: string): Buffer | undefined {
+  const pieces: (string | number)[] = [];
+  let len = 0;
+  const num = (from: number, stop: string): [number, number] => {
+    const e = origin.indexOf(stop, from);
+    if (e < 0 || e === from || e - from > 9) return [-1, -1];
+    const v = Number(origin.slice(from, e));
+    return Number.isInteger(v) && v >= 0 ? [v, e + 1] : [-1, -1];
+  };
+  for (let i = 0; i < origin.length;) {
+    const tag = origin[i];
+    if (tag === 'r') {
+      const [a, i1] = num(i + 1, ',');
+      if (a < 0) return undefined;
+      const [b, i2] = num(i1, ';');
+      if (b < a || b > out.length) return undefined;
+      pieces.push(a, b);
+      len += b - a;
+      i = i2;
+    } else if (tag === 't') {
+      const [n, i1] = num(i + 1, ':');
+      if (n < 0 || i1 + n > origin.length) return undefined;
+      pieces.push(origin.slice(i1, i1 + n));
+      len += n;
+      i = i1 + n;
+    } else {
+      return undefined;
+    }
+  }
+  const buf = Buffer.allocUnsafe(len);
+  let off = 0;
+  for (let k = 0; k < pieces.length; k++) {
+    const p = pieces[k] as string | number;
+    if (typeof p !== 'number') off += buf.write(p, off, 'latin1');
+    else if (typeof out === 'string') off += buf.write(out.substring(p, pieces[++k] as number), off, 'latin1');
+    else off += out.copy(buf, off, p, pieces[++k] as number);
+  }
+  return buf;
 }

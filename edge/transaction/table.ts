@@ -7,7 +7,38 @@
 // The table is bounded: when full, new requests are refused with 503 (never an unbounded Map).
 import type { ForwardEdits } from '../verdict';
 import type { TimerHandle } from '../clock';
-import type { Endpoint, SipRequest } from '../sip/types';
+import type { Endpoint } from '../sip/types';
+
+/**
+ * What a transaction may cost at worst, for the memory budget (config transactions.memoryBudgetMB).
+ * Live: the forwarded request kept for retransmission with the origin of the received one
+ * (together at most the received message plus the lines the edge adds and the origin's markers:
+ * maxMessageBytes + 3 KiB), a provisional response stored for retransmitted requests (at most
+ * maxMessageBytes), and the objects (measured about 1.2 KB, bench/README.md "memory"): 2 x
+ * maxMessageBytes + 4 KiB. Settled: the final response kept for retransmissions and the ACK,
+ * counted by their length plus SETTLED_OVERHEAD_BYTES.
+ */
+export const LIVE_OVERHEAD_BYTES = 4096;
+export const SETTLED_OVERHEAD_BYTES = 1024;
+/** share of the budget for live transactions; the rest bounds what settled ones keep */
+export const LIVE_SHARE = 0.75;
+
+export interface TransactionBudget {
+  /** live transactions the budget holds at worst case */
+  readonly maxLive: number;
+  /** worst-case bytes of one live transaction */
+  readonly perLive: number;
+  /** bytes settled transactions may keep (stored finals, ACKs, SETTLED_OVERHEAD_BYTES each) */
+  readonly settledBytes: number;
+}
+
+export function transactionBudget(budgetMB: number, maxMessageBytes: number): TransactionBudget {
+  const bytes = budgetMB * 1024 * 1024;
+  const perLive = 2 * maxMessageBytes + LIVE_OVERHEAD_BYTES;
+  return { maxLive: Math.floor((bytes * LIVE_SHARE) / perLive), perLive, settledBytes: Math.floor(bytes * (1 - LIVE_SHARE)) };
+}
+
+const METHODS = new Map(['INVITE', 'ACK', 'CANCEL', 'BYE', 'REGISTER', 'OPTIONS', 'SUBSCRIBE', 'NOTIFY', 'REFER', 'MESSAGE', 'INFO', 'UPDATE', 'PRACK', 'PUBLISH'].map((m) => [m, m]));
 
 export type ServerState = 'proceeding' | 'completed' | 'confirmed' | 'accepted' | 'terminated';
 export type ClientState = 'calling' | 'trying' | 'proceeding' | 'completed' | 'accepted' | 'terminated';
@@ -15,15 +46,16 @@ export type ClientState = 'calling' | 'trying' | 'proceeding' | 'completed' | 'a
 export interface ServerTx {
   readonly key: string;
   readonly method: string;
-  /** the request as received; released once a final response is sent (a settled transaction
-   *  only absorbs retransmissions, so it must not pin the parsed message in memory) */
-  request?: SipRequest;
   readonly source: Endpoint;
   /** counted as live (no final response yet) */
   live: boolean;
   state: ServerState;
   /** last response sent back (resent on a retransmitted request) */
   lastResponse?: Buffer;
+  /** the last response was our own 100 Trying: not kept (100,000 live INVITEs would hold 100,000
+   *  copies), built again from the retransmitted request, which carries the same Via, From, To,
+   *  Call-ID and CSeq (RFC 3261 17.2.1: resend the most recent provisional) */
+  trying: boolean;
   finalStatus?: number;
   client?: ClientTx;
   /** CANCEL received before any provisional response: send it when one arrives */
@@ -33,7 +65,8 @@ export interface ServerTx {
   timerH?: TimerHandle;
   timerEnd?: TimerHandle;
   gInterval: number;
-  readonly createdAt: number;
+  /** settled: the bytes counted against the table's settled-bytes bound (TransactionTable.settle) */
+  held: number;
   /** header edits the stages asked for (auth: strip credentials and untrusted identities); kept
    *  here so that a failover re-forward makes them too */
   edits?: ForwardEdits;
@@ -42,14 +75,19 @@ export interface ServerTx {
 export interface ClientTx {
   /** our branch + '|' + method */
   readonly key: string;
-  readonly branch: string;
   readonly method: string;
   readonly server: ServerTx;
   dest: Endpoint;
-  /** the bytes we sent (for retransmission, and to build ACK/CANCEL from); emptied once settled */
-  bytes: Buffer;
-  /** our Via value (ACK and CANCEL reuse it) */
-  via: string;
+  /** the bytes we sent (for retransmission, and to build ACK/CANCEL from) as a latin1 string (one
+   *  byte per character): a string costs its length plus a 16-byte header in the JS heap, a
+   *  Buffer about 300 bytes more in objects and allocator overhead, or a share of an 8 KB pool
+   *  chunk it pins (bench/README.md "memory"); emptied once settled */
+  sent: string;
+  /** how to get the request the server transaction received back from `sent`
+   *  (MessageWriter.toBuffer's origin, packOrigin'ed): a live transaction keeps no parsed message and no second
+   *  copy of the request; the rare paths that need it (failover, local finals, the pass-through
+   *  watcher, shutdown) re-parse it. Absent on CANCELs; dropped once the server side settles. */
+  received?: string;
   state: ClientState;
   /** index into the upstream list when the destination is an upstream */
   upstream?: number;
@@ -69,13 +107,13 @@ export interface ClientTx {
   cancels?: ClientTx;
 }
 
-const EMPTY = Buffer.alloc(0);
 
 /**
  * Bounded in two ways. `max` caps live transactions (no final response yet): that is what an
  * attacker can pin, and a full table answers 503. Settled transactions linger only to absorb
- * retransmissions (RFC 3261 Timers J, I, D, K, RFC 6026 L and M, up to 64*T1); they hold no
- * parsed message, and beyond `lingerMax` the oldest are forgotten early, which costs at worst a
+ * retransmissions (RFC 3261 Timers J, I, D, K, RFC 6026 L and M, up to 64*T1); no transaction
+ * holds a parsed message (a live one keeps the forwarded bytes and their origin, see
+ * ClientTx.received), and beyond `lingerMax` the oldest are forgotten early, which costs at worst a
  * retransmission forwarded once more, never a lost call.
  */
 export class TransactionTable {
@@ -85,8 +123,10 @@ export class TransactionTable {
   rejected = 0;
   evicted = 0;
   live = 0;
+  /** bytes settled transactions keep (see `held`), bounded by settledBytesMax */
+  settledBytes = 0;
   readonly lingerMax: number;
-  constructor(readonly max: number, lingerMax?: number) {
+  constructor(readonly max: number, lingerMax?: number, readonly settledBytesMax = Number.POSITIVE_INFINITY) {
     this.lingerMax = lingerMax ?? max * 4;
   }
 
@@ -101,16 +141,22 @@ export class TransactionTable {
   /** the server transaction has its final response: release what only a live one needs.
    *  Returns settled transactions to evict when the lingering population is over its cap. */
   settle(st: ServerTx): ServerTx[] {
-    if (st.live) { st.live = false; this.live--; }
-    st.request = undefined;
     const ct = st.client;
-    if (ct && (ct.state === 'accepted' || ct.state === 'completed' || ct.state === 'terminated')) ct.bytes = EMPTY;
+    if (st.live) {
+      st.live = false;
+      this.live--;
+      st.held = SETTLED_OVERHEAD_BYTES + (st.lastResponse?.length ?? 0) + (ct?.ack?.length ?? 0);
+      this.settledBytes += st.held;
+    }
+    if (ct) ct.received = undefined;
+    if (ct && (ct.state === 'accepted' || ct.state === 'completed' || ct.state === 'terminated')) ct.sent = '';
     const over = this.server.size - this.live - this.lingerMax;
-    if (over <= 0) return [];
+    let bytesOver = this.settledBytes - this.settledBytesMax;
+    if (over <= 0 && bytesOver <= 0) return [];
     const out: ServerTx[] = [];
     for (const x of this.server.values()) {
-      if (out.length >= over) break;
-      if (!x.live) out.push(x);
+      if (out.length >= over && bytesOver <= 0) break;
+      if (!x.live) { out.push(x); bytesOver -= x.held; }
     }
     this.evicted += out.length;
     return out;
@@ -120,6 +166,7 @@ export class TransactionTable {
     if (this.server.get(st.key) !== st) return false;
     this.server.delete(st.key);
     if (st.live) { st.live = false; this.live--; }
+    else { this.settledBytes -= st.held; st.held = 0; }
     return true;
   }
 
@@ -151,5 +198,26 @@ export class TransactionTable {
 
   static clientKey(branch: string, method: string): string {
     return `${branch}|${method === 'ACK' ? 'INVITE' : method}`;
+  }
+
+  /** our branch, from a client key (kept once, in the key) */
+  static branchOf(clientKey: string): string {
+    return clientKey.slice(0, clientKey.lastIndexOf('|'));
+  }
+
+  /**
+   * A string built by concatenation (a key, a Via) is a tree of V8 cons strings; kept for the
+   * life of a transaction, the tree (or, once hashed, a 32-byte cons in front of a flat copy)
+   * stays with it. A flat copy made here is the string and nothing else. Latin1 only, as every
+   * string the parser makes.
+   */
+  static flat(s: string): string {
+    return Buffer.from(s, 'latin1').toString('latin1');
+  }
+
+  /** The method names transactions keep, shared: a method from the parser is a slice of its
+   *  start line and would keep that line alive. */
+  static method(m: string): string {
+    return METHODS.get(m) ?? TransactionTable.flat(m);
   }
 }

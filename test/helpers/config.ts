@@ -15,7 +15,7 @@ export function testConfig(over: Partial<Mutable<ResolvedConfig>> = {}): Resolve
     limits: { ...DEFAULT_LIMITS },
     tcp: { maxConnections: 100, maxConnectionsPerSource: 10, unknownPercent: 80, promotedPercent: 90, messageTimeoutMs: 5000, idleTimeoutMs: 60000 },
     udp: { ioThread: true, recvBufferBytes: 4194304 },
-    transactions: { max: 1000, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 },
+    transactions: { max: 1000, memoryBudgetMB: 1024, t1Ms: 500, t2Ms: 4000, t4Ms: 5000 },
     health: { intervalMs: 0, timeoutMs: 1000, failuresBeforeDown: 1, retryAfterSeconds: 30 },
     // off by default in tests: a busy test machine must not turn test calls away
     overload: { enabled: false, retryAfterSeconds: 5 },
