@@ -71,6 +71,10 @@ export interface EdgeOptions {
   store?: SharedStore;
   /** what overload control reads (tests); default: the UDP listeners' receive backlog */
   pressure?: PressureSource;
+  /** runs the edge's own policy timers: overload sampling and the suspicion grace (default the
+   *  system clock). Apart from `clock` (the RFC 3261 timers) so a test can drive transactions by
+   *  hand and leave these running, or the other way round */
+  policyClock?: Clock;
   /** binds the configured listeners (default: real sockets; the JIT warm-up passes in-memory
    *  ones, edge/warmup.ts) */
   createListener?: typeof createListener;
@@ -100,7 +104,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   // in memory; with Redis down at start the edge still starts and heals in the background
   const store: SharedStore = opts.store ?? (cfg.redis ? await createRedisStore({ url: cfg.redis.url }) : createMemoryStore());
   const bans = await LocalBanCache.create(store);
-  const suspicion = new Suspicion({ store, rules: current });
+  const policyClock = opts.policyClock ?? systemClock;
+  const suspicion = new Suspicion({ store, rules: current, ...(opts.policyClock ? { clock: opts.policyClock } : {}) });
   const classifier = sourceClassifier(cfg, current);
   const { isInside, isInsideSource, trustOf } = classifier;
   /** the proxy needs the bound listeners; until it exists the message path holds what arrives */
@@ -237,7 +242,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       else log.warn({ event: st.shedding ? 'overload_on' : 'overload_off', backlog: Math.round(st.pressure * 1000) / 1000 },
         st.shedding ? 'receive backlog: refusing a share of new outside requests' : 'overload over: all new requests accepted again');
     },
-  ).start();
+  ).start(100, policyClock);
   const secret = cfg.secret ? Buffer.from(cfg.secret, 'utf8') : randomBytes(32);
   if (!cfg.secret) {
     log.warn({ event: 'random_secret', secret: 'flow' }, 'no flow-token secret configured: a random one for this process (phones re-register after a restart); several instances (a cluster) need a shared one: SIPEDGE_SECRET or secret');
