@@ -22,6 +22,7 @@ import { SCANNER_REASONS } from './policy/scanner/stage';
 import { GEO_REASONS } from './policy/geo/stage';
 import { createPolicy } from './policy';
 import { defaultRulesDir } from './policy/load';
+import type { KnownStage } from './policy/schema';
 import { RulesHolder, RulesLoadError } from './policy/reload';
 import { RATELIMIT_REASONS } from './policy/limits/ratelimit';
 import { AUTH_REASONS, createAuthStage } from './auth/stage';
@@ -192,14 +193,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const snap0 = current();
   const metrics: EdgeMetrics = opts.metrics ?? new Metrics({
     stages: [
-      { name: 'sanity', reasons: SANITY_REASONS },
-      { name: 'access', reasons: ACCESS_REASONS },
-      { name: 'scanner', reasons: SCANNER_REASONS },
-      { name: 'geoip', reasons: GEO_REASONS },
-      { name: 'ratelimit', reasons: RATELIMIT_REASONS },
-      { name: 'ping', reasons: PING_REASONS },
-      { name: 'auth', reasons: AUTH_REASONS },
-      { name: 'userlimit', reasons: USERLIMIT_REASONS },
+      ...Object.entries(POLICY_STAGE_REASONS).map(([name, reasons]) => ({ name, reasons })),
       { name: 'gate', reasons: ['banned', 'starting'] },
       { name: 'overload', reasons: ['overload'] },
       ...(opts.stages ?? []).map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),
@@ -415,6 +409,14 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     },
   };
 }
+
+/** every stage the rules can name and its reason codes, declared up front for the metrics: a
+ *  Record over the closed set, so a stage added to or renamed in the schema does not compile
+ *  until it is declared here */
+const POLICY_STAGE_REASONS: Readonly<Record<KnownStage, readonly string[]>> = {
+  sanity: SANITY_REASONS, access: ACCESS_REASONS, scanner: SCANNER_REASONS, geoip: GEO_REASONS,
+  ratelimit: RATELIMIT_REASONS, ping: PING_REASONS, auth: AUTH_REASONS, userlimit: USERLIMIT_REASONS,
+};
 
 /** how long closing a TCP listener may wait for the last replies (the 503s of a shutdown) to be
  *  written out before the connections are cut */
