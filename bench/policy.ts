@@ -12,6 +12,7 @@ import { parseMessage } from '../edge/sip/parser';
 import { MessageWriter } from '../edge/sip/writer';
 import type { MessageContext } from '../edge/verdict';
 import { loadRules } from '../edge/policy/load';
+import type { KnownStage } from '../edge/policy/schema';
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -80,7 +81,7 @@ async function main(): Promise<void> {
     if (!loaded.ok) throw new Error(loaded.errors.join('\n'));
     const snap = loaded.snapshot;
     const policy = await createPolicy(() => snap);
-    const stage = (name: string) => policy.stages.get(name)!;
+    const stage = (name: KnownStage) => policy.stages.get(name)!;
     results[`sanity`] = await measure('parse + sanity', n, (i) => { stage('sanity').check(ctxOf(i)); });
     results[`forward${cidrs}`] = await measure('parse + sanity + writer (forwarding floor)', n, (i) => {
       const c = ctxOf(i);
@@ -89,9 +90,9 @@ async function main(): Promise<void> {
     });
     results[`policy${cidrs}`] = await measure(`parse + sanity + access(${cidrs} CIDRs) + scanner + geoip`, n, (i) => {
       const c = ctxOf(i);
-      for (const s of ['sanity', 'access', 'scanner', 'geoip']) stage(s).check(c);
+      for (const s of ['sanity', 'access', 'scanner', 'geoip'] as const) stage(s).check(c);
     });
-    for (const s of ['access', 'scanner', 'geoip']) {
+    for (const s of ['access', 'scanner', 'geoip'] as const) {
       results[`${s}${cidrs}`] = await measure(`  ${s} alone (${cidrs} CIDRs in the rules)`, n, (() => {
         const pre = Array.from({ length: 256 }, (_, i) => ctxOf(i));
         return (i: number) => { stage(s).check(pre[i & 255]!); };

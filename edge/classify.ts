@@ -18,8 +18,13 @@ export interface SourceClassifier {
   /** is this transport endpoint inside? */
   isInsideSource(ep: Endpoint): boolean;
   trustOf(address: string, side: Side): Trust;
+  /** an outside source's trust and the access lists' answer for it, with one lookup (the access
+   *  stage reads the answer from the context instead of looking again) */
+  outside(address: string): { trust: Trust; access: AccessClass | null };
   classify(ep: Endpoint): { side: Side; trust: Trust };
 }
+
+type AccessClass = ReturnType<RulesSnapshot['access']['classify']>;
 
 export function sourceClassifier(cfg: ResolvedConfig, rules: () => RulesSnapshot): SourceClassifier {
   const inside = new CidrSet();
@@ -42,6 +47,10 @@ export function sourceClassifier(cfg: ResolvedConfig, rules: () => RulesSnapshot
   const trustOf = (a: string, side: Side): Trust =>
     (side === 'inside' ? 'inside' : trusted.has(a) || accessTrust(rules(), a) ? 'trusted' : 'untrusted');
   return {
+    outside(a) {
+      const access = rules().access.classify(a);
+      return { trust: trusted.has(a) || access?.list === 'trusted' ? 'trusted' : 'untrusted', access };
+    },
     isInside: (a) => upstreamHosts.has(a) || inside.has(a),
     isInsideSource,
     trustOf,

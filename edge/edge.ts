@@ -1,9 +1,9 @@
-// Wiring: transports -> gate -> parse -> stages -> proxy, and the admin listener.
-// This is the only place that turns a verdict into bytes on the wire (Haraka's connection turns
-// a plugin outcome into an SMTP reply the same way): stages decide, the edge acts.
+// The composition root: builds the parts and wires them (rules, users, store, stages, observer,
+// message path, listeners, proxy), then readiness and the admin listener. No message passes
+// through here: the message path is edge/path/server.ts, verdicts become bytes in
+// edge/path/respond.ts, consequences for sources are applied in edge/path/observer.ts.
 import { randomBytes } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
-import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { startAdmin, type AdminServer, type ReadinessReport } from './admin';
 import { type Clock, systemClock } from './clock';
@@ -14,15 +14,15 @@ import { cidrErrorText, cidrKey, parseCidr } from './net/cidr';
 import { sourceClassifier } from './classify';
 import { Pipeline, type StageEntry } from './pipeline';
 import { Proxy, PROXY_REASONS } from './router/proxy';
-import { parseMessage, type ParseReason } from './sip/parser';
-import type { Endpoint, SipMessage, SipRequest } from './sip/types';
-import { verdictForParseFailure } from './stages/parse-verdict';
+import type { Endpoint, SipRequest } from './sip/types';
 import { SANITY_REASONS } from './stages/sanity';
+import { PARSE_STAGE_REASONS } from './stages/parse-verdict';
 import { ACCESS_REASONS } from './policy/access/stage';
 import { SCANNER_REASONS } from './policy/scanner/stage';
 import { GEO_REASONS } from './policy/geo/stage';
 import { createPolicy } from './policy';
 import { defaultRulesDir } from './policy/load';
+import type { KnownStage } from './policy/schema';
 import { RulesHolder, RulesLoadError } from './policy/reload';
 import { RATELIMIT_REASONS } from './policy/limits/ratelimit';
 import { AUTH_REASONS, createAuthStage } from './auth/stage';
@@ -35,14 +35,13 @@ import { addressRealm, defaultAuthConfig, edgeUsersFiles } from './config/load';
 import { SUSPICION_BAN_REASONS, Suspicion } from './suspicion';
 import { LocalBanCache, createMemoryStore, createRedisStore } from './store';
 import type { SharedStore } from './store/types';
-import { isIP } from 'node:net';
-import { ipv6Prefix } from './net/address';
 import { createListener } from './transport';
 import type { Inbound, Listener, SourceClass } from './transport/types';
-import type { MessageContext, Side, StageMode, Trust, Verdict } from './verdict';
-import { sampled, preview, securityEvent } from './log';
+import type { StageMode, Trust } from './verdict';
+import { securityEvent } from './log';
 import { OverloadGuard, type PressureSource } from './overload';
-import * as H from './sip/headers';
+import { Observer } from './path/observer';
+import { MessagePath } from './path/server';
 
 export interface EdgeHandle {
   close(graceMs: number): Promise<void>;
@@ -73,6 +72,10 @@ export interface EdgeOptions {
   store?: SharedStore;
   /** what overload control reads (tests); default: the UDP listeners' receive backlog */
   pressure?: PressureSource;
+  /** runs the edge's own policy timers: overload sampling and the suspicion grace (default the
+   *  system clock). Apart from `clock` (the RFC 3261 timers) so a test can drive transactions by
+   *  hand and leave these running, or the other way round */
+  policyClock?: Clock;
   /** binds the configured listeners (default: real sockets; the JIT warm-up passes in-memory
    *  ones, edge/warmup.ts) */
   createListener?: typeof createListener;
@@ -102,8 +105,11 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   // in memory; with Redis down at start the edge still starts and heals in the background
   const store: SharedStore = opts.store ?? (cfg.redis ? await createRedisStore({ url: cfg.redis.url }) : createMemoryStore());
   const bans = await LocalBanCache.create(store);
-  const suspicion = new Suspicion({ store, rules: current });
-  const { isInside, isInsideSource, trustOf } = sourceClassifier(cfg, current);
+  const policyClock = opts.policyClock ?? systemClock;
+  const suspicion = new Suspicion({ store, rules: current, ...(opts.policyClock ? { clock: opts.policyClock } : {}) });
+  const classifier = sourceClassifier(cfg, current);
+  const { isInside, isInsideSource, trustOf } = classifier;
+  /** the proxy needs the bound listeners; until it exists the message path holds what arrives */
   let proxy: Proxy | undefined;
   // users files (edge authentication): loaded now (a bad file refuses the start, like a bad rule
   // file), then reloaded when they change; a bad edit keeps the previous users
@@ -172,6 +178,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       if (e.kind === 'success' && e.mode === 'pbx' && e.request !== undefined) userLimit.accepted(e.request);
       metrics.auth(e.kind, e.mode);
     },
+    // what the stage learns after its verdict; applied only when it enforces
+    report: (src, events) => observer.late(authMode(), src, events),
   });
   const policy = await createPolicy(current, { store, suspicion, auth: authStage, ping: pingStage, userlimit: userLimit }, (e) => {
     if (e.ok) log.warn({ event: 'geoip_reloaded', path: e.path }, 'GeoIP database reloaded');
@@ -185,15 +193,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const snap0 = current();
   const metrics: EdgeMetrics = opts.metrics ?? new Metrics({
     stages: [
-      { name: 'sanity', reasons: SANITY_REASONS },
-      { name: 'access', reasons: ACCESS_REASONS },
-      { name: 'scanner', reasons: SCANNER_REASONS },
-      { name: 'geoip', reasons: GEO_REASONS },
-      { name: 'ratelimit', reasons: RATELIMIT_REASONS },
-      { name: 'ping', reasons: PING_REASONS },
-      { name: 'auth', reasons: AUTH_REASONS },
-      { name: 'userlimit', reasons: USERLIMIT_REASONS },
-      { name: 'gate', reasons: ['banned'] },
+      ...Object.entries(POLICY_STAGE_REASONS).map(([name, reasons]) => ({ name, reasons })),
+      { name: 'gate', reasons: ['banned', 'starting'] },
       { name: 'overload', reasons: ['overload'] },
       ...(opts.stages ?? []).map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),
       { name: 'parse', reasons: PARSE_STAGE_REASONS },
@@ -220,18 +221,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       log.warn({ event: up ? 'redis_up' : 'redis_down' }, up ? 'Redis reachable again' : 'Redis unreachable: insurance limits in force');
     });
   }
-  /** the key a ban or a budget uses for a source: IPv6 aggregated by prefix, never a header */
-  const banKey = (address: string): string => (isIP(address) === 6 ? ipv6Prefix(address, current().limits.ipv6Prefix) : address);
-  const banFor = (address: string, v: { reason: string; seconds: number; rule?: string }): void => {
-    void store.ban({ key: banKey(address), reason: v.reason, rule: v.rule ?? v.reason, seconds: v.seconds }).catch(() => { /* counted by the store */ });
-  };
-  /** feed the source's suspicion budget (bans when it runs out); outside sources only */
-  const suspect = (source: Endpoint, event: Parameters<Suspicion['record']>[1], rule?: string): void => {
-    // trusted peers (carriers, partner PBXs) are never banned automatically: Kamailio's pike
-    // banning a customer's own trunk after an outage is the failure this avoids
-    if (isInsideSource(source) || trustOf(source.address, 'outside') === 'trusted') return;
-    void suspicion.record(source.address, event, rule);
-  };
+  const sourceTrust = (ep: Endpoint): Trust => (isInsideSource(ep) ? 'inside' : trustOf(ep.address, 'outside'));
+  const observer = new Observer({ metrics, store, suspicion, trustOf: sourceTrust });
 
   const ov = cfg.overload;
   // the listeners exist only further down; the guard reads them when it samples
@@ -245,44 +236,14 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       else log.warn({ event: st.shedding ? 'overload_on' : 'overload_off', backlog: Math.round(st.pressure * 1000) / 1000 },
         st.shedding ? 'receive backlog: refusing a share of new outside requests' : 'overload over: all new requests accepted again');
     },
-  ).start();
-  /** RFC 7339 applied locally: only requests that would start new work are refused (no To tag,
-   *  not ACK/CANCEL, not a retransmission of a transaction the edge holds) */
-  const shedNew = (msg: SipRequest, source: Endpoint, trust: Trust): boolean => {
-    if (msg.method === 'ACK' || msg.method === 'CANCEL') return false;
-    const t = H.to(msg);
-    if (!t || t.params.get('tag')) return false;
-    if (proxy?.isRetransmission(msg, source)) return false;
-    const favoured = trust === 'trusted' || suspicion.isPromoted(source.address);
-    if (!overload.shed(favoured)) return false;
-    // known customers are told to come back later (RFC 3261 21.5.4); unknown sources get
-    // nothing: a 503 per spoofed packet would make the edge a reflector when it can least afford it
-    if (favoured) {
-      metrics.verdict('overload', 'reply', 'overload', 'enforce');
-      apply({ action: 'reply', status: 503, reason: 'overload', headers: [['Retry-After', overload.retryAfter()]] }, msg, source);
-    } else {
-      metrics.verdict('overload', 'drop', 'overload', 'enforce');
-    }
-    return true;
-  };
-
+  ).start(100, policyClock);
   const secret = cfg.secret ? Buffer.from(cfg.secret, 'utf8') : randomBytes(32);
   if (!cfg.secret) {
     log.warn({ event: 'random_secret', secret: 'flow' }, 'no flow-token secret configured: a random one for this process (phones re-register after a restart); several instances (a cluster) need a shared one: SIPEDGE_SECRET or secret');
   }
-  const logSample = (): boolean => sampled('parse_failure', 5);
-  const errSample = (): boolean => sampled('internal_error', 5);
 
-  const observe = (stage: string, v: Exclude<Verdict, { action: 'continue' }>, mode: 'enforce' | 'shadow', ctx: MessageContext): void => {
-    metrics.verdictOf(stage, v, mode);
-    if (mode !== 'enforce' || ctx.side !== 'outside') return;
-    if (v.action === 'ban') banFor(ctx.source.address, v);
-    else if (stage === 'sanity' && v.action !== 'log') suspect(ctx.source, 'malformed', v.reason);
-    else if (stage === 'scanner' && v.action !== 'log') suspect(ctx.source, 'scanner', v.rule);
-    // an unknown source over a limit is dropped; if it keeps going, the drops spend its budget
-    // (promoted sources get a 503 instead and are not counted)
-    else if (stage === 'ratelimit' && v.action === 'drop') suspect(ctx.source, 'flood', v.reason);
-  };
+  const observe = (_name: string, v: Parameters<Observer['verdict']>[1], mode: 'enforce' | 'shadow', ctx: Parameters<Observer['verdict']>[3], stage: Parameters<Observer['verdict']>[0]): void =>
+    observer.verdict(stage, v, mode, ctx);
   let pipeline = new Pipeline(policy.entries(snap0, opts.stages), observe);
   // a reload swaps the whole snapshot (the stages read it per message) and rebuilds the stage
   // order; live transactions are untouched: the proxy reads no rules
@@ -300,70 +261,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   });
   if (opts.watchRules !== false && !opts.rules) rules.watch();
 
-  const apply = (v: Verdict, msg: SipMessage | undefined, source: Endpoint): void => {
-    if (v.action !== 'reply' || !msg || msg.kind !== 'request' || !proxy) return;
-    // RFC 3261 17: never answer an ACK; responses are never answered (both are drops)
-    proxy.replyTo(msg as SipRequest, source, v.status, v.reason, { phrase: v.phrase, headers: v.headers, stage: true });
-  };
-
-  const finish = (ctx: MessageContext, verdict: Verdict): void => {
-    if (verdict.action !== 'continue') {
-      apply(verdict, ctx.msg, ctx.source);
-    } else if (proxy) {
-      // admission after the stages: under overload the security stages still see every request
-      // (a flood still earns its bans, which make it cheap at the gate); only what would be
-      // forwarded is refused
-      if (ctx.msg.kind === 'request') {
-        if (!(overload.active && ctx.side === 'outside' && shedNew(ctx.msg as SipRequest, ctx.source, ctx.trust))) proxy.handleRequest(ctx);
-      } else proxy.handleResponse(ctx);
-    }
-    metrics.observeProcessing(ctx.msg.kind, (performance.now() - ctx.receivedAt) / 1000);
-  };
-
-  const inject = (inb: Inbound): void => {
-    try {
-      const source = inb.source;
-      const side: Side = isInsideSource(source) ? 'inside' : 'outside';
-      // the gate: banned sources are dropped before any parsing (a local copy of the shared ban
-      // set: never a store round trip per packet)
-      if (side === 'outside') {
-        const ban = bans.check(source.address, Date.now());
-        if (ban) {
-          metrics.received(source.transport, side, 'invalid');
-          metrics.verdict('gate', 'drop', 'banned', 'enforce');
-          return;
-        }
-      }
-      const r = parseMessage(inb.bytes, {
-        limits: cfg.limits,
-        framing: source.transport === 'udp' ? 'datagram' : 'stream',
-      });
-      if (!r.ok) {
-        metrics.received(source.transport, side, 'invalid');
-        metrics.parseFailure(r.reason as ParseReason);
-        if (side === 'outside') suspect(source, 'malformed', r.reason);
-        const v = verdictForParseFailure(r, source);
-        if (v.action !== 'continue') metrics.verdictOf('parse', v, 'enforce');
-        if (logSample()) log.info({ event: 'parse_failure', reason: r.reason, src: source.address, transport: source.transport, preview: preview(inb.bytes) }, 'malformed message');
-        apply(v, r.partial, source);
-        return;
-      }
-      const msg = r.msg;
-      metrics.received(source.transport, side, msg.kind);
-      const trust = trustOf(source.address, side);
-      if (trust === 'untrusted' && msg.kind === 'request') overload.sawUnknown();
-      const ctx: MessageContext = { msg, source, side, trust, receivedAt: inb.receivedAt };
-      const out = pipeline.run(ctx);
-      if (out instanceof Promise) {
-        out.then((o) => finish(ctx, o.verdict), (err) => { if (errSample()) log.error({ err }, 'pipeline failed'); });
-      } else {
-        finish(ctx, out.verdict);
-      }
-    } catch (err) {
-      // a bug, never a reaction to attacker bytes by design; keep serving
-      if (errSample()) log.error({ err, src: inb.source.address, preview: preview(inb.bytes) }, 'internal error');
-    }
-  };
+  // the message path exists before any listener delivers; it holds what arrives until open()
+  const path = new MessagePath({ cfg, log, metrics, bans, classifier, suspicion, observer, overload, pipeline: () => pipeline });
 
   /** the TCP listeners' view of a source (they read no SIP header): capacity is reserved for
    *  the PBX side, trusted peers and promoted sources (edge/transport/tcp.ts) */
@@ -376,20 +275,12 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   try {
     for (const spec of cfg.listen) {
       listeners.push(await (opts.createListener ?? createListener)(spec, {
-        onMessage: inject,
+        onMessage: path.receive,
         onEvent: (event, l) => metrics.transportEvent(l.spec.transport, event),
         // a refused or unreachable connect toward an upstream is evidence about the PBX itself
         onConnectFailed: (dest, cause) => { if (cause === 'remote') proxy?.transportFailed(dest); },
         onAdmission: (cls, result) => metrics.tcpAdmission(cls, result),
-        onOversize: (head, source) => {
-          // a stream message over the size cap whose head we have: answer 413 (RFC 3261 21.4.11)
-          const r = parseMessage(head, { limits: { ...cfg.limits, maxMessageBytes: Math.max(cfg.limits.maxMessageBytes, head.length) }, framing: 'datagram' });
-          const msg = r.ok ? r.msg : r.partial;
-          if (msg && msg.kind === 'request') {
-            metrics.verdict('parse', 'reply', 'message_too_large', 'enforce');
-            apply({ action: 'reply', status: 413, reason: 'message_too_large' }, msg, source);
-          }
-        },
+        onOversize: path.oversize,
       }, { ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes, classify: connClass }));
     }
   } catch (err) {
@@ -403,10 +294,10 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     localAddresses: wildcard ? localAddresses() : [],
     events: {
       sent: (t, side, kind) => metrics.sent(t, side, kind),
-      unmatched: (k, src) => { metrics.unmatched(k); suspect(src, 'unmatched_reply', `unmatched_${k}`); },
+      unmatched: (k, src) => { metrics.unmatched(k); observer.evidence(src, 'unmatched_reply', `unmatched_${k}`); },
       // the PBX accepted this phone's REGISTER: it holds valid credentials, give it the larger
       // budget (an office re-registering after an outage is not banned)
-      registered: (src) => suspicion.promote(src.address),
+      registered: (src) => observer.registered(src),
       // pbx mode: watch the PBX's answers to outside requests (trusted peers are not watched)
       watchesSource: (client) => authMode() !== 'off' && trustOf(client.address, 'outside') === 'untrusted',
       finalToOutside: (req, client, res) => {
@@ -440,6 +331,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     ...(cfg.redis ? { redisErrors: () => store.errors } : {}),
   });
   proxy.startProbes();
+  // the path is complete: what arrived while the listeners were binding runs now
+  path.open(proxy);
 
   let admin: AdminServer | undefined;
   /** set by the first SIGTERM: /readyz answers 503 from then on, so a load balancer stops
@@ -486,7 +379,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     admin: admin?.address,
     proxy,
     metrics,
-    inject,
+    inject: path.receive,
     rules,
     store,
     bans,
@@ -518,17 +411,17 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   };
 }
 
+/** every stage the rules can name and its reason codes, declared up front for the metrics: a
+ *  Record over the closed set, so a stage added to or renamed in the schema does not compile
+ *  until it is declared here */
+const POLICY_STAGE_REASONS: Readonly<Record<KnownStage, readonly string[]>> = {
+  sanity: SANITY_REASONS, access: ACCESS_REASONS, scanner: SCANNER_REASONS, geoip: GEO_REASONS,
+  ratelimit: RATELIMIT_REASONS, ping: PING_REASONS, auth: AUTH_REASONS, userlimit: USERLIMIT_REASONS,
+};
+
 /** how long closing a TCP listener may wait for the last replies (the 503s of a shutdown) to be
  *  written out before the connections are cut */
 const SOCKET_FLUSH_MS = 1000;
-
-/** reason codes the parse step can produce as verdicts (parser reasons) */
-const PARSE_STAGE_REASONS: readonly string[] = [
-  'empty', 'start_line_invalid', 'method_invalid', 'version_unsupported', 'status_invalid',
-  'request_uri_invalid', 'request_uri_too_long', 'header_line_too_long', 'too_many_headers',
-  'message_too_large', 'headers_unterminated', 'header_syntax', 'control_char',
-  'content_length_invalid', 'content_length_duplicate', 'content_length_missing', 'body_truncated',
-];
 
 /** A users file could not be loaded at start: the errors, file:line:col each. */
 export class UsersLoadError extends Error {

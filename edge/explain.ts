@@ -12,6 +12,7 @@ import { Pipeline, type StageEntry } from './pipeline';
 import { parseMessage, type ParseReason } from './sip/parser';
 import type { Endpoint, SipMessage } from './sip/types';
 import { verdictForParseFailure } from './stages/parse-verdict';
+import { answerable } from './path/respond';
 import type { MessageContext, Side, StageMode, Trust, Verdict } from './verdict';
 import type { RulesSnapshot } from './policy/snapshot';
 
@@ -100,7 +101,7 @@ export async function explainMessage(opts: ExplainOptions): Promise<ExplainRepor
   // Content-Length are discarded, RFC 3261 18.3), stream framing otherwise
   const r = parseMessage(bytes, { limits: cfg.limits, framing: source.transport === 'udp' ? 'datagram' : 'stream' });
   if (!r.ok) {
-    const verdict = verdictForParseFailure(r, source);
+    const verdict = answerable(verdictForParseFailure(r, source), r.partial);
     return { ...base, parse: { ok: false, reason: r.reason, status: r.status }, steps: [], final: { verdict, stage: 'parse' }, forwarded: false };
   }
   const msg = r.msg;

@@ -13,6 +13,7 @@
 // RFC 3261 21.5.4, with a jittered Retry-After so clients do not return in lock-step). Only
 // requests that start new work are refused; in-dialog requests, ACK, CANCEL, responses and
 // retransmissions of held transactions never are.
+import { systemClock, type Clock, type TimerHandle } from './clock';
 
 export interface OverloadOptions {
   readonly enabled: boolean;
@@ -63,7 +64,8 @@ export class OverloadGuard {
   private pressure = 0;
   private blind = false;
   private unknownSeen = 0;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: TimerHandle | undefined;
+  private clock: Clock = systemClock;
 
   constructor(
     private readonly opts: OverloadOptions,
@@ -72,16 +74,21 @@ export class OverloadGuard {
     private readonly random: () => number = Math.random,
   ) {}
 
-  /** start sampling (an unref'd timer: it never keeps the process alive) */
-  start(intervalMs = 100): this {
+  /** start sampling every `intervalMs` on `clock` (default the system clock, whose timers never
+   *  keep the process alive; tests inject a ManualClock, edge/clock.ts) */
+  start(intervalMs = 100, clock: Clock = systemClock): this {
     if (!this.opts.enabled || this.timer) return this;
-    this.timer = setInterval(() => this.sample(), intervalMs);
-    this.timer.unref();
+    this.clock = clock;
+    const tick = (): void => {
+      this.timer = clock.setTimer(intervalMs, tick);
+      this.sample();
+    };
+    this.timer = clock.setTimer(intervalMs, tick);
     return this;
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.clock.clearTimer(this.timer);
     this.timer = undefined;
   }
 

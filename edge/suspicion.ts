@@ -41,6 +41,7 @@
 //
 // Total: record() never throws or rejects (a store failure means "no ban this time", counted by
 // the store's error counter); promote() and isPromoted() are synchronous and O(1).
+import type { Clock } from './clock';
 import { bytesToIp, canonicalAddress, ipToBytes, maskBytes } from './net/address';
 import { CidrSet } from './net/cidr';
 import type { Ban, BanEvent, Limiter, LimiterSpec, SharedStore } from './store/types';
@@ -103,6 +104,9 @@ export interface SuspicionOptions {
   readonly limiters?: LimiterCache;
   /** how long a ban caused by a soft event waits for the source to authenticate (default 3000) */
   readonly softGraceMs?: number;
+  /** runs the grace timer (tests inject a ManualClock, edge/clock.ts); default a plain unref'd
+   *  timeout: exact to the millisecond, where the system clock's wheel may fire a slot late */
+  readonly clock?: Pick<Clock, 'setTimer'>;
 }
 
 /**
@@ -133,6 +137,7 @@ export class Suspicion {
   /** sources whose soft ban waits its grace; a hard event meanwhile bans at once (cancel) */
   private readonly graced = new Map<string, { cancelled: boolean }>();
   private readonly softGraceMs: number;
+  private readonly clock: Pick<Clock, 'setTimer'> | undefined;
   /** ban events seen, numbered; and per source key the number of the last one that named it.
    *  An event whose spend() started before a ban or unban of its source belongs to the offence
    *  that ban punished or that unban forgave: it stands down (its store round trip or grace may
@@ -142,6 +147,7 @@ export class Suspicion {
 
   constructor(opts: SuspicionOptions) {
     this.softGraceMs = Math.max(0, opts.softGraceMs ?? 3000);
+    this.clock = opts.clock;
     this.store = opts.store;
     this.rules = opts.rules;
     this.now = opts.now ?? Date.now;
@@ -271,7 +277,9 @@ export class Suspicion {
       const wait = { cancelled: false };
       this.graced.set(key, wait);
       try {
-        await new Promise<void>((r) => setTimeout(r, this.softGraceMs).unref());
+        // unref'd: a grace never holds a stopping process up
+        const clock = this.clock;
+        await new Promise<void>((r) => { if (clock) clock.setTimer(this.softGraceMs, r); else setTimeout(r, this.softGraceMs).unref(); });
       } finally {
         this.graced.delete(key);
       }

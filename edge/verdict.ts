@@ -1,13 +1,27 @@
 // Verdicts are values: a stage decides, the pipeline acts (Envoy filter status / Haraka outcome).
 // Reason codes are stable snake_case strings, asserted in tests and used as metric labels.
 import type { Endpoint, SipMessage } from './sip/types';
+import type { SuspicionEvent } from './policy/snapshot';
+import type { KnownStage } from './policy/schema';
 
 export type StageMode = 'enforce' | 'shadow' | 'off';
 
+/**
+ * What a stage wants done to the source besides its verdict, as values (Envoy's filter status
+ * plus its dynamic metadata): the observer (edge/path/observer.ts) applies them, only when the
+ * stage enforces, so a shadowed stage changes nothing, promotion included.
+ */
+export type StageEvent =
+  /** spend the source's suspicion budget (bans when it runs out, edge/suspicion.ts) */
+  | { readonly kind: 'suspect'; readonly event: SuspicionEvent; readonly rule?: string }
+  /** the source proved it holds valid credentials: the larger budget (limits.yaml promotion) */
+  | { readonly kind: 'promote' };
+
 export type Verdict =
-  | { readonly action: 'continue' }
+  | { readonly action: 'continue'; readonly events?: readonly StageEvent[] }
   | {
       readonly action: 'reply';
+      readonly events?: readonly StageEvent[];
       readonly status: number;
       readonly reason: string;
       /** reason phrase for the status line; a standard phrase for the status when absent */
@@ -17,10 +31,10 @@ export type Verdict =
       /** name of the rule that decided, when a rule file decided */
       readonly rule?: string;
     }
-  | { readonly action: 'drop'; readonly reason: string; readonly rule?: string }
-  | { readonly action: 'ban'; readonly reason: string; readonly seconds: number; readonly rule?: string }
+  | { readonly action: 'drop'; readonly reason: string; readonly rule?: string; readonly events?: readonly StageEvent[] }
+  | { readonly action: 'ban'; readonly reason: string; readonly seconds: number; readonly rule?: string; readonly events?: readonly StageEvent[] }
   /** a rule matched whose action is only to log and count: the message goes on */
-  | { readonly action: 'log'; readonly reason: string; readonly rule?: string };
+  | { readonly action: 'log'; readonly reason: string; readonly rule?: string; readonly events?: readonly StageEvent[] };
 
 export const CONTINUE: Verdict = Object.freeze({ action: 'continue' });
 export const reply = (status: number, reason: string, extra?: Partial<{ phrase: string; headers: ReadonlyArray<readonly [string, string]>; rule: string }>): Verdict =>
@@ -50,6 +64,15 @@ export interface MessageContext {
   readonly trust: Trust;
   /** monotonic milliseconds at receipt */
   readonly receivedAt: number;
+  /** classified once by the message path (edge/path/server.ts) for outside sources: the key
+   *  budgets and bans use (IPv4, IPv6 by prefix; Suspicion.sourceKey) */
+  readonly sourceKey?: string;
+  /** the source is promoted (authenticated recently); the observer sets it when a stage of this
+   *  message promotes it, so later stages see it */
+  promoted?: boolean;
+  /** the access lists' answer for the source, looked up once with the trust (undefined: not
+   *  looked up; null: no list names it) */
+  readonly access?: { readonly list: 'trusted' | 'deny' | 'allow'; readonly rule: string } | null;
   /** set by a stage that lets the request go on with changes (the proxy applies them) */
   edits?: ForwardEdits;
   /** the user whose credentials the auth stage verified for this request (edge auth mode): an
@@ -57,8 +80,36 @@ export interface MessageContext {
   identity?: string;
 }
 
+/** Stage names: a closed set (the rules schema, edge/policy/schema.ts KNOWN_STAGES) plus names
+ *  of stages a program adds (EdgeOptions.stages) */
+export type StageName = KnownStage | (string & { readonly __extra?: never });
+
+/** Message kinds a stage applies to: requests of these methods (upper case; 'all' for every
+ *  method, extension methods included) and/or responses. */
+export interface StageScope {
+  readonly sides: readonly Side[];
+  readonly requests: 'all' | readonly string[];
+  readonly responses: boolean;
+}
+
+export const EVERYWHERE: StageScope = Object.freeze({ sides: Object.freeze(['outside', 'inside'] as Side[]), requests: 'all', responses: true });
+
+/** Suspicion a stage's verdicts always carry, declared as data: every verdict whose action is
+ *  listed spends `event`, with the verdict's rule or reason as the rule */
+export interface DeclaredSuspicion {
+  readonly event: SuspicionEvent;
+  readonly on: ReadonlyArray<'reply' | 'drop'>;
+  readonly rule: 'rule' | 'reason';
+}
+
 export interface Stage {
-  readonly name: string;
+  readonly name: StageName;
+  /** where the stage runs (default: both sides, every request, responses): the pipeline builds
+   *  its stage lists per (side, kind) from this at load, so a stage never runs to say
+   *  "not for me" */
+  readonly scope?: StageScope;
+  /** suspicion its refusals always spend (applied by the observer when the stage enforces) */
+  readonly suspects?: DeclaredSuspicion;
   /** trusted sources (access list / --trusted) skip this stage when the rules say so; never sanity */
   readonly skippableForTrusted?: boolean;
   /** closed list of reason codes this stage can return (declared up front for metrics) */

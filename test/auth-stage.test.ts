@@ -13,6 +13,8 @@ import { createMemoryStore } from '../edge/store/memory';
 import { Suspicion, type SuspicionEvent } from '../edge/suspicion';
 import type { MessageContext, Verdict } from '../edge/verdict';
 import { snapshotWith } from './helpers/snapshot';
+import { Observer } from '../edge/path/observer';
+import { NullMetrics } from '../edge/metrics';
 
 const REALM = 'pbx.example.com';
 const SECRET = 'a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6';
@@ -54,7 +56,17 @@ function setup(p: AuthDomainPolicy = policy(), over: Partial<AuthConfig> = {}) {
     enforcing: () => enforcing,
     now: () => t,
     onEvent: (e) => events.push(e),
+    report: (src, evs) => observer.late(enforcing ? 'enforce' : 'shadow', src, evs),
   });
+  // the stage records and promotes nothing itself: its verdicts carry the events, which the edge's
+  // observer applies when the stage enforces (edge/path/observer.ts); run them through it here
+  const observer = new Observer({ metrics: new NullMetrics(), store, suspicion, trustOf: () => 'untrusted' });
+  const check = stage.check.bind(stage);
+  stage.check = (c) => {
+    const seen = (v: Verdict): Verdict => { observer.verdict(stage, v, enforcing ? 'enforce' : 'shadow', c); return v; };
+    const v = check(c);
+    return v instanceof Promise ? v.then(seen) : seen(v);
+  };
   return {
     stage, store, suspicion, events, recorded, retrans,
     advance: (ms: number) => { t += ms; },
@@ -148,7 +160,7 @@ test('no credentials: REGISTER gets 401 with one WWW-Authenticate per algorithm,
 test('a phone with the right password registers: continue, credentials and identity headers stripped, source promoted', async () => {
   const s = setup();
   const { verdict, ctx: c } = await authenticate(s, { headers: ['P-Asserted-Identity: <sip:911@pbx.example.com>'] });
-  assert.deepEqual(verdict, { action: 'continue' });
+  assert.deepEqual(verdict, { action: 'continue', events: [{ kind: 'promote' }] });
   assert.deepEqual(c.edits?.remove.sort(), ['authorization', 'p-asserted-identity', 'p-preferred-identity', 'remote-party-id']);
   assert.deepEqual(c.edits?.add, []);
   assert.equal(s.suspicion.isPromoted(PHONE.address), true);
@@ -158,7 +170,7 @@ test('a phone with the right password registers: continue, credentials and ident
 test('identity: assert mode replaces a claimed identity by the authenticated one (RFC 3325)', async () => {
   const s = setup(policy({ identity: 'assert' }));
   const { verdict, ctx: c } = await authenticate(s, { method: 'INVITE', headers: ['P-Asserted-Identity: <sip:boss@pbx.example.com>'] });
-  assert.deepEqual(verdict, { action: 'continue' });
+  assert.deepEqual(verdict, { action: 'continue', events: [{ kind: 'promote' }] });
   assert.deepEqual(c.edits?.add, [['P-Asserted-Identity', '<sip:1001@pbx.example.com>']]);
   assert.ok(c.edits?.remove.includes('proxy-authorization'));
 });
@@ -173,7 +185,8 @@ test('anti-enumeration: unknown user and wrong password get byte-identical answe
   }
   assert.equal((wrong.verdict as { reason: string }).reason, 'wrong_credentials');
   assert.equal((unknown.verdict as { reason: string }).reason, 'unknown_user');
-  const shape = (v: Verdict) => JSON.stringify({ ...(v as object), reason: undefined, headers: hdrs(v).map(([n, x]) => [n, x.replace(/nonce="[^"]+"/, 'nonce=X')]) });
+  // what goes on the wire: the reason code and the suspicion events stay inside the edge
+  const shape = (v: Verdict) => JSON.stringify({ ...(v as object), reason: undefined, events: undefined, headers: hdrs(v).map(([n, x]) => [n, x.replace(/nonce="[^"]+"/, 'nonce=X')]) });
   assert.equal(shape(wrong.verdict), shape(unknown.verdict));
   // and both are the same as the very first challenge
   const first = await s.stage.check(ctx(request()));
@@ -416,6 +429,11 @@ test('pbx mode: a rejected answer is a failure per source and per user, a 2xx a 
   const before = s.recorded.length;
   s.stage.finalToOutside(r2, PHONE, response(r2, 401, ['WWW-Authenticate: Digest realm="asterisk", nonce="3", stale=true']));
   assert.equal(s.recorded.length, before, 'stale: not a failure');
+  // a REGISTER the PBX accepted is promoted once, by the message path (ProxyEvents.registered),
+  // not a second time by the stage; any other request with credentials the PBX accepted is
   s.stage.finalToOutside(r2, PHONE, response(r2, 200));
+  assert.equal(s.suspicion.isPromoted(PHONE.address), false);
+  const inv = request({ method: 'INVITE', headers: ['Proxy-Authorization: Digest username="1001", realm="asterisk", nonce="1", uri="sip:1002@pbx.example.com", response="00"'] });
+  s.stage.finalToOutside(inv, PHONE, response(inv, 200));
   assert.equal(s.suspicion.isPromoted(PHONE.address), true);
 });

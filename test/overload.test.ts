@@ -61,6 +61,22 @@ test('without a readable signal the guard sheds nothing and says so once', () =>
   assert.deepEqual(seen, [false, true]);
 });
 
+test('the guard samples on the injected clock: no real time passes, no timer is left behind', () => {
+  const clock = new ManualClock();
+  let util = 1;
+  const g = new OverloadGuard({ enabled: true, retryAfterSeconds: 5 }, () => util).start(100, clock);
+  assert.equal(g.active, false);
+  clock.advance(99);
+  assert.equal(g.active, false, 'no sample before the interval');
+  clock.advance(1);
+  assert.equal(g.active, true, 'one sample of a full backlog starts shedding');
+  util = 0;
+  clock.advance(5_000);
+  assert.equal(g.active, false, 'the backlog gone, shedding ends');
+  g.stop();
+  assert.equal(clock.pending, 0, 'stop() leaves no timer');
+});
+
 test('Retry-After is jittered around the configured value', () => {
   const seen = new Set<string>();
   const g = new OverloadGuard({ enabled: true, retryAfterSeconds: 10 }, () => 0);
@@ -74,11 +90,13 @@ test('a saturated edge refuses new calls, keeps dialogs and answers flowing, and
   const carrier = await UdpPeer.bind('127.0.0.1');
   const stranger = await UdpPeer.bind('127.0.0.3');
   let util = 0;
+  // overload sampling runs on this clock: the test moves it instead of sleeping for samples
+  const policy = new ManualClock();
   const edge = await startEdge(testConfig({
     upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }],
     trusted: ['127.0.0.1/32'],
     overload: { enabled: true, retryAfterSeconds: 7 },
-  }), silent, { clock: new ManualClock(), watchRules: false, pressure: () => util });
+  }), silent, { clock: new ManualClock(), policyClock: policy, watchRules: false, pressure: () => util });
   const port = edge.listeners[0]!.port;
   try {
     // an INVITE accepted before the overload
@@ -89,7 +107,7 @@ test('a saturated edge refuses new calls, keeps dialogs and answers flowing, and
 
     // the receive queue backlogs: the guard's timer samples every 100 ms
     util = 1;
-    await new Promise((r) => setTimeout(r, 1300));
+    policy.advance(1300);
 
     // the accepted call goes on: the PBX's answer reaches the carrier, the ACK and BYE reach the PBX
     // the PBX echoes Record-Route (RFC 3261 12.1.1)
@@ -127,14 +145,14 @@ test('a saturated edge refuses new calls, keeps dialogs and answers flowing, and
     // unknown newcomers arrive: they become the tier refused first, silently (a 503 per spoofed
     // packet would make the edge a reflector when it can least afford it)
     const strangerIds: string[] = [];
-    // 2 s of backlog with unknown traffic take the unknown tier to 100 %; 3.5 s leave room for a
-    // slow timer on a busy machine
-    const until = Date.now() + 3500;
-    while (Date.now() < until) {
+    // 2 s of backlog with unknown traffic take the unknown tier to 100 %: 3.5 s of the guard's
+    // clock, a newcomer every 40 ms of it (a few real ms to reach the edge over loopback)
+    for (let i = 0; i < 88; i++) {
       const c = uniq('ov-stranger');
       strangerIds.push(c);
       await stranger.send(request(stranger, { callId: c, method: 'OPTIONS' }), port);
-      await new Promise((r) => setTimeout(r, 40));
+      await new Promise((r) => setTimeout(r, 5));
+      policy.advance(40);
     }
     const late: string[] = [];
     for (let i = 0; i < 5; i++) {

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import { snapshotWith } from './helpers/snapshot';
 import assert from 'node:assert/strict';
+import { answerable } from '../edge/path/respond';
 import { loadYamlText } from '../edge/config/yaml';
 import { parseMessage } from '../edge/sip/parser';
 import type { SipMessage } from '../edge/sip/types';
@@ -204,8 +205,10 @@ test('promotion lifts the source budget by its factor; over the lifted budget a 
   }
   const ra = retryAfter(v);
   assert.ok(ra >= 21 && ra <= 29, `Retry-After ${ra}`);
-  // nothing answers an ACK (RFC 3261 17): even a promoted source's ACK is dropped
-  assert.deepEqual(await run(addr, req('ACK')), { action: 'drop', reason: 'source_rate', rule: 'limits:source_all' });
+  // nothing answers an ACK (RFC 3261 17): even a promoted source's ACK is dropped (where replies
+  // are sent, edge/path/respond.ts, no longer by the stage)
+  const ack = req('ACK');
+  assert.deepEqual(answerable(await run(addr, ack), ack), { action: 'drop', reason: 'source_rate', rule: 'limits:source_all' });
 });
 
 test('Retry-After jitter stays within base + [jitterMin, jitterMax] and reaches both ends', async () => {

@@ -6,6 +6,7 @@ import { parseMessage } from '../edge/sip/parser';
 import type { Endpoint, SipMessage } from '../edge/sip/types';
 import { SANITY_REASONS, createSanityStage, type SanityOptions } from '../edge/stages/sanity';
 import { verdictForParseFailure } from '../edge/stages/parse-verdict';
+import { answerable } from '../edge/path/respond';
 import type { Verdict } from '../edge/verdict';
 
 const SOURCE: Endpoint = { transport: 'udp', address: '198.51.100.23', port: 5060, listenerId: 'test' };
@@ -151,12 +152,18 @@ test('Proxy-Require tags the edge implements pass (case-insensitive)', () => {
   assert.equal(run(invite({}, undefined, ['Proxy-Require: sec-agree']), { proxyRequireSupported: ['Sec-Agree'] }).action, 'continue');
 });
 
+/** the verdict as the edge carries it out: a reply aimed at an ACK or a response is a drop
+ *  (decided in one place, edge/path/respond.ts, no longer by each stage) */
+function carried(b: Buffer): Verdict {
+  return answerable(run(b), parse(b));
+}
+
 test('ACK is never answered: failures become drops', () => {
   const ack = (over: Record<string, string | null>) => invite({ CSeq: '314159 ACK', ...over }, 'ACK sip:bob@example.com SIP/2.0');
-  assert.equal(run(ack({})).action, 'continue');
-  assert.deepEqual(run(ack({ 'Max-Forwards': '0' })), { action: 'drop', reason: 'max_forwards_exceeded', rule: undefined });
-  assert.deepEqual(run(ack({ CSeq: '314159 INVITE' })), { action: 'drop', reason: 'cseq_method_mismatch', rule: undefined });
-  assert.deepEqual(run(invite({}, 'ACK sip:bob@example.com?x=y SIP/2.0', [])).action, 'drop');
+  assert.equal(carried(ack({})).action, 'continue');
+  assert.deepEqual(carried(ack({ 'Max-Forwards': '0' })), { action: 'drop', reason: 'max_forwards_exceeded', rule: undefined });
+  assert.deepEqual(carried(ack({ CSeq: '314159 INVITE' })), { action: 'drop', reason: 'cseq_method_mismatch', rule: undefined });
+  assert.deepEqual(carried(invite({}, 'ACK sip:bob@example.com?x=y SIP/2.0', [])).action, 'drop');
 });
 
 test('responses are never answered: header failures become drops', () => {
@@ -213,7 +220,7 @@ test('a request with an unparsable lower Via is refused (its responses would be 
 });
 
 test('an ACK with a maddr Via is dropped, never answered', () => {
-  const v = run(invite({ CSeq: '314159 ACK', Via: 'SIP/2.0/UDP 198.51.100.23;branch=z9hG4bKa;maddr=224.0.1.75' }, 'ACK sip:bob@example.com SIP/2.0'));
+  const v = carried(invite({ CSeq: '314159 ACK', Via: 'SIP/2.0/UDP 198.51.100.23;branch=z9hG4bKa;maddr=224.0.1.75' }, 'ACK sip:bob@example.com SIP/2.0'));
   assert.deepEqual(v, { action: 'drop', reason: 'via_maddr', rule: undefined });
 });
 
@@ -335,7 +342,7 @@ test('parse failure on a response, an ACK, or without a replyable partial: drop'
   const resp = failing('SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Length: 99\r\n\r\n');
   assert.deepEqual(verdictForParseFailure(resp, SOURCE), { action: 'drop', reason: resp.reason, rule: undefined });
   const ack = failing('ACK sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 ACK\r\nContent-Length: 99\r\n\r\n');
-  assert.equal(verdictForParseFailure(ack, SOURCE).action, 'drop');
+  assert.equal(answerable(verdictForParseFailure(ack, SOURCE), ack.partial).action, 'drop');
   const noCallId = failing('INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCSeq: 1 INVITE\r\nContent-Length: 99\r\n\r\n');
   assert.equal(verdictForParseFailure(noCallId, SOURCE).action, 'drop');
   const garbage = failing('\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 random TLS hello bytes');

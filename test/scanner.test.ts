@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import { snapshotWith } from './helpers/snapshot';
 import assert from 'node:assert/strict';
+import { answerable } from '../edge/path/respond';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadYamlFile, loadYamlText } from '../edge/config/yaml';
@@ -179,7 +180,9 @@ test('actions map to verdicts; file order decides; responses and ACKs are only d
   const { errors, scanner } = compileText(RULES);
   assert.deepEqual(errors, []);
   const st = createScannerStage(() => snapshotOf(scanner!));
-  const run = (m: SipMessage): Verdict => st.check({ msg: m, source: SOURCE, side: 'outside', trust: 'untrusted', receivedAt: 0 }) as Verdict;
+  // the verdict as carried out: a reply aimed at a response or an ACK is a drop (decided where
+  // replies are sent, edge/path/respond.ts, no longer by the stage)
+  const run = (m: SipMessage): Verdict => answerable(st.check({ msg: m, source: SOURCE, side: 'outside', trust: 'untrusted', receivedAt: 0 }) as Verdict, m);
   // svmap matches all three; the first in file order wins
   assert.deepEqual(run(fixture('svmap-options.sip')), { action: 'reply', status: 403, reason: 'scanner_user_agent', rule: 'ua_reject', phrase: 'Go Away' });
   const renamed = (ua: string): SipMessage => parse(Buffer.from(fs.readFileSync(path.join(FIX, 'svmap-options.sip'), 'latin1').replace('friendly-scanner', ua), 'latin1'));

@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import { snapshotWith } from './helpers/snapshot';
 import assert from 'node:assert/strict';
+import { ManualClock } from '../edge/clock';
 import * as v8 from 'node:v8';
 import * as vm from 'node:vm';
 import { loadYamlText } from '../edge/config/yaml';
@@ -313,6 +314,25 @@ test('a soft event (missing_auth, enumeration, flood) that exhausts the budget b
   const r = await untilBan(graced, '198.51.100.72', 'scanner', 10);
   assert.equal(r.ban?.reason, 'suspicion_scanner');
   assert.ok(Date.now() - t0 < 5_000);
+});
+
+test('the soft-event grace runs on the injected clock: the ban waits for the clock, not for real time', async () => {
+  const s = setup();
+  const clock = new ManualClock();
+  const graced = new Suspicion({ store: s.store, rules: () => s.snap, now: s.clock.now, softGraceMs: 60_000, clock });
+  for (let i = 0; i < 20; i++) assert.equal(await graced.record('198.51.100.75', 'missing_auth'), null);
+  let settled = false;
+  const pending = graced.record('198.51.100.75', 'missing_auth').finally(() => { settled = true; });
+  // let the store round trip finish: the waiter is now on the clock
+  for (let i = 0; i < 10 && clock.pending === 0; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(clock.pending, 1, 'the grace is a timer of the injected clock');
+  clock.advance(59_999);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(settled, false, 'still within the grace');
+  clock.advance(1);
+  const ban = await Promise.race([pending, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 2_000))]);
+  assert.notEqual(ban, 'timeout', 'the ban came when the clock said so');
+  assert.equal((ban as Ban | null)?.reason, 'suspicion_missing_auth');
 });
 
 // ---- an unban sticks; one offence, one ban (issue 11, defect 4)

@@ -28,7 +28,10 @@
 // enumeration (more than `enumeration.users` distinct target users from one source in the
 // window, counted in the shared store). Lockout (per user, any source): `lockout.failures` failures
 // in `lockout.seconds` lock the user for sources that have not authenticated recently; the owner,
-// whose phones are promoted, keeps working. Side effects happen only when the stage enforces.
+// whose phones are promoted, keeps working. The stage records no suspicion and promotes nobody
+// itself: its verdicts carry those events as values, and what it learns later (an enumeration
+// count, the PBX's answer) it reports; the observer (edge/path/observer.ts) applies them only when
+// the stage enforces. Lockouts and learned challenge offers also happen only when it enforces.
 import { createHash, randomBytes } from 'node:crypto';
 import type { AuthAlgorithm, AuthConfig, AuthDomainPolicy } from '../config/types';
 import { DigestVerifier, credentialUser, type Ha1Lookup, type VerifyResult } from './verify';
@@ -40,7 +43,7 @@ import type { FinalSubstitute } from '../router/proxy';
 import { decodeUser } from '../sip/uri';
 import type { LimiterSpec, SharedStore } from '../store/types';
 import type { Suspicion, SuspicionEvent } from '../suspicion';
-import { CONTINUE, reply, type ForwardEdits, type MessageContext, type Stage, type Verdict } from '../verdict';
+import { CONTINUE, reply, type ForwardEdits, type MessageContext, type Stage, type StageEvent, type Verdict } from '../verdict';
 
 export const AUTH_REASONS = [
   'challenge',              // no credentials: challenged
@@ -96,6 +99,9 @@ export interface AuthStageOptions {
   /** epoch ms (nonce timestamps, lockouts) */
   readonly now?: () => number;
   readonly onEvent?: (e: AuthEvent) => void;
+  /** events learned after a verdict (an enumeration count back from the store, the PBX's answer
+   *  to a request the stage let through): the observer applies them when the stage enforces */
+  readonly report?: (source: Endpoint, events: readonly StageEvent[]) => void;
 }
 
 export interface AuthStage extends Stage {
@@ -138,9 +144,12 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
     return policyFor(from(req)?.uri.host) ?? policyFor(ruri?.host);
   };
 
-  const record = (src: Endpoint, event: SuspicionEvent, rule: string): void => {
-    if (o.enforcing()) void o.suspicion.record(src.address, event, rule);
-  };
+  const suspect = (event: SuspicionEvent, rule: string): StageEvent => ({ kind: 'suspect', event, rule });
+  const PROMOTE: StageEvent = Object.freeze({ kind: 'promote' });
+  /** a verdict with the events it asks for */
+  const says = (v: Verdict, ...events: StageEvent[]): Verdict => (events.length > 0 ? { ...v, events } : v);
+  const report = (src: Endpoint, ...events: StageEvent[]): void => { try { o.report?.(src, events); } catch { /* observers never break auth */ } };
+  const promotedOf = (ctx: MessageContext): boolean => ctx.promoted ?? o.suspicion.isPromoted(ctx.source.address);
   const emit = (e: AuthEvent): void => { try { o.onEvent?.(e); } catch { /* observers never break auth */ } };
 
   const lockKey = (realm: string, user: string): string => {
@@ -171,15 +180,15 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
     const u = req.method === 'REGISTER' ? to(req)?.uri : requestUri(req);
     return u?.user ? decodeUser(u.user) : undefined;
   };
-  const trackEnumeration = (req: SipRequest, src: Endpoint, policy: AuthDomainPolicy): void => {
-    if (!o.enforcing() || o.suspicion.isPromoted(src.address)) return;
+  const trackEnumeration = (req: SipRequest, src: Endpoint, policy: AuthDomainPolicy, promoted: boolean): void => {
+    if (!o.enforcing() || promoted) return;
     const user = targetUser(req);
     if (user === undefined) return;
     const cap = o.auth.enumeration.users;
     const key = `enum:${o.suspicion.sourceKey(src.address)}`;
     const member = lockKey(policy.realm, user);
     void o.store.distinct(key, member, o.auth.enumeration.seconds, cap).then((n) => {
-      if (n > cap) void o.suspicion.record(src.address, 'enumeration', 'auth.enumeration');
+      if (n > cap) report(src, suspect('enumeration', 'auth.enumeration'));
     }, () => undefined);
   };
 
@@ -209,16 +218,17 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
     // credentials of any kind: the client answered whatever it was offered (no MD5 fallback)
     if (r.kind !== 'none') offers.answered(req, src);
     switch (r.kind) {
-      case 'none':
+      case 'none': {
         // soft: every phone's first request is unauthenticated; only a source that never comes
         // back with credentials is banned for these (edge/suspicion.ts grace)
-        if (!o.suspicion.isPromoted(src.address)) record(src, 'missing_auth', 'auth.missing');
-        trackEnumeration(req, src, policy);
-        return challenge(req, src, policy, 'challenge', false, true);
+        const promoted = promotedOf(ctx);
+        trackEnumeration(req, src, policy, promoted);
+        const ch = challenge(req, src, policy, 'challenge', false, true);
+        return promoted ? ch : says(ch, suspect('missing_auth', 'auth.missing'));
+      }
       case 'malformed':
-        record(src, 'malformed', 'auth.credentials');
         emit({ kind: 'failure', mode: 'edge', reason: 'credentials_malformed', source: src });
-        return reply(400, 'credentials_malformed', { phrase: 'Malformed Credentials' });
+        return says(reply(400, 'credentials_malformed', { phrase: 'Malformed Credentials' }), suspect('malformed', 'auth.credentials'));
       case 'uri_mismatch':
         emit({ kind: 'failure', mode: 'edge', reason: 'uri_mismatch', source: src });
         return reply(400, 'uri_mismatch', { phrase: 'Credentials URI Mismatch' });
@@ -228,81 +238,76 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
       case 'ok':
         break;
     }
-    if (r.kind === 'fail' && r.replayKey === undefined) return failed(req, src, policy, r);
+    if (r.kind === 'fail' && r.replayKey === undefined) return failed(ctx, req, policy, r);
     // every answer to a live nonce spends its nonce-count (shared store: cluster-wide); the wait
     // is the same for right and wrong answers
     return o.store.once(`nc:${r.replayKey}`, o.auth.nonceSeconds * 2).then(
       (first) => {
         if (!first) {
-          record(src, 'auth_failure', 'auth.nonce_replay');
           emit({ kind: 'failure', mode: 'edge', reason: 'nonce_replay', source: src });
-          return challenge(req, src, policy, 'nonce_replay');
+          return says(challenge(req, src, policy, 'nonce_replay'), suspect('auth_failure', 'auth.nonce_replay'));
         }
         if (r.kind === 'ok') {
           emit({ kind: 'answer', algorithm: r.algorithm });
           if (o.enforcing()) offers.succeeded(req, src, r.algorithm, clients());
         }
-        return r.kind === 'ok' ? succeeded(ctx, req, policy, r.user) : failed(req, src, policy, r);
+        return r.kind === 'ok' ? succeeded(ctx, req, policy, r.user) : failed(ctx, req, policy, r);
       },
       () => challenge(req, src, policy, 'nonce_replay'), // the store never rejects; be total anyway
     );
   }
 
-  function failed(req: SipRequest, src: Endpoint, policy: AuthDomainPolicy, r: Extract<VerifyResult, { kind: 'fail' }>): Verdict {
-    record(src, r.reason === 'unknown_user' ? 'unknown_user' : 'auth_failure', `auth.${r.reason}`);
+  function failed(ctx: MessageContext, req: SipRequest, policy: AuthDomainPolicy, r: Extract<VerifyResult, { kind: 'fail' }>): Verdict {
+    const src = ctx.source;
     // the lockout bookkeeping (known users only) runs after the reply is out, and an unknown
     // user schedules the same (empty) turn: no timing difference before the answer
     const user = r.known ? r.user : undefined;
     setImmediate(() => { if (user !== undefined) userFailed(policy.realm, user, src, 'edge'); });
-    trackEnumeration(req, src, policy);
+    trackEnumeration(req, src, policy, promotedOf(ctx));
     emit({ kind: 'failure', mode: 'edge', reason: r.reason, source: src });
-    return challenge(req, src, policy, r.reason);
+    return says(challenge(req, src, policy, r.reason), suspect(r.reason === 'unknown_user' ? 'unknown_user' : 'auth_failure', `auth.${r.reason}`));
   }
 
   function succeeded(ctx: MessageContext, req: SipRequest, policy: AuthDomainPolicy, user: string): Verdict {
     const src = ctx.source;
     // a locked user: the answer was right, but from a source that has not earned trust, during a
     // brute-force run against this user: the same challenge as a wrong password
-    if (isLocked(policy.realm, user) && !o.suspicion.isPromoted(src.address)) {
-      record(src, 'auth_failure', 'auth.user_locked');
+    if (isLocked(policy.realm, user) && !promotedOf(ctx)) {
       emit({ kind: 'failure', mode: 'edge', reason: 'user_locked', source: src });
-      return challenge(req, src, policy, 'user_locked');
+      return says(challenge(req, src, policy, 'user_locked'), suspect('auth_failure', 'auth.user_locked'));
     }
     if (policy.matchFrom) {
       const f = from(req);
       if (!f || decodeUser(f.uri.user ?? '') !== user || policyFor(f.uri.host) !== policy) {
-        record(src, 'auth_failure', 'auth.from_mismatch');
         emit({ kind: 'failure', mode: 'edge', reason: 'from_mismatch', source: src });
-        return reply(403, 'from_mismatch', { phrase: 'From Does Not Match Credentials' });
+        return says(reply(403, 'from_mismatch', { phrase: 'From Does Not Match Credentials' }), suspect('auth_failure', 'auth.from_mismatch'));
       }
       if (req.method === 'REGISTER') {
         const t = to(req);
         if (!t || decodeUser(t.uri.user ?? '') !== user || policyFor(t.uri.host) !== policy) {
-          record(src, 'auth_failure', 'auth.aor_mismatch');
           emit({ kind: 'failure', mode: 'edge', reason: 'aor_mismatch', source: src });
-          return reply(403, 'aor_mismatch', { phrase: 'AOR Does Not Match Credentials' });
+          return says(reply(403, 'aor_mismatch', { phrase: 'AOR Does Not Match Credentials' }), suspect('auth_failure', 'auth.aor_mismatch'));
         }
       }
     }
-    o.suspicion.promote(src.address);
     emit({ kind: 'success', mode: 'edge', source: src, user });
     // an established identity: the per-user budgets count this request (the userlimit stage)
     ctx.identity = user;
     const edits: ForwardEdits = { remove: policy.forwardCredentials ? [] : [DigestVerifier.headerFor(req.method)], add: [] };
     ctx.edits = identityEdits(edits, policy, `<sip:${user}@${policy.name === '*' ? policy.realm : policy.name}>`);
-    return CONTINUE;
+    // the source holds valid credentials: the larger budget (applied when the stage enforces)
+    return says(CONTINUE, PROMOTE);
   }
 
   function pbxCheck(ctx: MessageContext, req: SipRequest, policy: AuthDomainPolicy): Verdict {
     const cred = credentialUser(req);
     if (cred === undefined) {
-      trackEnumeration(req, ctx.source, policy);
-    } else if (isLocked(policy.realm, cred.user) && !o.suspicion.isPromoted(ctx.source.address)) {
+      trackEnumeration(req, ctx.source, policy, promotedOf(ctx));
+    } else if (isLocked(policy.realm, cred.user) && !promotedOf(ctx)) {
       // the PBX would check the password; during a lockout the edge answers for it, with the
       // PBX's own challenge shape
-      record(ctx.source, 'auth_failure', 'auth.user_locked');
       emit({ kind: 'failure', mode: 'pbx', reason: 'user_locked', source: ctx.source });
-      return reply(DigestVerifier.statusFor(req.method), 'user_locked', { headers: pbxStyleChallenge(req, policy) });
+      return says(reply(DigestVerifier.statusFor(req.method), 'user_locked', { headers: pbxStyleChallenge(req, policy) }), suspect('auth_failure', 'auth.user_locked'));
     }
     ctx.edits = identityEdits({ remove: [], add: [] }, policy);
     return CONTINUE;
@@ -336,6 +341,7 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
   const stage: AuthStage = {
     name: 'auth',
     reasons: AUTH_REASONS,
+    scope: { sides: ['outside'], requests: 'all', responses: false },
     get lockedCount() { return locked.size; },
     check(ctx: MessageContext): Verdict | Promise<Verdict> {
       if (ctx.side !== 'outside' || ctx.msg.kind !== 'request' || ctx.trust !== 'untrusted') return CONTINUE;
@@ -364,29 +370,31 @@ export function createAuthStage(o: AuthStageOptions): AuthStage {
         // RFC 7616 3.3: stale=true says the answer was right, only the nonce old
         const stale = header !== undefined && /stale\s*=\s*"?true/i.test(header);
         if (cred !== undefined && !stale) {
-          record(client, 'auth_failure', 'auth.pbx_rejected');
+          report(client, suspect('auth_failure', 'auth.pbx_rejected'));
           userFailed(policy.realm, cred.user, client, 'pbx');
           emit({ kind: 'failure', mode: 'pbx', reason: 'wrong_credentials', source: client });
         } else {
-          if (cred === undefined && !o.suspicion.isPromoted(client.address)) record(client, 'missing_auth', 'auth.missing');
+          if (cred === undefined && !o.suspicion.isPromoted(client.address)) report(client, suspect('missing_auth', 'auth.missing'));
           emit({ kind: stale ? 'stale' : 'challenge', mode: 'pbx' });
         }
         return undefined;
       }
       if (status === 403 && cred !== undefined) {
-        record(client, 'auth_failure', 'auth.pbx_forbidden');
+        report(client, suspect('auth_failure', 'auth.pbx_forbidden'));
         userFailed(policy.realm, cred.user, client, 'pbx');
         emit({ kind: 'failure', mode: 'pbx', reason: 'wrong_credentials', source: client });
         return undefined;
       }
       if (status < 300 && cred !== undefined) {
-        o.suspicion.promote(client.address);
+        // a REGISTER the PBX accepted is promoted by the message path whatever the auth mode
+        // (ProxyEvents.registered): once per response, not twice
+        if (req.method !== 'REGISTER') report(client, PROMOTE);
         emit({ kind: 'success', mode: 'pbx', source: client, user: cred.user, request: req });
         return undefined;
       }
       // RFC 3261 21.4.5 / 21.4.18: "no such user" answers are what svwar sorts extensions by
       if ((status === 404 || status === 480 || status === 484) && cred === undefined) {
-        record(client, 'unknown_user', 'auth.pbx_not_found');
+        report(client, suspect('unknown_user', 'auth.pbx_not_found'));
         if (!o.enforcing() || policy.pbxRewrite === 'off') return undefined;
         // built from the PBX's own answer (its headers, its To tag) so that nothing but the
         // nonce tells it from the PBX's genuine challenge

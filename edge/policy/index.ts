@@ -12,10 +12,11 @@ import { createRateLimitStage } from './limits/ratelimit';
 import type { SharedStore } from '../store/types';
 import type { Suspicion } from '../suspicion';
 import type { Stage } from '../verdict';
+import type { KnownStage } from './schema';
 
 export interface Policy {
-  /** every stage the rules can name, by name */
-  readonly stages: ReadonlyMap<string, Stage>;
+  /** every stage the rules can name, by name (a closed set: the rules schema's KNOWN_STAGES) */
+  readonly stages: ReadonlyMap<KnownStage, Stage>;
   /** pipeline entries for a snapshot (order, modes, trusted skips), then `extra` */
   entries(s: RulesSnapshot, extra?: readonly StageEntry[]): StageEntry[];
   /** reopen the GeoIP databases when a reload changed their paths; errors are returned */
@@ -35,7 +36,7 @@ export async function createPolicy(
   const geoOpts = { watch: true, ...(onGeoReload ? { onReload: onGeoReload } : {}) };
   let geo: OpenedGeo = await openGeoDatabases({ countryDb: first.geoip.countryDb, asnDb: first.geoip.asnDb }, geoOpts);
   let geoPaths = `${first.geoip.countryDb}|${first.geoip.asnDb}`;
-  const stages = new Map<string, Stage>([
+  const stages = new Map<KnownStage, Stage>([
     ['sanity', createSanityStage()],
     ['access', createAccessStage(current)],
     ['scanner', createScannerStage(current)],

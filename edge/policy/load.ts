@@ -22,7 +22,7 @@ import type { TSchema } from '@sinclair/typebox';
 import { loadYamlText, MAX_YAML_BYTES } from '../config/yaml';
 import type { ValuePath } from '../config/yaml';
 import type { SipMessage } from '../sip/types';
-import { checkStages, DEFAULT_STAGES, DEFAULT_TRUSTED_SKIP, StagesFileSchema } from './schema';
+import { checkStages, DEFAULT_STAGES, DEFAULT_TRUSTED_SKIP, StagesFileSchema, type KnownStage } from './schema';
 import type { LoadRulesResult, RulesSnapshot } from './snapshot';
 import type { CompiledAccess } from './access/compile';
 import type { CompiledAuthClients } from '../auth/clients';
@@ -277,7 +277,7 @@ function loadRulesOnce(dir: string, opts: LoadRulesOptions): LoadRulesResult {
 
   // 1. stages.yaml
   let stages = DEFAULT_STAGES;
-  let trustedSkip: ReadonlySet<string> = new Set(DEFAULT_TRUSTED_SKIP);
+  let trustedSkip: ReadonlySet<KnownStage> = new Set(DEFAULT_TRUSTED_SKIP);
   const sd = loadDoc(RULE_FILES.stages, () => ({ schema: StagesFileSchema }));
   if (typeof sd === 'object') {
     const c = checkStages(sd.value as Parameters<typeof checkStages>[0], sd.at);

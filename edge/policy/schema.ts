@@ -45,7 +45,7 @@ export const DEFAULT_STAGES: readonly StageSetting[] = Object.freeze([
 
 /** Carriers and partner PBXs trusted by address are not scanners, may sit anywhere, and send
  *  whole trunks' worth of calls from one address (rate limits would throttle a carrier). */
-export const DEFAULT_TRUSTED_SKIP: readonly string[] = Object.freeze(['scanner', 'geoip', 'ratelimit', 'auth', 'userlimit']);
+export const DEFAULT_TRUSTED_SKIP: readonly KnownStage[] = Object.freeze(['scanner', 'geoip', 'ratelimit', 'auth', 'userlimit'] as const);
 
 const StageModeSchema = Type.Union(
   STAGE_MODES.map((m) => Type.Literal(m)),
@@ -87,7 +87,7 @@ export type StagesFile = Static<typeof StagesFileSchema>;
 
 export interface CheckedStages {
   readonly stages: readonly StageSetting[];
-  readonly trustedSkip: ReadonlySet<string>;
+  readonly trustedSkip: ReadonlySet<KnownStage>;
   readonly errors: string[];
 }
 
@@ -100,11 +100,13 @@ function unknownStage(name: string): string {
 export function checkStages(doc: StagesFile, at: (path: ValuePath) => string): CheckedStages {
   const errors: string[] = [];
   const known = new Set<string>(KNOWN_STAGES);
+  const isKnown = (n: string): n is KnownStage => known.has(n);
   const seen = new Set<string>();
   const stages: StageSetting[] = [];
   doc.stages.forEach((s, i) => {
-    if (!known.has(s.name)) {
-      errors.push(`${at(['stages', i, 'name'])}: ${unknownStage(s.name)}`);
+    const name = s.name;
+    if (!isKnown(name)) {
+      errors.push(`${at(['stages', i, 'name'])}: ${unknownStage(name)}`);
       return;
     }
     if (seen.has(s.name)) {
@@ -120,15 +122,15 @@ export function checkStages(doc: StagesFile, at: (path: ValuePath) => string): C
     if (s.name === 'sanity' && s.mode === 'off') {
       errors.push(`${at(['stages', i, 'mode'])}: sanity cannot be off (use shadow to observe without enforcing)`);
     }
-    stages.push(Object.freeze({ name: s.name, mode: s.mode }));
+    stages.push(Object.freeze({ name, mode: s.mode }));
   });
   if (!seen.has('sanity')) {
     errors.push(`${at(['stages', 0, 'name'])}: sanity must be the first stage (it is missing)`);
   }
 
-  const skip = new Set<string>();
+  const skip = new Set<KnownStage>();
   doc.trustedSkip.forEach((name, i) => {
-    if (!known.has(name)) {
+    if (!isKnown(name)) {
       errors.push(`${at(['trustedSkip', i])}: ${unknownStage(name)}`);
     } else if (name === 'sanity') {
       // a trusted carrier can still send (or relay) malformed bytes: sanity is never skipped

@@ -1,6 +1,7 @@
 // CONTRACT for the rule files (issue: rule files and policy stages). The loader (edge/policy/load.ts)
 // reads rules/*.yaml, validates them (file:line:col errors), compiles them ONCE into an immutable
 // RulesSnapshot; the stages read `current()` once per message; a reload swaps the whole snapshot.
+import type { KnownStage } from './schema';
 import type { StageMode } from '../verdict';
 import type { CompiledAuthClients } from '../auth/clients';
 import type { CompiledAccess } from './access/compile';
@@ -16,8 +17,8 @@ export type RuleAction =
   | { readonly kind: 'log' };
 
 export interface StageSetting {
-  /** 'sanity' | 'scanner' | 'access' | 'geoip' | 'ratelimit' | 'ping' | 'auth' | 'userlimit' */
-  readonly name: string;
+  /** a closed set: the names the rules schema knows (edge/policy/schema.ts KNOWN_STAGES) */
+  readonly name: KnownStage;
   readonly mode: StageMode;
 }
 
@@ -41,7 +42,7 @@ export interface RulesSnapshot {
   /** stage order and modes; sanity is always first and never 'off' */
   readonly stages: readonly StageSetting[];
   /** stages that trusted sources skip (never 'sanity') */
-  readonly trustedSkip: ReadonlySet<string>;
+  readonly trustedSkip: ReadonlySet<KnownStage>;
   readonly scanner: CompiledScanner;
   readonly access: CompiledAccess;
   readonly geoip: CompiledGeo;

@@ -13,9 +13,9 @@ export interface ParseFailure {
 
 /** true when a proper error response can be built for this (partial) request */
 export function canReplyTo(msg: SipMessage): boolean {
-  // RFC 3261 17: nothing is ever sent in reply to an ACK; RFC 3261 8.1.3.1 / 18.1.2: a response
-  // to a response does not exist.
-  if (msg.kind !== 'request' || msg.method === 'ACK') return false;
+  // a response to a response does not exist (RFC 3261 8.1.3.1 / 18.1.2); whether a request may
+  // be answered at all (never an ACK) is edge/path/respond.ts's to say
+  if (msg.kind !== 'request') return false;
   // RFC 3261 8.2.6.2: From, Call-ID, CSeq, To copied from the request; Via values copied in order.
   if (count(msg, 'via') < 1) return false;
   // duplicates are answered with the first of each (RFC 4475 3.3.8 expects a 400)
@@ -32,3 +32,11 @@ export function verdictForParseFailure(f: ParseFailure, source: Endpoint): Verdi
   if (p === undefined || !canReplyTo(p)) return drop(f.reason);
   return reply(f.status, f.reason);
 }
+
+/** reason codes the parse step can produce as verdicts (parser reasons) */
+export const PARSE_STAGE_REASONS: readonly string[] = [
+  'empty', 'start_line_invalid', 'method_invalid', 'version_unsupported', 'status_invalid',
+  'request_uri_invalid', 'request_uri_too_long', 'header_line_too_long', 'too_many_headers',
+  'message_too_large', 'headers_unterminated', 'header_syntax', 'control_char',
+  'content_length_invalid', 'content_length_duplicate', 'content_length_missing', 'body_truncated',
+];

@@ -83,6 +83,7 @@ export function createPingStage(o: PingStageOptions): Stage {
   return {
     name: 'ping',
     reasons: PING_REASONS,
+    scope: { sides: ['outside'], requests: ['OPTIONS'], responses: false },
     check(ctx: MessageContext): Verdict {
       // the PBX side is not answered for: its OPTIONS go where they are addressed
       if (o.mode !== 'answer' || ctx.side !== 'outside' || ctx.msg.kind !== 'request') return CONTINUE;

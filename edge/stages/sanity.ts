@@ -150,7 +150,8 @@ export function createSanityStage(opts?: Partial<SanityOptions>): Stage {
     // RFC 3261 8.2.6.2: a response copies Via, From, To, Call-ID and CSeq; without one of each no
     // reply can be built, so the request is dropped instead. With duplicates (RFC 4475 multi01,
     // which expects a 400) the reply echoes the first of each, as Kamailio's sl_send_reply does.
-    const replyable = isRequest && msg.method !== 'ACK' && c.via > 0 && c.from > 0 && c.to > 0 && c.callId > 0 && c.cseq > 0;
+    // (an ACK is never answered: edge/path/respond.ts turns a reply aimed at one into a drop)
+    const replyable = isRequest && c.via > 0 && c.from > 0 && c.to > 0 && c.callId > 0 && c.cseq > 0;
     const fail = (status: number, reason: SanityReason, headers?: ReadonlyArray<readonly [string, string]>): Verdict =>
       replyable ? reply(status, reason, headers ? { headers } : undefined) : drop(reason);
 
@@ -279,5 +280,6 @@ export function createSanityStage(opts?: Partial<SanityOptions>): Stage {
     return null;
   }
 
-  return { name: 'sanity', reasons: SANITY_REASONS, check };
+  // every refusal is evidence of a broken or hostile sender (a ban verdict bans)
+  return { name: 'sanity', reasons: SANITY_REASONS, suspects: { event: 'malformed', on: ['reply', 'drop'], rule: 'reason' }, check };
 }

@@ -45,7 +45,8 @@ export function createAccessStage(rules: () => RulesSnapshot): Stage {
   function check(ctx: MessageContext): Verdict {
     if (ctx.side === 'inside') return CONTINUE;
     const access = rules().access;
-    const c = access.classify(ctx.source.address);
+    // looked up once with the trust by the message path when it did (ctx.access)
+    const c = ctx.access !== undefined ? ctx.access : access.classify(ctx.source.address);
     if (c !== null) {
       if (c.list === 'deny') return actionVerdict(access.denyAction, 'ip_denied', c.rule);
       return CONTINUE; // allow or trusted
@@ -55,5 +56,5 @@ export function createAccessStage(rules: () => RulesSnapshot): Stage {
     if (access.allowListActive && ctx.trust !== 'trusted') return actionVerdict(access.denyAction, 'ip_not_allowed', 'access:not-allowed');
     return CONTINUE;
   }
-  return { name: 'access', skippableForTrusted: false, reasons: ACCESS_REASONS, check };
+  return { name: 'access', skippableForTrusted: false, reasons: ACCESS_REASONS, scope: { sides: ['outside'], requests: 'all', responses: true }, check };
 }

@@ -93,5 +93,5 @@ export function createGeoStage(rules: () => RulesSnapshot, geo: GeoSource): Stag
     return policy.countries.has(country) ? CONTINUE : actionVerdict(policy.action, 'country_not_allowed', rule);
   }
 
-  return { name: 'geoip', skippableForTrusted: true, reasons: GEO_REASONS, check };
+  return { name: 'geoip', skippableForTrusted: true, reasons: GEO_REASONS, scope: { sides: ['outside'], requests: 'all', responses: true }, check };
 }

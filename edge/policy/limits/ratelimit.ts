@@ -16,7 +16,7 @@
 // or flooder learns nothing and gets no reply to amplify. A promoted source (a real phone or PBX)
 // gets 503 with Retry-After (RFC 3261 21.5.4: the server is temporarily overloaded; 20.33) set to
 // base + random jitter, so phones throttled together do not retry in the same second. An ACK is
-// only ever dropped: nothing answers an ACK (RFC 3261 17.1.1.3, 17.2.1).
+// only ever dropped: nothing answers an ACK (RFC 3261 17.1.1.3, 17.2.1; edge/path/respond.ts).
 //
 // Responses pass (they belong to transactions the edge created; forged ones are the proxy's
 // unmatched-reply check), inside traffic passes (the PBX is not limited), trusted sources skip
@@ -185,13 +185,14 @@ export function createRateLimitStage(opts: RateLimitStageOptions): Stage {
     const snapshot = rules();
     const limits = snapshot.limits;
     const address = ctx.source.address;
-    const sourceKey = suspicion.sourceKey(address);
-    const promoted = suspicion.isPromoted(address);
+    // classified once by the message path (edge/path/server.ts) when it ran this
+    const sourceKey = ctx.sourceKey ?? suspicion.sourceKey(address);
+    const promoted = ctx.promoted ?? suspicion.isPromoted(address);
 
     for (const c of checksFor(msg, sourceKey, promoted, limits)) {
       const r = await askBudget(limiters.get(c.spec), c.key);
-      // nothing answers an ACK (RFC 3261 17)
-      const v = overBudget(r, c, promoted && msg.method !== 'ACK', limits.retryAfter, random);
+      // a 503 aimed at an ACK becomes a drop where replies are sent (edge/path/respond.ts)
+      const v = overBudget(r, c, promoted, limits.retryAfter, random);
       if (v !== null) return v;
     }
     return CONTINUE;
@@ -201,6 +202,10 @@ export function createRateLimitStage(opts: RateLimitStageOptions): Stage {
     name: 'ratelimit',
     skippableForTrusted: true,
     reasons: RATELIMIT_REASONS,
+    scope: { sides: ['outside'], requests: 'all', responses: false },
+    // an unknown source over a limit is dropped; if it keeps going, the drops spend its budget
+    // (promoted sources get a 503 instead and are not counted)
+    suspects: { event: 'flood', on: ['drop'], rule: 'reason' },
     check,
   };
 }

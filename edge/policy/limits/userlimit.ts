@@ -74,13 +74,14 @@ export function createUserLimitStage(o: UserLimitStageOptions): UserLimitStage {
 
   async function decide(ctx: MessageContext, b: Budget): Promise<Verdict> {
     const r = await askBudget(limiters.get(b.spec), b.key, ctx.identity !== undefined);
-    return overBudget(r, b, suspicion.isPromoted(ctx.source.address), rules().limits.retryAfter, random) ?? CONTINUE;
+    return overBudget(r, b, ctx.promoted ?? suspicion.isPromoted(ctx.source.address), rules().limits.retryAfter, random) ?? CONTINUE;
   }
 
   return {
     name: 'userlimit',
     skippableForTrusted: true,
     reasons: USERLIMIT_REASONS,
+    scope: { sides: ['outside'], requests: ['REGISTER', 'INVITE'], responses: false },
     check(ctx: MessageContext): Verdict | Promise<Verdict> {
       if (ctx.side === 'inside' || ctx.msg.kind !== 'request') return CONTINUE;
       const b = budgetOf(ctx.msg as SipRequest, rules().limits);

@@ -51,14 +51,13 @@ export function verdictFor(sig: CompiledSignature, msg: SipMessage): Verdict {
   const reason = reasonFor(sig);
   const a = sig.action;
   if (a.kind === 'log') return logOnly(reason, sig.name);
-  // a response is never answered and never bans on its own: drop it (see the header comment)
-  if (msg.kind === 'response') return drop(reason, sig.name);
+  // a response never bans on its own: drop it (see the header comment); a reject aimed at a
+  // response or an ACK is turned into a drop where replies are sent (edge/path/respond.ts)
+  if (msg.kind === 'response' && a.kind === 'ban') return drop(reason, sig.name);
   switch (a.kind) {
     case 'drop':
       return drop(reason, sig.name);
     case 'reject':
-      // RFC 3261 17.2.1 / 17: nothing is ever sent in reply to an ACK
-      if (msg.method === 'ACK') return drop(reason, sig.name);
       return reply(a.status, reason, a.phrase !== undefined ? { rule: sig.name, phrase: a.phrase } : { rule: sig.name });
     case 'ban':
       return ban(reason, a.seconds, sig.name);
@@ -74,6 +73,9 @@ export function createScannerStage(rules: () => RulesSnapshot): Stage {
     name: 'scanner',
     skippableForTrusted: true,
     reasons: SCANNER_REASONS,
+    scope: { sides: ['outside'], requests: 'all', responses: true },
+    // a signature hit that refuses spends the source's suspicion budget (a ban verdict bans)
+    suspects: { event: 'scanner', on: ['reply', 'drop'], rule: 'rule' },
     check(ctx: MessageContext): Verdict {
       if (ctx.side === 'inside') return CONTINUE;
       const sig = rules().scanner.match(ctx.msg);
