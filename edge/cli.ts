@@ -19,6 +19,7 @@ import type { Logger } from './log';
 import type { DigestAlgorithm } from './auth/digest';
 import { auditOffers, offerable } from './auth/offer';
 import { DIGEST_ALGORITHMS, UsersDb, checkRealm, checkUser, upsertUser } from './auth/users';
+import { daysLeft, loadTlsMaterial, type TlsSettings } from './transport/tls-context';
 
 /** Package root: dist/edge/cli.js -> the folder holding package.json and sip-edge.yaml. */
 export const PACKAGE_ROOT = path.resolve(__dirname, '../..');
@@ -343,14 +344,40 @@ function checkCommand(loaded: ReturnType<typeof loadConfig>, file: string | unde
       }
     }
   }
+  let tlsSummary = '';
+  if (loaded.ok && loaded.config.tls !== undefined && loaded.config.tls.certificates.length > 0) {
+    // the TLS files the edge would load: key matches certificate, validity, names (tls-context.ts)
+    const t = checkTls(loaded.config.tls, loaded.config.domains);
+    errors.push(...t.errors);
+    for (const w of t.warnings) io.err(`warning: ${w}\n`);
+    tlsSummary = t.summary;
+  }
   if (errors.length > 0 || !loaded.ok) {
     io.err(errors.map((e) => `${e}\n`).join(''));
     // say what could not be looked at, rather than let "no error" suggest it was fine
     if (part === undefined) io.err(`(rule and users files not checked: ${file ?? 'the configuration'} cannot be read far enough to say where they are)\n`);
     return 1;
   }
-  io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}\n`);
+  io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}${tlsSummary}\n`);
   return 0;
+}
+
+/** Days before expiry from which `check` warns about a certificate. */
+const CERT_WARN_DAYS = 30;
+
+/** `check` on the TLS files: errors (unreadable, key of another certificate, expired, not yet
+ *  valid, no name), warnings (expiring within CERT_WARN_DAYS, a served domain no certificate names). */
+export function checkTls(t: TlsSettings, domains: readonly string[], now = new Date()): { errors: readonly string[]; warnings: string[]; summary: string } {
+  const r = loadTlsMaterial(t, now);
+  if (!r.ok) return { errors: r.errors, warnings: [], summary: '' };
+  const warnings: string[] = [];
+  for (const c of r.value.certs) {
+    const d = daysLeft(c, now);
+    if (d < CERT_WARN_DAYS) warnings.push(`${c.file}: certificate expires in ${d} day(s), on ${c.notAfter.toISOString()}`);
+  }
+  const covers = (d: string): boolean => r.value.certs.some((c) => c.names.some((n) => n === d || (n.startsWith('*.') && d.endsWith(n.slice(1)) && !d.slice(0, -n.length + 1).includes('.'))));
+  for (const d of domains) if (!covers(d)) warnings.push(`served domain ${d}: no TLS certificate names it (clients verifying the edge as ${d} will refuse it)`);
+  return { errors: [], warnings, summary: `; tls ${r.value.certs.map((c) => `${c.file} (${c.names.slice(0, 5).join(', ')}; until ${c.notAfter.toISOString().slice(0, 10)})`).join(', ')}` };
 }
 
 /** "600", "10m", "2h", "1d" -> seconds; null when invalid */

@@ -43,6 +43,7 @@ import type { MessageContext, Side, StageMode, Trust, Verdict } from './verdict'
 import { sampled, preview, securityEvent } from './log';
 import { OverloadGuard, type PressureSource } from './overload';
 import * as H from './sip/headers';
+import { startTls, type TlsService } from './tls-service';
 
 export interface EdgeHandle {
   close(graceMs: number): Promise<void>;
@@ -225,11 +226,13 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const banFor = (address: string, v: { reason: string; seconds: number; rule?: string }): void => {
     void store.ban({ key: banKey(address), reason: v.reason, rule: v.rule ?? v.reason, seconds: v.seconds }).catch(() => { /* counted by the store */ });
   };
+  /** TLS listeners' certificates, handshakes and certificate-identified peers (edge/tls-service.ts) */
+  let tls: TlsService | undefined;
   /** feed the source's suspicion budget (bans when it runs out); outside sources only */
   const suspect = (source: Endpoint, event: Parameters<Suspicion['record']>[1], rule?: string): void => {
     // trusted peers (carriers, partner PBXs) are never banned automatically: Kamailio's pike
     // banning a customer's own trunk after an outage is the failure this avoids
-    if (isInsideSource(source) || trustOf(source.address, 'outside') === 'trusted') return;
+    if (isInsideSource(source) || trustOf(source.address, 'outside') === 'trusted' || tls?.trustedConnection(source) === true) return;
     void suspicion.record(source.address, event, rule);
   };
 
@@ -350,7 +353,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       }
       const msg = r.msg;
       metrics.received(source.transport, side, msg.kind);
-      const trust = trustOf(source.address, side);
+      const trust = side === 'outside' && tls?.trustedConnection(source) === true ? 'trusted' : trustOf(source.address, side);
       if (trust === 'untrusted' && msg.kind === 'request') overload.sawUnknown();
       const ctx: MessageContext = { msg, source, side, trust, receivedAt: inb.receivedAt };
       const out = pipeline.run(ctx);
@@ -374,10 +377,16 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   };
 
   try {
+    tls = startTls(cfg, log, metrics, suspect, opts.watchRules !== false);
     for (const spec of cfg.listen) {
       listeners.push(await (opts.createListener ?? createListener)(spec, {
         onMessage: inject,
-        onEvent: (event, l) => metrics.transportEvent(l.spec.transport, event),
+        onEvent: (event, l, source) => {
+          metrics.transportEvent(l.spec.transport, event);
+          if (event === 'conn_closed') tls?.onClosed(source);
+        },
+        onHandshake: (reason, _l, source) => tls?.onHandshake(reason, source),
+        onPeerCertificate: (source, peer) => tls?.onPeerCertificate(source, peer),
         // a refused or unreachable connect toward an upstream is evidence about the PBX itself
         onConnectFailed: (dest, cause) => { if (cause === 'remote') proxy?.transportFailed(dest); },
         onAdmission: (cls, result) => metrics.tcpAdmission(cls, result),
@@ -390,9 +399,15 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
             apply({ action: 'reply', status: 413, reason: 'message_too_large' }, msg, source);
           }
         },
-      }, { ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes, classify: connClass }));
+      }, {
+        ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes, classify: connClass,
+        // the gate at accept: a banned source gets no connection slot and no TLS handshake
+        refuse: (address) => !isInside(address) && bans.check(address, Date.now()) !== null,
+        ...(tls !== undefined ? { tls: tls.security } : {}),
+      }));
     }
   } catch (err) {
+    tls?.close();
     await Promise.all(listeners.map((l) => l.close(0)));
     throw err;
   }
@@ -433,6 +448,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   metrics.bindGauges({
     transactionsActive: () => proxy!.activeTransactions,
     tcpConnections: () => listeners.reduce((n, l) => n + (l.connections?.() ?? 0), 0),
+    connectionsOf: (t) => listeners.reduce((n, l) => n + (l.spec.transport === t ? l.connections?.() ?? 0 : 0), 0),
     // the cache drops an expired ban only when a packet meets it: sweep first, so a ban whose
     // time ran out is neither counted as active nor left out of sipedge_bans_expired_total
     bansActive: () => { bans.sweep(true); return bans.size; },
@@ -493,6 +509,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     reloadRules() {
       // SIGHUP re-reads the users files too (their own 'reloaded'/'failed' events log the result)
       for (const h of users.values()) h.reload();
+      // and the TLS certificate files (the holder logs and counts the outcome)
+      tls?.reload();
       const r = rules.reload();
       return r.ok ? { ok: true, version: r.version } : { ok: false, errors: r.errors };
     },
@@ -510,6 +528,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       await Promise.all(listeners.map((l) => l.close(SOCKET_FLUSH_MS)));
       if (!opts.rules) rules.close();
       for (const h of users.values()) h.close();
+      tls?.close();
       policy.close();
       if (!opts.store) await store.close();
       await admin?.close();

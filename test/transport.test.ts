@@ -248,8 +248,10 @@ test('createListener dispatches on transport and rejects unsupported ones', asyn
   assert.equal(typeof t.isOpen, 'function');
   await u.close();
   await t.close();
-  const spec: ListenerSpec = { transport: 'tls', host: '127.0.0.1', port: 0 };
+  const spec: ListenerSpec = { transport: 'ws', host: '127.0.0.1', port: 0 };
   await assert.rejects(createListener(spec, r.hooks), /transport_unsupported/);
+  // tls is a stream listener once it has certificates (edge/transport/tls.ts)
+  await assert.rejects(createListener({ transport: 'tls', host: '127.0.0.1', port: 0 }, r.hooks), /tls_not_configured/);
   await assert.rejects(createListener({ transport: 'udp', host: 'example.com', port: 0 }, r.hooks), /listen_host_not_ip/);
 });
 

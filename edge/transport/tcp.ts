@@ -15,6 +15,11 @@
 // second as it sends messages, and before it is chosen for eviction, so a phone promoted after
 // it connected is counted where it belongs.
 //
+// TLS (RFC 3261 26.2) is this same stream transport once its handshake is done: with
+// `secure` (edge/transport/tls.ts) an admitted connection holds its slot through the handshake
+// and is framed only after it; outbound connections are TLS clients. The listener then names
+// itself and its endpoints "tls".
+//
 // Connections are identified by a process-wide numeric connId carried in Endpoint.connId:
 // responses go back on the connection the request came in on (RFC 3261 18.2.2), and
 // outbound connections opened towards an upstream are framed and handed up the same way so
@@ -24,6 +29,7 @@ import { performance } from 'node:perf_hooks';
 import type { Endpoint } from '../sip/types';
 import { addressFamily, canonicalAddress, formatHostPort, ipv6Prefix, isIP } from '../net/address';
 import { StreamFramer } from './framing';
+import type { StreamSecurity } from './tls';
 import type { AdmissionResult, Inbound, Listener, ListenerSpec, SourceClass, TransportEvent, TransportHooks } from './types';
 
 export interface TcpOptions {
@@ -53,6 +59,11 @@ export interface TcpOptions {
   readonly unknownPercent?: number;
   /** per cent of maxConnections unknown and promoted sources may hold together (default 90) */
   readonly promotedPercent?: number;
+  /** the gate at accept: a banned source's connection is closed before it costs a slot or a
+   *  TLS handshake (the edge passes its local ban cache; never a store round trip) */
+  readonly refuse?: (address: string) => boolean;
+  /** TLS: the handshake on accepted connections and the client side of outbound ones */
+  readonly secure?: StreamSecurity;
 }
 
 /** classes by rank, lowest first: capacity is reserved from the top down */
@@ -78,7 +89,8 @@ const MAX_HOLD_MS = 86_400_000;
 
 interface Conn {
   readonly id: number;
-  readonly socket: net.Socket;
+  /** TLS: the raw socket during the handshake, then the TLS socket */
+  socket: net.Socket;
   readonly framer: StreamFramer;
   readonly remote: Endpoint;
   /** "address|port" of the peer, for reuse by send() */
@@ -113,6 +125,8 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
   if (family === 0) throw new Error(`listen_host_not_ip: ${spec.host}`);
   const ipv6Only = family === 6 ? (opts.ipv6Only ?? canonicalAddress(spec.host) === '::') : false;
   const maxWriteQueue = opts.maxWriteQueueBytes ?? DEFAULT_WRITE_QUEUE;
+  const secure = opts.secure;
+  const transport = secure?.transport ?? 'tcp';
   const v6Prefix = opts.ipv6SourcePrefix ?? 64;
 
   const conns = new Map<number, Conn>();
@@ -154,7 +168,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
 
   const addr = server.address() as net.AddressInfo;
   const local = { address: canonicalAddress(addr.address), port: addr.port, family };
-  const id = `tcp:${formatHostPort(local.address, local.port)}`;
+  const id = `${transport}:${formatHostPort(local.address, local.port)}`;
 
   const event = (e: TransportEvent, source?: Endpoint): void => hooks.onEvent?.(e, listener, source);
 
@@ -162,7 +176,9 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     return addressFamily(address) === 6 ? ipv6Prefix(address, v6Prefix) : address;
   }
 
-  function setup(socket: net.Socket, remote: Endpoint, outbound: boolean, sourceKey: string | null, rank = -1): Conn {
+  /** `handshaking`: TLS accepted, handshake running: the connection holds its slot (and counts
+   *  for the caps and eviction) but its socket is not read until attach() */
+  function setup(socket: net.Socket, remote: Endpoint, outbound: boolean, sourceKey: string | null, rank = -1, handshaking = false): Conn {
     const conn: Conn = {
       id: remote.connId!,
       socket,
@@ -170,8 +186,9 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       remote,
       peerKey: `${remote.address}|${remote.port}`,
       sourceKey,
-      connected: !outbound,
-      queue: outbound ? [] : null,
+      // bytes for a connection still connecting (outbound) or in its handshake wait in the queue
+      connected: !outbound && !handshaking,
+      queue: outbound || handshaking ? [] : null,
       queuedBytes: 0,
       closing: false,
       closed: false,
@@ -185,7 +202,17 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     let set = byPeer.get(conn.peerKey);
     if (set === undefined) byPeer.set(conn.peerKey, (set = new Set()));
     set.add(conn.id);
+    if (handshaking) {
+      socket.on('error', () => destroy(conn));
+      socket.on('close', () => cleanup(conn));
+      return conn;
+    }
+    attach(conn);
+    return conn;
+  }
 
+  function attach(conn: Conn): void {
+    const socket = conn.socket;
     socket.setNoDelay(true);
     // Node resets this on every read and write: exactly "no traffic either way"
     socket.setTimeout(opts.idleTimeoutMs);
@@ -198,7 +225,6 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     socket.on('end', () => destroy(conn));
     socket.on('error', () => destroy(conn));
     socket.on('close', () => cleanup(conn));
-    return conn;
   }
 
   function onData(conn: Conn, chunk: Buffer): void {
@@ -269,6 +295,16 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
 
   function admissionEvent(cls: SourceClass, result: AdmissionResult): void {
     hooks.onAdmission?.(cls, result, listener);
+  }
+
+  /** connected (outbound) or through its handshake: what waited in the queue goes out */
+  function established(conn: Conn): void {
+    if (conn.closed) return;
+    conn.connected = true;
+    const q = conn.queue ?? [];
+    conn.queue = null;
+    conn.queuedBytes = 0;
+    for (const b of q) if (!write(conn, b)) return;
   }
 
   function armMessageTimer(conn: Conn): void {
@@ -358,7 +394,12 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       socket.destroy();
       return;
     }
-    const probe: Endpoint = { transport: 'tcp', address, port, listenerId: id };
+    const probe: Endpoint = { transport, address, port, listenerId: id };
+    if (opts.refuse?.(address) === true) {
+      socket.destroy();
+      event('conn_rejected_banned', probe);
+      return;
+    }
     const cls: SourceClass = classify === undefined ? 'unknown' : classify(address);
     const rank = RANK[cls];
     const sourceKey = sourceKeyOf(address);
@@ -387,13 +428,27 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     perSource.set(sourceKey, have + 1);
     inboundCount++;
     const remote: Endpoint = { ...probe, connId: allocConnId() };
-    setup(socket, remote, false, sourceKey, rank);
-    event('conn_opened', remote);
     admissionEvent(cls, 'accepted');
+    if (secure === undefined) {
+      setup(socket, remote, false, sourceKey, rank);
+      event('conn_opened', remote);
+      return;
+    }
+    const conn = setup(socket, remote, false, sourceKey, rank, true);
+    secure.accept(socket, sourceKey, (r) => {
+      hooks.onHandshake?.(r.ok ? 'ok' : r.reason, listener, remote);
+      if (!r.ok) { destroy(conn); return; }
+      if (conn.closed) { r.socket.destroy(); return; }
+      conn.socket = r.socket;
+      if (r.peer !== null) hooks.onPeerCertificate?.(remote, r.peer, listener);
+      attach(conn);
+      event('conn_opened', remote);
+      established(conn);
+    });
   });
 
   function openOutbound(address: string, port: number): Conn | null {
-    const remote: Endpoint = { transport: 'tcp', address, port, connId: allocConnId(), listenerId: id };
+    const remote: Endpoint = { transport, address, port, connId: allocConnId(), listenerId: id };
     const destFamily = addressFamily(address);
     let host = address;
     if (destFamily !== family) {
@@ -403,7 +458,9 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     const wildcard = local.address === '0.0.0.0' || local.address === '::';
     let socket: net.Socket;
     try {
-      socket = net.connect({ host, port, noDelay: true, ...(wildcard ? {} : { localAddress: addr.address }) });
+      socket = secure !== undefined
+        ? secure.connect({ host, port, ...(wildcard ? {} : { localAddress: addr.address }) })
+        : net.connect({ host, port, noDelay: true, ...(wildcard ? {} : { localAddress: addr.address }) });
     } catch {
       return null;
     }
@@ -411,13 +468,9 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     socket.once('error', (err: NodeJS.ErrnoException) => {
       if (!conn.connected) hooks.onConnectFailed?.(remote, connectFailureCause(err.code), listener);
     });
-    socket.once('connect', () => {
-      if (conn.closed) return;
-      conn.connected = true;
-      const q = conn.queue ?? [];
-      conn.queue = null;
-      conn.queuedBytes = 0;
-      for (const b of q) if (!write(conn, b)) return;
+    // TLS: bytes may go out only once the upstream's certificate has been verified
+    socket.once(secure !== undefined ? 'secureConnect' : 'connect', () => {
+      established(conn);
     });
     event('conn_opened', remote);
     return conn;
