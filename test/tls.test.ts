@@ -15,6 +15,7 @@ import { DEFAULT_TLS_SETTINGS, loadTlsMaterial, type TlsSettings } from '../edge
 import { haveOpenssl, makeCa, makeLeaf, type Leaf, type TestCa } from './helpers/certs';
 import { testConfig } from './helpers/config';
 import { TcpPeer } from './helpers/tcp-peer';
+import { UdpPeer, header, request, response, uniq } from './helpers/udp-peer';
 import { tempDir } from './helpers/tmp';
 
 const silent = pino({ level: 'silent' });
@@ -322,5 +323,58 @@ describe('sip-edge check on TLS files', { skip }, () => {
     const r2 = await check(config(old.cert, old.key));
     assert.equal(r2.code, 1);
     assert.match(r2.stderr, /certificate expired on 2002-01-01/);
+  });
+});
+
+describe('SIP over TLS through the proxy (raw TLS client, UDP PBX)', { skip }, () => {
+  const tmp = tempDir('sipedge-tlsproxy-');
+  let edge: EdgeHandle;
+  let pbx: UdpPeer;
+  let tlsPort: number;
+  let ca: TestCa;
+
+  before(async () => {
+    ca = makeCa(path.join(tmp.dir, 'pki'));
+    const leaf = makeLeaf(ca, { names: ['edge.example.com'], ips: ['127.0.0.1'] });
+    pbx = await UdpPeer.bind('127.0.0.2');
+    edge = await startEdge(testConfig({
+      listen: [{ transport: 'udp', host: '127.0.0.1', port: 0 }, { transport: 'tls', host: '127.0.0.1', port: 0 }],
+      upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }],
+      tls: { ...DEFAULT_TLS_SETTINGS, certificates: [{ cert: leaf.cert, key: leaf.key }] },
+    }), silent, { watchRules: false });
+    tlsPort = edge.listeners.find((l) => l.transport === 'tls')!.port;
+  });
+  after(async () => { await edge?.close(0); pbx?.close(); });
+
+  test('INVITE to a sips: URI: Record-Route is sips: on the TLS side, sip: toward the UDP PBX; the PBX\'s BYE reaches the phone on its TLS connection with Via SIP/2.0/TLS', async () => {
+    const phone = await TcpPeer.connectTls(tlsPort, { ca: fs.readFileSync(ca.cert), rejectUnauthorized: true, servername: 'edge.example.com' });
+    try {
+      const me = { address: phone.address, port: phone.port };
+      const invite = request(me, { ruri: 'sips:1000@example.com', to: '<sips:1000@example.com>', via: `SIP/2.0/TLS ${me.address}:${me.port};branch=${uniq('z9hG4bK')}`, contact: `<sips:alice@${me.address}:${me.port}>` });
+      phone.send(invite);
+      const fwd = await pbx.waitFirstLine('INVITE sips:1000@example.com');
+      const rr = header(fwd.text, 'Record-Route') ?? '';
+      assert.match(rr, new RegExp(`^<sip:up0@127\\.0\\.0\\.1:\\d+;lr>, <sips:sef1\\.[^@>]+@127\\.0\\.0\\.1:${tlsPort};lr>$`), rr);
+      assert.match(fwd.text, /^Via: SIP\/2.0\/UDP 127\.0\.0\.1:\d+;branch=z9hG4bK/m, 'the edge\'s own Via toward the PBX names UDP');
+      // the PBX answers and later hangs up: its route set is the Record-Route as received
+      pbx.send(response(fwd.text, 200, 'OK', { toTag: 'pbx1', extra: ['Contact: <sip:1000@127.0.0.2>', `Record-Route: ${rr}`] }), fwd.port, fwd.address);
+      await phone.waitFirstLine('SIP/2.0 200', 3000);
+      const [dep, arr] = rr.split(', ');
+      const bye = [
+        'BYE sips:alice@' + me.address + ':' + me.port + ' SIP/2.0',
+        `Via: SIP/2.0/UDP 127.0.0.2:${pbx.port};branch=${uniq('z9hG4bK')};rport`,
+        'Max-Forwards: 70',
+        `From: ${header(fwd.text, 'To')};tag=pbx1`,
+        `To: ${header(fwd.text, 'From')}`,
+        `Call-ID: ${header(fwd.text, 'Call-ID')}`,
+        'CSeq: 1 BYE',
+        `Route: ${dep}`,
+        `Route: ${arr}`,
+        'Content-Length: 0', '', '',
+      ].join('\r\n');
+      pbx.send(bye, fwd.port, fwd.address);
+      const got = await phone.waitFirstLine('BYE ', 3000);
+      assert.match(got.text, new RegExp(`^Via: SIP/2.0/TLS 127\\.0\\.0\\.1:${tlsPort};branch=z9hG4bK`, 'm'), 'the edge\'s Via toward the phone names TLS and its TLS port');
+    } finally { phone.close(); }
   });
 });

@@ -143,7 +143,7 @@ request_route {
   if (uri!=myself) { sl_send_reply("403", "Not relaying"); exit; }
   if (is_method("REGISTER")) { route(REGISTRAR); exit; }
   route(AUTH);
-  xlog("L_NOTICE", "KAMEV|INITIAL|method=$rm|from=$fU|to=$rU|auth=$au\\n");
+  xlog("L_NOTICE", "KAMEV|INITIAL|method=$rm|from=$fU|to=$rU|auth=$au|rr=$hdr(Record-Route)\\n");
   if (is_method("INVITE|SUBSCRIBE|REFER")) { record_route(); }
   if (!lookup("location")) {
     xlog("L_NOTICE", "KAMEV|NOTFOUND|method=$rm|to=$rU\\n");
