@@ -17,37 +17,11 @@ import { testConfig } from './helpers/config';
 import { TcpPeer } from './helpers/tcp-peer';
 import { UdpPeer, header, request, response, uniq } from './helpers/udp-peer';
 import { tempDir } from './helpers/tmp';
+import { metricSum, sClient as probe, until } from './helpers/tls-probe';
 
 const silent = pino({ level: 'silent' });
 const CI = process.env.CI === 'true';
 const skip = !haveOpenssl() && !CI ? 'openssl not installed' : false;
-
-interface Probe {
-  readonly ok: boolean;
-  readonly protocol?: string;
-  readonly cipher?: string;
-  readonly peer?: string;
-  readonly out: string;
-}
-
-/** `openssl s_client` once, asynchronously (the edge runs in this process) */
-export function sClient(port: number, args: readonly string[], host = '127.0.0.1', brief = true): Promise<Probe> {
-  return new Promise((resolve) => {
-    const child = execFile('openssl', ['s_client', '-connect', host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`, ...(brief ? ['-brief'] : []), ...args],
-      { timeout: 10_000, encoding: 'latin1' }, (err, stdout, stderr) => {
-        const out = `${stdout}\n${stderr}`;
-        const protocol = /Protocol version: (\S+)/.exec(out)?.[1];
-        resolve({
-          ok: err === null && (out.includes('CONNECTION ESTABLISHED') || (!brief && /^-----BEGIN CERTIFICATE-----/m.test(out))),
-          ...(protocol !== undefined ? { protocol } : {}),
-          ...(/Ciphersuite: (\S+)/.exec(out) ? { cipher: /Ciphersuite: (\S+)/.exec(out)![1] } : {}),
-          ...(/Peer certificate: (.*)/.exec(out) ? { peer: /Peer certificate: (.*)/.exec(out)![1]!.trim() } : {}),
-          out,
-        });
-      });
-    child.stdin?.end();
-  });
-}
 
 /** a plain node TLS server with node's own defaults (+ `extra`): the control for the probes */
 async function controlServer(leaf: Leaf, extra: tls.TlsOptions, hold = false): Promise<{ port: number; close: () => Promise<void> }> {
@@ -64,23 +38,8 @@ async function controlServer(leaf: Leaf, extra: tls.TlsOptions, hold = false): P
   return { port: (srv.address() as { port: number }).port, close: () => { close0(); return new Promise((r) => srv.close(() => r())); } };
 }
 
-function metric(text: string, name: string, labels: Record<string, string>): number {
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    if (want.every((w) => line.includes(w))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
-
-async function until(cond: () => Promise<boolean> | boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const metric = metricSum;
+const sClient = (port: number, args: readonly string[], host = '127.0.0.1', brief = true) => probe(port, args, { host, brief });
 
 const options = (from: string): string => [
   `OPTIONS sip:127.0.0.1 SIP/2.0`,

@@ -95,10 +95,13 @@ function peerOf(s: tls.TLSSocket): PeerCertificate | null {
 export function createTlsSecurity(o: TlsListenerOptions): StreamSecurity {
   const s = o.settings;
   const material = (): TlsMaterial => o.holder.current();
-  // one tls.Server per listener, never bound: a mutual-TLS listener and a plain one differ in
-  // requestCert only. Verification is node's (against the context's `ca`), the verdict ours:
-  // rejectUnauthorized false so that a refused certificate gets its own reason.
-  const askCert = o.requireClientCert && s.clientCa !== undefined;
+  // one tls.Server per listener, never bound. With a client CA every listener asks for a client
+  // certificate (a peer identified by it is trusted, tls.peers); a listener in
+  // requireClientCert refuses a client without a valid one. Verification is node's (against the
+  // context's `ca`), the verdict ours: rejectUnauthorized false so that a refused certificate gets
+  // its own reason (client_cert_missing / client_cert_invalid) instead of a bare reset.
+  const askCert = s.clientCa !== undefined;
+  const requireCert = o.requireClientCert && askCert;
   const serverOptions = (m: TlsMaterial): tls.TlsOptions => m.defaultOptions;
   const server = tls.createServer({
     ...serverOptions(material()),
@@ -145,7 +148,7 @@ export function createTlsSecurity(o: TlsListenerOptions): StreamSecurity {
     // RFC 5246 7.4.1.2 / RFC 5746: renegotiation is refused by OpenSSL (SSL_OP_NO_RENEGOTIATION);
     // node's own guard as well, so a client that tries it is cut off either way
     sock.disableRenegotiation();
-    if (askCert && !sock.authorized) {
+    if (requireCert && !sock.authorized) {
       const missing = sock.authorizationError === undefined || Object.keys(sock.getPeerCertificate(false) ?? {}).length === 0;
       sock.destroy();
       settle(key, { ok: false, reason: missing ? 'client_cert_missing' : 'client_cert_invalid' });
