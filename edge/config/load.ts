@@ -56,7 +56,7 @@ export type LoadResult =
 
 /** Transports the edge can serve today; the others parse but are refused with a clear error. */
 const SUPPORTED_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls'];
-const SUPPORTED_UPSTREAM_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp'];
+const SUPPORTED_UPSTREAM_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls'];
 const KNOWN_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls', 'ws', 'wss'];
 /** RFC 3261 19.1.2: default port for sip: over UDP/TCP. */
 const SIP_DEFAULT_PORT = 5060;
@@ -124,6 +124,12 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     // Forwarding to our own socket would loop every request until Max-Forwards runs out.
     if (seenListen.has(`${r.transport}|${r.host}|${r.port}`)) {
       err(it.where, `upstream ${JSON.stringify(it.text)}: is one of the edge's own listeners (forwarding loop)`);
+      continue;
+    }
+    // the edge connects toward an upstream from a listener of its transport and address family
+    // (edge/router/proxy.ts listenerFor): a tls upstream needs a tls listener to connect from
+    if (r.transport === 'tls' && !listen.some((l) => l.transport === 'tls' && isIP(l.host) === isIP(r.host))) {
+      err(it.where, `upstream ${JSON.stringify(it.text)}: needs a tls listener of the same address family in listen (the edge connects from it)`);
       continue;
     }
     upstreams.push(r);

@@ -117,8 +117,18 @@ interface Conn {
 const REMOTE_CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'ETIMEDOUT']);
 
 function connectFailureCause(code: string | undefined): 'remote' | 'local' {
-  return code !== undefined && REMOTE_CONNECT_ERRORS.has(code) ? 'remote' : 'local';
+  if (code === undefined) return 'local';
+  // TLS: a certificate that does not verify, or a handshake the peer refused, is about the peer
+  if (/^ERR_TLS_|^ERR_SSL_|CERT|SIGNATURE|SELF_SIGNED|ISSUER/.test(code)) return 'remote';
+  return REMOTE_CONNECT_ERRORS.has(code) ? 'remote' : 'local';
 }
+
+/** TLS toward an upstream: after a failed connect, no new one to that peer for this long,
+ *  doubling per failure up to the maximum, reset by a connection that gets through (each attempt
+ *  costs a handshake on both sides; requests meanwhile fail at once and the proxy fails over) */
+const RECONNECT_MIN_MS = 250;
+const RECONNECT_MAX_MS = 30_000;
+const MAX_BACKOFF_ENTRIES = 10_000;
 
 export async function createTcpListener(spec: ListenerSpec, hooks: TransportHooks, opts: TcpOptions): Promise<Listener> {
   const family = isIP(spec.host);
@@ -133,6 +143,8 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
   const byPeer = new Map<string, Set<number>>();
   const perSource = new Map<string, number>();
   let inboundCount = 0;
+  /** TLS: peers ("address|port") whose last connect failed: no new attempt before `until` */
+  const backoff = new Map<string, { until: number; delay: number }>();
   const classify = opts.classify;
   const pct = (p: number | undefined, def: number): number => Math.min(100, Math.max(0, p ?? def));
   // per rank: how many inbound connections may be held by sources of this class and below
@@ -466,10 +478,18 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     }
     const conn = setup(socket, remote, true, null);
     socket.once('error', (err: NodeJS.ErrnoException) => {
-      if (!conn.connected) hooks.onConnectFailed?.(remote, connectFailureCause(err.code), listener);
+      if (conn.connected) return;
+      if (secure !== undefined) {
+        const prev = backoff.get(conn.peerKey);
+        const delay = prev === undefined ? RECONNECT_MIN_MS : Math.min(RECONNECT_MAX_MS, prev.delay * 2);
+        if (backoff.size >= MAX_BACKOFF_ENTRIES) backoff.clear();
+        backoff.set(conn.peerKey, { until: performance.now() + delay, delay });
+      }
+      hooks.onConnectFailed?.(remote, connectFailureCause(err.code), listener);
     });
     // TLS: bytes may go out only once the upstream's certificate has been verified
     socket.once(secure !== undefined ? 'secureConnect' : 'connect', () => {
+      backoff.delete(conn.peerKey);
       established(conn);
     });
     event('conn_opened', remote);
@@ -500,6 +520,8 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
           if (c !== undefined && !c.closing) return write(c, bytes) || fail(dest);
         }
       }
+      const b = backoff.get(`${address}|${dest.port}`);
+      if (b !== undefined && performance.now() < b.until) return fail(dest);
       const c = openOutbound(address, dest.port);
       if (c === null) return fail(dest);
       return write(c, bytes) || fail(dest);

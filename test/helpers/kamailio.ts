@@ -30,7 +30,10 @@ export interface KamailioOptions {
   /** port (UDP, and TCP when listed); default a free one */
   readonly port?: number;
   /** default ['udp'] */
-  readonly transports?: readonly ('udp' | 'tcp')[];
+  readonly transports?: readonly ('udp' | 'tcp' | 'tls')[];
+  /** TLS (kamailio-tls-modules): the server certificate and key (PEM files); Kamailio listens on
+   *  TLS at `tlsPort` (default port + 1), TLS 1.2 minimum, and verifies no client certificate */
+  readonly tls?: { readonly cert: string; readonly key: string; readonly tlsPort?: number };
   /** when set, REGISTER is challenged with 401 and every other initial request but ACK/CANCEL
    *  with 407 (RFC 3261 22.2, 22.3), checked against these user -> password pairs */
   readonly users?: Readonly<Record<string, string>>;
@@ -51,6 +54,8 @@ export interface Kamailio {
   readonly pid: number;
   readonly address: string;
   readonly port: number;
+  /** the TLS port, when started with `tls` */
+  readonly tlsPort?: number;
   readonly domain: string;
   /** every KAMEV event so far, oldest first */
   events(): KamEvent[];
@@ -73,7 +78,25 @@ export function kamailioAvailable(): boolean {
 const SAFE = /^[A-Za-z0-9._-]+$/;
 
 /** The kamailio.cfg for `o` (its values are checked: they end up inside script string literals). */
-export function kamailioConfig(o: KamailioOptions & { address: string; port: number }): string {
+/** the tls module's own file (Kamailio's tls.cfg syntax) */
+export function kamailioTlsConfig(t: { cert: string; key: string }): string {
+  return [
+    '[server:default]',
+    'method = TLSv1.2+',
+    'verify_certificate = no',
+    'require_certificate = no',
+    `private_key = ${t.key}`,
+    `certificate = ${t.cert}`,
+    '',
+    '[client:default]',
+    'method = TLSv1.2+',
+    'verify_certificate = no',
+    'require_certificate = no',
+    '',
+  ].join('\n');
+}
+
+export function kamailioConfig(o: KamailioOptions & { address: string; port: number; tlsConfigFile?: string }): string {
   const transports = o.transports ?? ['udp'];
   for (const v of [o.domain, o.address, ...Object.keys(o.users ?? {}), ...Object.values(o.users ?? {})]) {
     if (!SAFE.test(v)) throw new Error(`kamailioConfig: ${JSON.stringify(v)} is not [A-Za-z0-9._-]+`);
@@ -91,8 +114,9 @@ export function kamailioConfig(o: KamailioOptions & { address: string; port: num
     'dns=no',
     'rev_dns=no',
     'dns_try_ipv6=no',
-    ...transports.map((t) => `listen=${t}:${o.address}:${o.port}`),
-    transports.includes('tcp') ? 'tcp_children=2' : 'disable_tcp=yes',
+    ...transports.filter((t) => t !== 'tls').map((t) => `listen=${t}:${o.address}:${o.port}`),
+    ...(o.tls !== undefined ? [`listen=tls:${o.address}:${o.tls.tlsPort ?? o.port + 1}`, 'enable_tls=yes'] : []),
+    transports.includes('tcp') || o.tls !== undefined ? 'tcp_children=2' : 'disable_tcp=yes',
     `alias="${o.domain}"`,
     '',
     'loadmodule "kex.so"',
@@ -110,6 +134,7 @@ export function kamailioConfig(o: KamailioOptions & { address: string; port: num
     'loadmodule "xlog.so"',
     'loadmodule "sanity.so"',
     ...(auth ? ['loadmodule "htable.so"', 'loadmodule "auth.so"'] : []),
+    ...(o.tls !== undefined ? ['loadmodule "tls.so"', `modparam("tls", "config", "${o.tlsConfigFile ?? ''}")`] : []),
     '',
     // bindings live in memory only
     'modparam("usrloc", "db_mode", 0)',
@@ -238,7 +263,14 @@ export async function startKamailio(o: KamailioOptions, attempt = 1): Promise<Ka
   const port = o.port ?? await freePort('udp');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-kamailio-'));
   const cfgFile = path.join(dir, 'kamailio.cfg');
-  fs.writeFileSync(cfgFile, kamailioConfig({ ...o, address, port }));
+  let tlsConfigFile: string | undefined;
+  const tlsPort = o.tls !== undefined ? o.tls.tlsPort ?? await freePort('tcp') : undefined;
+  if (o.tls !== undefined) o = { ...o, tls: { ...o.tls, tlsPort } };
+  if (o.tls !== undefined) {
+    tlsConfigFile = path.join(dir, 'tls.cfg');
+    fs.writeFileSync(tlsConfigFile, kamailioTlsConfig(o.tls));
+  }
+  fs.writeFileSync(cfgFile, kamailioConfig({ ...o, address, port, ...(tlsConfigFile !== undefined ? { tlsConfigFile } : {}) }));
   const args = ['-DD', '-E', '-f', cfgFile, '-Y', dir, '-P', path.join(dir, 'kamailio.pid'), '-m', '32', '-M', '8', '-w', dir];
   if (process.env.KAMAILIO_MODULES !== undefined) args.push('-L', process.env.KAMAILIO_MODULES);
   const child: ChildProcess = spawn(KAMAILIO_BIN, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -293,7 +325,7 @@ export async function startKamailio(o: KamailioOptions, attempt = 1): Promise<Ka
     throw new Error(`kamailio did not answer OPTIONS on udp:${address}:${port}\n  cmd: ${KAMAILIO_BIN} ${args.join(' ')}\n${tail}`);
   }
   return {
-    pid, address, port, domain: o.domain,
+    pid, address, port, domain: o.domain, ...(tlsPort !== undefined ? { tlsPort } : {}),
     events: () => events.slice(),
     logTail: (n = 60) => lines.slice(-n).join('\n'),
     stop,
