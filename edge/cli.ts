@@ -29,7 +29,7 @@ export const USAGE = `Usage:
   sip-edge run   [options]   start the edge
   sip-edge check [options]   validate the configuration, the rule files and the users files;
                              every error of every file, exit 0 ok, 1 invalid
-  sip-edge explain FILE.sip --source IP[:PORT] [--transport udp|tcp] [options]
+  sip-edge explain FILE.sip --source IP[:PORT] [--transport udp|tcp|tls] [options]
                              run one message through every stage without sending anything;
                              exit 0 forward, 3 reply, 4 drop or ban
   sip-edge bans list | add IP|CIDR --for DURATION [--reason TEXT] | remove IP|CIDR [--json]
@@ -48,7 +48,7 @@ export const USAGE = `Usage:
 Options (list flags may repeat; given flags replace the file's list, they do not extend it):
   --config FILE               config file (default: the shipped sip-edge.yaml)
   --no-config                 use no file: built-in defaults plus flags
-  --listen PROTO:HOST:PORT    socket to bind, e.g. udp:0.0.0.0:5060, tcp:[::]:5060
+  --listen PROTO:HOST:PORT    socket to bind, e.g. udp:0.0.0.0:5060, tcp:[::]:5060, tls:0.0.0.0:5061
   --upstream PROTO:HOST:PORT  PBX to forward to, e.g. udp:10.0.0.5:5060
   --domain NAME               served SIP domain
   --inside CIDR               inside (PBX side) network
@@ -63,7 +63,8 @@ Options (list flags may repeat; given flags replace the file's list, they do not
 Signals (run): SIGTERM/SIGINT drain and stop (exit 0): /readyz answers 503 at once, new requests
 get 503, live ones have shutdownGraceMs to finish, then what is pending gets 503 and its INVITE is
 CANCELled upstream; a second SIGTERM/SIGINT exits at once with 128 + the signal number (143, 130).
-SIGHUP re-reads the rule files (an invalid file keeps the previous rules in force and is reported).
+SIGHUP re-reads the rule files, the users files and the TLS certificates (an invalid file keeps
+the previous ones in force and is reported).
 
 Environment: SIPEDGE_SECRET (flow-token HMAC secret shared by a cluster; overrides the file's
 secret), SIPEDGE_AUTH_SECRET (digest nonce secret shared by a cluster; overrides auth.secret).
@@ -715,8 +716,8 @@ async function explainCommand(file: string, sourceText: string, transportText: s
     io.err(`sip-edge: --source must be IP[:PORT], got ${JSON.stringify(sourceText)}\n`);
     return 2;
   }
-  if (transportText !== 'udp' && transportText !== 'tcp') {
-    io.err(`sip-edge: --transport must be udp or tcp\n`);
+  if (transportText !== 'udp' && transportText !== 'tcp' && transportText !== 'tls') {
+    io.err(`sip-edge: --transport must be udp, tcp or tls\n`);
     return 2;
   }
   let bytes: Buffer;
