@@ -111,6 +111,9 @@ export type AuthMetricMode = (typeof AUTH_MODES)[number];
 export const RELOAD_RESULTS = ['ok', 'error'] as const;
 /** refused: before the handshake began (the per-source or total handshake cap) */
 export const TLS_HANDSHAKE_RESULTS = ['ok', 'failed', 'refused'] as const;
+function tlsHandshakeResult(reason: TlsHandshakeReason): (typeof TLS_HANDSHAKE_RESULTS)[number] {
+  return reason === 'ok' ? 'ok' : reason === 'source_cap' || reason === 'total_cap' ? 'refused' : 'failed';
+}
 
 /** 10 us .. 100 ms: one message's trip through gate, parse and stages should sit in the lower half. */
 export const PROCESSING_BUCKETS = [
@@ -360,6 +363,8 @@ class Family implements Collector {
   source?: () => number;
   /** not exported until first set (e.g. redis_up when no Redis is configured) */
   hidden = false;
+  /** label combinations that can occur (the others are not exported while zero); all when absent */
+  possible?: (values: readonly string[]) => boolean;
 
   constructor(d: MetricDef, dims: Dim[]) {
     if (dims.length !== d.labels.length) throw new Error(`metric ${d.name}: label/dimension mismatch`);
@@ -409,6 +414,7 @@ class Family implements Collector {
         const v = this.cells[flat];
         // Declared values start at zero (dashboards show 0, not "no data"); "other" appears once used.
         if (v === 0 && idx.some((i, k) => i === this.dims[k].other)) return;
+        if (v === 0 && this.possible !== undefined && !this.possible(idx.map((i, k) => this.dims[k].values[i]))) return;
         const labels: Record<string, string> = {};
         for (let k = 0; k < idx.length; k++) labels[this.labelNames[k]] = this.dims[k].values[idx[k]];
         values.push({ value: v, labels });
@@ -672,6 +678,8 @@ export class Metrics implements EdgeMetrics {
     this.fReloads = new Family(METRICS.rulesReloads, [new Dim(RELOAD_RESULTS)]);
     this.fRulesInfo = new Family(METRICS.rulesInfo, [new Dim([])]);
     this.fTlsHandshakes = new Family(METRICS.tlsHandshakes, [new Dim(TLS_HANDSHAKE_RESULTS), new Dim(TLS_HANDSHAKE_REASONS)]);
+    // a reason belongs to one result: only those pairs start at zero
+    this.fTlsHandshakes.possible = ([result, reason]) => result === tlsHandshakeResult(reason as TlsHandshakeReason);
     this.fTlsReloads = new Family(METRICS.tlsReloads, [new Dim(RELOAD_RESULTS)]);
     this.fConnections = new Family(METRICS.connections, [transports]);
     const fConn = this.fConnections;
@@ -839,8 +847,7 @@ export class Metrics implements EdgeMetrics {
 
   tlsHandshake(reason: TlsHandshakeReason): void {
     const f = this.fTlsHandshakes, d = f.dims;
-    const result = reason === 'ok' ? 'ok' : reason === 'source_cap' || reason === 'total_cap' ? 'refused' : 'failed';
-    f.cells[d[0].at(result) * d[1].size + d[1].at(reason)]++;
+    f.cells[d[0].at(tlsHandshakeResult(reason)) * d[1].size + d[1].at(reason)]++;
   }
 
   tlsReload(ok: boolean): void {

@@ -13,23 +13,13 @@ import { startEdge, type EdgeHandle } from '../edge/edge';
 import { DEFAULT_TLS_SETTINGS } from '../edge/transport/tls-context';
 import { haveOpenssl, makeCa, makeLeaf, type Leaf, type TestCa } from './helpers/certs';
 import { testConfig } from './helpers/config';
-import { metricSum, sClient, until } from './helpers/tls-probe';
+import { metricSum, optionsToEdge, sClient, until } from './helpers/tls-probe';
 import { tempDir } from './helpers/tmp';
 
 const silent = pino({ level: 'silent' });
 const skip = !haveOpenssl() && process.env.CI !== 'true' ? 'openssl not installed' : false;
 
-const options = (): string => [
-  'OPTIONS sip:127.0.0.1 SIP/2.0',
-  `Via: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK-${Math.random().toString(36).slice(2)}`,
-  'Max-Forwards: 70',
-  'From: <sip:probe@example.com>;tag=1',
-  'To: <sip:127.0.0.1>',
-  `Call-ID: ${Math.random().toString(36).slice(2)}@test`,
-  'CSeq: 1 OPTIONS',
-  'Content-Length: 0',
-  '', '',
-].join('\r\n');
+const options = optionsToEdge;
 
 /** a request the parser refuses (RFC 3261 7.1: only SIP/2.0) but the framing accepts: one
  *  `malformed` suspicion event per message, the connection stays open */

@@ -17,7 +17,7 @@ import { testConfig } from './helpers/config';
 import { TcpPeer } from './helpers/tcp-peer';
 import { UdpPeer, header, request, response, uniq } from './helpers/udp-peer';
 import { tempDir } from './helpers/tmp';
-import { metricSum, sClient as probe, until } from './helpers/tls-probe';
+import { metricSum, optionsToEdge, sClient as probe, until } from './helpers/tls-probe';
 
 const silent = pino({ level: 'silent' });
 const CI = process.env.CI === 'true';
@@ -41,17 +41,7 @@ async function controlServer(leaf: Leaf, extra: tls.TlsOptions, hold = false): P
 const metric = metricSum;
 const sClient = (port: number, args: readonly string[], host = '127.0.0.1', brief = true) => probe(port, args, { host, brief });
 
-const options = (from: string): string => [
-  `OPTIONS sip:127.0.0.1 SIP/2.0`,
-  `Via: SIP/2.0/TLS ${from};branch=z9hG4bK-${Math.random().toString(36).slice(2)}`,
-  'Max-Forwards: 70',
-  'From: <sip:probe@example.com>;tag=1',
-  'To: <sip:127.0.0.1>',
-  `Call-ID: ${Math.random().toString(36).slice(2)}@test`,
-  'CSeq: 1 OPTIONS',
-  'Content-Length: 0',
-  '', '',
-].join('\r\n');
+const options = optionsToEdge;
 
 describe('tls material', { skip }, () => {
   const tmp = tempDir('sipedge-tlsmat-');
@@ -335,5 +325,34 @@ describe('SIP over TLS through the proxy (raw TLS client, UDP PBX)', { skip }, (
       const got = await phone.waitFirstLine('BYE ', 3000);
       assert.match(got.text, new RegExp(`^Via: SIP/2.0/TLS 127\\.0\\.0\\.1:${tlsPort};branch=z9hG4bK`, 'm'), 'the edge\'s Via toward the phone names TLS and its TLS port');
     } finally { phone.close(); }
+  });
+});
+
+describe('tls reload on SIGHUP (no file watching)', { skip }, () => {
+  const tmp = tempDir('sipedge-tlshup-');
+  test('reloadRules() (what SIGHUP calls) re-reads the certificates: the next handshake gets the new one', async () => {
+    const ca = makeCa(path.join(tmp.dir, 'pki'));
+    const live = path.join(tmp.dir, 'live');
+    fs.mkdirSync(live);
+    const first = makeLeaf(ca, { names: ['hup.example'], certPath: path.join(live, 'c.pem'), keyPath: path.join(live, 'c.key') });
+    const edge = await startEdge(testConfig({
+      listen: [{ transport: 'tls', host: '127.0.0.1', port: 0 }],
+      tls: { ...DEFAULT_TLS_SETTINGS, certificates: [{ cert: first.cert, key: first.key }] },
+    }), silent, { watchRules: false });
+    try {
+      const port = edge.listeners[0]!.port;
+      const pem = async (): Promise<string> => /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/.exec((await sClient(port, [], '127.0.0.1', false)).out)?.[0]?.replace(/\s/g, '') ?? '';
+      const old = await pem();
+      assert.equal(old, fs.readFileSync(first.cert, 'latin1').replace(/\s/g, ''));
+      const second = makeLeaf(ca, { names: ['hup.example'], certPath: first.cert, keyPath: first.key });
+      // nothing watches the files: the old certificate is still served
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal(await pem(), old, 'no watcher: unchanged until SIGHUP');
+      edge.reloadRules();
+      assert.equal(await pem(), fs.readFileSync(second.cert, 'latin1').replace(/\s/g, ''), 'the next handshake after SIGHUP gets the new certificate');
+      assert.equal(metric(await edge.metrics.metrics(), 'sipedge_tls_reloads_total', { result: 'ok' }), 1);
+    } finally {
+      await edge.close(0);
+    }
   });
 });

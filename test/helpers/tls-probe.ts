@@ -70,3 +70,18 @@ export async function until(cond: () => Promise<boolean> | boolean, what: string
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** an OPTIONS to the edge itself (answered 200 by the ping stage), sent over TLS from `from` */
+export function optionsToEdge(from = '127.0.0.1:5061'): string {
+  return [
+    'OPTIONS sip:127.0.0.1 SIP/2.0',
+    `Via: SIP/2.0/TLS ${from};branch=z9hG4bK-${Math.random().toString(36).slice(2)}`,
+    'Max-Forwards: 70',
+    'From: <sip:probe@example.com>;tag=1',
+    'To: <sip:127.0.0.1>',
+    `Call-ID: ${Math.random().toString(36).slice(2)}@test`,
+    'CSeq: 1 OPTIONS',
+    'Content-Length: 0',
+    '', '',
+  ].join('\r\n');
+}
