@@ -27,7 +27,11 @@ const PBX_ADDR = '127.0.0.2';
 const A_ADDR = '127.0.0.1';
 const B_ADDR = '127.0.0.3';
 
-describe('a baresip phone over TLS through the edge to Kamailio', { skip }, () => {
+// Two rigs: Kamailio reached over UDP, and the same Kamailio reached over TLS as the upstream
+// (verified against the test CA and its name; Kamailio then comes back to the edge's TLS listener,
+// the hop the Path names).
+for (const upstream of ['udp', 'tls'] as const)
+describe(`a baresip phone over TLS through the edge to Kamailio (upstream over ${upstream})`, { skip }, () => {
   let dir = '';
   let pbx: Kamailio | undefined;
   let edge: EdgeProc | undefined;
@@ -70,17 +74,20 @@ describe('a baresip phone over TLS through the edge to Kamailio', { skip }, () =
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-phones-tls-'));
     const ca = makeCa(path.join(dir, 'pki'));
     const leaf = makeLeaf(ca, { names: ['edge.pbx.test'], ips: [EDGE_ADDR] });
+    const pbxLeaf = makeLeaf(ca, { names: [DOMAIN], ips: [PBX_ADDR] });
     const cfg = path.join(dir, 'edge.yaml');
     fs.writeFileSync(cfg, [
       'warmUpCalls: 0',
       'tls:',
       `  certificates: [{ cert: ${JSON.stringify(leaf.cert)}, key: ${JSON.stringify(leaf.key)} }]`,
+      `  upstreamCa: ${JSON.stringify(ca.cert)}`,
+      `  upstreamName: ${DOMAIN}`,
       '',
     ].join('\n'));
-    pbx = await startKamailio({ domain: DOMAIN, address: PBX_ADDR });
+    pbx = await startKamailio({ domain: DOMAIN, address: PBX_ADDR, ...(upstream === 'tls' ? { tls: { cert: pbxLeaf.cert, key: pbxLeaf.key } } : {}) });
     edge = await startEdge({
       listen: [`udp:${EDGE_ADDR}:0`, `tls:${EDGE_ADDR}:0`],
-      upstream: [`udp:${pbx.address}:${pbx.port}`],
+      upstream: [upstream === 'tls' ? `tls:${pbx.address}:${pbx.tlsPort!}` : `udp:${pbx.address}:${pbx.port}`],
       domain: [DOMAIN],
       extraArgs: ['--config', cfg],
     });
@@ -103,9 +110,9 @@ describe('a baresip phone over TLS through the edge to Kamailio', { skip }, () =
     assert.equal(rb.type, 'REGISTER_OK', `B (UDP): ${rb.type} ${rb.param ?? ''}${diagnostics()}`);
     const reg = pbx!.events().find((e) => e.kind === 'REGISTER' && e.fields.from === 'alice');
     assert.ok(reg, 'Kamailio saw A\'s REGISTER');
-    // the inside-facing Path: the edge's UDP address (the hop Kamailio uses), a flow token naming
-    // A's TLS connection
-    assert.match(reg.fields.path ?? '', /^<sip:sef1\.[^@>]+@127\.0\.0\.1:\d+;lr>$/);
+    // the inside-facing Path: the edge's address on the hop Kamailio uses (UDP, or TLS with
+    // transport=tls), a flow token naming A's TLS connection
+    assert.match(reg.fields.path ?? '', upstream === 'tls' ? new RegExp(`^<sip:sef1\\.[^@>]+@127\\.0\\.0\\.1:${tlsPort};transport=tls;lr>$`) : /^<sip:sef1\.[^@>]+@127\.0\.0\.1:\d+;lr>$/);
     assert.match(reg.fields.contact ?? '', /transport=tls/i, 'A\'s Contact says TLS');
     // the edge counted a successful handshake and a TLS connection
     const m = await metrics();
@@ -117,8 +124,12 @@ describe('a baresip phone over TLS through the edge to Kamailio', { skip }, () =
     const id = await establish(b!, a!);
     const inv = pbx!.events().filter((e) => e.kind === 'INITIAL' && e.fields.method === 'INVITE' && e.fields.from === 'bob').at(-1);
     assert.ok(inv, 'Kamailio saw B\'s INVITE');
-    // B's INVITE arrived at the edge over UDP and left toward Kamailio over UDP: no transport param
-    assert.doesNotMatch(inv.fields.rr ?? '', /transport=tls/);
+    // B's INVITE arrived at the edge over UDP: the outside entry has no transport parameter; the
+    // inside one names the hop toward Kamailio
+    const [dep, arr] = (inv.fields.rr ?? '').split(', ');
+    assert.doesNotMatch(arr ?? '', /transport=/, `arrival entry ${arr}`);
+    if (upstream === 'tls') assert.match(dep ?? '', /;transport=tls;lr>$/, `departure entry ${dep}`);
+    else assert.doesNotMatch(dep ?? '', /transport=/, `departure entry ${dep}`);
     await hangUp(a!, b!, id);
   });
 
@@ -127,15 +138,18 @@ describe('a baresip phone over TLS through the edge to Kamailio', { skip }, () =
     const inv = pbx!.events().filter((e) => e.kind === 'INITIAL' && e.fields.method === 'INVITE' && e.fields.from === 'alice').at(-1);
     assert.ok(inv, 'Kamailio saw A\'s INVITE');
     // "<sip:up0@127.0.0.1:UDP;lr>, <sip:TOKEN@127.0.0.1:TLS;transport=tls;lr>": departure, arrival
-    assert.match(inv.fields.rr ?? '', new RegExp(`^<sip:up0@127\\.0\\.0\\.1:\\d+;lr>, <sip:sef1\\.[^@>]+@127\\.0\\.0\\.1:${tlsPort};transport=tls;lr>$`), `Record-Route: ${inv.fields.rr}`);
+    const toPbx = upstream === 'tls' ? `${tlsPort};transport=tls` : '\\d+';
+    assert.match(inv.fields.rr ?? '', new RegExp(`^<sip:up0@127\\.0\\.0\\.1:${toPbx};lr>, <sip:sef1\\.[^@>]+@127\\.0\\.0\\.1:${tlsPort};transport=tls;lr>$`), `Record-Route: ${inv.fields.rr}`);
     await hangUp(b!, a!, id);
   });
 
   test('A\'s TLS connection gone: a call to A ends with 430 Flow Failed (RFC 5626 5.3)', async () => {
     // kill A without unregistering: its binding stays at Kamailio, its connection is gone
     const pid = a!.pid;
+    // (with the upstream over TLS, the connections to and from Kamailio stay open)
+    const open0 = sum(await metrics(), 'sipedge_connections', 'transport="tls"');
     process.kill(pid, 'SIGKILL');
-    await waitUntil(async () => sum(await metrics(), 'sipedge_connections', 'transport="tls"') === 0, 'the edge saw A\'s connection close');
+    await waitUntil(async () => sum(await metrics(), 'sipedge_connections', 'transport="tls"') === open0 - 1, 'the edge saw A\'s connection close');
     const c0 = b!.cursor();
     await b!.dial(`sip:alice@${DOMAIN}`);
     const closed = await saw(b!, 'CALL_CLOSED', c0, undefined, 8_000);
