@@ -156,6 +156,8 @@ export function createTlsSecurity(o: TlsListenerOptions): StreamSecurity {
     }
     settle(key, { ok: true, socket: sock, peer: s.clientCa !== undefined && sock.authorized ? peerOf(sock) : null });
   });
+  // never listening, so nothing should come here; an 'error' without a listener would throw
+  server.on('error', () => undefined);
   server.on('tlsClientError', (err: NodeJS.ErrnoException, sock: tls.TLSSocket) => {
     sock.destroy();
     settle(keyOf(sock), { ok: false, reason: handshakeReason(err) });
