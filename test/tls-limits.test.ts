@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import * as tls from 'node:tls';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
 import { startEdge, type EdgeHandle } from '../edge/edge';
@@ -120,5 +121,42 @@ describe('TLS handshake limits and hostile input', { skip }, () => {
     await until(async () => metricSum(await edge.metrics.metrics(), 'sipedge_transport_events_total', { transport: 'tls', event: 'conn_rejected_banned' }) > r0, 'closed at accept by the gate');
     // another source is not affected
     await stillServes();
+  });
+});
+
+describe('TLS connections share the stream caps: connections per source and idle time', { skip }, () => {
+  const tmp = tempDir('sipedge-tlscaps-');
+  test('a third TLS connection from one source is refused at accept (cap 2); a silent one is closed at the idle timeout', async () => {
+    const ca = makeCa(path.join(tmp.dir, 'pki'));
+    const leaf = makeLeaf(ca, { names: ['edge.example.com'], ips: ['127.0.0.1'] });
+    const edge = await startEdge(testConfig({
+      listen: [{ transport: 'tls', host: '127.0.0.1', port: 0 }],
+      tcp: { maxConnections: 100, maxConnectionsPerSource: 2, unknownPercent: 80, promotedPercent: 90, messageTimeoutMs: 5000, idleTimeoutMs: 1000 },
+      tls: { ...DEFAULT_TLS_SETTINGS, certificates: [{ cert: leaf.cert, key: leaf.key }] },
+    }), silent, { watchRules: false });
+    const port = edge.listeners[0]!.port;
+    const events = async (event: string): Promise<number> => metricSum(await edge.metrics.metrics(), 'sipedge_transport_events_total', { transport: 'tls', event });
+    const open = (): Promise<{ s: tls.TLSSocket; ok: boolean; closed: Promise<void> }> => new Promise((resolve) => {
+      const s = tls.connect({ socket: net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.50' }), rejectUnauthorized: false });
+      const closed = new Promise<void>((r) => s.once('close', () => r()));
+      s.on('error', () => undefined);
+      s.once('secureConnect', () => resolve({ s, ok: true, closed }));
+      s.once('close', () => resolve({ s, ok: false, closed }));
+    });
+    try {
+      const a = await open();
+      const b = await open();
+      assert.ok(a.ok && b.ok, 'two connections from one source are served');
+      const r0 = await events('conn_rejected_source_cap');
+      const c = await open();
+      assert.equal(c.ok, false, 'the third is refused');
+      await until(async () => (await events('conn_rejected_source_cap')) > r0, 'counted as conn_rejected_source_cap');
+      // a and b say nothing: the idle timeout (1 s here) closes them
+      const i0 = await events('conn_idle_timeout');
+      await Promise.all([a.closed, b.closed]);
+      await until(async () => (await events('conn_idle_timeout')) >= i0 + 2, 'idle timeouts counted for tls');
+    } finally {
+      await edge.close(0);
+    }
   });
 });
