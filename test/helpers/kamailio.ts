@@ -263,6 +263,7 @@ export async function startKamailio(o: KamailioOptions, attempt = 1): Promise<Ka
   const port = o.port ?? await freePort('udp');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-kamailio-'));
   const cfgFile = path.join(dir, 'kamailio.cfg');
+  const given = o;
   let tlsConfigFile: string | undefined;
   const tlsPort = o.tls !== undefined ? o.tls.tlsPort ?? await freePort('tcp') : undefined;
   if (o.tls !== undefined) o = { ...o, tls: { ...o.tls, tlsPort } };
@@ -321,7 +322,8 @@ export async function startKamailio(o: KamailioOptions, attempt = 1): Promise<Ka
     const tail = lines.slice(-40).join('\n');
     await stop(500);
     // a port taken between freePort() and Kamailio's bind: try another one
-    if (o.port === undefined && attempt < 3 && /Address already in use/.test(tail)) return startKamailio(o, attempt + 1);
+    // fresh ports (the TLS one too, unless the caller chose it) on the next attempt
+    if (o.port === undefined && attempt < 3 && /Address already in use/.test(tail)) return startKamailio(given, attempt + 1);
     throw new Error(`kamailio did not answer OPTIONS on udp:${address}:${port}\n  cmd: ${KAMAILIO_BIN} ${args.join(' ')}\n${tail}`);
   }
   return {
