@@ -26,6 +26,9 @@ const SUSPICION: Partial<Record<TlsHandshakeReason, SuspicionEvent>> = {
   source_cap: 'flood',
 };
 
+/** days before expiry from which every load logs a warning (as `sip-edge check` does) */
+const EXPIRY_WARN_DAYS = 30;
+
 export interface TlsService {
   /** ListenerOptions.tls: the handshake side of one tls listener */
   security(spec: ListenerSpec): StreamSecurity;
@@ -67,10 +70,18 @@ export function startTls(cfg: ResolvedConfig, log: Logger, metrics: EdgeMetrics,
   const holder = r.holder;
   const describe = (): Array<{ file: string; names: readonly string[]; notAfter: string; daysLeft: number }> =>
     holder.current().certs.map((c) => ({ file: c.file, names: c.names.slice(0, 20), notAfter: c.notAfter.toISOString(), daysLeft: daysLeft(c) }));
+  /** a certificate close to its end is an outage waiting to happen: say so at every load */
+  const warnExpiring = (): void => {
+    for (const c of describe()) {
+      if (c.daysLeft < EXPIRY_WARN_DAYS) log.warn({ event: 'tls_certificate_expiring', file: c.file, notAfter: c.notAfter, daysLeft: c.daysLeft }, 'TLS certificate expires soon');
+    }
+  };
   log.info({ event: 'tls_loaded', version: holder.current().version, certificates: describe() }, 'TLS certificates loaded');
+  warnExpiring();
   holder.on('reloaded', (m) => {
     metrics.tlsReload(true);
     securityEvent(log, 'tls_reload', { result: 'ok', version: m.version, certificates: describe() });
+    warnExpiring();
   });
   holder.on('failed', (errors) => {
     metrics.tlsReload(false);
