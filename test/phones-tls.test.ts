@@ -15,10 +15,10 @@ import { after, before, describe, test } from 'node:test';
 import { baresipAvailable, startPhone, type Phone, type PhoneEvent } from './helpers/baresip';
 import { haveOpenssl, makeCa, makeLeaf } from './helpers/certs';
 import { startEdge, type EdgeProc } from './helpers/edge-proc';
-import { kamailioAvailable, startKamailio, type Kamailio } from './helpers/kamailio';
+import { kamailioAvailable, kamailioTlsAvailable, startKamailio, type Kamailio } from './helpers/kamailio';
 
 const inCi = process.env.CI === 'true';
-const missing = [kamailioAvailable() ? '' : 'kamailio', baresipAvailable() ? '' : 'baresip (baresip-core)', haveOpenssl() ? '' : 'openssl'].filter((x) => x !== '');
+const missing = [kamailioAvailable() && kamailioTlsAvailable() ? '' : 'kamailio with its tls module (kamailio-tls-modules)', baresipAvailable() ? '' : 'baresip (baresip-core)', haveOpenssl() ? '' : 'openssl'].filter((x) => x !== '');
 const skip = missing.length > 0 && !inCi ? `${missing.join(' and ')} not installed (CI=true makes this a failure)` : false;
 
 const DOMAIN = 'pbx.test';

@@ -16,14 +16,14 @@ import { DEFAULT_TLS_SETTINGS, TlsHolder } from '../edge/transport/tls-context';
 import { createTlsSecurity } from '../edge/transport/tls';
 import { haveOpenssl, makeCa, makeLeaf, type Leaf, type TestCa } from './helpers/certs';
 import { testConfig } from './helpers/config';
-import { kamailioAvailable, startKamailio, type Kamailio } from './helpers/kamailio';
+import { kamailioTlsAvailable, startKamailio, type Kamailio } from './helpers/kamailio';
 import { metricSum, until } from './helpers/tls-probe';
 import { tempDir } from './helpers/tmp';
 import { UdpPeer, request, uniq } from './helpers/udp-peer';
 
 const silent = pino({ level: 'silent' });
 const inCi = process.env.CI === 'true';
-const missing = [kamailioAvailable() ? '' : 'kamailio', haveOpenssl() ? '' : 'openssl'].filter((x) => x !== '');
+const missing = [kamailioTlsAvailable() ? '' : 'kamailio with its tls module (kamailio-tls-modules)', haveOpenssl() ? '' : 'openssl'].filter((x) => x !== '');
 const skip = missing.length > 0 && !inCi ? `${missing.join(' and ')} not installed` : false;
 const DOMAIN = 'pbx.test';
 

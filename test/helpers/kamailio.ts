@@ -75,6 +75,15 @@ export function kamailioAvailable(): boolean {
   return availability;
 }
 
+/** Is Kamailio's tls module installed (Debian kamailio-tls-modules)? */
+export function kamailioTlsAvailable(): boolean {
+  if (!kamailioAvailable()) return false;
+  const dirs = ['/usr/lib/kamailio/modules', ...(() => {
+    try { return fs.readdirSync('/usr/lib').map((d) => path.join('/usr/lib', d, 'kamailio', 'modules')); } catch { return []; }
+  })()];
+  return dirs.some((d) => fs.existsSync(path.join(d, 'tls.so')));
+}
+
 const SAFE = /^[A-Za-z0-9._-]+$/;
 
 /** The kamailio.cfg for `o` (its values are checked: they end up inside script string literals). */
