@@ -19,6 +19,7 @@ import type { Logger } from './log';
 import type { DigestAlgorithm } from './auth/digest';
 import { auditOffers, offerable } from './auth/offer';
 import { DIGEST_ALGORITHMS, UsersDb, checkRealm, checkUser, upsertUser } from './auth/users';
+import { daysLeft, loadTlsMaterial, type TlsSettings } from './transport/tls-context';
 
 /** Package root: dist/edge/cli.js -> the folder holding package.json and sip-edge.yaml. */
 export const PACKAGE_ROOT = path.resolve(__dirname, '../..');
@@ -28,7 +29,7 @@ export const USAGE = `Usage:
   sip-edge run   [options]   start the edge
   sip-edge check [options]   validate the configuration, the rule files and the users files;
                              every error of every file, exit 0 ok, 1 invalid
-  sip-edge explain FILE.sip --source IP[:PORT] [--transport udp|tcp] [options]
+  sip-edge explain FILE.sip --source IP[:PORT] [--transport udp|tcp|tls] [options]
                              run one message through every stage without sending anything;
                              exit 0 forward, 3 reply, 4 drop or ban
   sip-edge bans list | add IP|CIDR --for DURATION [--reason TEXT] | remove IP|CIDR [--json]
@@ -47,7 +48,7 @@ export const USAGE = `Usage:
 Options (list flags may repeat; given flags replace the file's list, they do not extend it):
   --config FILE               config file (default: the shipped sip-edge.yaml)
   --no-config                 use no file: built-in defaults plus flags
-  --listen PROTO:HOST:PORT    socket to bind, e.g. udp:0.0.0.0:5060, tcp:[::]:5060
+  --listen PROTO:HOST:PORT    socket to bind, e.g. udp:0.0.0.0:5060, tcp:[::]:5060, tls:0.0.0.0:5061
   --upstream PROTO:HOST:PORT  PBX to forward to, e.g. udp:10.0.0.5:5060
   --domain NAME               served SIP domain
   --inside CIDR               inside (PBX side) network
@@ -62,7 +63,8 @@ Options (list flags may repeat; given flags replace the file's list, they do not
 Signals (run): SIGTERM/SIGINT drain and stop (exit 0): /readyz answers 503 at once, new requests
 get 503, live ones have shutdownGraceMs to finish, then what is pending gets 503 and its INVITE is
 CANCELled upstream; a second SIGTERM/SIGINT exits at once with 128 + the signal number (143, 130).
-SIGHUP re-reads the rule files (an invalid file keeps the previous rules in force and is reported).
+SIGHUP re-reads the rule files, the users files and the TLS certificates (an invalid file keeps
+the previous ones in force and is reported).
 
 Environment: SIPEDGE_SECRET (flow-token HMAC secret shared by a cluster; overrides the file's
 secret), SIPEDGE_AUTH_SECRET (digest nonce secret shared by a cluster; overrides auth.secret);
@@ -390,6 +392,14 @@ function checkCommand(loaded: ReturnType<typeof loadConfig>, file: string | unde
       }
     }
   }
+  let tlsSummary = '';
+  if (loaded.ok && loaded.config.tls !== undefined && loaded.config.tls.certificates.length > 0) {
+    // the TLS files the edge would load: key matches certificate, validity, names (tls-context.ts)
+    const t = checkTls(loaded.config.tls, loaded.config.domains);
+    errors.push(...t.errors);
+    for (const w of t.warnings) io.err(`warning: ${w}\n`);
+    tlsSummary = t.summary;
+  }
   if (errors.length > 0 || !loaded.ok) {
     io.err(errors.map((e) => `${e}\n`).join(''));
     // say what could not be looked at, rather than let "no error" suggest it was fine
@@ -397,8 +407,26 @@ function checkCommand(loaded: ReturnType<typeof loadConfig>, file: string | unde
     return 1;
   }
   const tx = loaded.config.transactions;
-  io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}; transactions: up to ${tx.max} live (memoryBudgetMB ${tx.memoryBudgetMB})\n`);
+  io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}; transactions: up to ${tx.max} live (memoryBudgetMB ${tx.memoryBudgetMB})${tlsSummary}\n`);
   return 0;
+}
+
+/** Days before expiry from which `check` warns about a certificate. */
+const CERT_WARN_DAYS = 30;
+
+/** `check` on the TLS files: errors (unreadable, key of another certificate, expired, not yet
+ *  valid, no name), warnings (expiring within CERT_WARN_DAYS, a served domain no certificate names). */
+export function checkTls(t: TlsSettings, domains: readonly string[], now = new Date()): { errors: readonly string[]; warnings: string[]; summary: string } {
+  const r = loadTlsMaterial(t, now);
+  if (!r.ok) return { errors: r.errors, warnings: [], summary: '' };
+  const warnings: string[] = [];
+  for (const c of r.value.certs) {
+    const d = daysLeft(c, now);
+    if (d < CERT_WARN_DAYS) warnings.push(`${c.file}: certificate expires in ${d} day(s), on ${c.notAfter.toISOString()}`);
+  }
+  const covers = (d: string): boolean => r.value.certs.some((c) => c.names.some((n) => n === d || (n.startsWith('*.') && d.endsWith(n.slice(1)) && !d.slice(0, -n.length + 1).includes('.'))));
+  for (const d of domains) if (!covers(d)) warnings.push(`served domain ${d}: no TLS certificate names it (clients verifying the edge as ${d} will refuse it)`);
+  return { errors: [], warnings, summary: `; tls ${r.value.certs.map((c) => `${c.file} (${c.names.slice(0, 5).join(', ')}; until ${c.notAfter.toISOString().slice(0, 10)})`).join(', ')}` };
 }
 
 /** "600", "10m", "2h", "1d" -> seconds; null when invalid */
@@ -736,8 +764,8 @@ async function explainCommand(file: string, sourceText: string, transportText: s
     io.err(`sip-edge: --source must be IP[:PORT], got ${JSON.stringify(sourceText)}\n`);
     return 2;
   }
-  if (transportText !== 'udp' && transportText !== 'tcp') {
-    io.err(`sip-edge: --transport must be udp or tcp\n`);
+  if (transportText !== 'udp' && transportText !== 'tcp' && transportText !== 'tls') {
+    io.err(`sip-edge: --transport must be udp, tcp or tls\n`);
     return 2;
   }
   let bytes: Buffer;

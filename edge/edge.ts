@@ -42,6 +42,7 @@ import { securityEvent } from './log';
 import { OverloadGuard, type PressureSource } from './overload';
 import { Observer } from './path/observer';
 import { MessagePath } from './path/server';
+import { startTls, type TlsService } from './tls-service';
 
 export interface EdgeHandle {
   close(graceMs: number): Promise<void>;
@@ -221,7 +222,12 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       log.warn({ event: up ? 'redis_up' : 'redis_down' }, up ? 'Redis reachable again' : 'Redis unreachable: insurance limits in force');
     });
   }
-  const sourceTrust = (ep: Endpoint): Trust => (isInsideSource(ep) ? 'inside' : trustOf(ep.address, 'outside'));
+  /** TLS listeners' certificates, handshakes and certificate-identified peers (edge/tls-service.ts) */
+  let tls: TlsService | undefined;
+  // a peer identified by its client certificate is trusted like one listed by address: never
+  // banned automatically, skips what trusted sources skip (tls.peers)
+  const sourceTrust = (ep: Endpoint): Trust =>
+    (isInsideSource(ep) ? 'inside' : tls?.trustedConnection(ep) === true ? 'trusted' : trustOf(ep.address, 'outside'));
   const observer = new Observer({ metrics, store, suspicion, trustOf: sourceTrust });
 
   const ov = cfg.overload;
@@ -262,7 +268,10 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   if (opts.watchRules !== false && !opts.rules) rules.watch();
 
   // the message path exists before any listener delivers; it holds what arrives until open()
-  const path = new MessagePath({ cfg, log, metrics, bans, classifier, suspicion, observer, overload, pipeline: () => pipeline });
+  const path = new MessagePath({
+    cfg, log, metrics, bans, classifier, suspicion, observer, overload, pipeline: () => pipeline,
+    trustedConnection: (ep) => tls?.trustedConnection(ep) === true,
+  });
 
   /** the TCP listeners' view of a source (they read no SIP header): capacity is reserved for
    *  the PBX side, trusted peers and promoted sources (edge/transport/tcp.ts) */
@@ -273,17 +282,29 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   };
 
   try {
+    tls = startTls(cfg, log, metrics, (source, event, rule) => observer.evidence(source, event, rule ?? event), opts.watchRules !== false);
     for (const spec of cfg.listen) {
       listeners.push(await (opts.createListener ?? createListener)(spec, {
         onMessage: path.receive,
-        onEvent: (event, l) => metrics.transportEvent(l.spec.transport, event),
+        onEvent: (event, l, source) => {
+          metrics.transportEvent(l.spec.transport, event);
+          if (event === 'conn_closed') tls?.onClosed(source);
+        },
+        onHandshake: (reason, _l, source) => tls?.onHandshake(reason, source),
+        onPeerCertificate: (source, peer) => tls?.onPeerCertificate(source, peer),
         // a refused or unreachable connect toward an upstream is evidence about the PBX itself
         onConnectFailed: (dest, cause) => { if (cause === 'remote') proxy?.transportFailed(dest); },
         onAdmission: (cls, result) => metrics.tcpAdmission(cls, result),
         onOversize: path.oversize,
-      }, { ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes, classify: connClass }));
+      }, {
+        ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes, classify: connClass,
+        // the gate at accept: a banned source gets no connection slot and no TLS handshake
+        refuse: (address) => !isInside(address) && bans.check(address, Date.now()) !== null,
+        ...(tls !== undefined ? { tls: tls.security } : {}),
+      }));
     }
   } catch (err) {
+    tls?.close();
     await Promise.all(listeners.map((l) => l.close(0)));
     throw err;
   }
@@ -325,6 +346,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   metrics.bindGauges({
     transactionsActive: () => proxy!.activeTransactions,
     tcpConnections: () => listeners.reduce((n, l) => n + (l.connections?.() ?? 0), 0),
+    connectionsOf: (t) => listeners.reduce((n, l) => n + (l.spec.transport === t ? l.connections?.() ?? 0 : 0), 0),
     // the cache drops an expired ban only when a packet meets it: sweep first, so a ban whose
     // time ran out is neither counted as active nor left out of sipedge_bans_expired_total
     bansActive: () => { bans.sweep(true); return bans.size; },
@@ -387,6 +409,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     reloadRules() {
       // SIGHUP re-reads the users files too (their own 'reloaded'/'failed' events log the result)
       for (const h of users.values()) h.reload();
+      // and the TLS certificate files (the holder logs and counts the outcome)
+      tls?.reload();
       const r = rules.reload();
       return r.ok ? { ok: true, version: r.version } : { ok: false, errors: r.errors };
     },
@@ -404,6 +428,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       await Promise.all(listeners.map((l) => l.close(SOCKET_FLUSH_MS)));
       if (!opts.rules) rules.close();
       for (const h of users.values()) h.close();
+      tls?.close();
       policy.close();
       if (!opts.store) await store.close();
       await admin?.close();

@@ -28,6 +28,7 @@ import type { ParseReason } from './sip/parser';
 import type { TransportName } from './sip/types';
 import type { AdmissionResult, SourceClass, TransportEvent } from './transport/types';
 import type { HealthFailureCause } from './router/upstreams';
+import { TLS_HANDSHAKE_REASONS, type TlsHandshakeReason } from './transport/tls';
 import type { Side, StageMode, Verdict } from './verdict';
 
 // ---------------------------------------------------------------------------------------------
@@ -78,7 +79,7 @@ export const TRANSPORT_EVENTS = [
   'conn_opened', 'conn_closed', 'conn_rejected_total_cap', 'conn_rejected_source_cap',
   'conn_idle_timeout', 'conn_message_timeout', 'conn_framing_error', 'conn_oversize',
   'keepalive_pong', 'datagram_oversize', 'datagram_queue_full', 'send_error',
-  'conn_rejected_class_cap', 'conn_evicted',
+  'conn_rejected_class_cap', 'conn_evicted', 'conn_rejected_banned',
 ] as const;
 const _events: Exhaustive<TransportEvent, typeof TRANSPORT_EVENTS> = TRANSPORT_EVENTS;
 
@@ -108,6 +109,11 @@ export type AuthAlgorithmLabel = (typeof AUTH_ALGORITHMS)[number];
 export type AuthMetricMode = (typeof AUTH_MODES)[number];
 
 export const RELOAD_RESULTS = ['ok', 'error'] as const;
+/** refused: before the handshake began (the per-source or total handshake cap) */
+export const TLS_HANDSHAKE_RESULTS = ['ok', 'failed', 'refused'] as const;
+function tlsHandshakeResult(reason: TlsHandshakeReason): (typeof TLS_HANDSHAKE_RESULTS)[number] {
+  return reason === 'ok' ? 'ok' : reason === 'source_cap' || reason === 'total_cap' ? 'refused' : 'failed';
+}
 
 /** 10 us .. 100 ms: one message's trip through gate, parse and stages should sit in the lower half. */
 export const PROCESSING_BUCKETS = [
@@ -192,6 +198,12 @@ export const METRICS = {
     'Failed shared store (Redis) operations.'),
   rulesReloads: def('sipedge_rules_reloads_total', 'counter', ['result'],
     'Rule file reloads by result (error keeps the previous snapshot).'),
+  tlsHandshakes: def('sipedge_tls_handshakes_total', 'counter', ['result', 'reason'],
+    'TLS handshakes on inbound connections admitted by the TCP caps: ok, failed (timeout, not_tls, protocol_version, no_shared_cipher, client_cert_missing, client_cert_invalid, reset, failed) or refused before they began (source_cap, total_cap).'),
+  tlsReloads: def('sipedge_tls_reloads_total', 'counter', ['result'],
+    'Reloads of the TLS certificate files by result (error keeps the previous certificates).'),
+  connections: def('sipedge_connections', 'gauge', ['transport'],
+    'Open stream connections by transport at scrape time.'),
   rulesInfo: def('sipedge_rules_info', 'gauge', ['version'],
     'Always 1; the version label identifies the active rules snapshot.', 'max'),
   processing: def('sipedge_processing_seconds', 'histogram', ['kind'],
@@ -214,6 +226,8 @@ export interface StageDeclaration {
 export interface GaugeSources {
   transactionsActive?: () => number;
   tcpConnections?: () => number;
+  /** open stream connections of one transport */
+  connectionsOf?: (transport: TransportName) => number;
   bansActive?: () => number;
   /** the readiness verdict, cached by its owner (a scrape must not wait on a Redis PING) */
   ready?: () => boolean;
@@ -249,6 +263,9 @@ export interface EdgeMetrics {
   redisUp(up: boolean): void;
   redisError(): void;
   rulesReload(ok: boolean): void;
+  /** how a TLS handshake ended (edge/transport/tls.ts TLS_HANDSHAKE_REASONS) */
+  tlsHandshake(reason: TlsHandshakeReason): void;
+  tlsReload(ok: boolean): void;
   /** new rules snapshot: its version and the rule names that may appear in ruleHit() */
   rulesLoaded(version: string, ruleNames: readonly string[]): void;
   observeProcessing(kind: MessageKind, seconds: number): void;
@@ -346,6 +363,8 @@ class Family implements Collector {
   source?: () => number;
   /** not exported until first set (e.g. redis_up when no Redis is configured) */
   hidden = false;
+  /** label combinations that can occur (the others are not exported while zero); all when absent */
+  possible?: (values: readonly string[]) => boolean;
 
   constructor(d: MetricDef, dims: Dim[]) {
     if (dims.length !== d.labels.length) throw new Error(`metric ${d.name}: label/dimension mismatch`);
@@ -395,6 +414,7 @@ class Family implements Collector {
         const v = this.cells[flat];
         // Declared values start at zero (dashboards show 0, not "no data"); "other" appears once used.
         if (v === 0 && idx.some((i, k) => i === this.dims[k].other)) return;
+        if (v === 0 && this.possible !== undefined && !this.possible(idx.map((i, k) => this.dims[k].values[i]))) return;
         const labels: Record<string, string> = {};
         for (let k = 0; k < idx.length; k++) labels[this.labelNames[k]] = this.dims[k].values[idx[k]];
         values.push({ value: v, labels });
@@ -614,6 +634,10 @@ export class Metrics implements EdgeMetrics {
   private readonly fRedisErrors: Family;
   private readonly fReloads: Family;
   private readonly fRulesInfo: Family;
+  private readonly fTlsHandshakes: Family;
+  private readonly fTlsReloads: Family;
+  private readonly fConnections: Family;
+  private connectionsOf?: (transport: TransportName) => number;
   private readonly hProcessing: ProcessingHistogram;
   private readonly fReady: Family;
   private readonly fBuild: Family;
@@ -653,6 +677,19 @@ export class Metrics implements EdgeMetrics {
     this.fRedisErrors = new Family(METRICS.redisErrors, []);
     this.fReloads = new Family(METRICS.rulesReloads, [new Dim(RELOAD_RESULTS)]);
     this.fRulesInfo = new Family(METRICS.rulesInfo, [new Dim([])]);
+    this.fTlsHandshakes = new Family(METRICS.tlsHandshakes, [new Dim(TLS_HANDSHAKE_RESULTS), new Dim(TLS_HANDSHAKE_REASONS)]);
+    // a reason belongs to one result: only those pairs start at zero
+    this.fTlsHandshakes.possible = ([result, reason]) => result === tlsHandshakeResult(reason as TlsHandshakeReason);
+    this.fTlsReloads = new Family(METRICS.tlsReloads, [new Dim(RELOAD_RESULTS)]);
+    this.fConnections = new Family(METRICS.connections, [transports]);
+    const fConn = this.fConnections;
+    const get = fConn.get.bind(fConn);
+    // read at scrape time from the listeners, one cell per transport
+    fConn.get = () => {
+      const read = this.connectionsOf;
+      if (read !== undefined) fConn.dims[0]!.values.forEach((t, i) => { if (t !== OTHER) fConn.cells[i] = read(t as TransportName); });
+      return get();
+    };
     this.hProcessing = new ProcessingHistogram(METRICS.processing);
     this.fReady = new Family(METRICS.ready, []);
     this.fReady.hidden = true; // absent until someone says how readiness is known
@@ -683,7 +720,8 @@ export class Metrics implements EdgeMetrics {
       this.fReceived, this.fSent, this.fVerdicts, this.fRuleHits, this.fParse, this.fUnmatched,
       this.fTxActive, this.fTxExpired, this.fTxRejected, this.fRetrans, this.fUpUp, this.fUpResp, this.fUpHealth,
       this.fTransport, this.fTcp, this.fTcpAdmit, this.fBansAdded, this.fBansActive, this.fBansExpired, this.fAuth,
-      this.fAuthAlg, this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.hProcessing, this.fReady, this.fBuild,
+      this.fAuthAlg, this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.fTlsHandshakes, this.fTlsReloads,
+      this.fConnections, this.hProcessing, this.fReady, this.fBuild,
     ];
   }
 
@@ -807,6 +845,15 @@ export class Metrics implements EdgeMetrics {
     this.fReloads.cells[ok ? 0 : 1]++;
   }
 
+  tlsHandshake(reason: TlsHandshakeReason): void {
+    const f = this.fTlsHandshakes, d = f.dims;
+    f.cells[d[0].at(tlsHandshakeResult(reason)) * d[1].size + d[1].at(reason)]++;
+  }
+
+  tlsReload(ok: boolean): void {
+    this.fTlsReloads.cells[ok ? 0 : 1]++;
+  }
+
   observeProcessing(kind: MessageKind, seconds: number): void {
     this.hProcessing.observe(kind, seconds);
   }
@@ -832,6 +879,7 @@ export class Metrics implements EdgeMetrics {
   bindGauges(sources: GaugeSources): void {
     if (sources.transactionsActive) this.fTxActive.source = sources.transactionsActive;
     if (sources.tcpConnections) this.fTcp.source = sources.tcpConnections;
+    if (sources.connectionsOf) this.connectionsOf = sources.connectionsOf;
     if (sources.bansActive) this.fBansActive.source = sources.bansActive;
     if (sources.redisErrors) this.fRedisErrors.source = sources.redisErrors;
     const ready = sources.ready;
@@ -874,6 +922,8 @@ export class NullMetrics implements EdgeMetrics {
   redisUp(): void {}
   redisError(): void {}
   rulesReload(): void {}
+  tlsHandshake(): void {}
+  tlsReload(): void {}
   rulesLoaded(): void {}
   observeProcessing(): void {}
   declareStage(): void {}

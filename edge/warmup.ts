@@ -51,7 +51,8 @@ export async function warmUp(cfg: ResolvedConfig, calls: number): Promise<WarmUp
     send: (_dest: Endpoint, bytes: Buffer) => { sent.push(bytes); return true; },
     close: () => Promise.resolve(),
   });
-  const { redis: _redis, advertise: _advertise, ...rest } = cfg;
+  // no TLS: the warm-up runs on in-memory UDP listeners and must not load (or log) certificates
+  const { redis: _redis, advertise: _advertise, tls: _tls, ...rest } = cfg;
   const wcfg: ResolvedConfig = {
     ...rest,
     listen: [{ transport: 'udp', host: EDGE_IP, port: 5060 }],

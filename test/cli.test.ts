@@ -66,9 +66,9 @@ test('check: without --config validates the shipped sip-edge.yaml', () => {
 
 test('check: flags override the file and are validated too', () => {
   const file = tmp('upstreams: [udp:127.0.0.1:5080]\n');
-  const r = cli('check', '--config', file, '--listen', 'tls:0.0.0.0:5061');
+  const r = cli('check', '--config', file, '--listen', 'ws:0.0.0.0:5061');
   assert.equal(r.code, 1);
-  assert.equal(r.stderr, '--listen "tls:0.0.0.0:5061": listen "tls:0.0.0.0:5061": transport "tls" is not supported yet (use udp or tcp)\n');
+  assert.equal(r.stderr, '--listen "ws:0.0.0.0:5061": listen "ws:0.0.0.0:5061": transport "ws" is not supported yet (use udp or tcp or tls)\n');
 });
 
 function cliEnv(env: Record<string, string>, ...args: string[]): { code: number | null; stdout: string; stderr: string } {

@@ -248,8 +248,10 @@ test('createListener dispatches on transport and rejects unsupported ones', asyn
   assert.equal(typeof t.isOpen, 'function');
   await u.close();
   await t.close();
-  const spec: ListenerSpec = { transport: 'tls', host: '127.0.0.1', port: 0 };
+  const spec: ListenerSpec = { transport: 'ws', host: '127.0.0.1', port: 0 };
   await assert.rejects(createListener(spec, r.hooks), /transport_unsupported/);
+  // tls is a stream listener once it has certificates (edge/transport/tls.ts)
+  await assert.rejects(createListener({ transport: 'tls', host: '127.0.0.1', port: 0 }, r.hooks), /tls_not_configured/);
   await assert.rejects(createListener({ transport: 'udp', host: 'example.com', port: 0 }, r.hooks), /listen_host_not_ip/);
 });
 
@@ -564,4 +566,21 @@ for (const ioThread of [false, true]) test(`UDP backlog${ioThread ? ' (I/O threa
   } finally {
     await l.close();
   }
+});
+
+test('TCP: the gate at accept: a connection from a source the edge refuses (banned) is closed before it is admitted', async () => {
+  const r = recorder();
+  const l = await tcpListener('127.0.0.1', r, { refuse: (a) => a === '127.0.0.60' });
+  const closedFrom = (from: string): Promise<boolean> => new Promise((resolve) => {
+    const s = net.connect({ port: l.local.port, host: '127.0.0.1', localAddress: from });
+    s.on('error', () => undefined);
+    let done = false;
+    s.once('close', () => { if (!done) { done = true; resolve(true); } });
+    setTimeout(() => { if (!done) { done = true; s.destroy(); resolve(false); } }, 500);
+  });
+  assert.equal(await closedFrom('127.0.0.60'), true, 'refused source: closed at once');
+  assert.equal(r.count('conn_rejected_banned'), 1);
+  assert.equal(r.count('conn_opened'), 0, 'never admitted');
+  assert.equal(await closedFrom('127.0.0.61'), false, 'another source stays connected');
+  await waitFor(() => r.count('conn_opened') === 1, 'the other source admitted');
 });

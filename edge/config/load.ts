@@ -10,6 +10,7 @@ import { cidrErrorText, formatCidr, parseCidr } from '../net/cidr';
 import type { TransportName } from '../sip/types';
 import type { ListenerSpec } from '../transport/types';
 import type { AuthConfig, AuthDomainPolicy, ResolvedConfig, UpstreamSpec } from './types';
+import { DEFAULT_TLS_CIPHERS, type TlsSettings } from '../transport/tls-context';
 import { ConfigFileSchema, LOG_LEVELS } from './schema';
 import type { ConfigFile, LogLevel } from './schema';
 import { loadYamlFile, loadYamlText } from './yaml';
@@ -57,10 +58,13 @@ export type LoadResult =
     };
 
 /** Transports the edge can serve today; the others parse but are refused with a clear error. */
-const SUPPORTED_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp'];
+const SUPPORTED_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls'];
+const SUPPORTED_UPSTREAM_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls'];
 const KNOWN_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls', 'ws', 'wss'];
 /** RFC 3261 19.1.2: default port for sip: over UDP/TCP. */
 const SIP_DEFAULT_PORT = 5060;
+/** RFC 3261 19.1.2 / 26.2: default port for sips: and SIP over TLS. */
+const SIPS_DEFAULT_PORT = 5061;
 
 export function loadConfig(opts: LoadOptions = {}): LoadResult {
   const env = opts.env ?? process.env;
@@ -99,12 +103,14 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   const listen: ListenerSpec[] = [];
   const listenSrc = items('listen', by('listen', '--listen'), ov.listen);
   const seenListen = new Set<string>();
+  const needsCertificate: string[] = [];
   for (const it of listenSrc.list) {
     const r = parseTransportSpec(it.text, 'listen');
     if (typeof r === 'string') {
       err(it.where, `listen ${JSON.stringify(it.text)}: ${r}`);
       continue;
     }
+    if (r.transport === 'tls' && f.tls.certificates.length === 0) needsCertificate.push(`${it.where}: listen ${JSON.stringify(it.text)}: a tls listener needs at least one certificate in tls.certificates ({cert, key})`);
     const key = `${r.transport}|${r.host}|${r.port}`;
     if (r.port !== 0 && seenListen.has(key)) err(it.where, `listen ${JSON.stringify(it.text)}: listed twice`);
     seenListen.add(key);
@@ -124,6 +130,12 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     // Forwarding to our own socket would loop every request until Max-Forwards runs out.
     if (seenListen.has(`${r.transport}|${r.host}|${r.port}`)) {
       err(it.where, `upstream ${JSON.stringify(it.text)}: is one of the edge's own listeners (forwarding loop)`);
+      continue;
+    }
+    // the edge connects toward an upstream from a listener of its transport and address family
+    // (edge/router/proxy.ts listenerFor): a tls upstream needs a tls listener to connect from
+    if (r.transport === 'tls' && !listen.some((l) => l.transport === 'tls' && isIP(l.host) === isIP(r.host))) {
+      err(it.where, `upstream ${JSON.stringify(it.text)}: needs a tls listener of the same address family in listen (the edge connects from it)`);
       continue;
     }
     upstreams.push(r);
@@ -244,6 +256,8 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     const u = parseRedisUrl(redisUrl);
     if ('error' in u) err(ov.redis !== undefined ? by('redis', '--redis') : at(['redis']), `redis: ${u.error}`);
   }
+  for (const e of needsCertificate) errors.push(e);
+  const tls = resolveTls(f, listen, { err, at, fileName });
   const auth = resolveAuth(f, {
     domains: [...new Set(domains)], env, err, at, fileName, addressRealm: addressRealm(listen, advertise),
     usersOverride: ov.users !== undefined ? path.resolve(ov.users) : undefined,
@@ -261,6 +275,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     limits: { ...f.limits },
     tcp: { ...f.tcp },
     udp: { ...f.udp },
+    ...(tls !== undefined ? { tls } : {}),
     transactions: { max: txMax, memoryBudgetMB: f.transactions.memoryBudgetMB, t1Ms: f.transactions.t1Ms, t2Ms: f.transactions.t2Ms, t4Ms: f.transactions.t4Ms },
     health: { ...f.health },
     overload: { ...f.overload },
@@ -277,6 +292,42 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     ...(fileName !== undefined ? { configFile: fileName } : {}),
   };
   return { ok: true, config: deepFreeze(config) };
+}
+
+/** The `tls:` section resolved (paths absolute), when a tls listener or a certificate is
+ *  configured; the files themselves are read by the edge and `sip-edge check`
+ *  (edge/transport/tls-context.ts), never here (no I/O in the loader). */
+function resolveTls(f: ConfigFile, listen: readonly ListenerSpec[], c: { err: (where: string, msg: string) => void; at: (p: ValuePath) => string; fileName: string | undefined }): TlsSettings | undefined {
+  const t = f.tls;
+  const tlsListeners = listen.filter((l) => l.transport === 'tls');
+  if (tlsListeners.length === 0 && t.certificates.length === 0 && t.clientCa === null && t.upstreamCa === null) return undefined;
+  const base = c.fileName !== undefined ? path.dirname(c.fileName) : process.cwd();
+  const abs = (p: string): string => path.resolve(base, p);
+  const specKey = (l: ListenerSpec): string => `${l.host}|${l.port}`;
+  const have = new Set(tlsListeners.map(specKey));
+  t.requireClientCert.forEach((text, i) => {
+    const r = parseTransportSpec(text, 'listen');
+    if (typeof r === 'string') c.err(c.at(['tls', 'requireClientCert', i]), `tls.requireClientCert ${JSON.stringify(text)}: ${r}`);
+    else if (r.transport !== 'tls' || !have.has(specKey(r))) c.err(c.at(['tls', 'requireClientCert', i]), `tls.requireClientCert ${JSON.stringify(text)}: not one of the tls listeners in listen`);
+  });
+  if (t.requireClientCert.length > 0 && t.clientCa === null) c.err(c.at(['tls', 'requireClientCert']), 'tls.requireClientCert: needs tls.clientCa (the CAs client certificates are verified against)');
+  if (t.peers.length > 0 && t.clientCa === null) c.err(c.at(['tls', 'peers']), 'tls.peers: needs tls.clientCa (a peer is identified by a certificate that verifies against it)');
+  t.peers.forEach((p, i) => {
+    if ((p.fingerprint === undefined) === (p.name === undefined)) c.err(c.at(['tls', 'peers', i]), 'tls.peers: each entry has exactly one of fingerprint or name');
+  });
+  return {
+    certificates: t.certificates.map((x) => ({ cert: abs(x.cert), key: abs(x.key) })),
+    minVersion: t.minVersion,
+    ciphers: t.ciphers ?? DEFAULT_TLS_CIPHERS,
+    handshakeTimeoutMs: t.handshakeTimeoutMs,
+    maxHandshakes: t.maxHandshakes,
+    maxHandshakesPerSource: t.maxHandshakesPerSource,
+    ...(t.clientCa !== null ? { clientCa: abs(t.clientCa) } : {}),
+    requireClientCert: t.requireClientCert.flatMap((text) => { const r = parseTransportSpec(text, 'listen'); return typeof r === 'string' ? [] : [`tls:${r.host.includes(':') ? `[${r.host}]` : r.host}:${r.port}`]; }),
+    peers: t.peers.map((p) => (p.fingerprint !== undefined ? { fingerprint: p.fingerprint.toUpperCase() } : { name: p.name!.toLowerCase().replace(/\.$/, '') })),
+    ...(t.upstreamCa !== null ? { upstreamCa: abs(t.upstreamCa) } : {}),
+    ...(t.upstreamName !== null ? { upstreamName: t.upstreamName.toLowerCase() } : {}),
+  };
 }
 
 /** The errors located in `file` sorted by line and column (the order an editor shows them), the
@@ -317,8 +368,9 @@ export function parseTransportSpec(text: string, role: 'listen' | 'upstream'): L
   if (!(KNOWN_TRANSPORTS as readonly string[]).includes(proto)) {
     return `unknown transport "${proto}" (expected ${SUPPORTED_TRANSPORTS.join(' or ')})`;
   }
-  if (!(SUPPORTED_TRANSPORTS as readonly string[]).includes(proto)) {
-    return `transport "${proto}" is not supported yet (use ${SUPPORTED_TRANSPORTS.join(' or ')})`;
+  const supported = role === 'upstream' ? SUPPORTED_UPSTREAM_TRANSPORTS : SUPPORTED_TRANSPORTS;
+  if (!(supported as readonly string[]).includes(proto)) {
+    return `transport "${proto}" is not supported ${role === 'upstream' ? 'for upstreams ' : ''}yet (use ${supported.join(' or ')})`;
   }
   const hp = parseHostPort(s.slice(i + 1));
   if (typeof hp === 'string') return hp;
@@ -330,7 +382,7 @@ export function parseTransportSpec(text: string, role: 'listen' | 'upstream'): L
       ? `host "${hp.host}" is not an IP address; DNS names for upstreams are not supported yet`
       : `host "${hp.host}" is not an IP address to bind (use e.g. 0.0.0.0, ::, 127.0.0.1)`;
   }
-  const port = hp.port ?? SIP_DEFAULT_PORT;
+  const port = hp.port ?? (proto === 'tls' ? SIPS_DEFAULT_PORT : SIP_DEFAULT_PORT);
   if (role === 'upstream') {
     if (port === 0) return 'upstream port must be 1..65535';
     if (isUnspecified(host)) return `"${host}" is a wildcard address, not an upstream`;

@@ -104,7 +104,7 @@ export const ConfigFileSchema = Type.Object(
   {
     listen: list(
       DEFAULT_LISTEN,
-      'Sockets to bind, "proto:host:port" (IPv6 in brackets: "udp:[::]:5060"). udp and tcp today.',
+      'Sockets to bind, "proto:host:port" (IPv6 in brackets: "udp:[::]:5060"): udp, tcp, tls (default port 5061; needs tls.certificates).',
       'listener spec',
     ),
     advertise: nullableString(
@@ -142,6 +142,40 @@ export const ConfigFileSchema = Type.Object(
         idleTimeoutMs: int(180000, 1000, 86400000, 'Idle connection lifetime; phones keep flows alive with CRLF pings (RFC 5626 4.4.1). A connection holding a registration the PBX accepted may stay silent as long as that registration.'),
       },
       'Stream transport caps.',
+    ),
+    tls: section(
+      {
+        certificates: Type.Array(
+          Type.Object(
+            {
+              cert: Type.String({ minLength: 1, maxLength: 4096, description: 'PEM file: the certificate, then its intermediates (fullchain); relative to this file.', errorMessage: 'expected a file path' }),
+              key: Type.String({ minLength: 1, maxLength: 4096, description: 'PEM file of its private key; relative to this file.', errorMessage: 'expected a file path' }),
+            },
+            { additionalProperties: false },
+          ),
+          { default: [], maxItems: 1000, description: 'Certificates of the tls listeners, chosen by SNI (the names in each certificate); the first one for clients that send no SNI or a name none covers. Reloaded when the files change or on SIGHUP; invalid files keep the previous certificates.', errorMessage: 'expected a list of {cert, key} entries' },
+        ),
+        minVersion: Type.Union([Type.Literal('TLSv1.2'), Type.Literal('TLSv1.3')], { default: 'TLSv1.2', description: 'Oldest TLS version accepted (RFC 8996: 1.0 and 1.1 are never); 1.3 is preferred whenever the peer has it.', errorMessage: 'expected TLSv1.2 or TLSv1.3' }),
+        ciphers: nullableString(null, 'OpenSSL cipher list (TLS 1.3 suites TLS_* and TLS 1.2 suites); null = the default: TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256, ECDHE-(ECDSA|RSA)-AES128-GCM-SHA256, ECDHE-(ECDSA|RSA)-AES256-GCM-SHA384, ECDHE-(ECDSA|RSA)-CHACHA20-POLY1305.'),
+        handshakeTimeoutMs: int(5000, 100, 120000, 'Time from the accepted TCP connection to the end of the TLS handshake.'),
+        maxHandshakes: int(1000, 1, 1000000, 'TLS handshakes in progress at once, all sources together.'),
+        maxHandshakesPerSource: int(8, 1, 100000, 'TLS handshakes in progress at once from one source (IPv6: per limits ipv6 prefix, as tcp.maxConnectionsPerSource).'),
+        clientCa: nullableString(null, 'Mutual TLS: PEM bundle of the CAs client certificates are verified against; relative to this file. null = no client certificates.'),
+        requireClientCert: list([], 'Listeners ("tls:host:port" as in listen) that refuse clients without a certificate that verifies against clientCa.', 'listener spec'),
+        peers: Type.Array(
+          Type.Object(
+            {
+              fingerprint: Type.Optional(Type.String({ pattern: '^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$', description: 'SHA-256 fingerprint of the peer\'s certificate, "AB:CD:..." (openssl x509 -noout -fingerprint -sha256).', errorMessage: 'expected a SHA-256 fingerprint "AB:CD:..." (32 bytes)' })),
+              name: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: 'A DNS name (subjectAltName, or CN without SAN) of the peer\'s certificate.', errorMessage: 'expected a host name' })),
+            },
+            { additionalProperties: false },
+          ),
+          { default: [], maxItems: 10000, description: 'Trusted peers identified by their client certificate (verified against clientCa): a connection whose certificate matches an entry is trusted like a `trusted` CIDR.', errorMessage: 'expected a list of {fingerprint} or {name} entries' },
+        ),
+        upstreamCa: nullableString(null, 'PEM bundle of the CAs tls upstreams\' certificates are verified against; relative to this file. null = the system\'s roots.'),
+        upstreamName: nullableString(null, 'Name expected in the tls upstreams\' certificates; null = their IP address (an IP subjectAltName).'),
+      },
+      'TLS (RFC 3261 26.2): certificates, protocol policy, handshake limits, mutual TLS.',
     ),
     udp: section(
       {

@@ -3,6 +3,7 @@
 import type { ParseLimits } from '../sip/parser';
 import type { TransportName } from '../sip/types';
 import type { ListenerSpec } from '../transport/types';
+import type { TlsSettings } from '../transport/tls-context';
 
 export interface UpstreamSpec {
   readonly transport: TransportName;
@@ -70,6 +71,9 @@ export interface ResolvedConfig {
     readonly messageTimeoutMs: number;        // time to receive one whole message, default 10000
     readonly idleTimeoutMs: number;           // default 180000 (phones keep TCP flows alive with CRLF pings)
   };
+  /** TLS listeners' certificates and policy; present when a tls listener or a certificate is
+   *  configured */
+  readonly tls?: TlsSettings;
   readonly udp: {
     readonly ioThread: boolean;        // syscalls on a thread of their own, default true
     readonly recvBufferBytes: number;  // SO_RCVBUF asked for and hand-over queue size, default 4 MiB

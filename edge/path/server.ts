@@ -49,6 +49,8 @@ export interface MessagePathOptions {
   readonly overload: OverloadGuard;
   /** the stage order in force (swapped whole on a rules reload) */
   readonly pipeline: () => Pipeline;
+  /** a stream connection whose client certificate identifies a trusted peer (TLS, tls.peers) */
+  readonly trustedConnection?: (source: Endpoint) => boolean;
 }
 
 export class MessagePath {
@@ -128,7 +130,8 @@ export class MessagePath {
     if (side === 'inside') return { msg, source, side, trust: 'inside', receivedAt };
     const c = this.o.classifier.outside(source.address);
     const s = this.o.suspicion;
-    return { msg, source, side, trust: c.trust, receivedAt, access: c.access, sourceKey: s.sourceKey(source.address), promoted: s.isPromoted(source.address) };
+    const trust = c.trust === 'trusted' || this.o.trustedConnection?.(source) === true ? 'trusted' : c.trust;
+    return { msg, source, side, trust, receivedAt, access: c.access, sourceKey: s.sourceKey(source.address), promoted: s.isPromoted(source.address) };
   }
 
   private finish(ctx: MessageContext, verdict: Verdict): void {

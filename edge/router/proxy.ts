@@ -486,8 +486,7 @@ export class Proxy {
       // RFC 3327 5.2: the registrar stores this Path and puts it as Route on requests to the
       // phone; our flow token in it says where the phone really is
       const tok = this.flow.encode(ctx.source);
-      const p = dest.transport === 'udp' ? '' : `;transport=${dest.transport}`;
-      w.prependBefore('Path', `<sip:${tok}@${adv.hostPort}${p};lr>`);
+      w.prependBefore('Path', edgeUri(tok, adv.hostPort, dest.transport, isSips(req)));
     }
     const origin: (string | number)[] = [];
     const bytes = w.toBuffer(origin);
@@ -514,11 +513,8 @@ export class Proxy {
    *  the inside one the upstream index, so in-dialog requests find their way back. */
   private recordRouteValue(ctx: MessageContext, dest: Endpoint, outListener: Listener, upstream: number | undefined): string {
     const inListener = this.listenerFor(ctx.source.transport, ctx.source.address, ctx.source.listenerId) ?? outListener;
-    const mk = (l: Listener, user: string | undefined, transport: TransportName): string => {
-      const a = this.adv.get(l.id)!;
-      const t = transport === 'udp' ? '' : `;transport=${transport}`;
-      return `<sip:${user ? user + '@' : ''}${a.hostPort}${t};lr>`;
-    };
+    const sips = isSips(ctx.msg as SipRequest);
+    const mk = (l: Listener, user: string | undefined, transport: TransportName): string => edgeUri(user, this.adv.get(l.id)!.hostPort, transport, sips);
     const fromInside = ctx.side === 'inside';
     const phoneFlow = fromInside ? dest : ctx.source;
     const tok = this.flow.encode(phoneFlow);
@@ -1217,4 +1213,26 @@ export class Proxy {
 
   /** a phrase for a status, for replies built by the pipeline */
   static phrase(status: number): string { return phraseFor(status); }
+}
+
+/** RFC 3261 16.6 item 4 / RFC 5630 4.1: is this a request for a SIPS URI (its Request-URI or its
+ *  first Route)? Then the edge's Record-Route and Path entries on TLS sides are SIPS URIs. */
+function isSips(req: SipRequest): boolean {
+  if (/^sips:/i.test(req.uri)) return true;
+  const r = H.routes(req)?.[0];
+  return r !== undefined && r.uri.scheme === 'sips';
+}
+
+/**
+ * A Record-Route / Path URI naming the edge on one side: `<sips:user@host:port;lr>` for a SIPS
+ * request on a TLS side (SIPS implies TLS, RFC 5630 3.1.1, so no transport parameter), else
+ * `<sip:user@host:port;transport=T;lr>` (none for UDP). A SIPS request whose other side is not
+ * TLS (an upstream over UDP or TCP) keeps a sip: entry there: that hop is not TLS, and a sips:
+ * URI naming it would make the next hop try TLS on a UDP port.
+ */
+function edgeUri(user: string | undefined, hostPort: string, transport: TransportName, sips: boolean): string {
+  const u = user ? `${user}@` : '';
+  if (sips && transport === 'tls') return `<sips:${u}${hostPort};lr>`;
+  const t = transport === 'udp' ? '' : `;transport=${transport}`;
+  return `<sip:${u}${hostPort}${t};lr>`;
 }

@@ -2,6 +2,7 @@
 import { createTcpListener, type TcpOptions } from './tcp';
 import { createUdpListener } from './udp';
 import type { Listener, ListenerSpec, TransportHooks } from './types';
+import type { StreamSecurity } from './tls';
 
 export type { Inbound, Listener, ListenerSpec, TransportEvent, TransportHooks } from './types';
 export { StreamFramer, type FrameResult, type FramingError, type FramerOptions } from './framing';
@@ -15,6 +16,8 @@ export interface ListenerOptions extends TcpOptions {
   readonly recvBufferBytes?: number;
   /** UDP: syscalls on an I/O thread (default true) */
   readonly ioThread?: boolean;
+  /** TLS listeners: the handshake side for a listener spec (edge/transport/tls.ts) */
+  readonly tls?: (spec: ListenerSpec) => StreamSecurity;
 }
 
 /** Defaults matching ResolvedConfig's documented defaults (edge/config/types.ts). */
@@ -43,6 +46,10 @@ export function createListener(spec: ListenerSpec, hooks: TransportHooks, opts: 
       });
     case 'tcp':
       return createTcpListener(spec, hooks, opts);
+    case 'tls':
+      // a stream like TCP once the handshake is done (edge/transport/tls.ts)
+      if (opts.tls === undefined) return Promise.reject(new Error('tls_not_configured: a tls listener needs tls.certificates'));
+      return createTcpListener(spec, hooks, { ...opts, secure: opts.tls(spec) });
     default:
       return Promise.reject(new Error(`transport_unsupported: ${spec.transport}`));
   }

@@ -15,6 +15,11 @@
 // second as it sends messages, and before it is chosen for eviction, so a phone promoted after
 // it connected is counted where it belongs.
 //
+// TLS (RFC 3261 26.2) is this same stream transport once its handshake is done: with
+// `secure` (edge/transport/tls.ts) an admitted connection holds its slot through the handshake
+// and is framed only after it; outbound connections are TLS clients. The listener then names
+// itself and its endpoints "tls".
+//
 // Connections are identified by a process-wide numeric connId carried in Endpoint.connId:
 // responses go back on the connection the request came in on (RFC 3261 18.2.2), and
 // outbound connections opened towards an upstream are framed and handed up the same way so
@@ -24,6 +29,7 @@ import { performance } from 'node:perf_hooks';
 import type { Endpoint } from '../sip/types';
 import { addressFamily, canonicalAddress, formatHostPort, ipv6Prefix, isIP } from '../net/address';
 import { StreamFramer } from './framing';
+import type { StreamSecurity } from './tls';
 import type { AdmissionResult, Inbound, Listener, ListenerSpec, SourceClass, TransportEvent, TransportHooks } from './types';
 
 export interface TcpOptions {
@@ -53,6 +59,11 @@ export interface TcpOptions {
   readonly unknownPercent?: number;
   /** per cent of maxConnections unknown and promoted sources may hold together (default 90) */
   readonly promotedPercent?: number;
+  /** the gate at accept: a banned source's connection is closed before it costs a slot or a
+   *  TLS handshake (the edge passes its local ban cache; never a store round trip) */
+  readonly refuse?: (address: string) => boolean;
+  /** TLS: the handshake on accepted connections and the client side of outbound ones */
+  readonly secure?: StreamSecurity;
 }
 
 /** classes by rank, lowest first: capacity is reserved from the top down */
@@ -78,7 +89,8 @@ const MAX_HOLD_MS = 86_400_000;
 
 interface Conn {
   readonly id: number;
-  readonly socket: net.Socket;
+  /** TLS: the raw socket during the handshake, then the TLS socket */
+  socket: net.Socket;
   readonly framer: StreamFramer;
   readonly remote: Endpoint;
   /** "address|port" of the peer, for reuse by send() */
@@ -105,20 +117,34 @@ interface Conn {
 const REMOTE_CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'ETIMEDOUT']);
 
 function connectFailureCause(code: string | undefined): 'remote' | 'local' {
-  return code !== undefined && REMOTE_CONNECT_ERRORS.has(code) ? 'remote' : 'local';
+  if (code === undefined) return 'local';
+  // TLS: a certificate that does not verify, or a handshake the peer refused, is about the peer
+  if (/^ERR_TLS_|^ERR_SSL_|CERT|SIGNATURE|SELF_SIGNED|ISSUER/.test(code)) return 'remote';
+  return REMOTE_CONNECT_ERRORS.has(code) ? 'remote' : 'local';
 }
+
+/** TLS toward an upstream: after a failed connect, no new one to that peer for this long,
+ *  doubling per failure up to the maximum, reset by a connection that gets through (each attempt
+ *  costs a handshake on both sides; requests meanwhile fail at once and the proxy fails over) */
+const RECONNECT_MIN_MS = 250;
+const RECONNECT_MAX_MS = 30_000;
+const MAX_BACKOFF_ENTRIES = 10_000;
 
 export async function createTcpListener(spec: ListenerSpec, hooks: TransportHooks, opts: TcpOptions): Promise<Listener> {
   const family = isIP(spec.host);
   if (family === 0) throw new Error(`listen_host_not_ip: ${spec.host}`);
   const ipv6Only = family === 6 ? (opts.ipv6Only ?? canonicalAddress(spec.host) === '::') : false;
   const maxWriteQueue = opts.maxWriteQueueBytes ?? DEFAULT_WRITE_QUEUE;
+  const secure = opts.secure;
+  const transport = secure?.transport ?? 'tcp';
   const v6Prefix = opts.ipv6SourcePrefix ?? 64;
 
   const conns = new Map<number, Conn>();
   const byPeer = new Map<string, Set<number>>();
   const perSource = new Map<string, number>();
   let inboundCount = 0;
+  /** TLS: peers ("address|port") whose last connect failed: no new attempt before `until` */
+  const backoff = new Map<string, { until: number; delay: number }>();
   const classify = opts.classify;
   const pct = (p: number | undefined, def: number): number => Math.min(100, Math.max(0, p ?? def));
   // per rank: how many inbound connections may be held by sources of this class and below
@@ -154,7 +180,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
 
   const addr = server.address() as net.AddressInfo;
   const local = { address: canonicalAddress(addr.address), port: addr.port, family };
-  const id = `tcp:${formatHostPort(local.address, local.port)}`;
+  const id = `${transport}:${formatHostPort(local.address, local.port)}`;
 
   const event = (e: TransportEvent, source?: Endpoint): void => hooks.onEvent?.(e, listener, source);
 
@@ -162,7 +188,9 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     return addressFamily(address) === 6 ? ipv6Prefix(address, v6Prefix) : address;
   }
 
-  function setup(socket: net.Socket, remote: Endpoint, outbound: boolean, sourceKey: string | null, rank = -1): Conn {
+  /** `handshaking`: TLS accepted, handshake running: the connection holds its slot (and counts
+   *  for the caps and eviction) but its socket is not read until attach() */
+  function setup(socket: net.Socket, remote: Endpoint, outbound: boolean, sourceKey: string | null, rank = -1, handshaking = false): Conn {
     const conn: Conn = {
       id: remote.connId!,
       socket,
@@ -170,8 +198,9 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       remote,
       peerKey: `${remote.address}|${remote.port}`,
       sourceKey,
-      connected: !outbound,
-      queue: outbound ? [] : null,
+      // bytes for a connection still connecting (outbound) or in its handshake wait in the queue
+      connected: !outbound && !handshaking,
+      queue: outbound || handshaking ? [] : null,
       queuedBytes: 0,
       closing: false,
       closed: false,
@@ -185,7 +214,17 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     let set = byPeer.get(conn.peerKey);
     if (set === undefined) byPeer.set(conn.peerKey, (set = new Set()));
     set.add(conn.id);
+    if (handshaking) {
+      socket.on('error', () => destroy(conn));
+      socket.on('close', () => cleanup(conn));
+      return conn;
+    }
+    attach(conn);
+    return conn;
+  }
 
+  function attach(conn: Conn): void {
+    const socket = conn.socket;
     socket.setNoDelay(true);
     // Node resets this on every read and write: exactly "no traffic either way"
     socket.setTimeout(opts.idleTimeoutMs);
@@ -198,7 +237,6 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     socket.on('end', () => destroy(conn));
     socket.on('error', () => destroy(conn));
     socket.on('close', () => cleanup(conn));
-    return conn;
   }
 
   function onData(conn: Conn, chunk: Buffer): void {
@@ -269,6 +307,16 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
 
   function admissionEvent(cls: SourceClass, result: AdmissionResult): void {
     hooks.onAdmission?.(cls, result, listener);
+  }
+
+  /** connected (outbound) or through its handshake: what waited in the queue goes out */
+  function established(conn: Conn): void {
+    if (conn.closed) return;
+    conn.connected = true;
+    const q = conn.queue ?? [];
+    conn.queue = null;
+    conn.queuedBytes = 0;
+    for (const b of q) if (!write(conn, b)) return;
   }
 
   function armMessageTimer(conn: Conn): void {
@@ -358,7 +406,12 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       socket.destroy();
       return;
     }
-    const probe: Endpoint = { transport: 'tcp', address, port, listenerId: id };
+    const probe: Endpoint = { transport, address, port, listenerId: id };
+    if (opts.refuse?.(address) === true) {
+      socket.destroy();
+      event('conn_rejected_banned', probe);
+      return;
+    }
     const cls: SourceClass = classify === undefined ? 'unknown' : classify(address);
     const rank = RANK[cls];
     const sourceKey = sourceKeyOf(address);
@@ -387,13 +440,27 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     perSource.set(sourceKey, have + 1);
     inboundCount++;
     const remote: Endpoint = { ...probe, connId: allocConnId() };
-    setup(socket, remote, false, sourceKey, rank);
-    event('conn_opened', remote);
     admissionEvent(cls, 'accepted');
+    if (secure === undefined) {
+      setup(socket, remote, false, sourceKey, rank);
+      event('conn_opened', remote);
+      return;
+    }
+    const conn = setup(socket, remote, false, sourceKey, rank, true);
+    secure.accept(socket, sourceKey, (r) => {
+      hooks.onHandshake?.(r.ok ? 'ok' : r.reason, listener, remote);
+      if (!r.ok) { destroy(conn); return; }
+      if (conn.closed) { r.socket.destroy(); return; }
+      conn.socket = r.socket;
+      if (r.peer !== null) hooks.onPeerCertificate?.(remote, r.peer, listener);
+      attach(conn);
+      event('conn_opened', remote);
+      established(conn);
+    });
   });
 
   function openOutbound(address: string, port: number): Conn | null {
-    const remote: Endpoint = { transport: 'tcp', address, port, connId: allocConnId(), listenerId: id };
+    const remote: Endpoint = { transport, address, port, connId: allocConnId(), listenerId: id };
     const destFamily = addressFamily(address);
     let host = address;
     if (destFamily !== family) {
@@ -403,21 +470,27 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     const wildcard = local.address === '0.0.0.0' || local.address === '::';
     let socket: net.Socket;
     try {
-      socket = net.connect({ host, port, noDelay: true, ...(wildcard ? {} : { localAddress: addr.address }) });
+      socket = secure !== undefined
+        ? secure.connect({ host, port, ...(wildcard ? {} : { localAddress: addr.address }) })
+        : net.connect({ host, port, noDelay: true, ...(wildcard ? {} : { localAddress: addr.address }) });
     } catch {
       return null;
     }
     const conn = setup(socket, remote, true, null);
     socket.once('error', (err: NodeJS.ErrnoException) => {
-      if (!conn.connected) hooks.onConnectFailed?.(remote, connectFailureCause(err.code), listener);
+      if (conn.connected) return;
+      if (secure !== undefined) {
+        const prev = backoff.get(conn.peerKey);
+        const delay = prev === undefined ? RECONNECT_MIN_MS : Math.min(RECONNECT_MAX_MS, prev.delay * 2);
+        if (backoff.size >= MAX_BACKOFF_ENTRIES) backoff.clear();
+        backoff.set(conn.peerKey, { until: performance.now() + delay, delay });
+      }
+      hooks.onConnectFailed?.(remote, connectFailureCause(err.code), listener);
     });
-    socket.once('connect', () => {
-      if (conn.closed) return;
-      conn.connected = true;
-      const q = conn.queue ?? [];
-      conn.queue = null;
-      conn.queuedBytes = 0;
-      for (const b of q) if (!write(conn, b)) return;
+    // TLS: bytes may go out only once the upstream's certificate has been verified
+    socket.once(secure !== undefined ? 'secureConnect' : 'connect', () => {
+      backoff.delete(conn.peerKey);
+      established(conn);
     });
     event('conn_opened', remote);
     return conn;
@@ -447,6 +520,8 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
           if (c !== undefined && !c.closing) return write(c, bytes) || fail(dest);
         }
       }
+      const b = backoff.get(`${address}|${dest.port}`);
+      if (b !== undefined && performance.now() < b.until) return fail(dest);
       const c = openOutbound(address, dest.port);
       if (c === null) return fail(dest);
       return write(c, bytes) || fail(dest);

@@ -1,5 +1,6 @@
 // Transports only move bytes. They hand framed messages up and send what the router gives them.
 import type { Endpoint, TransportName } from '../sip/types';
+import type { PeerCertificate, TlsHandshakeReason } from './tls';
 
 export interface Inbound {
   /** one SIP message: a datagram (UDP) or one Content-Length framed message (stream) */
@@ -52,7 +53,7 @@ export type TransportEvent =
   | 'conn_opened' | 'conn_closed' | 'conn_rejected_total_cap' | 'conn_rejected_source_cap'
   | 'conn_idle_timeout' | 'conn_message_timeout' | 'conn_framing_error' | 'conn_oversize'
   | 'keepalive_pong' | 'datagram_oversize' | 'datagram_queue_full' | 'send_error'
-  | 'conn_rejected_class_cap' | 'conn_evicted';
+  | 'conn_rejected_class_cap' | 'conn_evicted' | 'conn_rejected_banned';
 
 /**
  * Who an inbound connection's source is, as the edge sees it (the transport reads no SIP header:
@@ -77,4 +78,8 @@ export interface TransportHooks {
   /** stream framing produced a message over the size limit whose head was complete: bytes of the head
    *  are given so the caller can answer 413 before the connection is closed */
   onOversize?(head: Buffer, source: Endpoint): void;
+  /** TLS listeners: how the handshake of an admitted inbound connection ended ('ok' or why not) */
+  onHandshake?(reason: TlsHandshakeReason, listener: Listener, source: Endpoint): void;
+  /** TLS listeners: the connection's client certificate verified against the client CA */
+  onPeerCertificate?(source: Endpoint, peer: PeerCertificate, listener: Listener): void;
 }

@@ -51,7 +51,9 @@ export interface PhoneOptions {
   readonly domain: string;
   /** digest password (auth_pass); omit when nobody challenges */
   readonly password?: string;
-  readonly transport: 'udp' | 'tcp';
+  readonly transport: 'udp' | 'tcp' | 'tls';
+  /** TLS: CA bundle the phone is given (baresip's sip_cafile) */
+  readonly cafile?: string;
   /** the edge: outbound proxy for everything the phone sends (RFC 3261 8.1.2) */
   readonly proxy: { readonly host: string; readonly port: number };
   /** loopback address the phone binds to; default 127.0.0.1 */
@@ -137,7 +139,7 @@ function accountLine(o: PhoneOptions): string {
   for (const v of [o.user, o.domain, o.proxy.host, ...(o.password === undefined ? [] : [o.password])]) {
     if (!SAFE.test(v)) throw new Error(`phone ${o.name}: ${JSON.stringify(v)} is not [A-Za-z0-9._-]+`);
   }
-  const tp = o.transport === 'tcp' ? ';transport=tcp' : '';
+  const tp = o.transport === 'udp' ? '' : `;transport=${o.transport}`;
   const params = [
     ...(o.password === undefined ? [] : [`auth_pass=${o.password}`]),
     `outbound="sip:${o.proxy.host}:${o.proxy.port}${tp}"`,
@@ -156,6 +158,7 @@ function configText(o: PhoneOptions, ctrlPort: number): string {
     `sip_listen ${addr}:0`,
     // SDP and RTP on loopback too (baresip would otherwise pick the first non-loopback interface)
     `net_interface ${addr}`,
+    ...(o.cafile !== undefined ? [`sip_cafile ${o.cafile}`] : []),
     'call_local_timeout 120',
     'call_max_calls 4',
     `audio_player aubridge,${o.name}`,

@@ -30,7 +30,10 @@ export interface KamailioOptions {
   /** port (UDP, and TCP when listed); default a free one */
   readonly port?: number;
   /** default ['udp'] */
-  readonly transports?: readonly ('udp' | 'tcp')[];
+  readonly transports?: readonly ('udp' | 'tcp' | 'tls')[];
+  /** TLS (kamailio-tls-modules): the server certificate and key (PEM files); Kamailio listens on
+   *  TLS at `tlsPort` (default port + 1), TLS 1.2 minimum, and verifies no client certificate */
+  readonly tls?: { readonly cert: string; readonly key: string; readonly tlsPort?: number };
   /** when set, REGISTER is challenged with 401 and every other initial request but ACK/CANCEL
    *  with 407 (RFC 3261 22.2, 22.3), checked against these user -> password pairs */
   readonly users?: Readonly<Record<string, string>>;
@@ -51,6 +54,8 @@ export interface Kamailio {
   readonly pid: number;
   readonly address: string;
   readonly port: number;
+  /** the TLS port, when started with `tls` */
+  readonly tlsPort?: number;
   readonly domain: string;
   /** every KAMEV event so far, oldest first */
   events(): KamEvent[];
@@ -70,10 +75,37 @@ export function kamailioAvailable(): boolean {
   return availability;
 }
 
+/** Is Kamailio's tls module installed (Debian kamailio-tls-modules)? */
+export function kamailioTlsAvailable(): boolean {
+  if (!kamailioAvailable()) return false;
+  const dirs = ['/usr/lib/kamailio/modules', ...(() => {
+    try { return fs.readdirSync('/usr/lib').map((d) => path.join('/usr/lib', d, 'kamailio', 'modules')); } catch { return []; }
+  })()];
+  return dirs.some((d) => fs.existsSync(path.join(d, 'tls.so')));
+}
+
 const SAFE = /^[A-Za-z0-9._-]+$/;
 
 /** The kamailio.cfg for `o` (its values are checked: they end up inside script string literals). */
-export function kamailioConfig(o: KamailioOptions & { address: string; port: number }): string {
+/** the tls module's own file (Kamailio's tls.cfg syntax) */
+export function kamailioTlsConfig(t: { cert: string; key: string }): string {
+  return [
+    '[server:default]',
+    'method = TLSv1.2+',
+    'verify_certificate = no',
+    'require_certificate = no',
+    `private_key = ${t.key}`,
+    `certificate = ${t.cert}`,
+    '',
+    '[client:default]',
+    'method = TLSv1.2+',
+    'verify_certificate = no',
+    'require_certificate = no',
+    '',
+  ].join('\n');
+}
+
+export function kamailioConfig(o: KamailioOptions & { address: string; port: number; tlsConfigFile?: string }): string {
   const transports = o.transports ?? ['udp'];
   for (const v of [o.domain, o.address, ...Object.keys(o.users ?? {}), ...Object.values(o.users ?? {})]) {
     if (!SAFE.test(v)) throw new Error(`kamailioConfig: ${JSON.stringify(v)} is not [A-Za-z0-9._-]+`);
@@ -91,8 +123,9 @@ export function kamailioConfig(o: KamailioOptions & { address: string; port: num
     'dns=no',
     'rev_dns=no',
     'dns_try_ipv6=no',
-    ...transports.map((t) => `listen=${t}:${o.address}:${o.port}`),
-    transports.includes('tcp') ? 'tcp_children=2' : 'disable_tcp=yes',
+    ...transports.filter((t) => t !== 'tls').map((t) => `listen=${t}:${o.address}:${o.port}`),
+    ...(o.tls !== undefined ? [`listen=tls:${o.address}:${o.tls.tlsPort ?? o.port + 1}`, 'enable_tls=yes'] : []),
+    transports.includes('tcp') || o.tls !== undefined ? 'tcp_children=2' : 'disable_tcp=yes',
     `alias="${o.domain}"`,
     '',
     'loadmodule "kex.so"',
@@ -110,6 +143,7 @@ export function kamailioConfig(o: KamailioOptions & { address: string; port: num
     'loadmodule "xlog.so"',
     'loadmodule "sanity.so"',
     ...(auth ? ['loadmodule "htable.so"', 'loadmodule "auth.so"'] : []),
+    ...(o.tls !== undefined ? ['loadmodule "tls.so"', `modparam("tls", "config", "${o.tlsConfigFile ?? ''}")`] : []),
     '',
     // bindings live in memory only
     'modparam("usrloc", "db_mode", 0)',
@@ -143,7 +177,7 @@ request_route {
   if (uri!=myself) { sl_send_reply("403", "Not relaying"); exit; }
   if (is_method("REGISTER")) { route(REGISTRAR); exit; }
   route(AUTH);
-  xlog("L_NOTICE", "KAMEV|INITIAL|method=$rm|from=$fU|to=$rU|auth=$au\\n");
+  xlog("L_NOTICE", "KAMEV|INITIAL|method=$rm|from=$fU|to=$rU|auth=$au|rr=$hdr(Record-Route)\\n");
   if (is_method("INVITE|SUBSCRIBE|REFER")) { record_route(); }
   if (!lookup("location")) {
     xlog("L_NOTICE", "KAMEV|NOTFOUND|method=$rm|to=$rU\\n");
@@ -238,7 +272,15 @@ export async function startKamailio(o: KamailioOptions, attempt = 1): Promise<Ka
   const port = o.port ?? await freePort('udp');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-kamailio-'));
   const cfgFile = path.join(dir, 'kamailio.cfg');
-  fs.writeFileSync(cfgFile, kamailioConfig({ ...o, address, port }));
+  const given = o;
+  let tlsConfigFile: string | undefined;
+  const tlsPort = o.tls !== undefined ? o.tls.tlsPort ?? await freePort('tcp') : undefined;
+  if (o.tls !== undefined) o = { ...o, tls: { ...o.tls, tlsPort } };
+  if (o.tls !== undefined) {
+    tlsConfigFile = path.join(dir, 'tls.cfg');
+    fs.writeFileSync(tlsConfigFile, kamailioTlsConfig(o.tls));
+  }
+  fs.writeFileSync(cfgFile, kamailioConfig({ ...o, address, port, ...(tlsConfigFile !== undefined ? { tlsConfigFile } : {}) }));
   const args = ['-DD', '-E', '-f', cfgFile, '-Y', dir, '-P', path.join(dir, 'kamailio.pid'), '-m', '32', '-M', '8', '-w', dir];
   if (process.env.KAMAILIO_MODULES !== undefined) args.push('-L', process.env.KAMAILIO_MODULES);
   const child: ChildProcess = spawn(KAMAILIO_BIN, args, { detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -289,11 +331,12 @@ export async function startKamailio(o: KamailioOptions, attempt = 1): Promise<Ka
     const tail = lines.slice(-40).join('\n');
     await stop(500);
     // a port taken between freePort() and Kamailio's bind: try another one
-    if (o.port === undefined && attempt < 3 && /Address already in use/.test(tail)) return startKamailio(o, attempt + 1);
+    // fresh ports (the TLS one too, unless the caller chose it) on the next attempt
+    if (o.port === undefined && attempt < 3 && /Address already in use/.test(tail)) return startKamailio(given, attempt + 1);
     throw new Error(`kamailio did not answer OPTIONS on udp:${address}:${port}\n  cmd: ${KAMAILIO_BIN} ${args.join(' ')}\n${tail}`);
   }
   return {
-    pid, address, port, domain: o.domain,
+    pid, address, port, domain: o.domain, ...(tlsPort !== undefined ? { tlsPort } : {}),
     events: () => events.slice(),
     logTail: (n = 60) => lines.slice(-n).join('\n'),
     stop,

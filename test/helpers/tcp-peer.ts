@@ -1,5 +1,6 @@
 // A bare TCP SIP client for tests: one connection, Content-Length framing, an inbox to wait on.
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Received } from './udp-peer';
 
 export class TcpPeer {
@@ -19,6 +20,14 @@ export class TcpPeer {
   static connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<TcpPeer> {
     return new Promise((res, rej) => {
       const s = net.connect({ port, host, localAddress }, () => res(new TcpPeer(s)));
+      s.once('error', rej);
+    });
+  }
+
+  /** the same client over TLS (SIP over TLS, RFC 3261 26.2); resolves after the handshake */
+  static connectTls(port: number, opts: tls.ConnectionOptions = {}, host = '127.0.0.1'): Promise<TcpPeer> {
+    return new Promise((res, rej) => {
+      const s = tls.connect({ port, host, rejectUnauthorized: false, ...opts }, () => res(new TcpPeer(s)));
       s.once('error', rej);
     });
   }
