@@ -8,6 +8,10 @@ import { classify, decodeResponse } from '../edge/dns/client';
 import { destinationFromUri, parseResolvConf, SipResolver, srvName } from '../edge/dns/resolver';
 import { byPriority, naptrOrder, weightedOrder } from '../edge/dns/srv';
 import { parseUri } from '../edge/sip/uri';
+import { dnsMetricsOf, DNS_QUERY_TYPES, DNS_RESULTS } from '../edge/dns';
+import { Metrics } from '../edge/metrics';
+import { freePort } from './helpers/ports';
+import { sample } from './helpers/prom';
 
 /** Deterministic PRNG (mulberry32) so that the statistical checks cannot flake. */
 function rng(seed: number): () => number {
@@ -133,5 +137,27 @@ test('RFC 3263 4.2: a numeric host needs no DNS (port default per transport)', (
     assert.equal(noTls.lookup({ host: '192.0.2.5', secure: true })?.result, 'error', 'sips without TLS support: no target');
   } finally {
     noTls.close();
+  }
+});
+
+test('metrics: sipedge_dns_* series start at zero over closed labels and count through dnsMetricsOf', async () => {
+  const m = new Metrics({ defaultMetrics: false });
+  const before = await m.metrics();
+  for (const type of DNS_QUERY_TYPES) for (const result of DNS_RESULTS) assert.equal(sample(before, 'sipedge_dns_queries_total', { type, result }), 0, `${type} ${result}`);
+  for (const result of ['hit', 'stale', 'miss']) assert.equal(sample(before, 'sipedge_dns_cache_lookups_total', { result }), 0);
+  // a server port nobody listens on: the connected socket reports the ICMP refusal as an error
+  const port = await freePort('udp');
+  const r = new SipResolver({ servers: [{ address: '127.0.0.1', port }], timeoutMs: 300, attempts: 1, metrics: dnsMetricsOf(m), ipv6: false });
+  try {
+    assert.equal(r.lookup({ host: 'nowhere.example.test', port: 5060 }), undefined);
+    const res = await r.resolve({ host: 'nowhere.example.test', port: 5060 });
+    assert.ok(res.result === 'error' || res.result === 'timeout', res.result);
+    assert.deepEqual(res.targets, []);
+    const after = await m.metrics();
+    assert.equal(sample(after, 'sipedge_dns_queries_total', { type: 'A', result: res.result }), 1);
+    assert.ok((sample(after, 'sipedge_dns_cache_lookups_total', { result: 'miss' }) ?? 0) >= 1);
+    assert.ok(!after.includes('nowhere'), 'never a name in a label');
+  } finally {
+    r.close();
   }
 });
