@@ -7,6 +7,7 @@ import * as assert from 'node:assert/strict';
 import * as dgram from 'node:dgram';
 import * as dnsPacket from 'dns-packet';
 import { DnsClient } from '../edge/dns/client';
+import { TargetCursor, targetKey } from '../edge/dns/failover';
 import { SipResolver } from '../edge/dns/resolver';
 import type { Resolution, SipResolverOptions } from '../edge/dns/resolver';
 import type { DnsCacheResult, DnsMetrics, DnsQueryType, DnsResult } from '../edge/dns/types';
@@ -355,5 +356,75 @@ test('forged answers are ignored: wrong port, wrong id, wrong question', async (
     assert.ok(!JSON.stringify(r.lookup({ host: 'real.sip.test', port: 5060 })).includes('6.6.6.6'));
   } finally {
     front.close(); other.close(); back.close();
+  }
+});
+
+/** A UDP SIP peer on 127.0.0.1 that answers every request with `status` (or never, with null). */
+async function sipPeer(status: number | null): Promise<{ port: number; got: number; close(): void }> {
+  const sock = dgram.createSocket('udp4');
+  const peer = { port: 0, got: 0, close: () => sock.close() };
+  sock.on('message', (msg, from) => {
+    peer.got++;
+    if (status === null) return;
+    const head = msg.toString('latin1').split('\r\n');
+    const keep = head.filter((l) => /^(via|from|to|call-id|cseq):/i.test(l));
+    sock.send(Buffer.from([`SIP/2.0 ${status} X`, ...keep, 'Content-Length: 0', '', ''].join('\r\n')), from.port, from.address);
+  });
+  await new Promise<void>((res) => sock.bind(0, '127.0.0.1', () => res()));
+  peer.port = (sock.address() as { port: number }).port;
+  return peer;
+}
+
+/** Send an OPTIONS to `t` and wait for a status line, at most `ms`; null on timeout. */
+function options(t: { address: string; port: number }, ms: number): Promise<number | null> {
+  return new Promise((resolve) => {
+    const s = dgram.createSocket('udp4');
+    const done = (v: number | null) => { clearTimeout(timer); s.close(); resolve(v); };
+    const timer = setTimeout(() => done(null), ms);
+    s.on('message', (m) => done(Number(/^SIP\/2\.0 (\d{3})/.exec(m.toString('latin1'))?.[1] ?? 0)));
+    s.bind(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      const msg = [`OPTIONS sip:${t.address}:${t.port} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:${port};branch=z9hG4bK${Math.random().toString(36).slice(2)}`,
+        'Max-Forwards: 70', 'From: <sip:t@sip.test>;tag=1', `To: <sip:${t.address}>`, `Call-ID: ${Math.random()}`, 'CSeq: 1 OPTIONS', 'Content-Length: 0', '', ''].join('\r\n');
+      s.send(Buffer.from(msg), t.port, t.address);
+    });
+  });
+}
+
+test('failover per resolved target (RFC 3263 4.3): a silent target, then a 503, then the one that answers', async (t) => {
+  if (!need(t)) return;
+  const silent = await sipPeer(null);
+  const unavailable = await sipPeer(503);
+  const good = await sipPeer(200);
+  try {
+    const s = await server([
+      `srv-host=_sip._udp.trunk.sip.test,a.sip.test,${silent.port},10,0`,
+      `srv-host=_sip._udp.trunk.sip.test,b.sip.test,${unavailable.port},20,0`,
+      `srv-host=_sip._udp.trunk.sip.test,c.sip.test,${good.port},30,0`,
+      'host-record=a.sip.test,127.0.0.1',
+      'host-record=b.sip.test,127.0.0.1',
+      'host-record=c.sip.test,127.0.0.1',
+    ], 30);
+    const r = resolver(s, { ipv6: false });
+    const res = await r.resolve({ host: 'trunk.sip.test' });
+    assert.deepEqual(res.targets.map((x) => x.port), [silent.port, unavailable.port, good.port]);
+    // the caller's loop: next target on a timeout or a 503
+    const tried: string[] = [];
+    let answered: number | null = null;
+    const cursor = new TargetCursor(res);
+    for (let target = cursor.next(); target !== undefined; target = cursor.next()) {
+      tried.push(targetKey(target));
+      const status = await options(target, 300);
+      if (status !== null && status !== 503) { answered = target.port; break; }
+    }
+    assert.equal(answered, good.port);
+    assert.equal(tried.length, 3);
+    assert.deepEqual([silent.got, unavailable.got, good.got], [1, 1, 1]);
+    // with the caller's health view marking the first two down, they move behind the live one
+    const down = new Set([targetKey(res.targets[0]!), targetKey(res.targets[1]!)]);
+    const c2 = new TargetCursor(res, (x) => down.has(targetKey(x)));
+    assert.deepEqual([c2.next()?.port, c2.next()?.port, c2.next()?.port, c2.next()], [good.port, silent.port, unavailable.port, undefined]);
+  } finally {
+    silent.close(); unavailable.close(); good.close();
   }
 });

@@ -8,6 +8,7 @@ import type { SipDnsTransport, SipResolverOptions } from './resolver';
 import type { DnsMetrics } from './types';
 
 export { DnsClient } from './client';
+export { TargetCursor, targetKey } from './failover';
 export type { DnsServer } from './client';
 export { SipResolver, defaultPort, destKey, destinationFromUri, parseResolvConf, srvName } from './resolver';
 export type { Resolution, SipDestination, SipDnsTransport, SipResolverOptions, SipTarget } from './resolver';
