@@ -161,3 +161,61 @@ test('metrics: sipedge_dns_* series start at zero over closed labels and count t
     r.close();
   }
 });
+
+/** An in-process DNS server on loopback answering from `zone(type, name)`; counts questions. */
+async function fakeDns(zone: (type: string, name: string) => dnsPacket.Answer[]): Promise<{ port: number; asked: string[]; close(): void }> {
+  const dgram = await import('node:dgram');
+  const s = dgram.createSocket('udp4');
+  const asked: string[] = [];
+  s.on('message', (msg, from) => {
+    const q = dnsPacket.decode(msg);
+    const question = q.questions![0]!;
+    asked.push(`${question.type} ${question.name}`);
+    const answers = zone(question.type, question.name.toLowerCase());
+    s.send(dnsPacket.encode({ type: 'response', id: q.id, flags: answers.length > 0 ? 0 : 3, questions: [question], answers }), from.port, from.address);
+  });
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  return { port: (s.address() as { port: number }).port, asked, close: () => s.close() };
+}
+
+test('the destination cache holds at most maxNames hosts; a name in use is not the one evicted', async () => {
+  const srv = await fakeDns((type, name) => (type === 'A' ? [{ type: 'A', name, ttl: 300, data: '192.0.2.1' }] : []));
+  const r = new SipResolver({ servers: [{ address: '127.0.0.1', port: srv.port }], ipv6: false, maxNames: 10, timeoutMs: 500, attempts: 1 });
+  try {
+    const hot = { host: 'hot.lru.test', port: 5060 };
+    await r.resolve(hot);
+    for (let i = 0; i < 40; i++) {
+      await r.resolve({ host: `n${i}.lru.test`, port: 5060 });
+      assert.ok(r.lookup(hot) !== undefined, `hot name evicted after ${i}`);
+      assert.ok(r.size <= 10, `size ${r.size}`);
+    }
+    assert.equal(srv.asked.filter((q) => q === 'A hot.lru.test').length, 1, 'the hot name was never asked again');
+    assert.equal(r.lookup({ host: 'n0.lru.test', port: 5060 }), undefined, 'an old one was');
+  } finally {
+    r.close();
+    srv.close();
+  }
+});
+
+test('a resolution asks at most maxQueriesPerResolution questions (NAPTR -> 4 SRV -> 8 targets each)', async () => {
+  const srv = await fakeDns((type, name) => {
+    if (type === 'NAPTR' && name === 'wide.chain.test') {
+      return ['SIP+D2U', 'SIP+D2T', 'SIP+D2U', 'SIP+D2T'].map((services, i) => ({
+        type: 'NAPTR', name, ttl: 300, data: { order: i, preference: 0, flags: 'S', services, regexp: '', replacement: `_s${i}.chain.test` },
+      }) as dnsPacket.Answer);
+    }
+    if (type === 'SRV') return Array.from({ length: 8 }, (_, i) => ({ type: 'SRV', name, ttl: 300, data: { priority: 1, weight: 1, port: 5060 + i, target: `t${i}-${name.slice(1, 3)}.chain.test` } }) as dnsPacket.Answer);
+    if (type === 'A') return [{ type: 'A', name, ttl: 300, data: '192.0.2.7' }];
+    return [];
+  });
+  const r = new SipResolver({ servers: [{ address: '127.0.0.1', port: srv.port }], maxQueriesPerResolution: 12, timeoutMs: 500, attempts: 1 });
+  try {
+    const res = await r.resolve({ host: 'wide.chain.test' });
+    assert.ok(srv.asked.length <= 12, `${srv.asked.length} questions`);
+    assert.equal(res.result, 'ok', 'what the budget allowed is still used');
+    assert.ok(res.targets.length > 0 && res.targets.length <= 16);
+  } finally {
+    r.close();
+    srv.close();
+  }
+});

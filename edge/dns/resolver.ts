@@ -170,26 +170,39 @@ interface Cached<V> {
   failed: boolean;
 }
 
-/** Map with insertion-order LRU eviction and a size bound. */
+/**
+ * Map with a size bound and approximate LRU eviction (the oldest insertion goes first). A hit
+ * moves its entry to the young end only when it has drifted into the older half, so that the
+ * common hit costs one Map.get and no delete/set (bench/dns.ts).
+ */
 class Lru<V> {
-  private readonly m = new Map<string, V>();
-  constructor(private readonly max: number) {}
+  private readonly m = new Map<string, { v: V; pos: number }>();
+  private tick = 0;
+  private readonly half: number;
+  constructor(private readonly max: number) { this.half = Math.max(1, max >> 1); }
   get size(): number { return this.m.size; }
   get(k: string): V | undefined {
-    const v = this.m.get(k);
-    if (v !== undefined) { this.m.delete(k); this.m.set(k, v); }
-    return v;
+    const n = this.m.get(k);
+    if (n === undefined) return undefined;
+    if (this.tick - n.pos > this.half) { this.m.delete(k); this.m.set(k, n); n.pos = ++this.tick; }
+    return n.v;
   }
-  peek(k: string): V | undefined { return this.m.get(k); }
+  peek(k: string): V | undefined { return this.m.get(k)?.v; }
   set(k: string, v: V): void {
     this.m.delete(k);
-    this.m.set(k, v);
+    this.m.set(k, { v, pos: ++this.tick });
     while (this.m.size > this.max) this.m.delete(this.m.keys().next().value as string);
   }
-  delete(k: string): void { this.m.delete(k); }
 }
 
+/** Destinations cached per host name (port, transport and scheme variants). */
+const MAX_VARIANTS = 8;
+
 interface PlanEntry {
+  /** the destination's parts besides the host, matched without building a key string */
+  readonly secure: boolean;
+  readonly transport: SipDnsTransport | undefined;
+  readonly port: number | undefined;
   /** the last good resolution (or the failure when there never was one) */
   res: Resolution;
   /** RFC 2782 groups to draw a fresh order from per lookup; absent when the order is fixed */
@@ -219,7 +232,9 @@ export class SipResolver {
   private readonly metrics: DnsMetrics;
   private readonly now: () => number;
   private readonly random: () => number;
-  private readonly plans: Lru<PlanEntry>;
+  /** host -> its cached destinations (keyed by the host string itself: V8 caches a string's
+   *  hash, so the per-request lookup builds no key) */
+  private readonly plans: Lru<PlanEntry[]>;
   private readonly rrsets: Lru<Cached<DnsAnswer>>;
   private readonly running = new Map<string, Promise<Resolution>>();
   private readonly watches = new Map<string, Watch>();
@@ -266,6 +281,28 @@ export class SipResolver {
   /** cached resolutions */
   get size(): number { return this.plans.size; }
 
+  private entry(dest: SipDestination, touch: boolean): PlanEntry | undefined {
+    const list = touch ? this.plans.get(dest.host) : this.plans.peek(dest.host);
+    if (list === undefined) return undefined;
+    const secure = dest.secure === true;
+    for (let i = 0; i < list.length; i++) {
+      const e = list[i]!;
+      if (e.port === dest.port && e.transport === dest.transport && e.secure === secure) return e;
+    }
+    return undefined;
+  }
+
+  private put(dest: SipDestination, e: PlanEntry): void {
+    const list = this.plans.peek(dest.host);
+    if (list === undefined) { this.plans.set(dest.host, [e]); return; }
+    const i = list.findIndex((x) => x.port === e.port && x.transport === e.transport && x.secure === e.secure);
+    if (i >= 0) list[i] = e;
+    else {
+      if (list.length >= MAX_VARIANTS) list.shift();
+      list.push(e);
+    }
+  }
+
   /**
    * Synchronous, cache only: the failover list for `dest`, or undefined when nothing usable is
    * cached yet (a resolution then starts in the background; the caller answers or queues as it
@@ -273,14 +310,16 @@ export class SipResolver {
    * window, while it refreshes. A cached failure is returned as such (result != ok, no targets).
    */
   lookup(dest: SipDestination): Resolution | undefined {
-    const key = destKey(dest);
-    const e = this.plans.get(key);
+    const e = this.entry(dest, true);
     const now = this.now();
     if (e === undefined) {
       const lit = literalResolution(dest, this.o.transports);
-      if (lit !== undefined) return lit;
+      if (lit !== undefined) {
+        this.put(dest, { secure: dest.secure === true, transport: dest.transport, port: dest.port, res: lit, failed: false, retryAt: 0 });
+        return lit;
+      }
       this.metrics.cache('miss');
-      this.refresh(key, dest);
+      this.refresh(destKey(dest), dest);
       return undefined;
     }
     if (now < e.res.expiresAt) {
@@ -289,12 +328,19 @@ export class SipResolver {
     }
     if (!e.failed && now < e.res.expiresAt + this.o.staleSeconds * 1000) {
       this.metrics.cache('stale');
-      if (now >= e.retryAt) this.refresh(key, dest);
+      if (now >= e.retryAt) this.startRefresh(e, dest, now);
       return this.drawn(e);
     }
     this.metrics.cache('miss');
-    if (now >= e.retryAt) this.refresh(key, dest);
+    if (now >= e.retryAt) this.startRefresh(e, dest, now);
     return undefined;
+  }
+
+  /** One background refresh per entry at a time, and at most one per errorTtl: the stale path
+   *  of later lookups is a compare (store() sets retryAt again when the refresh ends). */
+  private startRefresh(e: PlanEntry, dest: SipDestination, now: number): void {
+    e.retryAt = now + this.o.errorTtlSeconds * 1000;
+    void this.refresh(destKey(dest), dest);
   }
 
   /** The failover list for `dest`: from the cache when fresh (or stale while a refresh runs),
@@ -304,7 +350,7 @@ export class SipResolver {
     if (cached !== undefined && (cached.result === 'ok' || this.now() < cached.expiresAt)) return cached;
     const key = destKey(dest);
     const r = await (this.running.get(key) ?? this.refresh(key, dest));
-    const e = this.plans.peek(key);
+    const e = this.entry(dest, false);
     return e !== undefined ? this.drawn(e) : r;
   }
 
@@ -320,7 +366,7 @@ export class SipResolver {
       this.watches.set(key, w);
     }
     w.listeners.add(onChange);
-    const e = this.plans.peek(key);
+    const e = this.entry(dest, false);
     if (e !== undefined && !e.failed) {
       onChange(e.res);
       w.signature = signature(e.res);
@@ -357,7 +403,7 @@ export class SipResolver {
       if (band.length === 1) { for (const t of band[0]!.value) targets.push(t); continue; }
       for (const list of weightedOrder(band, this.random)) for (const t of list) targets.push(t);
     }
-    return { result: e.res.result, targets: dedupe(targets), expiresAt: e.res.expiresAt };
+    return { result: e.res.result, targets, expiresAt: e.res.expiresAt };
   }
 
   private refresh(key: string, dest: SipDestination): Promise<Resolution> {
@@ -379,20 +425,21 @@ export class SipResolver {
   /** Keep a good old resolution over a failed refresh (serve-stale); remember failures briefly. */
   private store(key: string, dest: SipDestination, built: { res: Resolution; bands?: readonly Band[] }): Resolution {
     const now = this.now();
-    const old = this.plans.peek(key);
+    const old = this.entry(dest, false);
     const retryAt = now + this.o.errorTtlSeconds * 1000;
     let entry: PlanEntry;
+    const id = { secure: dest.secure === true, transport: dest.transport, port: dest.port };
     const transient = built.res.result !== 'ok' && built.res.result !== 'nxdomain' && built.res.result !== 'nodata';
     if (transient && old !== undefined && !old.failed && now < old.res.expiresAt + this.o.staleSeconds * 1000) {
       old.retryAt = retryAt;
       entry = old;
     } else if (transient) {
-      entry = { res: { ...built.res, expiresAt: retryAt }, failed: true, retryAt };
+      entry = { ...id, res: { ...built.res, expiresAt: retryAt }, failed: true, retryAt };
       if (built.res.result === 'busy') return entry.res; // nothing learnt: not cached
     } else {
-      entry = { res: built.res, failed: false, retryAt: 0, ...(built.bands !== undefined ? { bands: built.bands } : {}) };
+      entry = { ...id, res: built.res, failed: false, retryAt: 0, ...(built.bands !== undefined ? { bands: built.bands } : {}) };
     }
-    this.plans.set(key, entry);
+    this.put(dest, entry);
     const w = this.watches.get(key);
     if (w !== undefined && !this.closed) {
       if (!entry.failed) {
@@ -404,7 +451,6 @@ export class SipResolver {
       }
       this.schedule(key, w, entry);
     }
-    void dest;
     return entry.res;
   }
 
@@ -444,10 +490,10 @@ export class SipResolver {
     const seen = (x: { expiresAt: number }): void => { life.expiresAt = Math.min(life.expiresAt, x.expiresAt); };
     const usable = this.o.transports.filter((t) => !dest.secure || t === 'tls');
     const fallbackTransport = dest.transport ?? (dest.secure ? 'tls' : (usable.includes('udp') ? 'udp' : usable[0]));
-    const done = (bands: Band[], failure: DnsResult): { res: Resolution; bands?: readonly Band[] } => {
-      const flat: SipTarget[] = [];
-      for (const b of bands) for (const c of b) for (const t of c.value) flat.push(t);
-      const targets = dedupe(flat).slice(0, MAX_TARGETS);
+    const done = (raw: Band[], failure: DnsResult): { res: Resolution; bands?: readonly Band[] } => {
+      const bands = capBands(raw);
+      const targets: SipTarget[] = [];
+      for (const b of bands) for (const c of b) for (const t of c.value) targets.push(t);
       const expiresAt = Number.isFinite(life.expiresAt) ? life.expiresAt : this.now() + this.o.errorTtlSeconds * 1000;
       const res: Resolution = { result: targets.length > 0 ? 'ok' : failure, targets, expiresAt };
       const weighted = bands.some((b) => b.length > 1 && b.some((c) => c.weight > 0));
@@ -578,14 +624,27 @@ export function destKey(d: SipDestination): string {
 
 function clamp(v: number, lo: number, hi: number): number { return Math.min(hi, Math.max(lo, v)); }
 
-/** First occurrence of each transport/address/port wins (two SRV records may name one host). */
-function dedupe(ts: readonly SipTarget[]): SipTarget[] {
-  if (ts.length < 2) return ts as SipTarget[];
+/** Each transport/address/port once (two SRV records may name one host: the first in band
+ *  order keeps it), and at most MAX_TARGETS in all; done once per resolution, so that a
+ *  per-lookup weighted draw needs no de-duplication. */
+function capBands(bands: readonly Band[]): Band[] {
   const seen = new Set<string>();
-  const out: SipTarget[] = [];
-  for (const t of ts) {
-    const k = `${t.transport}|${t.address}|${t.port}`;
-    if (!seen.has(k)) { seen.add(k); out.push(t); }
+  let n = 0;
+  const out: Band[] = [];
+  for (const b of bands) {
+    const band: Weighted<readonly SipTarget[]>[] = [];
+    for (const c of b) {
+      const keep: SipTarget[] = [];
+      for (const t of c.value) {
+        const k = `${t.transport}|${t.address}|${t.port}`;
+        if (seen.has(k) || n >= MAX_TARGETS) continue;
+        seen.add(k);
+        keep.push(t);
+        n++;
+      }
+      if (keep.length > 0) band.push({ weight: c.weight, value: keep });
+    }
+    if (band.length > 0) out.push(band);
   }
   return out;
 }
