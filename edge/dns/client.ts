@@ -131,23 +131,32 @@ export class DnsClient {
     return { id, question, bytes: (tcp) => (tcp ? dnsPacket.streamEncode(packet) : dnsPacket.encode(packet)) };
   }
 
-  private udp(server: DnsServer, qname: string, type: DnsQueryType): Promise<Attempt> {
-    const q = this.query1(qname, type);
+  /** One exchange with its timer and cancel handle: `start` gets `finish`, and `close` runs
+   *  once, whatever ends the exchange first (answer, timeout, socket error, close()). */
+  private exchange(close: () => void, start: (finish: (a: Attempt) => void) => void): Promise<Attempt> {
     return new Promise<Attempt>((resolve) => {
       let done = false;
-      const sock = dgram.createSocket(net.isIPv6(server.address) ? 'udp6' : 'udp4');
       const finish = (a: Attempt): void => {
         if (done) return;
         done = true;
         clearTimeout(timer);
         this.live.delete(handle);
-        try { sock.close(); } catch { /* already closed */ }
+        try { close(); } catch { /* already closed */ }
         resolve(a);
       };
       const handle = { cancel: () => finish({ kind: 'error' }) };
       this.live.add(handle);
       const timer = setTimeout(() => finish({ kind: 'timeout' }), this.o.timeoutMs);
       timer.unref();
+      start(finish);
+    });
+  }
+
+  private udp(server: DnsServer, qname: string, type: DnsQueryType): Promise<Attempt> {
+    const q = this.query1(qname, type);
+    const sock = dgram.createSocket(net.isIPv6(server.address) ? 'udp6' : 'udp4');
+    let closed = false;
+    return this.exchange(() => { closed = true; sock.close(); }, (finish) => {
       sock.on('error', () => finish({ kind: 'error' }));
       sock.on('message', (msg, rinfo) => {
         // the connected socket already filters by source; this keeps the rule visible and
@@ -157,9 +166,9 @@ export class DnsClient {
         if (p !== null) finish({ kind: 'answer', packet: p });
       });
       sock.bind(0, () => {
-        if (done) return;
+        if (closed) return;
         sock.connect(server.port, server.address, () => {
-          if (done) return;
+          if (closed) return;
           sock.send(q.bytes(false), (err) => { if (err) finish({ kind: 'error' }); });
         });
       });
@@ -168,22 +177,9 @@ export class DnsClient {
 
   private tcp(server: DnsServer, qname: string, type: DnsQueryType): Promise<Attempt> {
     const q = this.query1(qname, type);
-    return new Promise<Attempt>((resolve) => {
-      let done = false;
-      let buf = Buffer.alloc(0);
-      const sock = net.connect({ host: server.address, port: server.port });
-      const finish = (a: Attempt): void => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        this.live.delete(handle);
-        sock.destroy();
-        resolve(a);
-      };
-      const handle = { cancel: () => finish({ kind: 'error' }) };
-      this.live.add(handle);
-      const timer = setTimeout(() => finish({ kind: 'timeout' }), this.o.timeoutMs);
-      timer.unref();
+    const sock = net.connect({ host: server.address, port: server.port });
+    let buf = Buffer.alloc(0);
+    return this.exchange(() => sock.destroy(), (finish) => {
       sock.on('error', () => finish({ kind: 'error' }));
       sock.on('close', () => finish({ kind: 'error' }));
       sock.on('connect', () => sock.write(q.bytes(true)));

@@ -467,7 +467,8 @@ export class SipResolver {
     const now = this.now();
     const c = this.rrsets.get(key);
     if (c !== undefined && now < c.expiresAt) return { a: c.value, expiresAt: c.expiresAt };
-    if (budget.left <= 0) return { a: { result: 'busy', records: [] }, expiresAt: now };
+    // over budget: what was found so far is used, and the rest is tried again after errorTtl
+    if (budget.left <= 0) return { a: { result: 'busy', records: [] }, expiresAt: now + this.o.errorTtlSeconds * 1000 };
     budget.left--;
     const a = await this.client.query(name, type);
     const t = this.now();

@@ -52,8 +52,12 @@ export interface Dnsmasq {
   readonly port: number;
   /** every question received so far, "TYPE name", oldest first */
   queries(): string[];
-  /** how many questions of `type` for `name` so far */
+  /** how many questions of `type` for `name` so far (call settled() first: the log is read
+   *  asynchronously) */
   count(type: string, name: string): number;
+  /** resolves once every question sent before the call is in queries(): a marker question is
+   *  asked and its log line awaited (bounded: 2 s) */
+  settled(): Promise<void>;
   /** stop, write the new records, start again on the same address and port */
   restart(records: readonly string[], ttl?: number): Promise<void>;
   /** SIGSTOP: the socket stays open, nothing answers */
@@ -87,6 +91,7 @@ export async function startDnsmasq(o: DnsmasqOptions): Promise<Dnsmasq> {
   const seen: string[] = [];
   let child: ChildProcess | undefined;
   let gen = 0;
+  let markers = 0;
 
   const start = async (records: readonly string[], ttl: number): Promise<void> => {
     const conf = path.join(dir, `dnsmasq-${gen++}.conf`);
@@ -121,6 +126,13 @@ export async function startDnsmasq(o: DnsmasqOptions): Promise<Dnsmasq> {
     port,
     queries: () => [...seen],
     count: (type, name) => seen.filter((q) => q === `${type} ${name.toLowerCase()}`).length,
+    async settled() {
+      const marker = `settled-${markers++}.${o.zone}`;
+      await soaAnswered(address, port, marker, 'A');
+      const end = Date.now() + 2_000;
+      while (!seen.includes(`A ${marker}`) && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+      if (!seen.includes(`A ${marker}`)) throw new Error(`dnsmasq log did not show ${marker}`);
+    },
     async restart(records, ttl) {
       await stop();
       await start(records, ttl ?? o.ttl ?? 2);
@@ -146,12 +158,12 @@ async function ready(address: string, port: number, zone: string, c: ChildProces
   throw new Error(`dnsmasq did not answer on ${address}:${port} within 5 s:\n${tail()}`);
 }
 
-function soaAnswered(address: string, port: number, zone: string): Promise<boolean> {
+function soaAnswered(address: string, port: number, zone: string, type: 'SOA' | 'A' = 'SOA'): Promise<boolean> {
   return new Promise((resolve) => {
     const s = dgram.createSocket('udp4');
     const t = setTimeout(() => { s.close(); resolve(false); }, 200);
     s.on('error', () => { clearTimeout(t); s.close(); resolve(false); });
     s.on('message', () => { clearTimeout(t); s.close(); resolve(true); });
-    s.send(dnsPacket.encode({ type: 'query', id: 7, questions: [{ type: 'SOA', name: zone }] }), port, address);
+    s.send(dnsPacket.encode({ type: 'query', id: 7, questions: [{ type, name: zone }] }), port, address);
   });
 }
