@@ -120,6 +120,14 @@ test('no NAPTR: SRV per supported transport; no SRV: A/AAAA on the default port'
   assert.equal(s.count('AAAA', 'plain.sip.test'), 2, 'the IPv4-only resolver never asked AAAA');
 });
 
+test('an IPv6 resolver address (::1) works like an IPv4 one', async (t) => {
+  if (!need(t)) return;
+  const s = await startDnsmasq({ zone: ZONE, address: '::1', records: ['srv-host=_sip._tcp.v6srv.sip.test,gw.sip.test,5090,10,0', 'host-record=gw.sip.test,127.0.0.5,::1'] });
+  servers.push(s);
+  const res = await resolver(s).resolve({ host: 'v6srv.sip.test', transport: 'tcp' });
+  assert.deepEqual(show(res), ['tcp:127.0.0.5:5090', 'tcp:::1:5090']);
+});
+
 test('explicit port: A/AAAA only; explicit transport: SRV of that transport, then A', async (t) => {
   if (!need(t)) return;
   const s = await server([

@@ -45,6 +45,8 @@ export interface DnsmasqOptions {
   readonly records: readonly string[];
   /** TTL of every record and SOA MINIMUM (negative answers), seconds; default 2 */
   readonly ttl?: number;
+  /** loopback address to serve on; default 127.0.0.1 */
+  readonly address?: '127.0.0.1' | '::1';
 }
 
 export interface Dnsmasq {
@@ -72,9 +74,10 @@ const children = childSet();
 const SAFE = /^[A-Za-z0-9._,:+=\- ]*$/;
 
 export function dnsmasqConfig(o: DnsmasqOptions): string {
+  const address = o.address ?? '127.0.0.1';
   for (const line of o.records) if (!SAFE.test(line) || line.includes('\n')) throw new Error(`dnsmasqConfig: unsafe line ${JSON.stringify(line)}`);
   return [
-    `auth-server=ns.${o.zone},127.0.0.1`,
+    `auth-server=ns.${o.zone},${address}`,
     `auth-zone=${o.zone}`,
     // serial, hostmaster, refresh, retry, expiry; MINIMUM is --auth-ttl
     `auth-soa=1,hostmaster.${o.zone},1200,120,1209600`,
@@ -85,7 +88,7 @@ export function dnsmasqConfig(o: DnsmasqOptions): string {
 
 export async function startDnsmasq(o: DnsmasqOptions): Promise<Dnsmasq> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-dnsmasq-'));
-  const address = '127.0.0.1';
+  const address = o.address ?? '127.0.0.1';
   const port = await freePort('both');
   const log: string[] = [];
   const seen: string[] = [];
@@ -160,7 +163,7 @@ async function ready(address: string, port: number, zone: string, c: ChildProces
 
 function soaAnswered(address: string, port: number, zone: string, type: 'SOA' | 'A' = 'SOA'): Promise<boolean> {
   return new Promise((resolve) => {
-    const s = dgram.createSocket('udp4');
+    const s = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
     const t = setTimeout(() => { s.close(); resolve(false); }, 200);
     s.on('error', () => { clearTimeout(t); s.close(); resolve(false); });
     s.on('message', () => { clearTimeout(t); s.close(); resolve(true); });
