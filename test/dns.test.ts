@@ -219,3 +219,23 @@ test('a resolution asks at most maxQueriesPerResolution questions (NAPTR -> 4 SR
     srv.close();
   }
 });
+
+test('without configured servers the resolver asks the nameservers of resolv.conf', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-resolv-'));
+  try {
+    const file = path.join(dir, 'resolv.conf');
+    fs.writeFileSync(file, 'nameserver 127.0.0.53\nnameserver ::1\n');
+    const r = new SipResolver({ resolvConf: file });
+    assert.deepEqual(r.servers, [{ address: '127.0.0.53', port: 53 }, { address: '::1', port: 53 }]);
+    r.close();
+    const none = new SipResolver({ resolvConf: path.join(dir, 'missing') });
+    assert.deepEqual(none.servers, []);
+    assert.equal((await none.resolve({ host: 'x.example.test', port: 5060 })).result, 'error', 'no server: an error value, not a throw');
+    none.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
