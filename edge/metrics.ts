@@ -29,6 +29,8 @@ import type { TransportName } from './sip/types';
 import type { AdmissionResult, SourceClass, TransportEvent } from './transport/types';
 import type { HealthFailureCause } from './router/upstreams';
 import { TLS_HANDSHAKE_REASONS, type TlsHandshakeReason } from './transport/tls';
+import { DNS_CACHE_RESULTS, DNS_QUERY_TYPES, DNS_RESULTS } from './dns/types';
+import type { DnsCacheResult, DnsQueryType, DnsResult } from './dns/types';
 import type { Side, StageMode, Verdict } from './verdict';
 
 // ---------------------------------------------------------------------------------------------
@@ -208,6 +210,10 @@ export const METRICS = {
     'Always 1; the version label identifies the active rules snapshot.', 'max'),
   processing: def('sipedge_processing_seconds', 'histogram', ['kind'],
     'Time from receipt to verdict applied (gate, parse, stages, route) per message.'),
+  dnsQueries: def('sipedge_dns_queries_total', 'counter', ['type', 'result'],
+    'DNS questions asked for RFC 3263 resolution (NAPTR|SRV|A|AAAA), by outcome after retries (ok|nxdomain|nodata|servfail|refused|timeout|busy|error).'),
+  dnsCacheLookups: def('sipedge_dns_cache_lookups_total', 'counter', ['result'],
+    'Synchronous resolver lookups on the request path: hit (fresh), stale (served while refreshing, RFC 8767) or miss (nothing usable cached yet).'),
   ready: def('sipedge_ready', 'gauge', [],
     '1 when the edge is ready (what /readyz answers 200 for), else 0; read at scrape time.', 'min'),
   buildInfo: def('sipedge_build_info', 'gauge', ['version', 'node'],
@@ -269,6 +275,10 @@ export interface EdgeMetrics {
   /** new rules snapshot: its version and the rule names that may appear in ruleHit() */
   rulesLoaded(version: string, ruleNames: readonly string[]): void;
   observeProcessing(kind: MessageKind, seconds: number): void;
+  /** one DNS question answered or given up (edge/dns; wire it with dnsMetricsOf) */
+  dnsQuery(type: DnsQueryType, result: DnsResult): void;
+  /** one synchronous resolver lookup */
+  dnsCache(result: DnsCacheResult): void;
   declareStage(stage: string, reasons: readonly string[]): void;
   bindGauges(sources: GaugeSources): void;
   /** Prometheus text exposition */
@@ -641,6 +651,8 @@ export class Metrics implements EdgeMetrics {
   private readonly hProcessing: ProcessingHistogram;
   private readonly fReady: Family;
   private readonly fBuild: Family;
+  private readonly fDnsQueries: Family;
+  private readonly fDnsCache: Family;
 
   private extraBanReasons: readonly string[];
 
@@ -691,6 +703,8 @@ export class Metrics implements EdgeMetrics {
       return get();
     };
     this.hProcessing = new ProcessingHistogram(METRICS.processing);
+    this.fDnsQueries = new Family(METRICS.dnsQueries, [new Dim(DNS_QUERY_TYPES), new Dim(DNS_RESULTS)]);
+    this.fDnsCache = new Family(METRICS.dnsCacheLookups, [new Dim(DNS_CACHE_RESULTS)]);
     this.fReady = new Family(METRICS.ready, []);
     this.fReady.hidden = true; // absent until someone says how readiness is known
     this.fBuild = new Family(METRICS.buildInfo, [
@@ -722,6 +736,7 @@ export class Metrics implements EdgeMetrics {
       this.fTransport, this.fTcp, this.fTcpAdmit, this.fBansAdded, this.fBansActive, this.fBansExpired, this.fAuth,
       this.fAuthAlg, this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.fTlsHandshakes, this.fTlsReloads,
       this.fConnections, this.hProcessing, this.fReady, this.fBuild,
+      this.fDnsQueries, this.fDnsCache,
     ];
   }
 
@@ -782,6 +797,16 @@ export class Metrics implements EdgeMetrics {
   retransmission(direction: RetransmissionDirection): void {
     const f = this.fRetrans;
     f.cells[f.dims[0].at(direction)]++;
+  }
+
+  dnsQuery(type: DnsQueryType, result: DnsResult): void {
+    const f = this.fDnsQueries, d = f.dims;
+    f.cells[d[0].at(type) * d[1].size + d[1].at(result)]++;
+  }
+
+  dnsCache(result: DnsCacheResult): void {
+    const f = this.fDnsCache;
+    f.cells[f.dims[0].at(result)]++;
   }
 
   upstreamUp(upstream: string, up: boolean): void {
@@ -926,6 +951,8 @@ export class NullMetrics implements EdgeMetrics {
   tlsReload(): void {}
   rulesLoaded(): void {}
   observeProcessing(): void {}
+  dnsQuery(): void {}
+  dnsCache(): void {}
   declareStage(): void {}
   bindGauges(): void {}
   async metrics(): Promise<string> {

@@ -37,7 +37,28 @@ test('built-in defaults match the values named in edge/config/types.ts', () => {
   assert.equal(c.warmUpCalls, 2000);
   assert.deepEqual(c.log, { level: 'info' });
   assert.deepEqual(c.metrics, { listen: '127.0.0.1:9090' });
+  assert.deepEqual(c.dns, {
+    servers: [], timeoutMs: 2000, attempts: 2, maxOutstanding: 256, ipv6: true, preferIpv6: false,
+    cache: { maxNames: 10000, minTtlSeconds: 1, maxTtlSeconds: 3600, maxNegativeTtlSeconds: 300, negativeTtlSeconds: 30, errorTtlSeconds: 5, staleSeconds: 3600 },
+  });
   assert.equal(c.configFile, undefined);
+});
+
+test('dns: servers are IP literals with an optional port (53 by default); errors at file:line', () => {
+  const good = loadConfig({ file: tmp('dns:\n  servers: ["10.0.0.53", "[2001:db8::53]:5353", "127.0.0.1:5300"]\n  cache:\n    maxTtlSeconds: 60\n'), overrides: UP, env: {} });
+  assert.ok(good.ok, JSON.stringify(good));
+  assert.deepEqual(good.config.dns?.servers, [{ address: '10.0.0.53', port: 53 }, { address: '2001:db8::53', port: 5353 }, { address: '127.0.0.1', port: 5300 }]);
+  assert.equal(good.config.dns?.cache.maxTtlSeconds, 60);
+  const file = tmp('dns:\n  servers:\n    - resolver.example\n    - "10.0.0.1:0"\n    - "0.0.0.0"\n  cache:\n    minTtlSeconds: 100\n    maxTtlSeconds: 10\n');
+  assert.deepEqual(errorsOf(loadConfig({ file, overrides: UP, env: {} })), {
+    ok: false,
+    errors: [
+      `${file}:3:7: dns.servers "resolver.example": not an IP address`,
+      `${file}:4:7: dns.servers "10.0.0.1:0": port must be 1..65535`,
+      `${file}:5:7: dns.servers "0.0.0.0": a wildcard address is not a server`,
+      `${file}:7:20: dns.cache.minTtlSeconds: must not exceed dns.cache.maxTtlSeconds`,
+    ],
+  });
 });
 
 test('the shipped sip-edge.yaml is valid and spells out exactly the built-in defaults', () => {

@@ -9,7 +9,7 @@ import { ipLiteral, isHostName, isIP } from '../net/address';
 import { cidrErrorText, formatCidr, parseCidr } from '../net/cidr';
 import type { TransportName } from '../sip/types';
 import type { ListenerSpec } from '../transport/types';
-import type { AuthConfig, AuthDomainPolicy, ResolvedConfig, UpstreamSpec } from './types';
+import type { AuthConfig, AuthDomainPolicy, DnsConfig, ResolvedConfig, UpstreamSpec } from './types';
 import { DEFAULT_TLS_CIPHERS, type TlsSettings } from '../transport/tls-context';
 import { ConfigFileSchema, LOG_LEVELS } from './schema';
 import type { ConfigFile, LogLevel } from './schema';
@@ -245,6 +245,22 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   if (f.health.intervalMs > 0 && f.health.intervalMs < 100) err(at(['health', 'intervalMs']), 'health.intervalMs: 0 (off) or at least 100');
   if (f.health.intervalMs > 0 && f.health.timeoutMs > f.health.intervalMs) err(at(['health', 'timeoutMs']), 'health.timeoutMs: must not exceed health.intervalMs');
 
+  // --- dns ----------------------------------------------------------------------------------
+  // servers are IP literals: the resolver cannot ask a name for the address of its own server
+  const dnsServers: { address: string; port: number }[] = [];
+  f.dns.servers.forEach((text, i) => {
+    const hp = parseHostPort(text);
+    const where = at(['dns', 'servers', i]);
+    const ip = typeof hp === 'string' ? null : ipLiteral(hp.host);
+    if (typeof hp === 'string') err(where, `dns.servers ${JSON.stringify(text)}: ${hp}`);
+    else if (ip === null) err(where, `dns.servers ${JSON.stringify(text)}: not an IP address`);
+    else if (hp.port === 0) err(where, `dns.servers ${JSON.stringify(text)}: port must be 1..65535`);
+    else if (isUnspecified(ip)) err(where, `dns.servers ${JSON.stringify(text)}: a wildcard address is not a server`);
+    else dnsServers.push({ address: ip, port: hp.port ?? 53 });
+  });
+  if (f.dns.cache.minTtlSeconds > f.dns.cache.maxTtlSeconds) err(at(['dns', 'cache', 'minTtlSeconds']), 'dns.cache.minTtlSeconds: must not exceed dns.cache.maxTtlSeconds');
+  const dns: DnsConfig = { ...f.dns, servers: dnsServers, cache: { ...f.dns.cache } };
+
   // rules directory: the flag (relative to the working directory), or the file's key (relative to
   // the file), or none (the shipped rules/)
   const rulesDir = opts.overrides?.rules !== undefined
@@ -289,6 +305,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     metrics: { listen: metricsListen, ...(metricsToken !== undefined ? { token: metricsToken } : {}) },
     auth,
     pings: f.pings,
+    dns,
     ...(fileName !== undefined ? { configFile: fileName } : {}),
   };
   return { ok: true, config: deepFreeze(config) };

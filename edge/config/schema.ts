@@ -289,6 +289,29 @@ export const ConfigFileSchema = Type.Object(
     ),
     shutdownGraceMs: int(5000, 0, 600000, 'On SIGTERM, time given to open transactions to finish; then pending ones get 503 and their INVITE a CANCEL upstream.'),
     warmUpCalls: int(2000, 0, 100000, 'Synthetic calls run through a throwaway in-memory edge before the sockets are bound, so that the first real calls meet optimized code (edge/warmup.ts); 0 = none.'),
+    dns: section(
+      {
+        servers: list([], 'Resolvers to ask, "ip" or "ip:port" (IPv6 in brackets with a port, "[::1]:53"); empty = the nameservers of /etc/resolv.conf, read when the edge starts.', 'resolver address'),
+        timeoutMs: int(2000, 50, 30000, 'Wait for one answer from one server; a resolution waits at most attempts x servers x timeoutMs per chain step (NAPTR, SRV, A/AAAA).'),
+        attempts: int(2, 1, 10, 'Rounds over the server list before a question counts as timed out.'),
+        maxOutstanding: int(256, 1, 65535, 'Distinct questions (and resolutions) in flight at once; more are refused at once as busy.'),
+        ipv6: bool(true, 'Ask AAAA as well as A.'),
+        preferIpv6: bool(false, 'Try a host\'s IPv6 addresses before its IPv4 ones.'),
+        cache: section(
+          {
+            maxNames: int(10000, 10, 1000000, 'Cached destinations (least recently used evicted); record sets: 8 times as many.'),
+            minTtlSeconds: int(1, 0, 86400, 'Lower bound on every TTL, so that a zero TTL does not cost a lookup per request.'),
+            maxTtlSeconds: int(3600, 1, 604800, 'Upper bound on every TTL.'),
+            maxNegativeTtlSeconds: int(300, 0, 86400, 'Upper bound for NXDOMAIN / NODATA answers (RFC 2308 5: min of the SOA TTL and MINIMUM).'),
+            negativeTtlSeconds: int(30, 0, 3600, 'TTL of a negative answer that carries no SOA.'),
+            errorTtlSeconds: int(5, 1, 3600, 'A failed resolution (timeout, SERVFAIL) is remembered this long before DNS is asked again.'),
+            staleSeconds: int(3600, 0, 604800, 'How long past its TTL a resolution is still used while refreshes fail (RFC 8767 serve-stale).'),
+          },
+          'Resolver cache.',
+        ),
+      },
+      'DNS for host-name destinations (RFC 3263 NAPTR/SRV/A/AAAA, RFC 2782). Requests never wait on DNS for a name already resolved.',
+    ),
     log: section({ level: LogLevelSchema }, 'Logging.'),
     metrics: section(
       {

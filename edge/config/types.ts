@@ -47,6 +47,26 @@ export interface AuthConfig {
   readonly fallback: AuthDomainPolicy;
 }
 
+/** DNS resolution of host-name destinations (edge/dns); the schema's `dns:` section. */
+export interface DnsConfig {
+  /** resolvers to ask; empty = the nameservers of /etc/resolv.conf */
+  readonly servers: readonly { readonly address: string; readonly port: number }[];
+  readonly timeoutMs: number;      // per answer and server, default 2000
+  readonly attempts: number;       // rounds over the servers, default 2
+  readonly maxOutstanding: number; // questions in flight, default 256
+  readonly ipv6: boolean;          // ask AAAA too, default true
+  readonly preferIpv6: boolean;    // default false
+  readonly cache: {
+    readonly maxNames: number;              // default 10000
+    readonly minTtlSeconds: number;         // default 1
+    readonly maxTtlSeconds: number;         // default 3600
+    readonly maxNegativeTtlSeconds: number; // default 300 (RFC 2308 5)
+    readonly negativeTtlSeconds: number;    // without an SOA, default 30
+    readonly errorTtlSeconds: number;       // default 5
+    readonly staleSeconds: number;          // serve-stale window, default 3600
+  };
+}
+
 export interface ResolvedConfig {
   readonly listen: readonly ListenerSpec[];
   /** address (and port) to put in Via / Record-Route / Path instead of the bound one,
@@ -117,6 +137,8 @@ export interface ResolvedConfig {
   /** OPTIONS pings to the edge itself (edge/stages/ping.ts): answered here (default), forwarded
    *  to the PBX without an edge challenge, or challenged like any request */
   readonly pings: 'answer' | 'forward' | 'challenge';
+  /** DNS resolver settings; absent (configs built by hand) = the schema defaults */
+  readonly dns?: DnsConfig;
   /** absolute path of the config file this came from, if any */
   readonly configFile?: string;
 }
