@@ -1,7 +1,8 @@
 // Memory benchmark (issue: attack resilience): what state an attacker can make the edge hold.
 //
 //   node dist/bench/memory.js tx      [--count 100000] [--bytes 1000] [--pps 8000]
-//   node dist/bench/memory.js sources [--count 120000] [--pps 8000] [--idle 60]
+//   node dist/bench/memory.js sources [--count 120000] [--pps 8000] [--idle 60] [--probe-ms 500]
+//                                     [--heap-snapshot]
 //
 // tx: live INVITE transactions. A trusted source sends --count INVITEs of about --bytes bytes to
 // an upstream that never answers, so every one stays live (Timer B is 64*T1 = 32 s; the sending
@@ -10,7 +11,14 @@
 // sources: --count distinct spoofed loopback sources (127.20.0.0/14), one request each (REGISTER,
 // INVITE, OPTIONS in turn, all to the served domain) answered 404 by a stand-in PBX. Reports the
 // RSS growth per source at the end of the flood and after --idle seconds without traffic: state
-// per unknown source must be small while it lasts, and go away.
+// per unknown source must be small while it lasts, and go away. Meanwhile a trusted source
+// (127.0.0.1) sends an OPTIONS ping to the edge every --probe-ms ms (0: none), the liveness probe
+// of a carrier or a monitoring system; the report says how many were answered, and how many
+// datagrams the edge dropped at the I/O thread's hand-over ring (datagram_queue_full).
+// --heap-snapshot: the edge writes a V8 heap snapshot into its working directory (the bench's
+// temporary directory, through --diagnostic-dir; kept and named in the report) after the flood and after the idle time,
+// through --heapsnapshot-signal (writing one stalls the edge for seconds: not with a probe run).
+// SIP_EDGE_CLI=/other/tree/dist/edge/cli.js measures another build with the same load.
 //
 // Every loop here is bounded by --count; the edge and the stand-in PBX are stopped at the end.
 import dgram from 'node:dgram';
@@ -30,6 +38,8 @@ const COUNT = arg('count', MODE === 'tx' ? 100_000 : 120_000);
 const BYTES = arg('bytes', 1000);
 const PPS = arg('pps', 8000);
 const IDLE = arg('idle', 60);
+const PROBE_MS = arg('probe-ms', 500);
+const HEAP = argv.includes('--heap-snapshot');
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -83,6 +93,7 @@ async function main(): Promise<void> {
   const edge = await startEdge({
     listen: ['udp:127.0.0.1:0'], upstream: [`udp:127.0.0.2:${up.port}`], domain: ['bench.example'],
     extraArgs: ['--config', path.join(dir, 'edge.yaml'), '--trusted', '127.0.0.1/32'],
+    ...(HEAP ? { env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${dir}`.trim() } } : {}),
   });
   const port = edge.ports.udp!;
   const metrics = async (): Promise<string> => (await fetch(`http://127.0.0.1:${edge.metricsPort}/metrics`)).text();
@@ -115,6 +126,28 @@ async function main(): Promise<void> {
         pbxReceived: up.received(),
       }, null, 2));
     } else {
+      // the trusted liveness probe: an OPTIONS ping to the edge itself (edge/stages/ping.ts)
+      const probe = dgram.createSocket('udp4');
+      const answered = new Set<string>();
+      probe.on('message', (b) => {
+        const m = /^Call-ID:\s*(\S+)/im.exec(b.toString('latin1'));
+        if (m) answered.add(m[1]!);
+      });
+      await new Promise<void>((r) => probe.bind(0, '127.0.0.1', () => r()));
+      const pme = { address: '127.0.0.1', port: probe.address().port };
+      let probes = 0;
+      const ping = (): void => {
+        const n = probes++;
+        probe.send(Buffer.from([
+          'OPTIONS sip:bench.example SIP/2.0',
+          `Via: SIP/2.0/UDP ${pme.address}:${pme.port};branch=z9hG4bK-probe${n}-${process.pid};rport`,
+          'Max-Forwards: 70', `From: <sip:monitor@bench.example>;tag=p${n}`, 'To: <sip:bench.example>',
+          `Call-ID: probe-${n}-${process.pid}@bench`, 'CSeq: 1 OPTIONS', 'Content-Length: 0', '', '',
+        ].join('\r\n'), 'latin1'), port, '127.0.0.1');
+      };
+      const probeTimer = PROBE_MS > 0 ? setInterval(ping, PROBE_MS) : null;
+      const queueFull = (m: string): number => sample(m, 'sipedge_transport_events_total', { transport: 'udp', event: 'datagram_queue_full' }) ?? 0;
+      const drops0 = queueFull(await metrics());
       // one socket per source, opened and closed in batches (a spoofing attacker needs no
       // sockets; loopback needs a bind per source address)
       const BATCH = 1000;
@@ -140,13 +173,27 @@ async function main(): Promise<void> {
         if ((b / BATCH) % 10 === 0) peak = Math.max(peak, rssMiB(edge.pid));
       }
       const floodSeconds = (Date.now() - t0) / 1000;
+      if (probeTimer !== null) clearInterval(probeTimer);
+      const probesSent = probes;
       await sleep(1000);
+      const probesAnswered = answered.size;
+      probe.close();
       const rss1 = rssMiB(edge.pid);
       peak = Math.max(peak, rss1);
       const m1 = await metrics();
+      const snap = async (): Promise<void> => {
+        if (!HEAP) return;
+        const before = fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length;
+        process.kill(edge.pid, 'SIGUSR2');
+        // bounded: a snapshot of a few hundred MB takes seconds to write
+        for (let i = 0; i < 600 && fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length === before; i++) await sleep(500);
+        await sleep(3000);
+      };
+      await snap();
       await sleep(IDLE * 1000);
       const rss2 = rssMiB(edge.pid);
       const m2 = await metrics();
+      await snap();
       console.log(JSON.stringify({
         mode: MODE, sources: COUNT, floodSeconds: Number(floodSeconds.toFixed(1)), pps: Math.round(COUNT / floodSeconds),
         rssMiB: { start: Math.round(rss0), afterFlood: Math.round(rss1), peak: Math.round(peak), [`after${IDLE}sIdle`]: Math.round(rss2) },
@@ -154,13 +201,16 @@ async function main(): Promise<void> {
         idleOverBaselinePct: Number((((rss2 - rss0) / rss0) * 100).toFixed(1)),
         liveTransactions: { afterFlood: sample(m1, 'sipedge_transactions_active'), afterIdle: sample(m2, 'sipedge_transactions_active') },
         pbxReceived: up.received(),
+        probe: PROBE_MS > 0 ? { everyMs: PROBE_MS, sent: probesSent, answered: probesAnswered, answeredPct: Number(((probesAnswered / Math.max(1, probesSent)) * 100).toFixed(1)) } : null,
+        droppedAtRing: queueFull(m1) - drops0,
+        ...(HEAP ? { heapSnapshots: dir } : {}),
       }, null, 2));
       if (process.env.BENCH_METRICS) fs.writeFileSync(process.env.BENCH_METRICS, m2);
     }
   } finally {
     await edge.stop();
     up.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (!HEAP) fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
