@@ -2,7 +2,7 @@
 //
 //   node dist/bench/memory.js tx      [--count 100000] [--bytes 1000] [--pps 8000]
 //   node dist/bench/memory.js sources [--count 120000] [--pps 8000] [--idle 60] [--probe-ms 500]
-//                                     [--heap-snapshot]
+//                                     [--heap-snapshot] [--auth edge|pbx]
 //
 // tx: live INVITE transactions. A trusted source sends --count INVITEs of about --bytes bytes to
 // an upstream that never answers, so every one stays live (Timer B is 64*T1 = 32 s; the sending
@@ -16,9 +16,14 @@
 // of a carrier or a monitoring system; the report says how many were answered, and how many
 // datagrams the edge dropped at the I/O thread's hand-over ring (datagram_queue_full).
 // --heap-snapshot: the edge writes a V8 heap snapshot into its working directory (the bench's
-// temporary directory, through --diagnostic-dir; kept and named in the report) after the flood and after the idle time,
+// temporary directory, through --diagnostic-dir; kept and named in the report) before and after
+// the flood and after the idle time (bench/heap-diff.ts compares them),
 // through --heapsnapshot-signal (writing one stalls the edge for seconds: not with a probe run).
 // SIP_EDGE_CLI=/other/tree/dist/edge/cli.js measures another build with the same load.
+// --auth edge: the edge challenges every unauthenticated request itself (a users file with one
+// user), statelessly, so nothing reaches the PBX and no transaction is created: what remains per
+// source is the edge's own bookkeeping (budgets, suspicion, enumeration, challenge learning).
+// --auth pbx (default, as in sip-edge.yaml: no users file): requests go on to the stand-in PBX.
 //
 // Every loop here is bounded by --count; the edge and the stand-in PBX are stopped at the end.
 import dgram from 'node:dgram';
@@ -26,6 +31,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startEdge } from '../test/helpers/edge-proc';
+import { upsertUsers } from '../test/helpers/auth-edge';
 import { sample } from '../test/helpers/prom';
 
 const argv = process.argv.slice(2);
@@ -40,6 +46,7 @@ const PPS = arg('pps', 8000);
 const IDLE = arg('idle', 60);
 const PROBE_MS = arg('probe-ms', 500);
 const HEAP = argv.includes('--heap-snapshot');
+const AUTH = argv.includes('--auth') ? argv[argv.indexOf('--auth') + 1] : 'pbx';
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -86,8 +93,10 @@ async function pbx(answer: boolean): Promise<{ port: number; close(): void; rece
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-mem-'));
   const up = await pbx(MODE === 'sources');
+  if (AUTH === 'edge') upsertUsers(path.join(dir, 'users.txt'), 'bench.example', { '1000': 'bench secret pw 1000' }, ['SHA-256', 'MD5']);
   fs.writeFileSync(path.join(dir, 'edge.yaml'), [
     'health:', '  intervalMs: 0',
+    ...(AUTH === 'edge' ? ['auth:', '  mode: edge', `  users: ${path.join(dir, 'users.txt')}`] : []),
     'transactions:', `  max: ${Math.max(100_000, COUNT + 1000)}`,
   ].join('\n') + '\n');
   const edge = await startEdge({
@@ -97,6 +106,15 @@ async function main(): Promise<void> {
   });
   const port = edge.ports.udp!;
   const metrics = async (): Promise<string> => (await fetch(`http://127.0.0.1:${edge.metricsPort}/metrics`)).text();
+  const snap = async (): Promise<void> => {
+    if (!HEAP) return;
+    const before = fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length;
+    process.kill(edge.pid, 'SIGUSR2');
+    // bounded: a snapshot of a few hundred MB takes seconds to write
+    for (let i = 0; i < 600 && fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length === before; i++) await sleep(500);
+    await sleep(3000);
+  };
+  await snap();
   await sleep(2000);
   const rss0 = rssMiB(edge.pid);
   let peak = rss0;
@@ -181,21 +199,13 @@ async function main(): Promise<void> {
       const rss1 = rssMiB(edge.pid);
       peak = Math.max(peak, rss1);
       const m1 = await metrics();
-      const snap = async (): Promise<void> => {
-        if (!HEAP) return;
-        const before = fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length;
-        process.kill(edge.pid, 'SIGUSR2');
-        // bounded: a snapshot of a few hundred MB takes seconds to write
-        for (let i = 0; i < 600 && fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length === before; i++) await sleep(500);
-        await sleep(3000);
-      };
       await snap();
       await sleep(IDLE * 1000);
       const rss2 = rssMiB(edge.pid);
       const m2 = await metrics();
       await snap();
       console.log(JSON.stringify({
-        mode: MODE, sources: COUNT, floodSeconds: Number(floodSeconds.toFixed(1)), pps: Math.round(COUNT / floodSeconds),
+        mode: MODE, auth: AUTH, sources: COUNT, floodSeconds: Number(floodSeconds.toFixed(1)), pps: Math.round(COUNT / floodSeconds),
         rssMiB: { start: Math.round(rss0), afterFlood: Math.round(rss1), peak: Math.round(peak), [`after${IDLE}sIdle`]: Math.round(rss2) },
         bytesPerSourceAfterFlood: Math.round(((rss1 - rss0) * 1024 * 1024) / COUNT),
         idleOverBaselinePct: Number((((rss2 - rss0) / rss0) * 100).toFixed(1)),

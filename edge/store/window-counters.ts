@@ -28,6 +28,7 @@
 // edge/suspicion.ts): ECMAScript Map iterators are live, so each slot is passed once instead of
 // once per eviction.
 import { RateLimiterRes } from 'rate-limiter-flexible';
+import { compactKey } from './bounded';
 
 /** Default cap on keys per limiter: about 100-150 bytes each, ~30 MB at worst per limiter. */
 export const WINDOW_MAX_KEYS = 200_000;
@@ -87,7 +88,7 @@ export class WindowCounters {
     const slot = this.alloc();
     this.ends[slot] = durationMs > 0 ? now + durationMs : Infinity;
     this.used[slot] = points;
-    this.index.set(key, slot);
+    this.index.set(compactKey(key), slot);
     if (this.index.size > this.peak) this.peak = this.index.size;
     return slot;
   }
