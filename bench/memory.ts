@@ -8,7 +8,7 @@
 // an upstream that never answers, so every one stays live (Timer B is 64*T1 = 32 s; the sending
 // must end before the first ones expire, so --count / --pps must stay well under 32 s). Reports
 // the edge's RSS growth per live transaction.
-// sources: --count distinct spoofed loopback sources (127.20.0.0/14), one request each (REGISTER,
+// sources: --count distinct spoofed loopback sources (127.20.0.0 to 127.35.255.255: 1,048,576 distinct), one request each (REGISTER,
 // INVITE, OPTIONS in turn, all to the served domain) answered 404 by a stand-in PBX. Reports the
 // RSS growth per source at the end of the flood and after --idle seconds without traffic: state
 // per unknown source must be small while it lasts, and go away. Meanwhile a trusted source
@@ -165,7 +165,12 @@ async function main(): Promise<void> {
       };
       const probeTimer = PROBE_MS > 0 ? setInterval(ping, PROBE_MS) : null;
       const queueFull = (m: string): number => sample(m, 'sipedge_transport_events_total', { transport: 'udp', event: 'datagram_queue_full' }) ?? 0;
-      const drops0 = queueFull(await metrics());
+      const m0 = await metrics();
+      const drops0 = queueFull(m0);
+      // where the RSS is: the V8 heap (committed and used) and memory outside it (Buffers)
+      const mem = (m: string): Record<string, number> => Object.fromEntries(
+        [['heapTotal', 'sipedge_nodejs_heap_size_total_bytes'], ['heapUsed', 'sipedge_nodejs_heap_size_used_bytes'], ['external', 'sipedge_nodejs_external_memory_bytes']]
+          .map(([k, n]) => [k, Math.round((sample(m, n!) ?? NaN) / 1048576)]));
       // one socket per source, opened and closed in batches (a spoofing attacker needs no
       // sockets; loopback needs a bind per source address)
       const BATCH = 1000;
@@ -175,7 +180,7 @@ async function main(): Promise<void> {
           const s = dgram.createSocket('udp4');
           s.on('error', () => { /* ignored */ });
           s.on('message', () => { /* answers dropped */ });
-          const a = `127.${20 + ((i >> 16) & 3)}.${(i >> 8) & 255}.${i & 255}`;
+          const a = `127.${20 + ((i >> 16) & 15)}.${(i >> 8) & 255}.${i & 255}`;
           await new Promise<void>((r) => s.bind(0, a, () => r()));
           socks.push(s);
         }
@@ -213,6 +218,7 @@ async function main(): Promise<void> {
         pbxReceived: up.received(),
         probe: PROBE_MS > 0 ? { everyMs: PROBE_MS, sent: probesSent, answered: probesAnswered, answeredPct: Number(((probesAnswered / Math.max(1, probesSent)) * 100).toFixed(1)) } : null,
         droppedAtRing: queueFull(m1) - drops0,
+        memMiB: { start: mem(m0), afterFlood: mem(m1), afterIdle: mem(m2) },
         ...(HEAP ? { heapSnapshots: dir } : {}),
       }, null, 2));
       if (process.env.BENCH_METRICS) fs.writeFileSync(process.env.BENCH_METRICS, m2);
