@@ -1,7 +1,8 @@
 // Memory benchmark (issue: attack resilience): what state an attacker can make the edge hold.
 //
 //   node dist/bench/memory.js tx      [--count 100000] [--bytes 1000] [--pps 8000] [--pbx silent|trying] [--budget MB] [--heap-dir DIR]
-//   node dist/bench/memory.js sources [--count 120000] [--pps 8000] [--idle 60]
+//   node dist/bench/memory.js sources [--count 120000] [--pps 8000] [--idle 60] [--probe-ms 500]
+//                                     [--heap-snapshot] [--auth edge|pbx]
 //
 // tx: live INVITE transactions. A trusted source sends --count INVITEs of about --bytes bytes to
 // an upstream that never answers, so every one stays live (Timer B is 64*T1 = 32 s; the sending
@@ -14,10 +15,22 @@
 // --heap-dir writes a V8 heap snapshot of the edge before and after the send (SIGUSR2, node's
 // --heapsnapshot-signal): `node dist/bench/heap-top.js DIR/before.heapsnapshot DIR/after.heapsnapshot N`
 // says which objects the live transactions are made of.
-// sources: --count distinct spoofed loopback sources (127.20.0.0/14), one request each (REGISTER,
+// sources: --count distinct spoofed loopback sources (127.20.0.0 to 127.35.255.255: 1,048,576 distinct), one request each (REGISTER,
 // INVITE, OPTIONS in turn, all to the served domain) answered 404 by a stand-in PBX. Reports the
 // RSS growth per source at the end of the flood and after --idle seconds without traffic: state
-// per unknown source must be small while it lasts, and go away.
+// per unknown source must be small while it lasts, and go away. Meanwhile a trusted source
+// (127.0.0.1) sends an OPTIONS ping to the edge every --probe-ms ms (0: none), the liveness probe
+// of a carrier or a monitoring system; the report says how many were answered, and how many
+// datagrams the edge dropped at the I/O thread's hand-over ring (datagram_queue_full).
+// --heap-snapshot: the edge writes a V8 heap snapshot into its working directory (the bench's
+// temporary directory, through --diagnostic-dir; kept and named in the report) before and after
+// the flood and after the idle time (bench/heap-diff.ts compares them),
+// through --heapsnapshot-signal (writing one stalls the edge for seconds: not with a probe run).
+// SIP_EDGE_CLI=/other/tree/dist/edge/cli.js measures another build with the same load.
+// --auth edge: the edge challenges every unauthenticated request itself (a users file with one
+// user), statelessly, so nothing reaches the PBX and no transaction is created: what remains per
+// source is the edge's own bookkeeping (budgets, suspicion, enumeration, challenge learning).
+// --auth pbx (default, as in sip-edge.yaml: no users file): requests go on to the stand-in PBX.
 //
 // Every loop here is bounded by --count; the edge and the stand-in PBX are stopped at the end.
 import dgram from 'node:dgram';
@@ -25,6 +38,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { startEdge } from '../test/helpers/edge-proc';
+import { upsertUsers } from '../test/helpers/auth-edge';
 import { sample } from '../test/helpers/prom';
 
 const argv = process.argv.slice(2);
@@ -58,6 +72,9 @@ async function snapshot(pid: number, dir: string, name: string): Promise<void> {
   }
   throw new Error('no heap snapshot within 10 minutes');
 }
+const PROBE_MS = arg('probe-ms', 500);
+const HEAP = argv.includes('--heap-snapshot');
+const AUTH = argv.includes('--auth') ? argv[argv.indexOf('--auth') + 1] : 'pbx';
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -107,8 +124,10 @@ async function pbx(answer: false | 404 | 100): Promise<{ port: number; close(): 
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-mem-'));
   const up = await pbx(MODE === 'sources' ? 404 : PBX_MODE === 'trying' ? 100 : false);
+  if (AUTH === 'edge') upsertUsers(path.join(dir, 'users.txt'), 'bench.example', { '1000': 'bench secret pw 1000' }, ['SHA-256', 'MD5']);
   fs.writeFileSync(path.join(dir, 'edge.yaml'), [
     'health:', '  intervalMs: 0',
+    ...(AUTH === 'edge' ? ['auth:', '  mode: edge', `  users: ${path.join(dir, 'users.txt')}`] : []),
     'transactions:', `  max: ${Math.max(100_000, COUNT + 1000)}`,
     ...(BUDGET > 0 ? [`  memoryBudgetMB: ${BUDGET}`] : []),
   ].join('\n') + '\n');
@@ -116,10 +135,19 @@ async function main(): Promise<void> {
   const edge = await startEdge({
     listen: ['udp:127.0.0.1:0'], upstream: [`udp:127.0.0.2:${up.port}`], domain: ['bench.example'],
     extraArgs: ['--config', path.join(dir, 'edge.yaml'), '--trusted', '127.0.0.1/32'],
-    ...(HEAP_DIR ? { env: { ...process.env, NODE_OPTIONS: `--heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${path.resolve(HEAP_DIR)}` } } : {}),
+    ...(HEAP_DIR || HEAP ? { env: { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${HEAP_DIR ? path.resolve(HEAP_DIR) : dir}`.trim() } } : {}),
   });
   const port = edge.ports.udp!;
   const metrics = async (): Promise<string> => (await fetch(`http://127.0.0.1:${edge.metricsPort}/metrics`)).text();
+  const snap = async (): Promise<void> => {
+    if (!HEAP) return;
+    const before = fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length;
+    process.kill(edge.pid, 'SIGUSR2');
+    // bounded: a snapshot of a few hundred MB takes seconds to write
+    for (let i = 0; i < 600 && fs.readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot')).length === before; i++) await sleep(500);
+    await sleep(3000);
+  };
+  await snap();
   await sleep(2000);
   if (HEAP_DIR) await snapshot(edge.pid, HEAP_DIR, 'before.heapsnapshot');
   const rss0 = rssMiB(edge.pid);
@@ -158,6 +186,33 @@ async function main(): Promise<void> {
         pbxReceived: up.received(),
       }, null, 2));
     } else {
+      // the trusted liveness probe: an OPTIONS ping to the edge itself (edge/stages/ping.ts)
+      const probe = dgram.createSocket('udp4');
+      const answered = new Set<string>();
+      probe.on('message', (b) => {
+        const m = /^Call-ID:\s*(\S+)/im.exec(b.toString('latin1'));
+        if (m) answered.add(m[1]!);
+      });
+      await new Promise<void>((r) => probe.bind(0, '127.0.0.1', () => r()));
+      const pme = { address: '127.0.0.1', port: probe.address().port };
+      let probes = 0;
+      const ping = (): void => {
+        const n = probes++;
+        probe.send(Buffer.from([
+          'OPTIONS sip:bench.example SIP/2.0',
+          `Via: SIP/2.0/UDP ${pme.address}:${pme.port};branch=z9hG4bK-probe${n}-${process.pid};rport`,
+          'Max-Forwards: 70', `From: <sip:monitor@bench.example>;tag=p${n}`, 'To: <sip:bench.example>',
+          `Call-ID: probe-${n}-${process.pid}@bench`, 'CSeq: 1 OPTIONS', 'Content-Length: 0', '', '',
+        ].join('\r\n'), 'latin1'), port, '127.0.0.1');
+      };
+      const probeTimer = PROBE_MS > 0 ? setInterval(ping, PROBE_MS) : null;
+      const queueFull = (m: string): number => sample(m, 'sipedge_transport_events_total', { transport: 'udp', event: 'datagram_queue_full' }) ?? 0;
+      const m0 = await metrics();
+      const drops0 = queueFull(m0);
+      // where the RSS is: the V8 heap (committed and used) and memory outside it (Buffers)
+      const mem = (m: string): Record<string, number> => Object.fromEntries(
+        [['heapTotal', 'sipedge_nodejs_heap_size_total_bytes'], ['heapUsed', 'sipedge_nodejs_heap_size_used_bytes'], ['external', 'sipedge_nodejs_external_memory_bytes']]
+          .map(([k, n]) => [k, Math.round((sample(m, n!) ?? NaN) / 1048576)]));
       // one socket per source, opened and closed in batches (a spoofing attacker needs no
       // sockets; loopback needs a bind per source address)
       const BATCH = 1000;
@@ -167,7 +222,7 @@ async function main(): Promise<void> {
           const s = dgram.createSocket('udp4');
           s.on('error', () => { /* ignored */ });
           s.on('message', () => { /* answers dropped */ });
-          const a = `127.${20 + ((i >> 16) & 3)}.${(i >> 8) & 255}.${i & 255}`;
+          const a = `127.${20 + ((i >> 16) & 15)}.${(i >> 8) & 255}.${i & 255}`;
           await new Promise<void>((r) => s.bind(0, a, () => r()));
           socks.push(s);
         }
@@ -183,27 +238,37 @@ async function main(): Promise<void> {
         if ((b / BATCH) % 10 === 0) peak = Math.max(peak, rssMiB(edge.pid));
       }
       const floodSeconds = (Date.now() - t0) / 1000;
+      if (probeTimer !== null) clearInterval(probeTimer);
+      const probesSent = probes;
       await sleep(1000);
+      const probesAnswered = answered.size;
+      probe.close();
       const rss1 = rssMiB(edge.pid);
       peak = Math.max(peak, rss1);
       const m1 = await metrics();
+      await snap();
       await sleep(IDLE * 1000);
       const rss2 = rssMiB(edge.pid);
       const m2 = await metrics();
+      await snap();
       console.log(JSON.stringify({
-        mode: MODE, sources: COUNT, floodSeconds: Number(floodSeconds.toFixed(1)), pps: Math.round(COUNT / floodSeconds),
+        mode: MODE, auth: AUTH, sources: COUNT, floodSeconds: Number(floodSeconds.toFixed(1)), pps: Math.round(COUNT / floodSeconds),
         rssMiB: { start: Math.round(rss0), afterFlood: Math.round(rss1), peak: Math.round(peak), [`after${IDLE}sIdle`]: Math.round(rss2) },
         bytesPerSourceAfterFlood: Math.round(((rss1 - rss0) * 1024 * 1024) / COUNT),
         idleOverBaselinePct: Number((((rss2 - rss0) / rss0) * 100).toFixed(1)),
         liveTransactions: { afterFlood: sample(m1, 'sipedge_transactions_active'), afterIdle: sample(m2, 'sipedge_transactions_active') },
         pbxReceived: up.received(),
+        probe: PROBE_MS > 0 ? { everyMs: PROBE_MS, sent: probesSent, answered: probesAnswered, answeredPct: Number(((probesAnswered / Math.max(1, probesSent)) * 100).toFixed(1)) } : null,
+        droppedAtRing: queueFull(m1) - drops0,
+        memMiB: { start: mem(m0), afterFlood: mem(m1), afterIdle: mem(m2) },
+        ...(HEAP ? { heapSnapshots: dir } : {}),
       }, null, 2));
       if (process.env.BENCH_METRICS) fs.writeFileSync(process.env.BENCH_METRICS, m2);
     }
   } finally {
     await edge.stop();
     up.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    if (!HEAP) fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -37,6 +37,7 @@ import { AUTH_CLIENT_RULES } from './clients';
 import type { CompiledAuthClients } from './clients';
 import { callId, cseq, first } from '../sip/headers';
 import type { Endpoint, SipRequest } from '../sip/types';
+import { compactKey } from '../store/bounded';
 import type { UsersDb } from './users';
 
 export interface ChallengeOffer {
@@ -64,6 +65,8 @@ function allowedOf(list: readonly AuthAlgorithm[], allowed: readonly AuthAlgorit
 export class OfferSelector {
   private readonly learned = new Map<string, Learned>();
   private readonly pending = new Map<string, Pending>();
+  /** eviction cursors of the two tables (see put) */
+  private readonly cursors = new Map<Map<string, unknown>, Iterator<string>>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -148,12 +151,23 @@ export class OfferSelector {
 
   private put<V>(m: Map<string, V>, k: string, v: V, max: number): void {
     m.delete(k); // re-insert: the Map's order is the eviction order
+    // the oldest through one persistent iterator per table (Map iterators are live): a fresh
+    // keys().next() skips every deleted slot at the front again, quadratic while a flood keeps
+    // the table full (the technique of edge/store/bounded.ts)
+    let it = this.cursors.get(m);
     while (m.size >= max) {
-      const oldest = m.keys().next().value;
-      if (oldest === undefined) break;
-      m.delete(oldest);
+      let r = it?.next();
+      if (r === undefined || r.done === true) {
+        it = m.keys();
+        r = it.next();
+        if (r.done === true) break;
+      }
+      m.delete(r.value);
     }
-    m.set(k, v);
+    if (it !== undefined) this.cursors.set(m, it);
+    // a flat copy of the key: the template strings above are cons-string trees, ~160 bytes
+    // more per entry, and a spoofed-source flood makes an entry per source (issue 12)
+    m.set(compactKey(k), v);
   }
 }
 

@@ -53,18 +53,37 @@ export function distinctCap(cap: number): number {
   return Math.min(MAX_DISTINCT_CAP, Math.floor(cap));
 }
 
+/**
+ * A key to keep for a while: a fresh flat copy. Keys are built by concatenation (`enum:` + an
+ * address made of four numbers and three dots): V8 keeps such a string as a tree of cons strings
+ * (32 bytes a node) even after hashing it; a copy costs its characters only (about 55 bytes less
+ * per key, measured on Node 20). Only on insertion; Latin-1 text only (anything else is kept as
+ * it is: a round trip through latin1 would change it).
+ */
+export function compactKey(s: string): string {
+  const c = Buffer.from(s, 'latin1').toString('latin1');
+  return c === s ? c : s;
+}
+
 interface Entry<V> {
   readonly v: V;
   readonly exp: number;
 }
 
+/** Below this many entries at its peak a table is not rebuilt after a flood (window-counters.ts). */
+const SHRINK_MIN_PEAK = 4096;
+
 /** Map with per-entry expiry and a size cap; oldest (by creation) evicted first. */
 export class ExpiringMap<V> {
-  private readonly map = new Map<string, Entry<V>>();
+  private map = new Map<string, Entry<V>>();
   private it: Iterator<[string, Entry<V>]> | null = null;
   private head: [string, Entry<V>] | null = null;
+  /** most entries held since the last rebuild */
+  private peak = 0;
   /** entries dropped because the table was full */
   evicted = 0;
+  /** times the table was rebuilt smaller after a flood */
+  shrinks = 0;
 
   constructor(
     readonly maxEntries: number,
@@ -90,12 +109,46 @@ export class ExpiringMap<V> {
   insert(key: string, v: V, exp: number, now: number): void {
     const old = this.map.get(key);
     if (old !== undefined) this.drop(key, old);
-    this.map.set(key, { v, exp });
+    this.map.set(compactKey(key), { v, exp });
+    if (this.map.size > this.peak) this.peak = this.map.size;
     // amortised expiry: the front holds the oldest entries, usually the first to expire
     this.sweepFront(now, 2);
     while (this.map.size > this.maxEntries) {
       if (!this.evictOldest()) break;
     }
+  }
+
+  /**
+   * Drop every expired entry (insert() only looks at the front: entries of longer TTLs behind a
+   * young one wait there), and once the table holds under a quarter of its peak, move the rest
+   * into a fresh Map: a V8 Map never gives back the backing store of its largest size while it
+   * holds entries (see window-counters.ts). Returns the entries dropped.
+   */
+  sweep(now: number): number {
+    let dropped = 0;
+    for (const [k, e] of this.map) {
+      if (e.exp <= now) {
+        this.drop(k, e);
+        dropped++;
+      }
+    }
+    if (this.peak >= SHRINK_MIN_PEAK && this.map.size * 4 <= this.peak) {
+      this.map = new Map(this.map); // same order: the oldest stays first
+      this.it = null;
+      this.head = null;
+      this.peak = this.map.size;
+      this.shrinks++;
+    }
+    return dropped;
+  }
+
+  /** Swap the value of a live entry in place: its age and expiry stay (no onDrop). */
+  replaceValue(key: string, v: V): void {
+    const e = this.map.get(key);
+    if (e === undefined) return;
+    const next = { v, exp: e.exp };
+    this.map.set(key, next);
+    if (this.head !== null && this.head[1] === e) this.head = [key, next];
   }
 
   /** Key of the oldest entry, or undefined when empty. */
@@ -177,19 +230,29 @@ export class OnceTable {
   get evicted(): number {
     return this.t.evicted;
   }
+
+  get shrinks(): number {
+    return this.t.shrinks;
+  }
+
+  sweep(now: number): number {
+    return this.t.sweep(now);
+  }
 }
 
-/** distinct(): distinct members per key within a window, capped per set and in total. */
+/** distinct(): distinct members per key within a window, capped per set and in total.
+ *  A key with one member holds that member itself, not a Set around it: that is every source of a
+ *  spoofed-source flood (one request each), and a Set costs about 150 bytes more per source. */
 export class DistinctTable {
-  private readonly t: ExpiringMap<Set<string>>;
+  private readonly t: ExpiringMap<string | Set<string>>;
   private members = 0;
 
   constructor(
     maxSets = DISTINCT_MAX_SETS,
     private readonly maxMembers = DISTINCT_MAX_MEMBERS,
   ) {
-    this.t = new ExpiringMap<Set<string>>(Math.max(1, Math.floor(maxSets)), (_k, s) => {
-      this.members -= s.size;
+    this.t = new ExpiringMap<string | Set<string>>(Math.max(1, Math.floor(maxSets)), (_k, s) => {
+      this.members -= typeof s === 'string' ? 1 : s.size;
     });
   }
 
@@ -197,25 +260,48 @@ export class DistinctTable {
    *  cap are not stored). Under memory pressure (the total member cap reached with this set the
    *  oldest) a new member is counted but not stored: the answer errs towards "more". */
   add(key: string, member: string, window: number, cap: number, now: number): number {
-    let s = this.t.get(key, now);
-    if (s === undefined) {
-      s = new Set<string>();
-      this.t.insert(key, s, now + window, now);
+    const have = this.t.get(key, now);
+    if (have === undefined) {
+      this.makeRoom(key);
+      this.t.insert(key, compactKey(member), now + window, now);
+      this.members++;
+      return 1;
     }
-    if (s.has(member)) return s.size;
-    if (s.size >= cap) return cap + 1;
+    const size = typeof have === 'string' ? 1 : have.size;
+    if (typeof have === 'string' ? have === member : have.has(member)) return size;
+    if (size >= cap) return cap + 1;
+    if (!this.makeRoom(key)) return size + 1;
+    if (typeof have === 'string') {
+      // the second member: now it takes a Set (same entry, same window and age)
+      this.t.replaceValue(key, new Set([have, compactKey(member)]));
+    } else {
+      have.add(compactKey(member));
+    }
+    this.members++;
+    return size + 1;
+  }
+
+  /** evict the oldest sets until one more member fits; false when `key` itself is the oldest */
+  private makeRoom(key: string): boolean {
     while (this.members >= this.maxMembers) {
       const oldest = this.t.oldestKey();
-      if (oldest === undefined || oldest === key) return s.size + 1;
+      if (oldest === undefined || oldest === key) return false;
       this.t.evictOldest();
     }
-    s.add(member);
-    this.members++;
-    return s.size;
+    return true;
   }
 
   get sets(): number {
     return this.t.size;
+  }
+
+  get shrinks(): number {
+    return this.t.shrinks;
+  }
+
+  /** expired sets go (their members with them: onDrop keeps the member count) */
+  sweep(now: number): number {
+    return this.t.sweep(now);
   }
 
   get memberCount(): number {
@@ -239,5 +325,9 @@ export class IntervalGate {
     if (this.t.get(key, now) !== undefined) return false;
     this.t.insert(key, true, now + this.intervalMs, now);
     return true;
+  }
+
+  sweep(now: number): number {
+    return this.t.sweep(now);
   }
 }

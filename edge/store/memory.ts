@@ -1,15 +1,19 @@
 // SharedStore for a single node: rate limits and bans in this process's memory.
 //
 // Same semantics as the Redis store (edge/store/redis.ts) so that stages cannot tell them apart:
-// limiters count points per key over a fixed window (rate-limiter-flexible's RateLimiterMemory,
-// whose keys are deleted when their window ends, so memory is bounded by the keys seen within one
-// window); bans escalate with the same formula; events go to every listener, synchronously, before
+// limiters count points per key over a fixed window (rate-limiter-flexible's RateLimiterMemory on
+// the compact WindowCounters of window-counters.ts instead of an object and a timer per key:
+// bounded per limiter, expired windows dropped by the store's sweep, the table rebuilt small after
+// a flood); bans escalate with the same formula; events go to every listener, synchronously, before
 // ban()/unban() resolve. Nothing here throws at a caller: a listener that throws is isolated.
 // once() and distinct() are the bounded tables of bounded.ts (caps: ONCE_MAX_ENTRIES keys,
 // DISTINCT_MAX_SETS sets holding DISTINCT_MAX_MEMBERS members in total, oldest evicted first);
 // a promotion announcement is delivered to this process's listeners synchronously.
+// Every table here is swept on one unref'd timer (sweepIntervalMs, on the injected clock `now`);
+// bans are never evicted, only expired.
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { DistinctTable, OnceTable, boundedKey, distinctCap, windowMs } from './bounded';
+import { CounterTables, WINDOW_MAX_KEYS, useWindowCounters, type WindowCounters } from './window-counters';
 import type { Ban, BanEvent, ConsumeResult, Limiter, LimiterSpec, SharedStore } from './types';
 
 /** The `escalate` argument of SharedStore.ban(). */
@@ -132,10 +136,15 @@ export function cleanText(s: unknown, fallback: string): string {
 
 class MemoryLimiter implements Limiter {
   private readonly rl: RateLimiterMemory;
+  /** this limiter's windows (tests: held keys) */
+  readonly counters: WindowCounters;
 
-  constructor(readonly spec: LimiterSpec) {
+  constructor(readonly spec: LimiterSpec, counters: WindowCounters, now: () => number) {
     const { points, duration } = normaliseSpec(spec);
-    this.rl = new RateLimiterMemory({ points, duration, keyPrefix: spec.name });
+    // no key prefix: the table is this limiter's own, the name in every key would only cost bytes
+    this.rl = new RateLimiterMemory({ points, duration, keyPrefix: '' });
+    this.counters = counters;
+    useWindowCounters(this.rl, counters, now);
   }
 
   async consume(key: string, points?: number): Promise<ConsumeResult> {
@@ -171,10 +180,13 @@ interface EscalationEntry {
 }
 
 export interface MemoryStoreOptions {
-  /** clock for bans (epoch ms); the limiters use rate-limiter-flexible's own Date.now() */
+  /** clock for bans, limiter windows, once() and distinct() (epoch ms, default Date.now) */
   readonly now?: () => number;
-  /** how often expired bans and escalation counters are swept (default 30 s; 0 = only lazily) */
+  /** how often expired bans, escalation counters, limiter windows and once/distinct entries are
+   *  swept, and tables emptied after a flood rebuilt small (default 10 s; 0 = only lazily) */
   readonly sweepIntervalMs?: number;
+  /** cap on keys per limiter (default WINDOW_MAX_KEYS), oldest window evicted first */
+  readonly limiterMaxKeys?: number;
   /** cap on once() keys held (default ONCE_MAX_ENTRIES) */
   readonly onceMaxEntries?: number;
   /** caps on distinct() sets and on their members in total (defaults DISTINCT_MAX_SETS / _MEMBERS) */
@@ -191,6 +203,7 @@ class MemoryStore implements SharedStore {
   private readonly promotions = new Listeners<{ key: string; until: number }>();
   private readonly onceTable: OnceTable;
   private readonly distinctTable: DistinctTable;
+  private readonly counters: CounterTables;
   private readonly now: () => number;
   private readonly timer: NodeJS.Timeout | null;
   private closed = false;
@@ -200,19 +213,20 @@ class MemoryStore implements SharedStore {
     this.now = opts.now ?? Date.now;
     this.onceTable = new OnceTable(opts.onceMaxEntries);
     this.distinctTable = new DistinctTable(opts.distinctMaxSets, opts.distinctMaxMembers);
-    const every = opts.sweepIntervalMs ?? 30_000;
+    this.counters = new CounterTables(opts.limiterMaxKeys ?? WINDOW_MAX_KEYS);
+    const every = opts.sweepIntervalMs ?? 10_000;
     this.timer = every > 0 ? setInterval(() => this.sweep(), every) : null;
     this.timer?.unref();
   }
 
   limiter(spec: LimiterSpec): Limiter {
-    return new MemoryLimiter(spec);
+    return new MemoryLimiter(spec, this.counters.create(), this.now);
   }
 
   async ban(b: BanRequest): Promise<Ban> {
     if (!validBanKey(b.key)) throw new StoreInputError('ban_key_invalid');
     const now = this.now();
-    if (now - this.lastSweep >= 1000) this.sweep(); // at most once a second: O(bans) each
+    if (now - this.lastSweep >= 1000) this.sweepBans(); // at most once a second: O(bans) each
     const esc = normaliseEscalation(b.escalate);
     let count = 1;
     if (esc !== undefined) {
@@ -249,7 +263,7 @@ class MemoryStore implements SharedStore {
   }
 
   async listBans(): Promise<Ban[]> {
-    this.sweep();
+    this.sweepBans();
     return [...this.bans.values()];
   }
 
@@ -289,16 +303,27 @@ class MemoryStore implements SharedStore {
   }
 
   /** Drop expired bans and escalation counters: memory held only for what is in force. */
-  private sweep(): void {
+  private sweepBans(): void {
     const now = this.now();
     this.lastSweep = now;
     for (const [k, b] of this.bans) if (b.until <= now) this.bans.delete(k);
     for (const [k, e] of this.escalation) if (e.expires <= now) this.escalation.delete(k);
   }
 
+  /** The periodic sweep: everything that expires, in every table (the idle half of issue 12:
+   *  after a flood the per-source state goes, and the tables it grew are rebuilt small). */
+  sweep(): void {
+    this.sweepBans();
+    const now = this.now();
+    this.counters.sweep(now);
+    this.onceTable.sweep(now);
+    this.distinctTable.sweep(now);
+  }
+
   /** for tests: entries held right now */
-  get heldEntries(): { bans: number; escalation: number; once: number; distinctSets: number; distinctMembers: number } {
+  get heldEntries(): { bans: number; escalation: number; once: number; distinctSets: number; distinctMembers: number; limiterKeys: number } {
     return {
+      limiterKeys: this.counters.tables().reduce((n, c) => n + c.size, 0),
       bans: this.bans.size,
       escalation: this.escalation.size,
       once: this.onceTable.size,

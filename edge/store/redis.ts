@@ -25,6 +25,8 @@
 // - limiters answer from a per-process RateLimiterMemory "insurance" limiter while Redis fails
 //   (rate-limiter-flexible's insuranceLimiter, with rejectIfRedisNotReady so a down Redis costs no
 //   timeout), flagged `degraded`; with onStoreDown 'closed' a degraded answer refuses;
+//   Its windows live in the compact WindowCounters of window-counters.ts (no object and timer
+//   per key), swept with the once()/distinct() tables on one unref'd timer (sweepIntervalMs);
 // - once() and distinct() answer from bounded per-process tables (bounded.ts) while Redis fails.
 //   once() also records every key in its local table when Redis answers, and a key is "first
 //   use" only if both agree: a nonce seen here during an outage is still a replay after Redis
@@ -62,6 +64,7 @@ import { randomBytes } from 'node:crypto';
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { DistinctTable, IntervalGate, OnceTable, boundedKey, distinctCap, windowMs } from './bounded';
+import { CounterTables, WINDOW_MAX_KEYS, useWindowCounters, type WindowCounters } from './window-counters';
 import {
   Listeners,
   StoreInputError,
@@ -106,6 +109,11 @@ export interface RedisStoreOptions {
   readonly onceMaxEntries?: number;
   readonly distinctMaxSets?: number;
   readonly distinctMaxMembers?: number;
+  /** cap on keys per insurance limiter (default WINDOW_MAX_KEYS) */
+  readonly limiterMaxKeys?: number;
+  /** how often the per-process tables (insurance windows, once/distinct, the promotion gate)
+   *  drop expired entries and shrink after a flood (default 10 s; 0 = only lazily) */
+  readonly sweepIntervalMs?: number;
 }
 
 /** Redis is down (or did not answer in time) and the call cannot be answered locally. */
@@ -214,9 +222,11 @@ class RedisLimiter implements Limiter {
   private readonly rl: RateLimiterRedis;
   private readonly insurance: InsuranceLimiter;
 
-  constructor(readonly spec: LimiterSpec, client: Conn, prefix: string, private readonly store: RedisStore) {
+  constructor(readonly spec: LimiterSpec, client: Conn, prefix: string, private readonly store: RedisStore, counters: WindowCounters, now: () => number) {
     const { points, duration } = normaliseSpec(spec);
-    this.insurance = new InsuranceLimiter({ points, duration, keyPrefix: `${prefix}rl:${spec.name}` });
+    // a table of its own: no key prefix needed
+    this.insurance = new InsuranceLimiter({ points, duration, keyPrefix: '' });
+    useWindowCounters(this.insurance, counters, now);
     // rate-limiter-flexible takes an ioredis Cluster as storeClient as well: its counter is one
     // key per limiter and source (one slot), and it reads `status` for rejectIfRedisNotReady
     this.rl = new RateLimiterRedis({
@@ -314,6 +324,8 @@ class RedisStore implements SharedStore {
   private readonly onceTable: OnceTable;
   private readonly distinctTable: DistinctTable;
   private readonly promotionGate = new IntervalGate(PROMOTION_ANNOUNCE_INTERVAL_MS);
+  private readonly counters: CounterTables;
+  private sweepTimer: NodeJS.Timeout | null = null;
   private resyncing = false;
   private resyncAgain = false;
   private lastKnownSweep = 0;
@@ -346,6 +358,12 @@ class RedisStore implements SharedStore {
     this.maxPending = opts.maxPendingBans ?? 10_000;
     this.onceTable = new OnceTable(opts.onceMaxEntries);
     this.distinctTable = new DistinctTable(opts.distinctMaxSets, opts.distinctMaxMembers);
+    this.counters = new CounterTables(opts.limiterMaxKeys ?? WINDOW_MAX_KEYS);
+    const every = opts.sweepIntervalMs ?? 10_000;
+    if (every > 0) {
+      this.sweepTimer = setInterval(() => this.sweep(), every);
+      this.sweepTimer.unref();
+    }
     main.defineCommand('sipedgeBan', { numberOfKeys: 3, lua: BAN_SCRIPT });
     main.defineCommand('sipedgeUnban', { numberOfKeys: 3, lua: UNBAN_SCRIPT });
     main.defineCommand('sipedgeDistinct', { numberOfKeys: 1, lua: DISTINCT_SCRIPT });
@@ -445,7 +463,7 @@ class RedisStore implements SharedStore {
   }
 
   limiter(spec: LimiterSpec): Limiter {
-    return new RedisLimiter(spec, this.main, this.prefix, this);
+    return new RedisLimiter(spec, this.main, this.prefix, this, this.counters.create(), this.now);
   }
 
   private scripted(): ScriptedRedis {
@@ -791,8 +809,19 @@ class RedisStore implements SharedStore {
     return this.pending.size;
   }
 
+  /** expired per-process entries go; tables emptied after a flood are rebuilt small */
+  sweep(): void {
+    const now = this.now();
+    this.counters.sweep(now);
+    this.onceTable.sweep(now);
+    this.distinctTable.sweep(now);
+    this.promotionGate.sweep(now);
+  }
+
   async close(): Promise<void> {
     this.closing = true;
+    if (this.sweepTimer !== null) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
     if (this.replayTimer !== null) clearTimeout(this.replayTimer);
     if (this.subWatch !== null) clearInterval(this.subWatch);
     this.replayTimer = null;
