@@ -42,6 +42,7 @@ import { securityEvent } from './log';
 import { OverloadGuard, type PressureSource } from './overload';
 import { Observer } from './path/observer';
 import { MessagePath } from './path/server';
+import { IdleGc } from './idle-gc';
 import { startTls, type TlsService } from './tls-service';
 
 export interface EdgeHandle {
@@ -77,6 +78,8 @@ export interface EdgeOptions {
    *  system clock). Apart from `clock` (the RFC 3261 timers) so a test can drive transactions by
    *  hand and leave these running, or the other way round */
   policyClock?: Clock;
+  /** false: never force a collection after a busy period (edge/idle-gc.ts); default on */
+  idleGc?: boolean;
   /** binds the configured listeners (default: real sockets; the JIT warm-up passes in-memory
    *  ones, edge/warmup.ts) */
   createListener?: typeof createListener;
@@ -272,6 +275,13 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     cfg, log, metrics, bans, classifier, suspicion, observer, overload, pipeline: () => pipeline,
     trustedConnection: (ep) => tls?.trustedConnection(ep) === true,
   });
+  // after a flood, give its garbage back once traffic is quiet again (edge/idle-gc.ts)
+  const idleGc = new IdleGc({
+    activity: () => path.received,
+    clock: policyClock,
+    onCollect: (e) => log.info({ event: 'idle_gc', heapBeforeMiB: Math.round(e.before / 1048576), heapAfterMiB: Math.round(e.after / 1048576), ms: e.ms }, 'heap collected after a busy period'),
+  });
+  if (opts.idleGc !== false) idleGc.start();
 
   /** the TCP listeners' view of a source (they read no SIP header): capacity is reserved for
    *  the PBX side, trusted peers and promoted sources (edge/transport/tcp.ts) */
@@ -419,6 +429,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       closed = true;
       draining = true;
       overload.stop();
+      idleGc.stop();
       // stop taking new transactions, let live ones finish, answer (and CANCEL upstream) what is
       // still pending when the grace ends, then close the sockets; the stages and the store stay
       // up until then (the drain still runs requests in dialogs through them)

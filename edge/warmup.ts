@@ -67,7 +67,7 @@ export async function warmUp(cfg: ResolvedConfig, calls: number): Promise<WarmUp
   };
   const store = createMemoryStore();
   const edge = await startEdge(wcfg, pino({ level: 'silent' }), {
-    clock: new ManualClock(), metrics: new NullMetrics(), store, watchRules: false, createListener: listenerFor,
+    clock: new ManualClock(), metrics: new NullMetrics(), store, watchRules: false, idleGc: false, createListener: listenerFor,
   });
   const phone: Endpoint = { transport: 'udp', address: PHONE_IP, port: 5099, listenerId: lid };
   const pbx: Endpoint = { transport: 'udp', address: PBX_IP, port: PBX_PORT, listenerId: lid };

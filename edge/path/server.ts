@@ -59,6 +59,9 @@ export class MessagePath {
   private readonly o: MessagePathOptions;
   private readonly parseLimits: { datagram: { limits: ResolvedConfig['limits']; framing: 'datagram' }; stream: { limits: ResolvedConfig['limits']; framing: 'stream' } };
 
+  /** messages handed to the path so far (the idle collector's view of activity) */
+  received = 0;
+
   constructor(o: MessagePathOptions) {
     this.o = o;
     this.parseLimits = { datagram: { limits: o.cfg.limits, framing: 'datagram' }, stream: { limits: o.cfg.limits, framing: 'stream' } };
@@ -74,6 +77,7 @@ export class MessagePath {
 
   /** one inbound message from a transport (or a test, or the warm-up) */
   readonly receive = (inb: Inbound): void => {
+    this.received++;
     const proxy = this.proxy;
     if (proxy === undefined) { this.hold(inb); return; }
     const { metrics, classifier } = this.o;

@@ -1,0 +1,60 @@
+// The idle collector (edge/idle-gc.ts): a full collection once a busy period is over, never
+// during one, never for small growth; and the real collector it obtains gives memory back.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ManualClock } from '../edge/clock';
+import { IdleGc, fullGc } from '../edge/idle-gc';
+
+const MiB = 1024 * 1024;
+
+function rig(): { clock: ManualClock; gc: IdleGc; set(heap: number, msgs: number): void; collected: number[] } {
+  const clock = new ManualClock();
+  let heap = 100 * MiB;
+  let count = 0;
+  const collected: number[] = [];
+  const gc = new IdleGc({
+    clock, intervalMs: 5000, activity: () => count, heapUsed: () => heap,
+    collect: () => { collected.push(heap); heap = 110 * MiB; },
+  }).start();
+  return { clock, gc, collected, set(h, msgs) { heap = h; count += msgs; } };
+}
+
+test('idle gc: collects once traffic drops after the heap grew, not while the flood lasts', () => {
+  const r = rig();
+  // a flood: heap grows by hundreds of MiB, 40,000 messages per tick
+  for (let i = 1; i <= 6; i++) { r.set((100 + i * 100) * MiB, 40_000); r.clock.advance(5000); }
+  assert.deepEqual(r.collected, [], 'never during the flood');
+  // the flood stops: a trickle of probes
+  r.set(700 * MiB, 50);
+  r.clock.advance(5000);
+  assert.deepEqual(r.collected, [700 * MiB], 'one collection once quiet');
+  // quiet afterwards, heap at its new floor: nothing more
+  for (let i = 0; i < 5; i++) { r.set(110 * MiB, 50); r.clock.advance(5000); }
+  assert.equal(r.gc.collections, 1);
+  r.gc.stop();
+});
+
+test('idle gc: growth under the threshold is left to V8', () => {
+  const r = rig();
+  r.set(130 * MiB, 10_000);
+  r.clock.advance(5000);
+  r.set(150 * MiB, 0);
+  r.clock.advance(5000);
+  assert.deepEqual(r.collected, []);
+  r.gc.stop();
+});
+
+test('idle gc: the collector it obtains at run time is a real full collection', () => {
+  const gc = fullGc();
+  assert.ok(gc, 'a full-GC function on this runtime');
+  // garbage the young generation cannot hold: an old-space heap that only a full GC empties
+  let keep: unknown[] | null = [];
+  for (let i = 0; i < 200_000; i++) keep.push({ i, s: `x${i}` });
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  keep = null;
+  gc();
+  const after = process.memoryUsage().heapUsed;
+  assert.ok(before - after > 5 * MiB, `freed ${((before - after) / MiB).toFixed(1)} MiB`);
+  void keep;
+});
