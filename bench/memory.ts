@@ -128,8 +128,9 @@ async function main(): Promise<void> {
   fs.writeFileSync(path.join(dir, 'edge.yaml'), [
     'health:', '  intervalMs: 0',
     ...(AUTH === 'edge' ? ['auth:', '  mode: edge', `  users: ${path.join(dir, 'users.txt')}`] : []),
-    'transactions:', `  max: ${Math.max(100_000, COUNT + 1000)}`,
-    ...(BUDGET > 0 ? [`  memoryBudgetMB: ${BUDGET}`] : []),
+    // tx mode pins --count live transactions, so its cap is raised (older builds had no budget;
+    // newer ones need --budget for it); sources mode runs on the shipped defaults
+    ...(MODE === 'tx' ? ['transactions:', `  max: ${Math.max(100_000, COUNT + 1000)}`, ...(BUDGET > 0 ? [`  memoryBudgetMB: ${BUDGET}`] : [])] : []),
   ].join('\n') + '\n');
   if (HEAP_DIR) fs.mkdirSync(HEAP_DIR, { recursive: true });
   const edge = await startEdge({
