@@ -4,18 +4,8 @@
 import { performance } from 'node:perf_hooks';
 import { CidrMap } from '../edge/net/cidr';
 import { bytesToIp, ipToBytes, maskBytes } from '../edge/net/address';
+import { rng } from '../test/helpers/rng';
 
-/** deterministic PRNG (mulberry32) so runs are comparable */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const V4_LENGTHS = [8, 12, 16, 20, 22, 24, 28, 32];
 const V6_LENGTHS = [32, 40, 48, 56, 64, 96, 112, 128];

@@ -12,18 +12,8 @@ import { dnsMetricsOf, DNS_QUERY_TYPES, DNS_RESULTS } from '../edge/dns';
 import { Metrics } from '../edge/metrics';
 import { freePort } from './helpers/ports';
 import { sample } from './helpers/prom';
+import { rng } from './helpers/rng';
 
-/** Deterministic PRNG (mulberry32) so that the statistical checks cannot flake. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('RFC 2782: the first pick follows the weights; every record is ordered exactly once', () => {
   const items = [{ weight: 60, value: 'a' }, { weight: 30, value: 'b' }, { weight: 10, value: 'c' }, { weight: 0, value: 'z' }];
