@@ -205,6 +205,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       { name: 'proxy', reasons: PROXY_REASONS },
     ],
     upstreams: upstreamLabels,
+    upstreamTargets: upstreamSpecs,
     rules: snap0.ruleNames,
     banReasons: [...SUSPICION_BAN_REASONS, 'manual'],
     transports: [...new Set(cfg.listen.map((l) => l.transport))],

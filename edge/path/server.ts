@@ -102,6 +102,8 @@ export class MessagePath {
       }
       const msg = r.msg;
       metrics.received(source.transport, side, msg.kind);
+      if (msg.kind === 'request') metrics.request(msg.method, side);
+      else metrics.response(msg.status, side);
       const ctx = this.classify(msg, source, side, inb.receivedAt);
       if (ctx.trust === 'untrusted' && msg.kind === 'request') this.o.overload.sawUnknown();
       const out = this.o.pipeline().run(ctx);
