@@ -1210,9 +1210,6 @@ export class Proxy {
 
   /** live transaction count, for metrics */
   get activeTransactions(): number { return this.table.live; }
-
-  /** a phrase for a status, for replies built by the pipeline */
-  static phrase(status: number): string { return phraseFor(status); }
 }
 
 /** RFC 3261 16.6 item 4 / RFC 5630 4.1: is this a request for a SIPS URI (its Request-URI or its
