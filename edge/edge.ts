@@ -95,6 +95,9 @@ function localAddresses(): string[] {
   return out;
 }
 
+/** stages whose rules can say `action: ban` (scanner signatures, access lists, GeoIP policy) */
+const BANNING_STAGES: ReadonlySet<string> = new Set(['scanner', 'access', 'geoip']);
+
 export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOptions = {}): Promise<EdgeHandle> {
   const clock = opts.clock ?? systemClock;
   let rules: RulesHolder;
@@ -197,12 +200,16 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const snap0 = current();
   const metrics: EdgeMetrics = opts.metrics ?? new Metrics({
     stages: [
-      ...Object.entries(POLICY_STAGE_REASONS).map(([name, reasons]) => ({ name, reasons })),
-      { name: 'gate', reasons: ['banned', 'starting'] },
-      { name: 'overload', reasons: ['overload'] },
+      // only the rule-driven stages can ban (a signature's or a list's `action: ban`); only the
+      // pipeline's stages can be put in shadow mode
+      ...Object.entries(POLICY_STAGE_REASONS).map(([name, reasons]) => ({
+        name, reasons, actions: BANNING_STAGES.has(name) ? ['reply', 'drop', 'ban'] as const : ['reply', 'drop'] as const,
+      })),
+      { name: 'gate', reasons: ['banned', 'starting'], actions: ['drop'] as const, shadow: false },
+      { name: 'overload', reasons: ['overload'], actions: ['reply', 'drop'] as const, shadow: false },
       ...(opts.stages ?? []).map((e) => ({ name: e.stage.name, reasons: e.stage.reasons })),
-      { name: 'parse', reasons: PARSE_STAGE_REASONS },
-      { name: 'proxy', reasons: PROXY_REASONS },
+      { name: 'parse', reasons: PARSE_STAGE_REASONS, actions: ['reply', 'drop'] as const, shadow: false },
+      { name: 'proxy', reasons: PROXY_REASONS, actions: ['reply', 'drop'] as const, shadow: false },
     ],
     upstreams: upstreamLabels,
     upstreamTargets: upstreamSpecs,

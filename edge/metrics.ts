@@ -239,6 +239,10 @@ export const METRICS = {
 export interface StageDeclaration {
   readonly name: string;
   readonly reasons: readonly string[];
+  /** the actions this stage can take (default reply, drop, ban): only these rows start at zero */
+  readonly actions?: readonly ('reply' | 'drop' | 'ban')[];
+  /** false for what the rules cannot put in shadow mode (gate, parse, proxy, overload) */
+  readonly shadow?: boolean;
 }
 
 /** Numbers owned by other components, read only when Prometheus scrapes. */
@@ -295,7 +299,7 @@ export interface EdgeMetrics {
   dnsQuery(type: DnsQueryType, result: DnsResult): void;
   /** one synchronous resolver lookup */
   dnsCache(result: DnsCacheResult): void;
-  declareStage(stage: string, reasons: readonly string[]): void;
+  declareStage(stage: string, reasons: readonly string[], shape?: Pick<StageDeclaration, 'actions' | 'shadow'>): void;
   bindGauges(sources: GaugeSources): void;
   /** Prometheus text exposition */
   metrics(): Promise<string>;
@@ -485,11 +489,11 @@ class VerdictFamily implements Collector {
     return this.stages.get(stage) ?? this.otherStage;
   }
 
-  declare(stage: string, reasons: readonly string[]): void {
+  declare(stage: string, reasons: readonly string[], shape?: Pick<StageDeclaration, 'actions' | 'shadow'>): void {
     if (!isSafeLabelValue(stage) || stage === OTHER) return;
     const prev = this.stages.get(stage);
     if (!prev && this.stages.size >= MAX_DYNAMIC_VALUES) return;
-    const next = new StageBlock(stage, prev ? [...prev.reasons.values.slice(0, -1), ...reasons] : reasons);
+    const next = new StageBlock(stage, prev ? [...prev.reasons.values.slice(0, -1), ...reasons] : reasons, shape ?? prev?.shape);
     if (prev) next.absorb(prev);
     this.stages.set(stage, next);
   }
@@ -515,7 +519,7 @@ class StageBlock {
   /** [action][mode][reason] */
   readonly cells: Float64Array;
 
-  constructor(readonly stage: string, reasons: readonly string[]) {
+  constructor(readonly stage: string, reasons: readonly string[], readonly shape?: Pick<StageDeclaration, 'actions' | 'shadow'>) {
     this.reasons = new Dim(reasons);
     this.cells = new Float64Array(VERDICT_ACTIONS.length * VERDICT_MODES.length * this.reasons.size);
   }
@@ -525,6 +529,13 @@ class StageBlock {
     const m = MODE_INDEX[mode];
     if (a === undefined || m === undefined) return; // typed API; a bad call is a bug, not a series
     this.cells[(a * 2 + m) * this.reasons.size + this.reasons.at(reason)]++;
+  }
+
+  private possible(a: number, m: number): boolean {
+    const action = VERDICT_ACTIONS[a]!;
+    if (action === 'log' || (m === 1 && this.shape?.shadow === false)) return false;
+    const acts = this.shape?.actions;
+    return acts === undefined || (acts as readonly string[]).includes(action);
   }
 
   absorb(prev: StageBlock): void {
@@ -543,7 +554,10 @@ class StageBlock {
       for (let m = 0; m < VERDICT_MODES.length; m++) {
         for (let r = 0; r < n; r++) {
           const v = this.cells[(a * 2 + m) * n + r];
-          if (v === 0 && (!declared || r === this.reasons.other)) continue;
+          // zero rows only for combinations that can occur: a declared reason, an action the
+          // stage takes (log verdicts are counted as rule hits, never here), shadow only for
+          // stages the rules can shadow (issue 15: 720 declared series, most impossible)
+          if (v === 0 && (!declared || r === this.reasons.other || !this.possible(a, m))) continue;
           out.push({ value: v, labels: { stage: this.stage, action: VERDICT_ACTIONS[a], reason: this.reasons.values[r], mode: VERDICT_MODES[m] } });
         }
       }
@@ -745,7 +759,7 @@ export class Metrics implements EdgeMetrics {
     // gauges with no source bound yet read 0 (nothing known), not absent
     for (const c of this.collectors()) this.registry.registerMetric(c as unknown as Metric);
 
-    for (const s of opts.stages ?? []) this.declareStage(s.name, s.reasons);
+    for (const s of opts.stages ?? []) this.declareStage(s.name, s.reasons, s);
     if (opts.gauges) this.bindGauges(opts.gauges);
     if (opts.defaultMetrics !== false) {
       collectDefaultMetrics({ register: this.registry, prefix: 'sipedge_' });
@@ -934,8 +948,8 @@ export class Metrics implements EdgeMetrics {
     this.fRuleHits.redeclare(0, ruleNames);
   }
 
-  declareStage(stage: string, reasons: readonly string[]): void {
-    this.fVerdicts.declare(stage, reasons);
+  declareStage(stage: string, reasons: readonly string[], shape?: Pick<StageDeclaration, 'actions' | 'shadow'>): void {
+    this.fVerdicts.declare(stage, reasons, shape && (shape.actions !== undefined || shape.shadow !== undefined) ? { ...(shape.actions ? { actions: shape.actions } : {}), ...(shape.shadow !== undefined ? { shadow: shape.shadow } : {}) } : undefined);
     // a ban verdict carries its stage's reason code, so every stage reason is a possible ban reason
     const all = [...this.extraBanReasons];
     for (const b of this.fVerdicts.stages.values()) all.push(...b.reasons.values.slice(0, -1));

@@ -36,3 +36,20 @@ test('requests by method and responses by class and side; unknown methods count 
     assert.ok(!/sipedge_(requests|responses)_total\{[^}]*side="other"/.test(text));
   } finally { await m.close(); }
 });
+
+test('verdicts_total declares only combinations that can occur', async () => {
+  const m = await startMemoryEdge();
+  try {
+    const text = await m.edge.metrics.metrics();
+    const rows = text.split('\n').filter((l) => l.startsWith('sipedge_verdicts_total{'));
+    // possible: a scanner signature can ban, in shadow mode too; the gate drops banned sources
+    assert.ok(rows.some((r) => r.includes('stage="scanner",action="ban"') && r.includes('mode="shadow"') && r.endsWith(' 0')));
+    assert.equal(sample(text, 'sipedge_verdicts_total', { stage: 'gate', action: 'drop', reason: 'banned', mode: 'enforce' }), 0);
+    // impossible: the gate in shadow mode or replying, a proxy ban, any "log" row (log verdicts are rule hits)
+    assert.ok(!rows.some((r) => r.includes('stage="gate"') && (r.includes('mode="shadow"') || !r.includes('action="drop"'))));
+    assert.ok(!rows.some((r) => r.includes('stage="proxy",action="ban"')));
+    assert.ok(!rows.some((r) => r.includes('action="log"')));
+    assert.ok(!rows.some((r) => r.includes('stage="sanity",action="ban"')));
+    assert.ok(rows.length < 400, `${rows.length} verdict series declared (was 776)`);
+  } finally { await m.close(); }
+});
