@@ -410,7 +410,8 @@ test('ops: the dashboard and the alert rules only use metrics the edge exports',
   const d = JSON.parse(dashboard) as { panels: { type: string; targets?: { expr: string }[] }[] };
   const exprs = d.panels.flatMap((p) => p.targets ?? []).map((t) => t.expr);
   for (const family of ['sipedge_messages_received_total', 'sipedge_verdicts_total', 'sipedge_unmatched_total', 'sipedge_bans_added_total',
-    'sipedge_auth_total', 'sipedge_upstream_up', 'sipedge_upstream_responses_total', 'sipedge_transactions_active', 'sipedge_processing_seconds_bucket', 'sipedge_tcp_connections']) {
+    'sipedge_auth_total', 'sipedge_upstream_up', 'sipedge_upstream_responses_total', 'sipedge_transactions_active', 'sipedge_processing_seconds_bucket', 'sipedge_tcp_connections',
+    'sipedge_requests_total', 'sipedge_responses_total', 'sipedge_upstream_info']) {
     assert.ok(exprs.some((e) => e.includes(family)), `dashboard lacks ${family}`);
   }
   assert.ok(exprs.some((e) => e.startsWith('histogram_quantile(0.99')), 'p99 panel');
