@@ -702,12 +702,14 @@ export class Metrics implements EdgeMetrics {
     this.fSent = new Family(METRICS.sent, [transports, sides, kinds]);
     this.fRequests = new Family(METRICS.requests, [new Dim(REQUEST_METHODS), sides]);
     this.fResponses = new Family(METRICS.responses, [new Dim(RECEIVED_RESPONSE_CLASSES), sides]);
-    // only the pairs the config makes exist: position i with the i-th upstream, value 1
-    const upLabels = opts.upstreams ?? [];
+    // only the pairs the config makes exist: position i with the i-th upstream, set to 1 here;
+    // no zero row is possible, so the crossed pairs are never exported
     const upTargets = opts.upstreamTargets ?? [];
-    this.fUpInfo = new Family(METRICS.upstreamInfo, [new Dim(upLabels), new Dim(upTargets)]);
-    this.fUpInfo.possible = ([label, target]) => { const i = upLabels.indexOf(label!); return i >= 0 && upTargets[i] === target; };
-    upLabels.forEach((l, i) => { const t = upTargets[i]; if (t !== undefined) this.fUpInfo.cells[this.fUpInfo.dims[0]!.at(l) * this.fUpInfo.dims[1]!.size + this.fUpInfo.dims[1]!.at(t)] = 1; });
+    const fInfo = this.fUpInfo = new Family(METRICS.upstreamInfo, [new Dim(opts.upstreams ?? []), new Dim(upTargets)]);
+    fInfo.possible = () => false;
+    (opts.upstreams ?? []).forEach((label, i) => {
+      if (upTargets[i] !== undefined) fInfo.cells[fInfo.dims[0]!.at(label) * fInfo.dims[1]!.size + fInfo.dims[1]!.at(upTargets[i])] = 1;
+    });
     this.fVerdicts = new VerdictFamily(METRICS.verdicts);
     this.fRuleHits = new Family(METRICS.ruleHits, [new Dim(opts.rules ?? [])]);
     this.fParse = new Family(METRICS.parseFailures, [new Dim(PARSE_REASONS)]);

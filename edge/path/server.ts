@@ -77,9 +77,10 @@ export class MessagePath {
 
   /** one inbound message from a transport (or a test, or the warm-up) */
   readonly receive = (inb: Inbound): void => {
-    this.received++;
     const proxy = this.proxy;
     if (proxy === undefined) { this.hold(inb); return; }
+    // counted once: a held message is counted when open() replays it through here
+    this.received++;
     const { metrics, classifier } = this.o;
     try {
       const source = inb.source;
