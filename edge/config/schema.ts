@@ -5,6 +5,7 @@
 // ("listne:") is an error, not a silently ignored setting.
 import { Type } from '@sinclair/typebox';
 import type { Static, TProperties } from '@sinclair/typebox';
+import { EgressSchema, TrunksSchema } from './trunks-schema';
 
 /** An object that rejects unknown keys and defaults to {} so that its fields' defaults apply. */
 function section<P extends TProperties>(properties: P, description: string) {
@@ -115,6 +116,9 @@ export const ConfigFileSchema = Type.Object(
     domains: list([], 'SIP domains served (lower-cased). The edge\'s own addresses always count too.', 'domain name'),
     inside: list([], 'CIDRs whose traffic is inside traffic, besides the upstream addresses.', 'CIDR'),
     trusted: list([], 'Outside CIDRs authenticated by address (carriers, partner PBXs): skip auth and rate limits, never sanity.', 'CIDR'),
+    // trunks: edge/config/trunks.ts resolves them, edge/router/trunks.ts applies them (issue 15)
+    trunks: TrunksSchema,
+    egress: EgressSchema,
     secret: Type.Optional(
       Type.String({
         minLength: 16,

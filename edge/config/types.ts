@@ -67,6 +67,19 @@ export interface DnsConfig {
   };
 }
 
+/** One named SIP trunk (carrier), resolved from `trunks:` (edge/config/trunks.ts). */
+export interface TrunkSpec {
+  readonly name: string;
+  /** canonical CIDRs */
+  readonly addresses: readonly string[];
+  /** lower-case host names (resolved by edge/dns at run time) */
+  readonly hosts: readonly string[];
+  readonly transport?: 'udp' | 'tcp' | 'tls';
+  readonly inbound: { readonly allowed: boolean; readonly skipAuth: boolean };
+  readonly outbound: { readonly allowed: boolean };
+  readonly register: { readonly allowed: boolean };
+}
+
 export interface ResolvedConfig {
   readonly listen: readonly ListenerSpec[];
   /** address (and port) to put in Via / Record-Route / Path instead of the bound one,
@@ -79,6 +92,10 @@ export interface ResolvedConfig {
   readonly inside: readonly string[];
   /** outside CIDRs authenticated by address (carriers, partner PBXs) */
   readonly trusted: readonly string[];
+  /** named trunks (carriers); absent (configs built by hand) = none */
+  readonly trunks?: readonly TrunkSpec[];
+  /** where inside requests may go: only to trunks, or anywhere; absent = any */
+  readonly egress?: 'trunks' | 'any';
   /** HMAC secret for flow tokens and branch derivation; shared by every instance of a cluster.
    *  From config `secret` or env SIPEDGE_SECRET; when absent a random per-process secret is used. */
   readonly secret?: string;
