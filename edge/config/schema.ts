@@ -207,6 +207,9 @@ export const ConfigFileSchema = Type.Object(
       {
         enabled: Type.Boolean({ default: false, description: 'Opt-in (measurements in bench/README.md). Refuse a share of new outside requests (503 to trusted and authenticated sources, silence to unknown ones) while the UDP receive queue is backlogged, so accepted calls keep flowing (RFC 7339 loss-based, applied locally).', errorMessage: 'expected true or false' }),
         retryAfterSeconds: int(5, 1, 3600, 'Retry-After on the overload 503 (jittered up to +50 %).'),
+        prioritize: Type.Boolean({ default: true, description: 'Trusted-first prioritization before parse (edge/path/priority.ts): past capacity, responses and in-dialog requests first, then the PBX side, trusted peers and promoted sources, unknown sources last and shed silently (measurements in bench/README.md).', errorMessage: 'expected true or false' }),
+        turnBudgetMs: int(10, 1, 1000, 'With prioritize: most milliseconds of message handling per event-loop turn before timers, TCP, /healthz and the UDP hand-over get their turn.'),
+        maxQueuedMB: int(32, 1, 1024, 'With prioritize: most MiB of received messages waiting in the priority queues (lowest class shed first).'),
       },
       'Overload control.',
     ),

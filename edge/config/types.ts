@@ -114,6 +114,9 @@ export interface ResolvedConfig {
   readonly overload: {
     readonly enabled: boolean;           // default true
     readonly retryAfterSeconds: number;  // Retry-After on the overload 503, default 5
+    readonly prioritize: boolean;        // trusted-first prioritization before parse, default true
+    readonly turnBudgetMs: number;       // handling per event-loop turn when prioritizing, default 10
+    readonly maxQueuedMB: number;        // bytes waiting in the priority queues, default 32
   };
   readonly proxy: {
     readonly recordRoute: boolean;  // default true
