@@ -322,9 +322,15 @@ describe('ws listeners', { skip }, () => {
     // the outside Record-Route entry names the ws side with transport=ws (RFC 7118 5.3)
     assert.match(header(got, 'Record-Route') ?? '', /transport=ws;lr>/);
     assert.match(header(got, 'Via') ?? '', /^SIP\/2\.0\/WS /);
+    // RFC 6761 6.4: a .invalid host never resolves; without a flow token there is no way to the
+    // browser: refused at once, nothing is looked up or dialled
+    const noRoute = invite(uniq('inv')).replace(/^Route: .*\r\n/m, '');
+    await registrar.send(noRoute, udpPort, '127.0.0.1');
+    assert.match((await registrar.wait((x) => x.text.startsWith('SIP/2.0 4'), 3000, 'a 4xx')).text, /^SIP\/2\.0 404 /);
+    const open0 = await count('sipedge_connections', { transport: 'ws' });
     c.ws.close();
     await c.closed;
-    await until(async () => await count('sipedge_connections', { transport: 'ws' }) === 0, 'ws connection gone').catch(async (e) => {
+    await until(async () => await count('sipedge_connections', { transport: 'ws' }) === open0 - 1, 'ws connection gone').catch(async (e) => {
       throw new Error(`${(e as Error).message}: ${(await metrics()).split('\n').filter((l) => l.startsWith('sipedge_connections') || (l.startsWith('sipedge_transport_events_total{transport="ws"') && !l.endsWith(' 0'))).join(' ')}`);
     });
     await registrar.send(invite(uniq('inv')), udpPort, '127.0.0.1');
