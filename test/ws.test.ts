@@ -227,6 +227,25 @@ describe('ws listeners', { skip }, () => {
     c.ws.close();
   });
 
+  test('connections per source: the TCP caps hold for ws, upgraded or not (control: another source gets in)', async () => {
+    const r0 = await count('sipedge_transport_events_total', { transport: 'ws', event: 'conn_rejected_source_cap' });
+    const from = (local: string): Promise<net.Socket> => new Promise((resolve, reject) => {
+      const s = net.connect({ host: '127.0.0.1', port: ws4, localAddress: local }, () => resolve(s));
+      s.on('error', () => undefined);
+      s.once('error', reject);
+    });
+    // testConfig: tcp.maxConnectionsPerSource 10; half-open upgrades hold their slots
+    const held = await Promise.all(Array.from({ length: 10 }, () => from('127.0.0.9')));
+    const extra = await from('127.0.0.9');
+    await new Promise<void>((r) => { extra.on('close', () => r()); });
+    assert.equal(await count('sipedge_transport_events_total', { transport: 'ws', event: 'conn_rejected_source_cap' }), r0 + 1);
+    const other = await open(`ws://127.0.0.1:${ws4}`);
+    other.ws.send(wsRequest());
+    assert.match(await other.next(), /^SIP\/2\.0 200 /);
+    other.ws.close();
+    for (const s of held) s.destroy();
+  });
+
   test('a frame written one byte at a time is one message; the upgrade too', async () => {
     const c = await raw(ws4);
     const bytes = Buffer.concat([Buffer.from(upgradeRequest(ws4)), frame(Buffer.from(wsRequest()))]);

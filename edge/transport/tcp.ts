@@ -485,7 +485,13 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
   function upgrade(conn: Conn): void {
     websocket!.accept(conn.socket, conn.remote, (r) => {
       hooks.onUpgrade?.(r.ok ? 'ok' : r.reason, listener, conn.remote);
-      if (!r.ok) { destroy(conn); return; }
+      if (!r.ok) {
+        // the refusal (400/403/426/431) is on its way out: ws.ts cuts the socket after a short
+        // grace, and its 'close' frees the slot; a socket already gone is freed now
+        conn.closing = true;
+        if (conn.socket.destroyed) cleanup(conn);
+        return;
+      }
       if (conn.closed) return;
       // behind a trusted proxy the client's address is the source for every policy stage
       if (r.client !== conn.remote.address) conn.remote = { ...conn.remote, address: r.client };
