@@ -419,3 +419,27 @@ describe('ws listener with an Origin allow-list', { skip }, () => {
     assert.equal(metricSum(await edge.metrics.metrics(), 'sipedge_ws_upgrades_total', { reason: 'origin_refused' }), 1);
   });
 });
+
+describe('ws idle time', { skip }, () => {
+  let edge: EdgeHandle;
+  let port = 0;
+  before(async () => {
+    edge = await startEdge(testConfig({
+      listen: [{ transport: 'ws', host: '127.0.0.1', port: 0 }],
+      tcp: { ...testConfig().tcp, idleTimeoutMs: 1500 },
+      websocket: { origins: {}, trustedProxies: [], upgradeTimeoutMs: 1000, maxUpgradeBytes: 8192, pingIntervalMs: 1000 },
+    }), silent, {});
+    port = edge.listeners[0]!.port;
+  });
+  after(async () => { await edge?.close(0); });
+
+  test('a client that answers pings but carries no SIP is closed after tcp.idleTimeoutMs (1001, conn_idle_timeout)', async () => {
+    const c = await open(`ws://127.0.0.1:${port}`);
+    let pongs = 0;
+    c.ws.on('ping', () => { pongs++; });
+    const t0 = Date.now();
+    assert.equal(await c.closed, 1001);
+    assert.ok(pongs >= 1 && Date.now() - t0 >= 1400, `closed after ${Date.now() - t0} ms, ${pongs} pings answered`);
+    assert.equal(metricSum(await edge.metrics.metrics(), 'sipedge_transport_events_total', { transport: 'ws', event: 'conn_idle_timeout' }), 1);
+  });
+});
