@@ -48,6 +48,7 @@ import { MessagePath } from './path/server';
 const PRIORITY_DRAIN_BUDGET = 2048;
 import { IdleGc } from './idle-gc';
 import { startTls, type TlsService } from './tls-service';
+import { startWs } from './ws-service';
 
 export interface EdgeHandle {
   close(graceMs: number): Promise<void>;
@@ -306,6 +307,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
 
   try {
     tls = startTls(cfg, log, metrics, (source, event, rule) => observer.evidence(source, event, rule ?? event), opts.watchRules !== false);
+    // ws/wss listeners' upgrades (edge/ws-service.ts)
+    const ws = startWs(cfg, metrics, (source, event, rule) => observer.evidence(source, event, rule), (address) => !isInside(address) && bans.check(address, Date.now()) !== null);
     for (const spec of cfg.listen) {
       listeners.push(await (opts.createListener ?? createListener)(spec, {
         onMessage: path.receive,
@@ -315,6 +318,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
         },
         onHandshake: (reason, _l, source) => tls?.onHandshake(reason, source),
         onPeerCertificate: (source, peer) => tls?.onPeerCertificate(source, peer),
+        onUpgrade: (reason, _l, source) => ws?.onUpgrade(reason, source),
         // a refused or unreachable connect toward an upstream is evidence about the PBX itself
         onConnectFailed: (dest, cause) => { if (cause === 'remote') proxy?.transportFailed(dest); },
         onAdmission: (cls, result) => metrics.tcpAdmission(cls, result),
@@ -324,6 +328,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
         // the gate at accept: a banned source gets no connection slot and no TLS handshake
         refuse: (address) => !isInside(address) && bans.check(address, Date.now()) !== null,
         ...(tls !== undefined ? { tls: tls.security } : {}),
+        ...(ws !== undefined ? { ws: ws.upgrade } : {}),
       }));
     }
   } catch (err) {

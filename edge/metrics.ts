@@ -30,6 +30,7 @@ import type { TransportName } from './sip/types';
 import type { AdmissionResult, SourceClass, TransportEvent } from './transport/types';
 import type { HealthFailureCause } from './router/upstreams';
 import { TLS_HANDSHAKE_REASONS, type TlsHandshakeReason } from './transport/tls';
+import { WS_UPGRADE_REASONS, WS_UPGRADE_RESULTS, wsUpgradeResult, type WsUpgradeReason } from './transport/ws';
 import { DNS_CACHE_RESULTS, DNS_QUERY_TYPES, DNS_RESULTS } from './dns/types';
 import type { DnsCacheResult, DnsQueryType, DnsResult } from './dns/types';
 import type { Side, StageMode, Verdict } from './verdict';
@@ -62,6 +63,7 @@ export const PARSE_REASONS = [
   'request_uri_invalid', 'request_uri_too_long', 'header_line_too_long', 'too_many_headers',
   'message_too_large', 'headers_unterminated', 'header_syntax', 'control_char',
   'content_length_invalid', 'content_length_duplicate', 'content_length_missing', 'body_truncated',
+  'trailing_bytes',
 ] as const;
 const _parse: Exhaustive<ParseReason, typeof PARSE_REASONS> = PARSE_REASONS;
 
@@ -220,6 +222,8 @@ export const METRICS = {
     'Rule file reloads by result (error keeps the previous snapshot).'),
   tlsHandshakes: def('sipedge_tls_handshakes_total', 'counter', ['result', 'reason'],
     'TLS handshakes on inbound connections admitted by the TCP caps: ok, failed (timeout, not_tls, protocol_version, no_shared_cipher, client_cert_missing, client_cert_invalid, reset, failed) or refused before they began (source_cap, total_cap).'),
+  wsUpgrades: def('sipedge_ws_upgrades_total', 'counter', ['result', 'reason'],
+    'WebSocket upgrades (RFC 7118) on inbound ws/wss connections admitted by the TCP caps (after the TLS handshake for wss): ok, refused by policy (origin_refused, no_subprotocol, banned) or failed (not_websocket, bad_handshake, forwarded_invalid, timeout, too_large, bad_request, reset).'),
   tlsReloads: def('sipedge_tls_reloads_total', 'counter', ['result'],
     'Reloads of the TLS certificate files by result (error keeps the previous certificates).'),
   connections: def('sipedge_connections', 'gauge', ['transport'],
@@ -301,6 +305,8 @@ export interface EdgeMetrics {
   /** how a TLS handshake ended (edge/transport/tls.ts TLS_HANDSHAKE_REASONS) */
   tlsHandshake(reason: TlsHandshakeReason): void;
   tlsReload(ok: boolean): void;
+  /** how a WebSocket upgrade ended (edge/transport/ws.ts WS_UPGRADE_REASONS) */
+  wsUpgrade(reason: WsUpgradeReason): void;
   /** new rules snapshot: its version and the rule names that may appear in ruleHit() */
   rulesLoaded(version: string, ruleNames: readonly string[]): void;
   observeProcessing(kind: MessageKind, seconds: number): void;
@@ -694,6 +700,7 @@ export class Metrics implements EdgeMetrics {
   private readonly fReloads: Family;
   private readonly fRulesInfo: Family;
   private readonly fTlsHandshakes: Family;
+  private readonly fWsUpgrades: Family;
   private readonly fTlsReloads: Family;
   private readonly fConnections: Family;
   private connectionsOf?: (transport: TransportName) => number;
@@ -754,6 +761,8 @@ export class Metrics implements EdgeMetrics {
     // a reason belongs to one result: only those pairs start at zero
     this.fTlsHandshakes.possible = ([result, reason]) => result === tlsHandshakeResult(reason as TlsHandshakeReason);
     this.fTlsReloads = new Family(METRICS.tlsReloads, [new Dim(RELOAD_RESULTS)]);
+    this.fWsUpgrades = new Family(METRICS.wsUpgrades, [new Dim(WS_UPGRADE_RESULTS), new Dim(WS_UPGRADE_REASONS)]);
+    this.fWsUpgrades.possible = ([result, reason]) => result === wsUpgradeResult(reason as WsUpgradeReason);
     this.fConnections = new Family(METRICS.connections, [transports]);
     const fConn = this.fConnections;
     const get = fConn.get.bind(fConn);
@@ -797,7 +806,7 @@ export class Metrics implements EdgeMetrics {
       this.fReceived, this.fRequests, this.fResponses, this.fUpInfo, this.fSent, this.fVerdicts, this.fRuleHits, this.fParse, this.fUnmatched,
       this.fTxActive, this.fTxExpired, this.fTxRejected, this.fRetrans, this.fUpUp, this.fUpResp, this.fUpHealth,
       this.fTransport, this.fTcp, this.fTcpAdmit, this.fBansAdded, this.fBansActive, this.fBansExpired, this.fAuth,
-      this.fAuthAlg, this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.fTlsHandshakes, this.fTlsReloads,
+      this.fAuthAlg, this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.fTlsHandshakes, this.fTlsReloads, this.fWsUpgrades,
       this.fConnections, this.hProcessing, this.fPrioShed, this.hPrioDelay, this.fReady, this.fBuild,
       this.fDnsQueries, this.fDnsCache,
     ];
@@ -954,6 +963,11 @@ export class Metrics implements EdgeMetrics {
     this.fTlsReloads.cells[ok ? 0 : 1]++;
   }
 
+  wsUpgrade(reason: WsUpgradeReason): void {
+    const f = this.fWsUpgrades, d = f.dims;
+    f.cells[d[0].at(wsUpgradeResult(reason)) * d[1].size + d[1].at(reason)]++;
+  }
+
   observeProcessing(kind: MessageKind, seconds: number): void {
     this.hProcessing.observe(kind, seconds);
   }
@@ -1035,6 +1049,7 @@ export class NullMetrics implements EdgeMetrics {
   rulesReload(): void {}
   tlsHandshake(): void {}
   tlsReload(): void {}
+  wsUpgrade(): void {}
   rulesLoaded(): void {}
   observeProcessing(): void {}
   priorityShed(): void {}

@@ -94,6 +94,16 @@ export interface ResolvedConfig {
   /** TLS listeners' certificates and policy; present when a tls listener or a certificate is
    *  configured */
   readonly tls?: TlsSettings;
+  /** WebSocket listeners (RFC 7118); present when a ws or wss listener is configured */
+  readonly websocket?: {
+    /** listener text ("wss:0.0.0.0:443", IPv6 in brackets) -> allowed origins (lower case, no
+     *  trailing slash); a listener not here allows none */
+    readonly origins: Readonly<Record<string, readonly string[]>>;
+    readonly trustedProxies: readonly string[];
+    readonly upgradeTimeoutMs: number;
+    readonly maxUpgradeBytes: number;
+    readonly pingIntervalMs: number;
+  };
   readonly udp: {
     readonly ioThread: boolean;        // syscalls on a thread of their own, default true
     readonly recvBufferBytes: number;  // SO_RCVBUF asked for and hand-over queue size, default 4 MiB

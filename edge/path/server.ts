@@ -60,7 +60,7 @@ export class MessagePath {
   private proxy: Proxy | undefined;
   private starting: Inbound[] | null = [];
   private readonly o: MessagePathOptions;
-  private readonly parseLimits: { datagram: { limits: ResolvedConfig['limits']; framing: 'datagram' }; stream: { limits: ResolvedConfig['limits']; framing: 'stream' } };
+  private readonly parseLimits: { datagram: { limits: ResolvedConfig['limits']; framing: 'datagram' }; stream: { limits: ResolvedConfig['limits']; framing: 'stream' }; message: { limits: ResolvedConfig['limits']; framing: 'message' } };
 
   /** messages handed to the path so far (the idle collector's view of activity) */
   received = 0;
@@ -70,7 +70,7 @@ export class MessagePath {
 
   constructor(o: MessagePathOptions) {
     this.o = o;
-    this.parseLimits = { datagram: { limits: o.cfg.limits, framing: 'datagram' }, stream: { limits: o.cfg.limits, framing: 'stream' } };
+    this.parseLimits = { datagram: { limits: o.cfg.limits, framing: 'datagram' }, stream: { limits: o.cfg.limits, framing: 'stream' }, message: { limits: o.cfg.limits, framing: 'message' } };
     this.queues = o.priority === undefined ? undefined : new PriorityQueues({
       ...o.priority,
       classify: this.gate,
@@ -124,7 +124,8 @@ export class MessagePath {
         metrics.verdict('gate', 'drop', 'banned', 'enforce');
         return;
       }
-      const r = parseMessage(inb.bytes, source.transport === 'udp' ? this.parseLimits.datagram : this.parseLimits.stream);
+      const t = source.transport;
+      const r = parseMessage(inb.bytes, t === 'udp' ? this.parseLimits.datagram : t === 'ws' || t === 'wss' ? this.parseLimits.message : this.parseLimits.stream);
       if (!r.ok) {
         metrics.received(source.transport, side, 'invalid');
         metrics.parseFailure(r.reason as ParseReason);
