@@ -233,7 +233,7 @@ export const METRICS = {
   processing: def('sipedge_processing_seconds', 'histogram', ['kind'],
     'Time from receipt to verdict applied (gate, parse, stages, route) per message.'),
   priorityShed: def('sipedge_priority_shed_total', 'counter', ['class', 'reason'],
-    'Messages shed before parsing by trusted-first prioritization, by class (dialog|favoured|unknown) and reason (queue_full|queue_delay).'),
+    'Messages shed before parsing by trusted-first prioritization, by class (dialog|favoured|unknown_dialog|unknown) and reason (queue_full|queue_delay).'),
   priorityDelay: def('sipedge_priority_queue_delay_seconds', 'histogram', ['class'],
     'Time a message waited in its priority class queue (from receipt) before it was handled.'),
   dnsQueries: def('sipedge_dns_queries_total', 'counter', ['type', 'result'],

@@ -16,10 +16,13 @@ const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 test('the cheap view: a status line or a To tag is dialog work; the rest goes by source', () => {
   const cases: [string, boolean, PriorityClass][] = [
-    ['SIP/2.0 200 OK\r\nVia: x\r\n\r\n', false, 'dialog'],
-    ['BYE sip:a@b SIP/2.0\r\nVia: x\r\nTo: <sip:a@b>;tag=abc\r\n\r\n', false, 'dialog'],
-    ['BYE sip:a@b SIP/2.0\r\nVia: x\r\nt: sip:a@b ; TAG = abc\r\n\r\n', false, 'dialog'], // compact form, SWS around '=' (RFC 3261 7.3.3, 25.1)
-    ['ACK sip:a@b SIP/2.0\r\nTO  : "A;tag=no" <sip:a@b>;x=1;tag=t\r\n\r\n', false, 'dialog'],
+    ['SIP/2.0 200 OK\r\nVia: x\r\n\r\n', true, 'dialog'],
+    ['BYE sip:a@b SIP/2.0\r\nVia: x\r\nTo: <sip:a@b>;tag=abc\r\n\r\n', true, 'dialog'],
+    ['BYE sip:a@b SIP/2.0\r\nVia: x\r\nt: sip:a@b ; TAG = abc\r\n\r\n', true, 'dialog'], // compact form, SWS around '=' (RFC 3261 7.3.3, 25.1)
+    ['ACK sip:a@b SIP/2.0\r\nTO  : "A;tag=no" <sip:a@b>;x=1;tag=t\r\n\r\n', true, 'dialog'],
+    // a tag costs an attacker nothing: from an unknown source it only ranks above unknown new work
+    ['SIP/2.0 200 OK\r\nVia: x\r\n\r\n', false, 'unknown_dialog'],
+    ['INVITE sip:a@b SIP/2.0\r\nVia: x\r\nTo: <sip:a@b>;tag=forged\r\n\r\n', false, 'unknown_dialog'],
     ['INVITE sip:a@b SIP/2.0\r\nVia: x\r\nTo: <sip:a@b>\r\n\r\n', true, 'favoured'],
     ['INVITE sip:a@b SIP/2.0\r\nVia: x\r\nTo: <sip:a@b;tag=inuri>\r\n\r\n', false, 'unknown'], // a URI parameter is not the header's tag
     ['INVITE sip:a@b SIP/2.0\r\nTimestamp: 1;tag=x\r\nTo: <sip:a@b>\r\n\r\n', false, 'unknown'],
@@ -38,7 +41,7 @@ function queues(costMs: number, maxQueuedBytes = 1 << 20) {
   const shed: string[] = [];
   const q = new PriorityQueues({
     turnBudgetMs: 1, maxQueuedBytes,
-    classify: (inb) => inb.source.address.startsWith('10.') ? 'favoured' : hasToTag(inb.bytes) ? 'dialog' : 'unknown',
+    classify: (inb) => priorityClass(inb.bytes, inb.source.address.startsWith('10.')),
     handle: (inb) => { handled.push(inb.bytes.toString('latin1').split('\r\n')[1]!); busy(costMs); },
     onShed: (cls: PriorityClass, reason: PriorityShedReason) => shed.push(`${cls}:${reason}`),
   });
@@ -54,11 +57,12 @@ test('past the turn budget, work waits and is served best class first; below it,
   push('u2', '203.0.113.2');
   push('f1', '10.0.0.1');
   push('u3', '203.0.113.3');
-  push('d1', '203.0.113.4', true);
+  push('x1', '203.0.113.5', true); // a To tag from an unknown source
+  push('d1', '10.0.0.4', true);
   assert.deepEqual(handled, ['u1'], 'the budget of this turn is spent: the rest waits');
-  assert.deepEqual(q.depth, { dialog: 1, favoured: 1, unknown: 2 });
-  for (let i = 0; i < 10 && handled.length < 5; i++) await turn();
-  assert.deepEqual(handled, ['u1', 'd1', 'f1', 'u2', 'u3'], 'dialog, then favoured, then unknown, each in arrival order');
+  assert.deepEqual(q.depth, { dialog: 1, favoured: 1, unknown_dialog: 1, unknown: 2 });
+  for (let i = 0; i < 10 && handled.length < 6; i++) await turn();
+  assert.deepEqual(handled, ['u1', 'd1', 'f1', 'x1', 'u2', 'u3'], 'dialog, favoured, unknown dialog, unknown, each in arrival order');
 });
 
 test('stale work is dropped by its class delay bound, unknown sources long before dialog work', async () => {
@@ -67,7 +71,7 @@ test('stale work is dropped by its class delay bound, unknown sources long befor
   const t = performance.now() - 300; // as if they had waited 300 ms in the socket
   push('u1', '203.0.113.1', false, t);
   push('f1', '10.0.0.1', false, t);
-  push('d1', '203.0.113.4', true, t);
+  push('d1', '10.0.0.4', true, t);
   for (let i = 0; i < 10 && handled.length + shed.length < 4; i++) await turn();
   assert.deepEqual(handled, ['u0', 'd1', 'f1'], 'dialog (2 s) and favoured (500 ms) still served after 300 ms');
   assert.deepEqual(shed, ['unknown:queue_delay'], 'an unknown request older than 200 ms is not worth a parse');
@@ -80,8 +84,8 @@ test('a full queue evicts the lowest class first, never dialog work for an unkno
   push('u1', '203.0.113.1'); push('u2', '203.0.113.1'); push('u3', '203.0.113.1');
   push('f1', '10.0.0.1');
   assert.deepEqual(shed, ['unknown:queue_full'], 'the favoured newcomer took the oldest unknown place');
-  push('d1', '203.0.113.1', true); push('d2', '203.0.113.1', true);
-  assert.deepEqual(q.depth, { dialog: 2, favoured: 1, unknown: 0 });
+  push('d1', '10.0.0.1', true); push('d2', '10.0.0.1', true);
+  assert.deepEqual(q.depth, { dialog: 2, favoured: 1, unknown_dialog: 0, unknown: 0 });
   push('u4', '203.0.113.1');
   assert.deepEqual(shed, ['unknown:queue_full', 'unknown:queue_full', 'unknown:queue_full', 'unknown:queue_full'], 'an unknown newcomer never displaces better work');
   for (let i = 0; i < 10 && handled.length < 4; i++) await turn();

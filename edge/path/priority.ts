@@ -2,12 +2,17 @@
 // three bounded queues, one per class, served in strict priority order with a time budget per
 // turn of the event loop.
 //
-//   dialog    responses and in-dialog requests (To tag present): work of calls already accepted.
-//             Serving them keeps established calls alive and stops the retransmissions that turn
-//             an overload into a collapse (a late 200 OK or BYE is sent again every T1..T2).
-//   favoured  new work from the PBX side, trusted peers and promoted (authenticated) sources
-//   unknown   everything else: shed first, and silently (a reply per spoofed packet would make
-//             the edge a reflector when it can least afford it)
+//   dialog          responses and in-dialog requests (To tag present) from the PBX side, trusted
+//                   peers and promoted sources: work of calls already accepted. Serving them
+//                   keeps established calls alive and stops the retransmissions that turn an
+//                   overload into a collapse (a late 200 OK or BYE is sent again every T1..T2).
+//   favoured        new work from the PBX side, trusted peers and promoted (authenticated) sources
+//   unknown_dialog  responses and in-dialog requests from unknown sources: below the favoured
+//                   ones because a To tag costs an attacker nothing to forge (a flood of tagged
+//                   requests must not starve trusted peers' new calls), above unknown new work
+//                   (a phone that never authenticated still gets its BYE through first)
+//   unknown         everything else: shed first, and silently (a reply per spoofed packet would
+//                   make the edge a reflector when it can least afford it)
 //
 // The class is decided before any parse, from what the gate sees cheaply: the source address
 // against the inside, trusted, promoted and ban sets (all local, O(1) or a trie walk), and a scan
@@ -28,13 +33,14 @@
 // sojourn idea): a UDP client has retransmitted it after T1 = 500 ms (RFC 3261 17.1.1.2), so
 // handling the stale copy doubles the work for nothing.
 //
-// Known limit: the To-tag scan cannot tell a real dialog from a forged tag; an unknown source
-// that forges tags reaches the dialog class, where the parse and the stages still judge it
-// (suspicion, bans), and the proxy drops what matches no transaction or route.
+// Known limit: the To-tag scan cannot tell a real dialog from a forged tag; that is why only
+// known sources reach the top class with one. A forged tag from an unknown source buys a place
+// above other unknown traffic, no more; the parse and the stages still judge it (suspicion, bans).
 import { performance } from 'node:perf_hooks';
 import type { Inbound } from '../transport/types';
 
-export const PRIORITY_CLASSES = ['dialog', 'favoured', 'unknown'] as const;
+/** highest first */
+export const PRIORITY_CLASSES = ['dialog', 'favoured', 'unknown_dialog', 'unknown'] as const;
 export type PriorityClass = (typeof PRIORITY_CLASSES)[number];
 export const PRIORITY_SHED_REASONS = ['queue_full', 'queue_delay'] as const;
 export type PriorityShedReason = (typeof PRIORITY_SHED_REASONS)[number];
@@ -43,9 +49,9 @@ export type PriorityShedReason = (typeof PRIORITY_SHED_REASONS)[number];
  *  work is kept longest: a late response or BYE still ends a transaction, and a retransmission
  *  of it is absorbed; new work is worth handling only before the client's retransmission
  *  (T1 = 500 ms) arrives; unknown newcomers less than that. */
-export const MAX_DELAY_MS: Readonly<Record<PriorityClass, number>> = { dialog: 2000, favoured: 500, unknown: 200 };
+export const MAX_DELAY_MS: Readonly<Record<PriorityClass, number>> = { dialog: 2000, favoured: 500, unknown_dialog: 500, unknown: 200 };
 /** per class message cap (the bytes cap below usually binds first for large datagrams) */
-const MAX_COUNT: Readonly<Record<PriorityClass, number>> = { dialog: 16384, favoured: 16384, unknown: 4096 };
+const MAX_COUNT: Readonly<Record<PriorityClass, number>> = { dialog: 16384, favoured: 16384, unknown_dialog: 4096, unknown: 4096 };
 
 export interface PriorityOptions {
   /** most milliseconds of handling per event-loop turn before yielding */
@@ -83,7 +89,8 @@ class Ring {
 
 export class PriorityQueues {
   private readonly q: Record<PriorityClass, Ring> = {
-    dialog: new Ring(MAX_COUNT.dialog), favoured: new Ring(MAX_COUNT.favoured), unknown: new Ring(MAX_COUNT.unknown),
+    dialog: new Ring(MAX_COUNT.dialog), favoured: new Ring(MAX_COUNT.favoured),
+    unknown_dialog: new Ring(MAX_COUNT.unknown_dialog), unknown: new Ring(MAX_COUNT.unknown),
   };
   private bytes = 0;
   private turnPending = false;
@@ -96,7 +103,7 @@ export class PriorityQueues {
 
   /** messages waiting, per class (tests, the bench) */
   get depth(): Record<PriorityClass, number> {
-    return { dialog: this.q.dialog.length, favoured: this.q.favoured.length, unknown: this.q.unknown.length };
+    return { dialog: this.q.dialog.length, favoured: this.q.favoured.length, unknown_dialog: this.q.unknown_dialog.length, unknown: this.q.unknown.length };
   }
 
   /** one message from a transport: classified; handled at once while nothing waits and the
@@ -191,21 +198,19 @@ export class PriorityQueues {
   }
 
   private highestNonEmpty(): PriorityClass | null {
-    if (this.q.dialog.length > 0) return 'dialog';
-    if (this.q.favoured.length > 0) return 'favoured';
-    return this.q.unknown.length > 0 ? 'unknown' : null;
+    for (let i = 0; i < PRIORITY_CLASSES.length; i++) if (this.q[PRIORITY_CLASSES[i]!].length > 0) return PRIORITY_CLASSES[i]!;
+    return null;
   }
 
   private lowestNonEmpty(): PriorityClass | null {
-    if (this.q.unknown.length > 0) return 'unknown';
-    if (this.q.favoured.length > 0) return 'favoured';
-    return this.q.dialog.length > 0 ? 'dialog' : null;
+    for (let i = PRIORITY_CLASSES.length - 1; i >= 0; i--) if (this.q[PRIORITY_CLASSES[i]!].length > 0) return PRIORITY_CLASSES[i]!;
+    return null;
   }
 }
 
 /** 0 = highest */
 function rank(c: PriorityClass): number {
-  return c === 'dialog' ? 0 : c === 'favoured' ? 1 : 2;
+  return PRIORITY_CLASSES.indexOf(c);
 }
 
 /** how far into a message the cheap scan looks for the To header: headers come first and a
@@ -270,8 +275,9 @@ export function hasToTag(b: Buffer): boolean {
   return false;
 }
 
-/** the dialog class for responses and in-dialog requests, else the source's class */
+/** responses and in-dialog requests above new work, each by the source's standing */
 export function priorityClass(bytes: Buffer, favouredSource: boolean): PriorityClass {
-  if (isResponse(bytes) || hasToTag(bytes)) return 'dialog';
-  return favouredSource ? 'favoured' : 'unknown';
+  const dialog = isResponse(bytes) || hasToTag(bytes);
+  if (favouredSource) return dialog ? 'dialog' : 'favoured';
+  return dialog ? 'unknown_dialog' : 'unknown';
 }
