@@ -35,6 +35,21 @@ test('the cheap view: a status line or a To tag is dialog work; the rest goes by
   assert.equal(hasToTag(b('SIP/2.0 180 Ringing\r\nTo: <sip:a@b>;tag=1\r\n\r\n')), true);
 });
 
+test('the cheap view never throws on attacker bytes and reads no further than the headers allow', () => {
+  // seeded, so a failure reproduces
+  let seed = 7;
+  const rnd = (n: number): number => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+  const alphabet = b('To: t:;tag=<>\r\n =SIP/2.0 ');
+  for (let i = 0; i < 3000; i++) {
+    const buf = Buffer.alloc(rnd(600));
+    for (let k = 0; k < buf.length; k++) buf[k] = rnd(4) === 0 ? rnd(256) : alphabet[rnd(alphabet.length)]!;
+    priorityClass(buf, rnd(2) === 0);
+  }
+  // a To tag past the first 4 KiB of headers is not looked for: the message only loses its class
+  const deep = b(`BYE sip:a@b SIP/2.0\r\n${'X-Pad: x\r\n'.repeat(500)}To: <sip:a@b>;tag=1\r\n\r\n`);
+  assert.equal(hasToTag(deep), false);
+});
+
 /** queues around a handler that records what it handled, each costing `costMs` */
 function queues(costMs: number, maxQueuedBytes = 1 << 20) {
   const handled: string[] = [];
