@@ -111,6 +111,16 @@ export interface ResolvedConfig {
   /** TLS listeners' certificates and policy; present when a tls listener or a certificate is
    *  configured */
   readonly tls?: TlsSettings;
+  /** WebSocket listeners (RFC 7118); present when a ws or wss listener is configured */
+  readonly websocket?: {
+    /** listener text ("wss:0.0.0.0:443", IPv6 in brackets) -> allowed origins (lower case, no
+     *  trailing slash); a listener not here allows none */
+    readonly origins: Readonly<Record<string, readonly string[]>>;
+    readonly trustedProxies: readonly string[];
+    readonly upgradeTimeoutMs: number;
+    readonly maxUpgradeBytes: number;
+    readonly pingIntervalMs: number;
+  };
   readonly udp: {
     readonly ioThread: boolean;        // syscalls on a thread of their own, default true
     readonly recvBufferBytes: number;  // SO_RCVBUF asked for and hand-over queue size, default 4 MiB
@@ -131,6 +141,9 @@ export interface ResolvedConfig {
   readonly overload: {
     readonly enabled: boolean;           // default true
     readonly retryAfterSeconds: number;  // Retry-After on the overload 503, default 5
+    readonly prioritize: boolean;        // trusted-first prioritization before parse, default true
+    readonly turnBudgetMs: number;       // handling per event-loop turn when prioritizing, default 10
+    readonly maxQueuedMB: number;        // bytes waiting in the priority queues, default 32
   };
   readonly proxy: {
     readonly recordRoute: boolean;  // default true
