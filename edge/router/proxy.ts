@@ -429,7 +429,7 @@ export class Proxy {
       const trying = buildReply(req, 100, { source: ctx.source, server: this.cfg.serverHeader });
       if (trying) {
         st.trying = true;
-        this.send(ctx.source, trying, false, ctx.side, 'response');
+        this.send(ctx.source, trying, false, ctx.side, 'response', false);
       }
     }
     this.forward(st, ctx, dec, [], req);
