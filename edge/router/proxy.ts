@@ -244,6 +244,7 @@ export class Proxy {
       this.topo = new Topology({
         cfg: o.cfg.topology.key ? o.cfg.topology : { ...o.cfg.topology, key: o.secret.toString('hex').padEnd(64, '0') },
         isInside: o.isInside,
+        ...(o.cfg.serverHeader !== undefined ? { ownServer: o.cfg.serverHeader } : {}),
         isOwnHost: (host, port) => this.ownHosts.has(host) && this.ownPorts.has(port ?? 5060),
         onSdpInside: (kind, field) => this.ev.sdpInside?.(kind, field),
       });

@@ -102,6 +102,8 @@ export interface TopologyOptions {
   isInside(address: string): boolean;
   /** is this URI one of the edge's own (a Route/Record-Route/Contact entry naming the edge)? */
   isOwnHost(host: string, port: number | undefined): boolean;
+  /** the edge's own Server value (config serverHeader): its replies keep it */
+  ownServer?: string;
   /** SDP exposing an inside address went out (for the counter and the log) */
   onSdpInside?(kind: 'request' | 'response', field: SdpField): void;
 }
@@ -155,7 +157,7 @@ export class Topology {
     let viaDone = false;
     for (const l of lines) {
       const n = l.name;
-      if (this.removes(n)) { changed = true; continue; }
+      if (this.removes(n) && !(n === 'server' && l.value === this.o.ownServer)) { changed = true; continue; }
       const rep = this.replace.get(n);
       if (rep !== undefined) { out2.push(`${headerName(l)}: ${rep}`); changed = true; continue; }
       if (n === 'via' && isReq && viaAll.length > 1) {
