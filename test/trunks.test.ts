@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { loadConfig } from '../edge/config/load';
 import { Trunks } from '../edge/router/trunks';
 import { tempDir } from './helpers/tmp';
+import { spawnSync } from 'node:child_process';
+import * as path from 'node:path';
 
 const { file: tmp } = tempDir('sipedge-trunks-');
 const UP = { upstreams: ['udp:127.0.0.1:5080'] };
@@ -110,4 +112,16 @@ test('calls-per-second budgets per trunk: new INVITEs past the budget get 503 tr
   now += 500; // half a second: one inbound call, 1.5 outbound
   assert.deepEqual([inb().ok, inb().ok], [true, false]);
   assert.deepEqual([out(), out()], [true, false]);
+});
+
+test('sip-edge check names the trunks and the egress mode; explain names the trunk of a source', () => {
+  const file = tmp(`listen: [udp:127.0.0.1:0]\nupstreams: [udp:127.0.0.1:5080]\n${CARRIER}`);
+  const cli = path.resolve(__dirname, '../edge/cli.js');
+  const r = spawnSync(process.execPath, [cli, 'check', '--config', file], { encoding: 'utf8', timeout: 20000, env: { PATH: process.env.PATH ?? '' } });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /; trunks: carrier \(2 CIDRs, 1 name\), backup \(1 CIDR, 0 names\), egress trunks\n$/);
+  const msg = 'OPTIONS sip:pbx.example SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bK1\r\nFrom: <sip:c@192.0.2.5>;tag=1\r\nTo: <sip:pbx.example>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n';
+  const sipFile = tmp(msg);
+  const e = spawnSync(process.execPath, [cli, 'explain', sipFile, '--config', file, '--source', '192.0.2.5:5060'], { encoding: 'utf8', timeout: 20000, env: { PATH: process.env.PATH ?? '' } });
+  assert.match(e.stdout, /source +udp:192\.0\.2\.5:5060 \(outside, trusted, trunk carrier\)/, e.stdout + e.stderr);
 });

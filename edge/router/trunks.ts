@@ -130,3 +130,17 @@ export class Trunks {
     for (const u of this.unwatch.splice(0)) u();
   }
 }
+
+/** The trunk a source address belongs to by the configured CIDRs (for `sip-edge explain`; the
+ *  running edge also counts the addresses the trunk's names resolve to). */
+export function trunkOfAddress(specs: readonly TrunkSpec[] | undefined, address: string): string | undefined {
+  if (specs === undefined || specs.length === 0) return undefined;
+  return new Trunks(specs, 'any').bySource(address)?.name;
+}
+
+/** The part of the `sip-edge check` line about trunks and the egress mode ('' when none are configured). */
+export function trunkSummary(specs: readonly TrunkSpec[] | undefined, egress: 'trunks' | 'any' | undefined): string {
+  if ((specs ?? []).length === 0 && egress !== 'trunks') return '';
+  const list = (specs ?? []).map((t) => `${t.name} (${t.addresses.length} CIDR${t.addresses.length === 1 ? '' : 's'}, ${t.hosts.length} name${t.hosts.length === 1 ? '' : 's'})`);
+  return `; trunks: ${list.length > 0 ? list.join(', ') : 'none'}, egress ${egress ?? 'any'}`;
+}
