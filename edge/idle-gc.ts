@@ -44,14 +44,32 @@ export interface IdleGcOptions {
 /** a full-GC function, or undefined when the runtime refuses to give one */
 export function fullGc(): (() => void) | undefined {
   const g = (globalThis as { gc?: () => void }).gc;
-  if (typeof g === 'function') return g;
+  if (typeof g === 'function') return compacting(g);
   try {
     v8.setFlagsFromString('--expose-gc');
     const f = vm.runInNewContext('gc') as unknown;
-    return typeof f === 'function' ? (f as () => void) : undefined;
+    return typeof f === 'function' ? compacting(f as () => void) : undefined;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The collection with compaction forced for its duration. Why: after a flood the survivors (bans,
+ * promotions, the tables' rebuilt Maps) are scattered over the pages the flood filled, and a plain
+ * full GC frees only pages left completely empty; V8 picks few pages to evacuate, so the heap
+ * stays committed at its flood size (measured on main after 640,000 sources: 42 MiB used of
+ * 313 MiB committed 60 s later). `--compact-on-every-full-gc` makes this one collection move the
+ * survivors together so whole pages go back to the OS; it is switched off again at once, so the
+ * collections V8 starts by itself stay as they are (compaction costs time on a big live heap).
+ */
+function compacting(gc: () => void): () => void {
+  return () => {
+    try { v8.setFlagsFromString('--compact-on-every-full-gc'); } catch { /* flag unknown: plain GC */ }
+    try { gc(); } finally {
+      try { v8.setFlagsFromString('--no-compact-on-every-full-gc'); } catch { /* as above */ }
+    }
+  };
 }
 
 export class IdleGc {

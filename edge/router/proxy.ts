@@ -29,6 +29,8 @@ import { fastHash } from './fasthash';
 import { FlowCodec } from './flow';
 import { HealthProbes } from './health';
 import { type RouteDecision, Router } from './route';
+import { OUTBOUND_REASONS, type OutboundRouter } from './resolve-route';
+import { Topology } from './topology';
 import { type HealthFailureCause, UpstreamPool } from './upstreams';
 import { Wire } from './wire';
 
@@ -105,6 +107,8 @@ export interface ProxyEvents {
   /** a reply the proxy itself generated, by reason code (no_upstream, relay_denied ...) */
   proxyReply?(status: number, reason: string): void;
   log?(level: 'debug' | 'info' | 'warn', obj: Record<string, unknown>, msg: string): void;
+  /** a message sent to the outside has SDP naming an inside address (topology hiding is on) */
+  sdpInside?(kind: 'request' | 'response', field: 'c' | 'o'): void;
 }
 
 /** What the pass-through watcher sends instead of a PBX final response. */
@@ -124,6 +128,7 @@ export const PROXY_REASONS = [
   'relay_denied', 'route_preloaded', 'route_not_inside', 'no_upstream', 'loop_detected', 'flow_failed',
   'no_route', 'transaction_table_full', 'request_timeout', 'cancel_unmatched', 'send_failed',
   'unmatched_response', 'unmatched_ack', 'transport_unavailable', 'shutting_down',
+  ...OUTBOUND_REASONS, // trunks and DNS (edge/router/resolve-route.ts)
 ] as const;
 
 export interface ProxyOptions {
@@ -138,6 +143,8 @@ export interface ProxyOptions {
   events?: ProxyEvents;
   /** extra addresses that are the edge's own (interface addresses for wildcard binds) */
   localAddresses?: readonly string[];
+  /** [trunks] egress control and RFC 3263 routing of requests from inside (edge/router/resolve-route.ts) */
+  outbound?: OutboundRouter;
 }
 
 export class Proxy {
@@ -157,12 +164,16 @@ export class Proxy {
   /** [i] per upstream i: the `tried` list of a first attempt, shared (never mutated) */
   private readonly triedOnly: readonly number[][];
   private closing = false;
+  private readonly outbound?: OutboundRouter;
+  /** topology hiding toward the outside (edge/router/topology.ts); undefined when off */
+  private readonly topo?: Topology;
 
   constructor(o: ProxyOptions) {
     this.cfg = o.cfg;
     this.clock = o.clock;
     this.ev = o.events ?? {};
     this.flow = new FlowCodec(o.secret);
+    if (o.outbound !== undefined) this.outbound = o.outbound;
     const isInsideEp = o.isInsideEndpoint ?? ((ep: Endpoint) => o.isInside(ep.address));
     const sent = this.ev.sent;
     this.wire = new Wire(o.cfg, o.listeners, isInsideEp, sent ? (t, s, k) => sent.call(this.ev, t, s, k) : undefined, o.localAddresses);
@@ -181,7 +192,7 @@ export class Proxy {
     });
     this.triedOnly = o.cfg.upstreams.map((_, i) => [i]);
     const upstreamDests: Endpoint[] = o.cfg.upstreams.map((u) => ({ transport: u.transport, address: u.host, port: u.port }));
-    this.router = new Router(o.cfg, this.wire, this.flow, this.upstreams, upstreamDests, o.isInside);
+    this.router = new Router(o.cfg, this.wire, this.flow, this.upstreams, upstreamDests, o.isInside, o.outbound);
     this.health = new HealthProbes(o.cfg, o.clock, this.wire, this.upstreams);
     this.tx = new TransactionLayer(o.cfg, o.clock, this.wire, this.table, this.ev, {
       branchFailed: (ct, reason) => this.branchFailed(ct, reason),
@@ -189,7 +200,19 @@ export class Proxy {
       timerC: (ct) => { this.finalLocal(ct.server, 408, 'request_timeout'); },
     });
     this.t1 = this.tx.t1;
-    this.responder = new Responder({ server: o.cfg.serverHeader, send: (dest, bytes) => this.wire.send(dest, bytes, false, this.wire.sideOf(dest), 'response') });
+    // the edge's own replies carry nothing from inside (built from the request): not rewritten
+    this.responder = new Responder({ server: o.cfg.serverHeader, send: (dest, bytes) => this.wire.send(dest, bytes, false, this.wire.sideOf(dest), 'response', false) });
+    // TOPOLOGY HOOK (construction): key from topology.key, else derived from the flow secret
+    if (o.cfg.topology?.enabled) {
+      this.topo = new Topology({
+        cfg: o.cfg.topology.key ? o.cfg.topology : { ...o.cfg.topology, key: o.secret.toString('hex').padEnd(64, '0') },
+        isInside: o.isInside,
+        ...(o.cfg.serverHeader !== undefined ? { ownServer: o.cfg.serverHeader } : {}),
+        isOwnHost: (host, port) => this.wire.ownHosts.has(host) && this.wire.ownPorts.has(port ?? 5060),
+        onSdpInside: (kind, field) => this.ev.sdpInside?.(kind, field),
+      });
+      this.wire.topo = this.topo;
+    }
   }
 
   // ---------------------------------------------------------------- identity (route.ts)
@@ -230,6 +253,15 @@ export class Proxy {
     return `z9hG4bK${this.wire.randomToken(12)}.${loopHash}`;
   }
 
+  /** TOPOLOGY HOOK (in): undo the topology rewrite on a message from the outside (sealed
+   *  Contact in the Request-URI, folded Route / Record-Route / Via); unchanged when none applies */
+  private unhide(ctx: MessageContext): MessageContext {
+    const b = this.topo!.inbound(ctx.msg);
+    if (b === undefined) return ctx;
+    const r = parseMessage(b, { limits: this.cfg.limits, framing: 'datagram' });
+    return r.ok ? { ...ctx, msg: r.msg } : ctx;
+  }
+
   // ---------------------------------------------------------------- replies
 
   /** Send a reply generated by the proxy back to the source of `req`, through the one responder
@@ -244,6 +276,7 @@ export class Proxy {
   // ---------------------------------------------------------------- requests
 
   handleRequest(ctx: MessageContext): void {
+    if (this.topo && ctx.side === 'outside') ctx = this.unhide(ctx);
     const req = ctx.msg as SipRequest;
     // RFC 3261 9.2: the CANCEL matches the INVITE with the same branch and sent-by
     const key = this.serverKeyOf(req, req.method === 'CANCEL' ? 'INVITE' : req.method, ctx.source);
@@ -269,6 +302,7 @@ export class Proxy {
     }
 
     const dec = this.router.route(ctx, req);
+    if (dec.wait) { this.awaitDns(dec.wait, ctx, req); return; }
     if (dec.reply) {
       this.replyTo(req, ctx.source, dec.reply.status, dec.reply.reason, { headers: dec.reply.headers });
       return;
@@ -287,10 +321,27 @@ export class Proxy {
       const trying = buildReply(req, 100, { source: ctx.source, server: this.cfg.serverHeader });
       if (trying) {
         st.trying = true;
-        this.wire.send(ctx.source, trying, false, ctx.side, 'response');
+        this.wire.send(ctx.source, trying, false, ctx.side, 'response', false);
       }
     }
     this.forward(st, req, dec, []);
+  }
+
+  /** [trunks] The first request for a host name waits for DNS (bounded by dns.timeoutMs x
+   *  attempts); it is then routed again from a copy of its bytes (the receive buffer is reused). A
+   *  retransmission meanwhile waits on the same resolution and is absorbed as one then. */
+  private awaitDns(wait: Promise<unknown>, ctx: MessageContext, req: SipRequest): void {
+    const copy = Buffer.from(req.raw);
+    void wait.then(() => {
+      if (this.closing) return;
+      const r = parseMessage(copy, { limits: this.cfg.limits, framing: 'datagram' });
+      if (!r.ok || r.msg.kind !== 'request') return;
+      const again: MessageContext = { ...ctx, msg: r.msg };
+      // resolved now (or failed and cached as such): lookup answers without waiting again
+      const dec = this.router.route(again, r.msg);
+      if (dec.wait) { this.replyTo(r.msg, ctx.source, 503, 'dns_failed', { headers: [['Retry-After', this.retryAfter()]] }); return; }
+      this.handleRequest(again);
+    });
   }
 
   /**
@@ -361,6 +412,7 @@ export class Proxy {
     // a failover: the branch given up keeps its bytes (its ACK is built from them), not the origin
     if (st.client) st.client.received = undefined;
     st.client = ct;
+    if (fwd.kind === 'dest' && fwd.alts !== undefined) this.outbound?.remember(st, fwd.alts, dec.popRoutes, dec.loopHash);
     this.tx.startClient(ct, listener, bytes, mayConnect);
   }
 
@@ -382,16 +434,32 @@ export class Proxy {
    * the bytes could not be sent, or a 503: RFC 3261 16.7 item 6, a 503 is not forwarded while
    * another target exists) and was not cancelled goes to the next healthy upstream not tried
    * yet, routed again from the request as received, with the side and source st remembers.
+   * A branch sent to a name resolved by RFC 3263 goes to the name's next target first (4.3,
+   * [trunks]); `upstreams` false (a non-INVITE 503) tries only that.
    * 'sent' when it did; otherwise the request when it had to be parsed (for the final answer).
    */
-  private failover(st: ServerTx, ct: ClientTx): 'sent' | SipRequest | undefined {
-    if (!ct.failover || st.cancelled || this.upstreams.pick(ct.tried) < 0) return undefined;
+  private failover(st: ServerTx, ct: ClientTx, upstreams = true): 'sent' | SipRequest | undefined {
+    if (st.cancelled) return undefined;
+    if (this.nextTarget(st, ct)) return 'sent';
+    if (!upstreams || !ct.failover || this.upstreams.pick(ct.tried) < 0) return undefined;
     const req = this.requestOf(st);
     if (!req) return undefined;
     const dec = this.router.route(st, req);
     if (dec.fwd?.kind !== 'upstream') return req;
     this.forward(st, req, dec, ct.tried);
     return 'sent';
+  }
+
+  /** [trunks] RFC 3263 4.3: after a timeout, a transport error or a 503 from a resolved target,
+   *  send the request to the next target of its name. False when there is none. */
+  private nextTarget(st: ServerTx, ct: ClientTx): boolean {
+    if (this.outbound === undefined || ct.upstream !== undefined) return false;
+    const n = this.outbound.next(st, ct.dest);
+    if (n === undefined) return false;
+    const req = this.requestOf(st);
+    if (!req) return false;
+    this.forward(st, req, { fwd: { kind: 'dest', dest: n.dest, mayConnect: true }, popRoutes: n.popRoutes, ...(n.loopHash !== undefined ? { loopHash: n.loopHash } : {}) }, []);
+    return true;
   }
 
   /** The transaction layer gave up on branch ct (timeout or send failure): fail over, or answer 408/503. */
@@ -478,6 +546,7 @@ export class Proxy {
   // ---------------------------------------------------------------- responses
 
   handleResponse(ctx: MessageContext): void {
+    if (this.topo && ctx.side === 'outside') ctx = this.unhide(ctx);
     const res = ctx.msg as SipResponse;
     const top = H.topVia(res);
     const cs = H.cseq(res);
@@ -504,6 +573,8 @@ export class Proxy {
       // outsider picks the number). It fails this request over (below) and asks for a probe.
       if (status === 503) this.health.suspect(ct.upstream);
       else this.upstreams.success(ct.upstream);
+    } else if (status !== 503) {
+      this.outbound?.answered(ct.dest); // [trunks] a resolved target lives
     }
     if (ct.cancels) {
       // the answer to our CANCEL ends there (hop by hop)
@@ -547,6 +618,7 @@ export class Proxy {
     // non-INVITE final
     if (ct.state === 'completed') { this.ev.retransmission?.('absorbed'); return; }
     this.tx.completeClient(ct);
+    if (status === 503 && this.failover(st, ct, false) === 'sent') return; // [trunks] RFC 3263 4.3
     if (ct.method === 'REGISTER' && status < 300 && st.side === 'outside') {
       // a REGISTER the PBX accepted proves the source holds valid credentials (pass-through auth)
       this.ev.registered?.(st.source);

@@ -9,12 +9,13 @@ import type { Endpoint, NameAddr, SipRequest, SipUri, TransportName } from '../s
 import type { MessageContext } from '../verdict';
 import { fastHash } from './fasthash';
 import type { FlowCodec } from './flow';
+import type { OutboundRouter } from './resolve-route';
 import type { UpstreamPool } from './upstreams';
 import type { Wire } from './wire';
 
 export type Forward =
   | { kind: 'upstream' }
-  | { kind: 'dest'; dest: Endpoint; mayConnect: boolean; upstream?: number };
+  | { kind: 'dest'; dest: Endpoint; mayConnect: boolean; upstream?: number; alts?: readonly Endpoint[] };
 
 export interface RouteDecision {
   fwd?: Forward;
@@ -24,6 +25,8 @@ export interface RouteDecision {
   upstreamHint?: number;
   /** the loop-detection hash of this request as routed (computed once, written into our branch) */
   loopHash?: string;
+  /** [trunks] DNS has not answered for the target yet: route again when this settles */
+  wait?: Promise<unknown>;
 }
 
 /** The side and source a routing decision depends on (a MessageContext, or a failover's stored
@@ -40,6 +43,8 @@ export class Router {
     /** one Endpoint per upstream, shared by every transaction sent there */
     readonly upstreamDests: readonly Endpoint[],
     private readonly isInside: (a: string) => boolean,
+    /** [trunks] egress control and RFC 3263 routing of requests from inside (resolve-route.ts) */
+    private readonly outbound?: OutboundRouter,
   ) {
     this.domains = new Set(cfg.domains.map((d) => d.toLowerCase()));
   }
@@ -136,6 +141,11 @@ export class Router {
   decide(ctx: RouteInput, req: SipRequest, ruri: SipUri, rest: NameAddr[], pop: number,
     flowEp: Endpoint | null, upstreamHint: number | undefined, initial: boolean): RouteDecision {
     if (ctx.side === 'outside') {
+      if (initial && this.outbound !== undefined) {
+        // [trunks] a carrier whose trunk may not call in
+        const v = this.outbound.trunks.inbound(ctx.source.address);
+        if (!v.ok) return { reply: { status: v.status, reason: v.reason }, popRoutes: pop };
+      }
       if (rest.length > 0) {
         // RFC 3261 16.4 leaves pre-loaded routes to policy: from the internet they are a way to
         // use the edge as a relay toward arbitrary hosts, so only our own Route is honoured
@@ -177,8 +187,16 @@ export class Router {
       return { fwd: { kind: 'dest', dest: flowEp, mayConnect: false }, popRoutes: pop };
     }
     const target = rest.length > 0 ? rest[0]!.uri : ruri;
+    // [trunks] egress control and RFC 3263 (edge/router/resolve-route.ts): anything but an inside
+    // address or a dialog that came through our Record-Route goes only where the trunks allow
+    if (this.outbound !== undefined && !(pop > 0 && !initial) && !(isIP(target.host) && this.isInside(target.host))) {
+      const o = this.outbound.route(req.method, target);
+      if (o.kind === 'reply') return { reply: { status: o.status, reason: o.reason }, popRoutes: pop };
+      if (o.kind === 'wait') return { wait: o.done, popRoutes: pop };
+      if (o.kind === 'resolved') return { fwd: { kind: 'dest', dest: o.dest, mayConnect: true, alts: o.alts }, popRoutes: pop };
+    }
     if (!isIP(target.host)) {
-      // RFC 3263 resolution (NAPTR/SRV/A) is not implemented: inside peers address by IP
+      // without a resolver (configs built by hand) inside peers address by IP
       return { reply: { status: 404, reason: 'no_route' }, popRoutes: pop };
     }
     if (this.isOwnUri(target)) return { reply: { status: 404, reason: 'no_route' }, popRoutes: pop };

@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import type { ResolvedConfig } from '../config/types';
 import type { Endpoint, TransportName } from '../sip/types';
 import type { Listener } from '../transport/types';
+import type { Topology } from './topology';
 
 export type Side = 'outside' | 'inside';
 export type SentKind = 'request' | 'response';
@@ -22,6 +23,8 @@ export class Wire {
   readonly ownPorts = new Set<number>();
   private readonly isInsideEp: (ep: Endpoint) => boolean;
   private readonly sent?: (transport: TransportName, side: Side, kind: SentKind) => void;
+  /** topology hiding toward the outside (edge/router/topology.ts); undefined when off */
+  topo?: Topology;
   private rnd = Buffer.alloc(0);
   private rndOff = 0;
 
@@ -57,15 +60,17 @@ export class Wire {
   }
 
   /** Send through a listener already chosen (the forward path picks it once, for Via and send). */
-  sendOn(l: Listener, dest: Endpoint, bytes: Buffer, mayConnect: boolean, side: Side, kind: SentKind): boolean {
+  sendOn(l: Listener, dest: Endpoint, bytes: Buffer, mayConnect: boolean, side: Side, kind: SentKind, hide = true): boolean {
+    // TOPOLOGY HOOK (out): everything leaving toward the outside passes the topology rewrite
+    if (this.topo && hide && side === 'outside') bytes = this.topo.outbound(bytes, { hostPort: this.adv.get(l.id)!.hostPort, transport: dest.transport });
     const ok = l.send(dest, bytes, mayConnect);
     if (ok) this.sent?.(dest.transport, side, kind);
     return ok;
   }
 
-  send(dest: Endpoint, bytes: Buffer, mayConnect: boolean, side: Side, kind: SentKind): boolean {
+  send(dest: Endpoint, bytes: Buffer, mayConnect: boolean, side: Side, kind: SentKind, hide = true): boolean {
     const l = this.listenerFor(dest.transport, dest.address, dest.listenerId);
-    return l !== undefined && this.sendOn(l, dest, bytes, mayConnect, side, kind);
+    return l !== undefined && this.sendOn(l, dest, bytes, mayConnect, side, kind, hide);
   }
 
   sideOf(ep: Endpoint): Side {

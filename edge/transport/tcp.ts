@@ -30,6 +30,7 @@ import type { Endpoint } from '../sip/types';
 import { addressFamily, canonicalAddress, formatHostPort, ipv6Prefix, isIP } from '../net/address';
 import { StreamFramer } from './framing';
 import type { StreamSecurity } from './tls';
+import type { StreamUpgrade, WsChannel } from './ws';
 import type { AdmissionResult, Inbound, Listener, ListenerSpec, SourceClass, TransportEvent, TransportHooks } from './types';
 
 export interface TcpOptions {
@@ -64,6 +65,9 @@ export interface TcpOptions {
   readonly refuse?: (address: string) => boolean;
   /** TLS: the handshake on accepted connections and the client side of outbound ones */
   readonly secure?: StreamSecurity;
+  /** WebSocket (RFC 7118, edge/transport/ws.ts): the HTTP upgrade on admitted connections (after
+   *  the TLS handshake for wss), then WebSocket messages instead of Content-Length framing */
+  readonly websocket?: StreamUpgrade;
 }
 
 /** classes by rank, lowest first: capacity is reserved from the top down */
@@ -92,7 +96,10 @@ interface Conn {
   /** TLS: the raw socket during the handshake, then the TLS socket */
   socket: net.Socket;
   readonly framer: StreamFramer;
-  readonly remote: Endpoint;
+  /** WebSocket: the client address may be a forwarded one once the upgrade is read */
+  remote: Endpoint;
+  /** WebSocket: the upgraded channel; writes and idle handling go through it */
+  ws: WsChannel | null;
   /** "address|port" of the peer, for reuse by send() */
   readonly peerKey: string;
   /** per-source cap key; null for outbound connections */
@@ -136,7 +143,8 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
   const ipv6Only = family === 6 ? (opts.ipv6Only ?? canonicalAddress(spec.host) === '::') : false;
   const maxWriteQueue = opts.maxWriteQueueBytes ?? DEFAULT_WRITE_QUEUE;
   const secure = opts.secure;
-  const transport = secure?.transport ?? 'tcp';
+  const websocket = opts.websocket;
+  const transport = websocket?.transport ?? secure?.transport ?? 'tcp';
   const v6Prefix = opts.ipv6SourcePrefix ?? 64;
 
   const conns = new Map<number, Conn>();
@@ -196,6 +204,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       socket,
       framer: new StreamFramer({ maxMessageBytes: opts.maxMessageBytes, maxHeaderBytes: opts.maxHeaderBytes }),
       remote,
+      ws: null,
       peerKey: `${remote.address}|${remote.port}`,
       sourceKey,
       // bytes for a connection still connecting (outbound) or in its handshake wait in the queue
@@ -344,6 +353,10 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       conn.queuedBytes += bytes.length;
       return true;
     }
+    if (conn.ws !== null) {
+      if (conn.ws.buffered() + bytes.length > maxWriteQueue) { destroy(conn); return false; }
+      return conn.ws.send(bytes);
+    }
     if (conn.socket.writableLength + bytes.length > maxWriteQueue) {
       // the peer does not read: holding its bytes would let it pin our memory
       destroy(conn);
@@ -362,6 +375,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     if (conn.closing || conn.closed) return;
     conn.closing = true;
     if (conn.msgTimer !== null) { clearTimeout(conn.msgTimer); conn.msgTimer = null; }
+    if (conn.ws !== null) { conn.ws.close(1001); return; }
     conn.socket.end(() => conn.socket.destroy());
     // a peer that never reads would keep the socket alive; the idle timer still applies
   }
@@ -441,25 +455,61 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     inboundCount++;
     const remote: Endpoint = { ...probe, connId: allocConnId() };
     admissionEvent(cls, 'accepted');
-    if (secure === undefined) {
+    if (secure === undefined && websocket === undefined) {
       setup(socket, remote, false, sourceKey, rank);
       event('conn_opened', remote);
       return;
     }
     const conn = setup(socket, remote, false, sourceKey, rank, true);
+    if (secure === undefined) { upgrade(conn); return; }
     secure.accept(socket, sourceKey, (r) => {
       hooks.onHandshake?.(r.ok ? 'ok' : r.reason, listener, remote);
       if (!r.ok) { destroy(conn); return; }
       if (conn.closed) { r.socket.destroy(); return; }
       conn.socket = r.socket;
       if (r.peer !== null) hooks.onPeerCertificate?.(remote, r.peer, listener);
+      if (websocket !== undefined) {
+        r.socket.on('error', () => destroy(conn));
+        r.socket.on('close', () => cleanup(conn));
+        upgrade(conn);
+        return;
+      }
       attach(conn);
       event('conn_opened', remote);
       established(conn);
     });
   });
 
+  /** WebSocket: the HTTP upgrade (the connection keeps its slot meanwhile), then messages are
+   *  WebSocket messages; the edge never dials a WebSocket peer (openOutbound) */
+  function upgrade(conn: Conn): void {
+    websocket!.accept(conn.socket, conn.remote, (r) => {
+      hooks.onUpgrade?.(r.ok ? 'ok' : r.reason, listener, conn.remote);
+      if (!r.ok) {
+        // the refusal (400/403/426/431) is on its way out: ws.ts cuts the socket after a short
+        // grace, and its 'close' frees the slot; a socket already gone is freed now
+        conn.closing = true;
+        if (conn.socket.destroyed) cleanup(conn);
+        return;
+      }
+      if (conn.closed) return;
+      // behind a trusted proxy the client's address is the source for every policy stage
+      if (r.client !== conn.remote.address) conn.remote = { ...conn.remote, address: r.client };
+      conn.ws = r.start({
+        message: (bytes, receivedAt) => {
+          if (conn.closing || conn.closed) return;
+          if (conn.rank >= 0) touch(conn, receivedAt);
+          hooks.onMessage({ bytes, source: conn.remote, receivedAt } satisfies Inbound);
+        },
+        event: (e) => event(e, conn.remote),
+      });
+      event('conn_opened', conn.remote);
+      established(conn);
+    });
+  }
+
   function openOutbound(address: string, port: number): Conn | null {
+    if (websocket !== undefined) return null;
     const remote: Endpoint = { transport, address, port, connId: allocConnId(), listenerId: id };
     const destFamily = addressFamily(address);
     let host = address;
@@ -536,6 +586,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     holdOpen(connId: number, ms: number): void {
       const c = conns.get(connId);
       if (c === undefined || c.closing || !Number.isFinite(ms)) return;
+      if (c.ws !== null) { c.ws.holdOpen(ms); return; }
       // the same Node idle timer as for every connection (re-armed by each read and write),
       // only longer
       c.socket.setTimeout(Math.max(opts.idleTimeoutMs, Math.min(Math.round(ms), MAX_HOLD_MS)));
@@ -543,6 +594,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     close(graceMs = 0): Promise<void> {
       if (closePromise !== null) return closePromise;
       closed = true;
+      websocket?.close();
       const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
       const drained = new Promise<void>((resolve) => {
         onDrained = resolve;

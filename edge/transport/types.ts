@@ -1,6 +1,7 @@
 // Transports only move bytes. They hand framed messages up and send what the router gives them.
 import type { Endpoint, TransportName } from '../sip/types';
 import type { PeerCertificate, TlsHandshakeReason } from './tls';
+import type { WsUpgradeReason } from './ws';
 
 export interface Inbound {
   /** one SIP message: a datagram (UDP) or one Content-Length framed message (stream) */
@@ -82,4 +83,6 @@ export interface TransportHooks {
   onHandshake?(reason: TlsHandshakeReason, listener: Listener, source: Endpoint): void;
   /** TLS listeners: the connection's client certificate verified against the client CA */
   onPeerCertificate?(source: Endpoint, peer: PeerCertificate, listener: Listener): void;
+  /** WebSocket listeners: how the HTTP upgrade of an admitted connection ended */
+  onUpgrade?(reason: WsUpgradeReason, listener: Listener, source: Endpoint): void;
 }
