@@ -44,6 +44,27 @@ test('idle gc: growth under the threshold is left to V8', () => {
   r.gc.stop();
 });
 
+test('idle gc: a heap whose garbage V8 collected but whose pages stay committed is collected (and compacted) once quiet', () => {
+  const clock = new ManualClock();
+  let count = 0;
+  let used = 40 * MiB;
+  let total = 60 * MiB;
+  let collected = 0;
+  const gc = new IdleGc({
+    clock, intervalMs: 5000, activity: () => count, heapUsed: () => used, heapTotal: () => total,
+    collect: () => { collected++; total = 70 * MiB; },
+  }).start();
+  // the flood: V8 collects by itself, used stays near its floor, committed grows to 350 MiB
+  for (let i = 0; i < 6; i++) { count += 40_000; used = 60 * MiB; total = 350 * MiB; clock.advance(5000); }
+  assert.equal(collected, 0, 'never during the flood');
+  count += 10;
+  clock.advance(5000);
+  assert.equal(collected, 1, 'once quiet: the committed pages are what RSS sees');
+  for (let i = 0; i < 4; i++) { count += 10; clock.advance(5000); }
+  assert.equal(collected, 1, 'and only once');
+  gc.stop();
+});
+
 test('idle gc: the collector it obtains at run time is a real full collection', () => {
   const gc = fullGc();
   assert.ok(gc, 'a full-GC function on this runtime');
