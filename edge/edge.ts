@@ -14,6 +14,7 @@ import { cidrErrorText, cidrKey, parseCidr } from './net/cidr';
 import { sourceClassifier } from './classify';
 import { Pipeline, type StageEntry } from './pipeline';
 import { Proxy, PROXY_REASONS } from './router/proxy';
+import { createOutbound } from './router/resolve-route';
 import type { Endpoint, SipRequest } from './sip/types';
 import { SANITY_REASONS } from './stages/sanity';
 import { PARSE_STAGE_REASONS } from './stages/parse-verdict';
@@ -338,8 +339,11 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   }
 
   const wildcard = listeners.some((l) => WILDCARDS.has(l.local.address));
+  // trunks, egress control and RFC 3263 routing of requests from inside (issue 15)
+  const outbound = createOutbound(cfg, listeners.map((l) => l.spec.transport), metrics);
   proxy = new Proxy({
     cfg, clock, listeners, secret, isInside, isInsideEndpoint: isInsideSource,
+    ...(outbound !== undefined ? { outbound } : {}),
     localAddresses: wildcard ? localAddresses() : [],
     events: {
       sent: (t, side, kind) => metrics.sent(t, side, kind),
@@ -356,6 +360,11 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
         return sub;
       },
       retransmission: (d) => metrics.retransmission(d),
+      // topology hiding: SDP that shows an inside address to the outside (no media relay yet)
+      sdpInside: (kind, field) => {
+        metrics.sdpInside(kind, field);
+        log.debug({ event: 'sdp_inside', kind, field }, 'SDP sent to the outside names an inside address');
+      },
       txExpired: () => metrics.transactionExpired(),
       txRejected: (r) => metrics.transactionRejected(r),
       upstreamResponse: (i, cls) => metrics.upstreamResponse(upstreamLabels[i] ?? 'other', cls === 'timeout' ? 'timeout' : Number(cls[0]) * 100),
@@ -455,6 +464,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       const r = await proxy!.drain(graceMs);
       log.info({ event: 'drained', ms: Date.now() - t0, ...r }, r.answered > 0 ? 'grace period over: pending requests answered 503' : 'drained');
       await Promise.all(listeners.map((l) => l.close(SOCKET_FLUSH_MS)));
+      outbound?.close();
       path.queues?.close();
       if (!opts.rules) rules.close();
       for (const h of users.values()) h.close();

@@ -16,6 +16,7 @@ import type { ConfigFile, LogLevel } from './schema';
 import { loadYamlFile, loadYamlText } from './yaml';
 import { parseRedisUrl } from '../store/redis-url';
 import { transactionBudget } from '../transaction/table';
+import { resolveTrunks } from './trunks';
 import type { ValuePath } from './yaml';
 
 /** Flags that replace (not extend) the corresponding file setting when given. */
@@ -180,6 +181,9 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   };
   const inside = cidrs('inside', by('inside', '--inside'), ov.inside);
   const trusted = cidrs('trusted', by('trusted', '--trusted'), ov.trusted);
+  // trunks (issue 15): a trunk whose inbound skips auth is trusted by address
+  const trunkCfg = resolveTrunks(f, { err, at });
+  for (const c of trunkCfg.trusted) if (!trusted.includes(c)) trusted.push(c);
 
   // --- secret -------------------------------------------------------------------------------
   // Env wins over the file so that a deployment can keep the secret out of the config repo.
@@ -288,6 +292,8 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     domains: [...new Set(domains)],
     inside,
     trusted,
+    trunks: trunkCfg.trunks,
+    egress: trunkCfg.egress,
     ...(secret !== undefined ? { secret } : {}),
     limits: { ...f.limits },
     tcp: { ...f.tcp },
@@ -298,6 +304,11 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     health: { ...f.health },
     overload: { ...f.overload },
     proxy: { ...f.proxy },
+    topology: {
+      enabled: f.topology.enabled,
+      key: env.SIPEDGE_TOPOLOGY_KEY || f.topology.key,
+      headers: { remove: f.topology.headers.remove.map((n) => n.toLowerCase()), replace: { ...f.topology.headers.replace } },
+    },
     ...(rulesDir !== undefined ? { rulesDir } : {}),
     ...(redisUrl ? { redis: { url: redisUrl } } : {}),
     ...(f.serverHeader !== null ? { serverHeader: f.serverHeader } : {}),

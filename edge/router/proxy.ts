@@ -24,6 +24,8 @@ import type { MessageContext } from '../verdict';
 import { fastHash } from './fasthash';
 import { FlowCodec } from './flow';
 import { type HealthFailureCause, UpstreamPool } from './upstreams';
+import { OUTBOUND_REASONS, type OutboundRouter } from './resolve-route';
+import { Topology } from './topology';
 
 /** RFC 3261 16.6 item 6 / 12.1.1: requests that create a dialog get Record-Route. */
 const DIALOG_CREATING = new Set(['INVITE', 'SUBSCRIBE', 'REFER', 'NOTIFY']);
@@ -101,6 +103,8 @@ export interface ProxyEvents {
   /** a reply the proxy itself generated, by reason code (no_upstream, relay_denied ...) */
   proxyReply?(status: number, reason: string): void;
   log?(level: 'debug' | 'info' | 'warn', obj: Record<string, unknown>, msg: string): void;
+  /** a message sent to the outside has SDP naming an inside address (topology hiding is on) */
+  sdpInside?(kind: 'request' | 'response', field: 'c' | 'o'): void;
 }
 
 /** What the pass-through watcher sends instead of a PBX final response. */
@@ -120,11 +124,12 @@ export const PROXY_REASONS = [
   'relay_denied', 'route_preloaded', 'route_not_inside', 'no_upstream', 'loop_detected', 'flow_failed',
   'no_route', 'transaction_table_full', 'request_timeout', 'cancel_unmatched', 'send_failed',
   'unmatched_response', 'unmatched_ack', 'transport_unavailable', 'shutting_down',
+  ...OUTBOUND_REASONS, // trunks and DNS (edge/router/resolve-route.ts)
 ] as const;
 
 type Forward =
   | { kind: 'upstream' }
-  | { kind: 'dest'; dest: Endpoint; mayConnect: boolean; upstream?: number };
+  | { kind: 'dest'; dest: Endpoint; mayConnect: boolean; upstream?: number; alts?: readonly Endpoint[] };
 
 interface RouteDecision {
   fwd?: Forward;
@@ -134,6 +139,8 @@ interface RouteDecision {
   upstreamHint?: number;
   /** the loop-detection hash of this request as routed (computed once, written into our branch) */
   loopHash?: string;
+  /** [trunks] DNS has not answered for the target yet: route again when this settles */
+  wait?: Promise<unknown>;
 }
 
 export interface ProxyOptions {
@@ -148,6 +155,8 @@ export interface ProxyOptions {
   events?: ProxyEvents;
   /** extra addresses that are the edge's own (interface addresses for wildcard binds) */
   localAddresses?: readonly string[];
+  /** [trunks] egress control and RFC 3263 routing of requests from inside (edge/router/resolve-route.ts) */
+  outbound?: OutboundRouter;
 }
 
 interface Advertised { host: string; port: number; hostPort: string }
@@ -180,8 +189,11 @@ export class Proxy {
   private rnd = Buffer.alloc(0);
   private rndOff = 0;
   private closing = false;
+  private readonly outbound?: OutboundRouter;
   /** the one place replies are built and sent (edge/path/respond.ts), on this proxy's wire */
   readonly responder: Responder;
+  /** topology hiding toward the outside (edge/router/topology.ts); undefined when off */
+  private readonly topo?: Topology;
 
   constructor(o: ProxyOptions) {
     this.cfg = o.cfg;
@@ -190,6 +202,7 @@ export class Proxy {
     this.listeners = o.listeners;
     this.flow = new FlowCodec(o.secret);
     this.isInside = o.isInside;
+    if (o.outbound !== undefined) this.outbound = o.outbound;
     this.isInsideEp = o.isInsideEndpoint ?? ((ep) => o.isInside(ep.address));
     this.t1 = o.cfg.transactions.t1Ms;
     this.t2 = o.cfg.transactions.t2Ms;
@@ -224,7 +237,18 @@ export class Proxy {
     }
     for (const a of o.localAddresses ?? []) this.ownHosts.add(a);
     this.domains = new Set(o.cfg.domains.map((d) => d.toLowerCase()));
-    this.responder = new Responder({ server: o.cfg.serverHeader, send: (dest, bytes) => this.send(dest, bytes, false, this.sideOf(dest), 'response') });
+    // the edge's own replies carry nothing from inside (built from the request): not rewritten
+    this.responder = new Responder({ server: o.cfg.serverHeader, send: (dest, bytes) => this.send(dest, bytes, false, this.sideOf(dest), 'response', false) });
+    // TOPOLOGY HOOK (construction): key from topology.key, else derived from the flow secret
+    if (o.cfg.topology?.enabled) {
+      this.topo = new Topology({
+        cfg: o.cfg.topology.key ? o.cfg.topology : { ...o.cfg.topology, key: o.secret.toString('hex').padEnd(64, '0') },
+        isInside: o.isInside,
+        ...(o.cfg.serverHeader !== undefined ? { ownServer: o.cfg.serverHeader } : {}),
+        isOwnHost: (host, port) => this.ownHosts.has(host) && this.ownPorts.has(port ?? 5060),
+        onSdpInside: (kind, field) => this.ev.sdpInside?.(kind, field),
+      });
+    }
   }
 
   // ---------------------------------------------------------------- identity helpers
@@ -287,9 +311,11 @@ export class Proxy {
     return this.listeners.find((x) => x.spec.transport === transport && x.family === fam);
   }
 
-  private send(dest: Endpoint, bytes: Buffer, mayConnect: boolean, side: 'outside' | 'inside', kind: 'request' | 'response'): boolean {
+  private send(dest: Endpoint, bytes: Buffer, mayConnect: boolean, side: 'outside' | 'inside', kind: 'request' | 'response', hide = true): boolean {
     const l = this.listenerFor(dest.transport, dest.address, dest.listenerId);
     if (!l) return false;
+    // TOPOLOGY HOOK (out): everything leaving toward the outside passes the topology rewrite
+    if (this.topo && hide && side === 'outside') bytes = this.topo.outbound(bytes, { hostPort: this.adv.get(l.id)!.hostPort, transport: dest.transport });
     const ok = l.send(dest, bytes, mayConnect);
     if (ok) this.ev.sent?.(dest.transport, side, kind);
     return ok;
@@ -338,6 +364,15 @@ export class Proxy {
     ]);
   }
 
+  /** TOPOLOGY HOOK (in): undo the topology rewrite on a message from the outside (sealed
+   *  Contact in the Request-URI, folded Route / Record-Route / Via); unchanged when none applies */
+  private unhide(ctx: MessageContext): MessageContext {
+    const b = this.topo!.inbound(ctx.msg);
+    if (b === undefined) return ctx;
+    const r = parseMessage(b, { limits: this.cfg.limits, framing: 'datagram' });
+    return r.ok ? { ...ctx, msg: r.msg } : ctx;
+  }
+
   // ---------------------------------------------------------------- replies
 
   /** Send a reply generated by the proxy back to the source of `req`, through the one responder
@@ -352,6 +387,7 @@ export class Proxy {
   // ---------------------------------------------------------------- requests
 
   handleRequest(ctx: MessageContext): void {
+    if (this.topo && ctx.side === 'outside') ctx = this.unhide(ctx);
     const req = ctx.msg as SipRequest;
     // RFC 3261 9.2: the CANCEL matches the INVITE with the same branch and sent-by
     const key = this.serverKeyOf(req, req.method === 'CANCEL' ? 'INVITE' : req.method, ctx.source);
@@ -384,6 +420,7 @@ export class Proxy {
     }
 
     const dec = this.route(ctx, req);
+    if (dec.wait) { this.awaitDns(dec.wait, ctx, req); return; }
     if (dec.reply) {
       this.replyTo(req, ctx.source, dec.reply.status, dec.reply.reason, { headers: dec.reply.headers });
       return;
@@ -402,10 +439,27 @@ export class Proxy {
       const trying = buildReply(req, 100, { source: ctx.source, server: this.cfg.serverHeader });
       if (trying) {
         st.trying = true;
-        this.send(ctx.source, trying, false, ctx.side, 'response');
+        this.send(ctx.source, trying, false, ctx.side, 'response', false);
       }
     }
     this.forward(st, ctx, dec, [], req);
+  }
+
+  /** [trunks] The first request for a host name waits for DNS (bounded by dns.timeoutMs x
+   *  attempts); it is then routed again from a copy of its bytes (the receive buffer is reused). A
+   *  retransmission meanwhile waits on the same resolution and is absorbed as one then. */
+  private awaitDns(wait: Promise<unknown>, ctx: MessageContext, req: SipRequest): void {
+    const copy = Buffer.from(req.raw);
+    void wait.then(() => {
+      if (this.closing) return;
+      const r = parseMessage(copy, { limits: this.cfg.limits, framing: 'datagram' });
+      if (!r.ok || r.msg.kind !== 'request') return;
+      const again: MessageContext = { ...ctx, msg: r.msg };
+      // resolved now (or failed and cached as such): lookup answers without waiting again
+      const dec = this.route(again, r.msg);
+      if (dec.wait) { this.replyTo(r.msg, ctx.source, 503, 'dns_failed', { headers: [['Retry-After', this.retryAfter()]] }); return; }
+      this.handleRequest(again);
+    });
   }
 
   /**
@@ -501,6 +555,7 @@ export class Proxy {
     if (st.client) st.client.received = undefined;
     st.client = ct;
     this.table.client.set(ct.key, ct);
+    if (fwd.kind === 'dest' && fwd.alts !== undefined) this.outbound?.remember(st, fwd.alts, dec.popRoutes, dec.loopHash);
     const side = this.sideOf(dest);
     if (!this.send(dest, bytes, mayConnect, side, 'request')) {
       this.clientFailed(ct, 'send_failed');
@@ -565,6 +620,11 @@ export class Proxy {
   private decide(ctx: MessageContext, req: SipRequest, ruri: SipUri, rest: NameAddr[], pop: number,
     flowEp: Endpoint | null, upstreamHint: number | undefined, initial: boolean): RouteDecision {
     if (ctx.side === 'outside') {
+      if (initial && this.outbound !== undefined) {
+        // [trunks] a carrier whose trunk may not call in
+        const v = this.outbound.trunks.inbound(ctx.source.address);
+        if (!v.ok) return { reply: { status: v.status, reason: v.reason }, popRoutes: pop };
+      }
       if (rest.length > 0) {
         // RFC 3261 16.4 leaves pre-loaded routes to policy: from the internet they are a way to
         // use the edge as a relay toward arbitrary hosts, so only our own Route is honoured
@@ -606,8 +666,16 @@ export class Proxy {
       return { fwd: { kind: 'dest', dest: flowEp, mayConnect: false }, popRoutes: pop };
     }
     const target = rest.length > 0 ? rest[0]!.uri : ruri;
+    // [trunks] egress control and RFC 3263 (edge/router/resolve-route.ts): anything but an inside
+    // address or a dialog that came through our Record-Route goes only where the trunks allow
+    if (this.outbound !== undefined && !(pop > 0 && !initial) && !(isIP(target.host) && this.isInside(target.host))) {
+      const o = this.outbound.route(req.method, target);
+      if (o.kind === 'reply') return { reply: { status: o.status, reason: o.reason }, popRoutes: pop };
+      if (o.kind === 'wait') return { wait: o.done, popRoutes: pop };
+      if (o.kind === 'resolved') return { fwd: { kind: 'dest', dest: o.dest, mayConnect: true, alts: o.alts }, popRoutes: pop };
+    }
     if (!isIP(target.host)) {
-      // RFC 3263 resolution (NAPTR/SRV/A) is not implemented: inside peers address by IP
+      // without a resolver (configs built by hand) inside peers address by IP
       return { reply: { status: 404, reason: 'no_route' }, popRoutes: pop };
     }
     if (this.isOwnUri(target)) return { reply: { status: 404, reason: 'no_route' }, popRoutes: pop };
@@ -768,6 +836,7 @@ export class Proxy {
     }
     const st = ct.server;
     if (st.client !== ct || st.finalStatus !== undefined) return;
+    if (!st.cancelled && this.nextTarget(st, ct)) return; // [trunks] RFC 3263 4.3
     // failover (only for requests that went to "any upstream" and were not cancelled)
     const req = ct.failover && !st.cancelled && this.upstreams.pick(ct.tried) >= 0 ? this.requestOf(st) : undefined;
     if (req) {
@@ -780,6 +849,19 @@ export class Proxy {
     }
     if (st.cancelled) this.finalLocal(st, 487, 'request_terminated', undefined, req);
     else this.finalLocal(st, reason === 'send_failed' ? 503 : 408, reason, undefined, req);
+  }
+
+  /** [trunks] RFC 3263 4.3: after a timeout, a transport error or a 503 from a resolved target,
+   *  send the request to the next target of its name. False when there is none. */
+  private nextTarget(st: ServerTx, ct: ClientTx): boolean {
+    if (this.outbound === undefined || ct.upstream !== undefined) return false;
+    const n = this.outbound.next(st, ct.dest);
+    if (n === undefined) return false;
+    const req = this.requestOf(st);
+    if (!req) return false;
+    const ctx: MessageContext = { msg: req, source: st.source, side: this.sideOf(st.source), trust: 'inside', receivedAt: this.clock.now() };
+    this.forward(st, ctx, { fwd: { kind: 'dest', dest: n.dest, mayConnect: true }, popRoutes: n.popRoutes, ...(n.loopHash !== undefined ? { loopHash: n.loopHash } : {}) }, [], req);
+    return true;
   }
 
   /** A final response generated by the edge for server transaction st (from `req` when the
@@ -800,6 +882,7 @@ export class Proxy {
   // ---------------------------------------------------------------- responses
 
   handleResponse(ctx: MessageContext): void {
+    if (this.topo && ctx.side === 'outside') ctx = this.unhide(ctx);
     const res = ctx.msg as SipResponse;
     const top = H.topVia(res);
     const cs = H.cseq(res);
@@ -835,6 +918,8 @@ export class Proxy {
       // outsider picks the number). It fails this request over (below) and asks for a probe.
       if (status === 503) this.suspectUpstream(ct.upstream);
       else this.upstreams.success(ct.upstream);
+    } else if (status !== 503) {
+      this.outbound?.answered(ct.dest); // [trunks] a resolved target lives
     }
     if (ct.cancels) {
       // the answer to our CANCEL ends there (hop by hop)
@@ -877,6 +962,7 @@ export class Proxy {
         return;
       }
       this.ackNon2xx(ct, res);
+      if (status === 503 && !st.cancelled && this.nextTarget(st, ct)) return; // [trunks] RFC 3263 4.3
       // failover on 503 (RFC 3261 16.7 item 6: a 503 is not forwarded when another target exists)
       const req = status === 503 && ct.failover && !st.cancelled && this.upstreams.pick(ct.tried) >= 0 ? this.requestOf(st) : undefined;
       if (req) {
@@ -916,6 +1002,7 @@ export class Proxy {
     // non-INVITE final
     if (ct.state === 'completed') { this.ev.retransmission?.('absorbed'); return; }
     this.completeClient(ct);
+    if (status === 503 && this.nextTarget(st, ct)) return; // [trunks] RFC 3263 4.3
     if (ct.method === 'REGISTER' && status < 300 && this.sideOf(st.source) === 'outside') {
       // a REGISTER the PBX accepted proves the source holds valid credentials (pass-through auth)
       this.ev.registered?.(st.source);
