@@ -360,6 +360,11 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
         return sub;
       },
       retransmission: (d) => metrics.retransmission(d),
+      // topology hiding: SDP that shows an inside address to the outside (no media relay yet)
+      sdpInside: (kind, field) => {
+        metrics.sdpInside(kind, field);
+        log.debug({ event: 'sdp_inside', kind, field }, 'SDP sent to the outside names an inside address');
+      },
       txExpired: () => metrics.transactionExpired(),
       txRejected: (r) => metrics.transactionRejected(r),
       upstreamResponse: (i, cls) => metrics.upstreamResponse(upstreamLabels[i] ?? 'other', cls === 'timeout' ? 'timeout' : Number(cls[0]) * 100),

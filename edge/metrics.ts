@@ -192,6 +192,8 @@ export const METRICS = {
     'Transactions that could not be created (e.g. table_full).'),
   retransmissions: def('sipedge_retransmissions_total', 'counter', ['direction'],
     'Retransmissions absorbed, answered from the stored response, or sent by the edge.'),
+  sdpInside: def('sipedge_sdp_inside_total', 'counter', ['kind', 'field'],
+    'Messages sent to the outside whose SDP c= or o= names an inside address (the edge relays no media; fix the PBX NAT settings). Counted with topology hiding on.'),
   upstreamUp: def('sipedge_upstream_up', 'gauge', ['upstream'],
     '1 when the configured upstream passes health checks, else 0.', 'max'),
   upstreamResponses: def('sipedge_upstream_responses_total', 'counter', ['upstream', 'class'],
@@ -289,6 +291,7 @@ export interface EdgeMetrics {
   transactionExpired(): void;
   transactionRejected(reason: string): void;
   retransmission(direction: RetransmissionDirection): void;
+  sdpInside(kind: 'request' | 'response', field: 'c' | 'o'): void;
   upstreamUp(upstream: string, up: boolean): void;
   /** status 100..699 or 'timeout' */
   upstreamResponse(upstream: string, status: number | 'timeout'): void;
@@ -684,6 +687,7 @@ export class Metrics implements EdgeMetrics {
   private readonly fTxExpired: Family;
   private readonly fTxRejected: Family;
   private readonly fRetrans: Family;
+  private readonly fSdpInside: Family;
   private readonly fUpUp: Family;
   private readonly fUpResp: Family;
   private readonly fUpHealth: Family;
@@ -741,6 +745,7 @@ export class Metrics implements EdgeMetrics {
     this.fTxExpired = new Family(METRICS.transactionsExpired, []);
     this.fTxRejected = new Family(METRICS.transactionsRejected, [new Dim(TRANSACTION_REJECT_REASONS)]);
     this.fRetrans = new Family(METRICS.retransmissions, [new Dim(RETRANSMISSION_DIRECTIONS)]);
+    this.fSdpInside = new Family(METRICS.sdpInside, [new Dim(['request', 'response']), new Dim(['c', 'o'])]);
     this.fUpUp = new Family(METRICS.upstreamUp, [new Dim(opts.upstreams ?? [])]);
     this.fUpResp = new Family(METRICS.upstreamResponses, [new Dim(opts.upstreams ?? []), new Dim(RESPONSE_CLASSES)]);
     this.fUpHealth = new Family(METRICS.upstreamHealthFailures, [new Dim(opts.upstreams ?? []), new Dim(HEALTH_FAILURE_CAUSES)]);
@@ -804,7 +809,7 @@ export class Metrics implements EdgeMetrics {
   private collectors(): Collector[] {
     return [
       this.fReceived, this.fRequests, this.fResponses, this.fUpInfo, this.fSent, this.fVerdicts, this.fRuleHits, this.fParse, this.fUnmatched,
-      this.fTxActive, this.fTxExpired, this.fTxRejected, this.fRetrans, this.fUpUp, this.fUpResp, this.fUpHealth,
+      this.fTxActive, this.fTxExpired, this.fTxRejected, this.fRetrans, this.fSdpInside, this.fUpUp, this.fUpResp, this.fUpHealth,
       this.fTransport, this.fTcp, this.fTcpAdmit, this.fBansAdded, this.fBansActive, this.fBansExpired, this.fAuth,
       this.fAuthAlg, this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.fTlsHandshakes, this.fTlsReloads, this.fWsUpgrades,
       this.fConnections, this.hProcessing, this.fPrioShed, this.hPrioDelay, this.fReady, this.fBuild,
@@ -881,6 +886,11 @@ export class Metrics implements EdgeMetrics {
   retransmission(direction: RetransmissionDirection): void {
     const f = this.fRetrans;
     f.cells[f.dims[0].at(direction)]++;
+  }
+
+  sdpInside(kind: 'request' | 'response', field: 'c' | 'o'): void {
+    const f = this.fSdpInside;
+    f.cells[f.dims[0]!.at(kind) * 2 + f.dims[1]!.at(field)]++;
   }
 
   dnsQuery(type: DnsQueryType, result: DnsResult): void {
@@ -1035,6 +1045,7 @@ export class NullMetrics implements EdgeMetrics {
   transactionExpired(): void {}
   transactionRejected(): void {}
   retransmission(): void {}
+  sdpInside(): void {}
   upstreamUp(): void {}
   upstreamResponse(): void {}
   upstreamHealthFailure(): void {}

@@ -304,6 +304,11 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     health: { ...f.health },
     overload: { ...f.overload },
     proxy: { ...f.proxy },
+    topology: {
+      enabled: f.topology.enabled,
+      key: env.SIPEDGE_TOPOLOGY_KEY || f.topology.key,
+      headers: { remove: f.topology.headers.remove.map((n) => n.toLowerCase()), replace: { ...f.topology.headers.replace } },
+    },
     ...(rulesDir !== undefined ? { rulesDir } : {}),
     ...(redisUrl ? { redis: { url: redisUrl } } : {}),
     ...(f.serverHeader !== null ? { serverHeader: f.serverHeader } : {}),

@@ -244,6 +244,20 @@ export const ConfigFileSchema = Type.Object(
       },
       'Proxy behaviour.',
     ),
+    topology: section(
+      {
+        enabled: Type.Boolean({ default: true, description: 'Topology hiding toward the outside (edge/router/topology.ts): the inside Vias and Record-Routes folded into sealed parameters of the edge\'s own, Contacts rewritten to the edge with a sealed token, the header policy below applied. On by default: the edge stands where the PBX meets the internet, and a PBX\'s addresses and product name are what a scanner looks for.', errorMessage: 'expected true or false' }),
+        key: Type.Union([Type.String({ minLength: 32, maxLength: 4096 }), Type.Null()], { default: null, description: 'Key of the sealed tokens (32+ characters; 64 hex digits are read as 32 bytes), shared by every instance. Env SIPEDGE_TOPOLOGY_KEY overrides. null = derived from `secret` (the flow-token secret), so tokens live as long as flow tokens do.', errorMessage: 'expected a string of 32 to 4096 characters or null' }),
+        headers: section(
+          {
+            remove: list(['server', 'user-agent', 'organization', 'warning'], 'Headers removed from everything sent to the outside (case-insensitive; `x-acme-*` names a prefix).', 'a header name or prefix*'),
+            replace: Type.Record(Type.String({ pattern: '^[A-Za-z0-9!%*_+`\'~.-]+$' }), Type.String({ minLength: 1, maxLength: 256, pattern: '^[\\x20-\\x7e]+$' }), { default: {}, description: 'Headers whose value is replaced toward the outside (name -> value), e.g. Server: sip-edge. A header in both lists is removed.', errorMessage: 'expected a map of header name to printable value' }),
+          },
+          'Header policy toward the outside.',
+        ),
+      },
+      'Topology hiding toward the outside (RFC 3261 16.6 allows a proxy to rewrite what it forwards; what Kamailio topoh/topos do).',
+    ),
     auth: section(
       {
         users: nullableString(null, 'Users file (HA1 per algorithm, written by `sip-edge passwd`) for every served domain without a users file of its own; relative to this file. --users overrides. A domain with a users file uses edge authentication unless its mode says otherwise.'),

@@ -1,5 +1,6 @@
 // The configuration the edge runs on, after the YAML file and the CLI flags have been merged,
 // validated and resolved. Immutable once built; a reload builds a new one.
+import type { TopologyConfig } from '../router/topology';
 import type { ParseLimits } from '../sip/parser';
 import type { TransportName } from '../sip/types';
 import type { ListenerSpec } from '../transport/types';
@@ -150,6 +151,9 @@ export interface ResolvedConfig {
     readonly path: boolean;         // add Path to REGISTER (RFC 3327), default true
     readonly maxForwards: number;   // inserted when absent, default 70
   };
+  /** topology hiding toward the outside (edge/router/topology.ts); absent (configs built by
+   *  hand) = off */
+  readonly topology?: TopologyConfig;
   /** Server header of locally generated replies; absent = none (the default: the edge does not
    *  name itself to scanners) */
   readonly serverHeader?: string;
