@@ -62,6 +62,9 @@ async function main(): Promise<void> {
     // with the shipped rules the one bench phone would hit the per-source rate limit: it is a
     // trusted peer here (--policy runs name their stages explicitly, without ratelimit)
     ...(policy ? {} : { trusted: ['127.0.0.1/32'] }),
+    // the proxy core alone, synchronously: without the pre-parse priority queues (they hand
+    // messages over on a later event-loop turn; bench/overload-prio.ts measures them)
+    overload: { enabled: false, retryAfterSeconds: 5, prioritize: false, turnBudgetMs: 10, maxQueuedMB: 32 },
     ...(argv.includes('--topology') ? { topology: { enabled: true, key: 'b'.repeat(64), headers: { remove: ['server', 'user-agent', 'organization', 'warning'], replace: {} } } } : {}),
   }), pino({ level: process.env.BENCH_LOG ?? 'silent' }), {
     ...(argv.includes('--system-clock') ? {} : { clock: new ManualClock() }),
