@@ -52,7 +52,31 @@ export class TokenSealer {
     this.ivKey = derive('sip-edge topology iv');
   }
 
+  /** plaintext <-> token for the values seen lately: an inside host's Contact and Record-Route
+   *  set are the same for every call, so most seals and opens are a lookup. Bounded (cleared when
+   *  full); only tokens this key made get in, so outsiders cannot fill it with anything new. */
+  private readonly sealed = new Map<string, string>();
+  private readonly opened = new Map<string, string>();
+
   seal(plain: string): string {
+    const hit = this.sealed.get(plain);
+    if (hit !== undefined) return hit;
+    const tok = this.sealNew(plain);
+    remember(this.sealed, plain, tok);
+    remember(this.opened, tok, plain);
+    return tok;
+  }
+
+  /** the plaintext, or null when the token is not one this key sealed (never throws) */
+  open(token: string): string | null {
+    const hit = this.opened.get(token);
+    if (hit !== undefined) return hit;
+    const plain = this.openNew(token);
+    if (plain !== null) remember(this.opened, token, plain);
+    return plain;
+  }
+
+  private sealNew(plain: string): string {
     const p = Buffer.from(plain, 'latin1');
     const iv = createHmac('sha256', this.ivKey).update(p).digest().subarray(0, IV_BYTES);
     const c = createCipheriv('aes-256-ctr', this.encKey, Buffer.concat([iv, Buffer.alloc(16 - IV_BYTES)]));
@@ -61,8 +85,7 @@ export class TokenSealer {
     return Buffer.concat([iv, ct, mac]).toString('base64url');
   }
 
-  /** the plaintext, or null when the token is not one this key sealed (never throws) */
-  open(token: string): string | null {
+  private openNew(token: string): string | null {
     if (token.length < 32 || token.length > 4096 || !/^[A-Za-z0-9_-]+$/.test(token)) return null;
     const b = Buffer.from(token, 'base64url');
     if (b.length < IV_BYTES + MAC_BYTES + 1) return null;
@@ -102,6 +125,8 @@ export interface TopologyOptions {
   isInside(address: string): boolean;
   /** is this URI one of the edge's own (a Route/Record-Route/Contact entry naming the edge)? */
   isOwnHost(host: string, port: number | undefined): boolean;
+  /** the edge's own Server value (config serverHeader): its replies keep it */
+  ownServer?: string;
   /** SDP exposing an inside address went out (for the counter and the log) */
   onSdpInside?(kind: 'request' | 'response', field: SdpField): void;
 }
@@ -155,7 +180,7 @@ export class Topology {
     let viaDone = false;
     for (const l of lines) {
       const n = l.name;
-      if (this.removes(n)) { changed = true; continue; }
+      if (this.removes(n) && !(n === 'server' && l.value === this.o.ownServer)) { changed = true; continue; }
       const rep = this.replace.get(n);
       if (rep !== undefined) { out2.push(`${headerName(l)}: ${rep}`); changed = true; continue; }
       if (n === 'via' && isReq && viaAll.length > 1) {
@@ -385,4 +410,10 @@ function removeUriParam(entry: string, name: string): string {
 function lastIndex<T>(a: readonly T[], f: (x: T) => boolean): number {
   for (let i = a.length - 1; i >= 0; i--) if (f(a[i]!)) return i;
   return -1;
+}
+
+const CACHE_MAX = 4096;
+function remember(m: Map<string, string>, k: string, v: string): void {
+  if (m.size >= CACHE_MAX) m.clear();
+  m.set(k, v);
 }
