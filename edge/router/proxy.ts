@@ -30,6 +30,7 @@ import { FlowCodec } from './flow';
 import { HealthProbes } from './health';
 import { type RouteDecision, Router } from './route';
 import { OUTBOUND_REASONS, type OutboundRouter } from './resolve-route';
+import { SIPS_REASONS, sipsInbound, sipsNextHop } from './sips';
 import { Topology } from './topology';
 import { type HealthFailureCause, UpstreamPool } from './upstreams';
 import { Wire } from './wire';
@@ -129,6 +130,7 @@ export const PROXY_REASONS = [
   'no_route', 'transaction_table_full', 'request_timeout', 'cancel_unmatched', 'send_failed',
   'unmatched_response', 'unmatched_ack', 'transport_unavailable', 'shutting_down',
   ...OUTBOUND_REASONS, // trunks and DNS (edge/router/resolve-route.ts)
+  ...SIPS_REASONS, // sips: only over TLS (edge/router/sips.ts)
 ] as const;
 
 export interface ProxyOptions {
@@ -301,6 +303,9 @@ export class Proxy {
       return;
     }
 
+    // RFC 3261 26.2.2 / RFC 5630 (edge/router/sips.ts): a sips: request from outside in clear
+    const sipsIn = ctx.side === 'outside' ? sipsInbound(req, ctx.source) : undefined;
+    if (sipsIn) { this.replyTo(req, ctx.source, sipsIn.status, sipsIn.reason, { headers: sipsIn.headers }); return; }
     const dec = this.router.route(ctx, req);
     if (dec.wait) { this.awaitDns(dec.wait, ctx, req); return; }
     if (dec.reply) {
@@ -382,6 +387,9 @@ export class Proxy {
       mayConnect = fwd.mayConnect;
       upstream = fwd.upstream;
     }
+    // RFC 5630 5.3 (edge/router/sips.ts): a sips: request never leaves on a hop that is not TLS
+    const sipsOut = sipsNextHop(req, dest);
+    if (sipsOut) { this.finalLocal(st, sipsOut.status, sipsOut.reason, sipsOut.headers, req); return; }
     const listener = this.wire.listenerFor(dest.transport, dest.address, dest.listenerId);
     if (!listener) {
       this.finalLocal(st, 503, 'transport_unavailable', undefined, req);
@@ -501,6 +509,8 @@ export class Proxy {
       if (idx < 0) return;
       dest = this.router.upstreamDests[idx]!;
     } else { dest = dec.fwd.dest; mayConnect = dec.fwd.mayConnect; }
+    // the ACK of a sips: dialog: never in clear either (edge/router/sips.ts)
+    if (sipsNextHop(req, dest)) return;
     const listener = this.wire.listenerFor(dest.transport, dest.address, dest.listenerId);
     if (!listener) return;
     // stateless forwarding: derive the branch from the incoming one so that ACK retransmissions
