@@ -171,6 +171,7 @@ export const ConfigFileSchema = Type.Object(
             {
               fingerprint: Type.Optional(Type.String({ pattern: '^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$', description: 'SHA-256 fingerprint of the peer\'s certificate, "AB:CD:..." (openssl x509 -noout -fingerprint -sha256).', errorMessage: 'expected a SHA-256 fingerprint "AB:CD:..." (32 bytes)' })),
               name: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: 'A DNS name (subjectAltName, or CN without SAN) of the peer\'s certificate.', errorMessage: 'expected a host name' })),
+              addresses: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 1000, description: 'CIDRs the peer connects from: such a connection is admitted into the TCP capacity reserved for trusted sources while its handshake runs (on probation: closed if its certificate then matches no tls.peers entry), so that a connection flood from unknown sources cannot keep the peer out.', errorMessage: 'expected a list of CIDRs' })),
             },
             { additionalProperties: false },
           ),

@@ -26,6 +26,7 @@ import { FlowCodec } from './flow';
 import { type HealthFailureCause, UpstreamPool } from './upstreams';
 import { OUTBOUND_REASONS, type OutboundRouter } from './resolve-route';
 import { Topology } from './topology';
+import { SIPS_REASONS, sipsInbound, sipsNextHop } from './sips';
 
 /** RFC 3261 16.6 item 6 / 12.1.1: requests that create a dialog get Record-Route. */
 const DIALOG_CREATING = new Set(['INVITE', 'SUBSCRIBE', 'REFER', 'NOTIFY']);
@@ -125,6 +126,7 @@ export const PROXY_REASONS = [
   'no_route', 'transaction_table_full', 'request_timeout', 'cancel_unmatched', 'send_failed',
   'unmatched_response', 'unmatched_ack', 'transport_unavailable', 'shutting_down',
   ...OUTBOUND_REASONS, // trunks and DNS (edge/router/resolve-route.ts)
+  ...SIPS_REASONS, // sips: only over TLS (edge/router/sips.ts)
 ] as const;
 
 type Forward =
@@ -419,6 +421,9 @@ export class Proxy {
       return;
     }
 
+    // RFC 3261 26.2.2 / RFC 5630 (edge/router/sips.ts): a sips: request from outside in clear
+    const sipsIn = ctx.side === 'outside' ? sipsInbound(req, ctx.source) : undefined;
+    if (sipsIn) { this.replyTo(req, ctx.source, sipsIn.status, sipsIn.reason, { headers: sipsIn.headers }); return; }
     const dec = this.route(ctx, req);
     if (dec.wait) { this.awaitDns(dec.wait, ctx, req); return; }
     if (dec.reply) {
@@ -499,6 +504,9 @@ export class Proxy {
       mayConnect = fwd.mayConnect;
       upstream = fwd.upstream;
     }
+    // RFC 5630 5.3 (edge/router/sips.ts): a sips: request never leaves on a hop that is not TLS
+    const sipsOut = sipsNextHop(req, dest);
+    if (sipsOut) { this.finalLocal(st, sipsOut.status, sipsOut.reason, sipsOut.headers, req); return; }
     const listener = this.listenerFor(dest.transport, dest.address, dest.listenerId);
     if (!listener) {
       this.finalLocal(st, 503, 'transport_unavailable', undefined, req);
@@ -727,6 +735,8 @@ export class Proxy {
       const u = this.upstreams.list[idx]!.spec;
       dest = { transport: u.transport, address: u.host, port: u.port };
     } else { dest = dec.fwd.dest; mayConnect = dec.fwd.mayConnect; }
+    // the ACK of a sips: dialog: never in clear either (edge/router/sips.ts)
+    if (sipsNextHop(req, dest)) return;
     const listener = this.listenerFor(dest.transport, dest.address, dest.listenerId);
     if (!listener) return;
     const adv = this.adv.get(listener.id)!;
