@@ -50,7 +50,7 @@ export function compileGroups(rules: CacRules): (user: string) => { name: string
   for (const [name, g] of Object.entries(rules.groups)) {
     const v = { name, allow: new Set<DestClass>([...g.allow, 'emergency']) };
     if (name === 'default') dflt = v;
-    for (const u of g.users) if (!byUser.has(u)) byUser.set(u, v);
+    for (const u of g.users ?? []) if (!byUser.has(u)) byUser.set(u, v);
   }
   return (user) => byUser.get(user) ?? dflt;
 }

@@ -30,17 +30,17 @@ export class MemoryLocks implements LockStore {
   async list(): Promise<FraudLock[]> { return [...this.m.values()]; }
 }
 
-const LOCKS = 'sipedge:fraud:{cac}:locks';
 export class RedisLocks implements LockStore {
-  constructor(private readonly redis: Redis | Cluster) {}
-  async isLocked(user: string, cls: DestClass): Promise<boolean> { return (await this.redis.hexists(LOCKS, `${user}|${cls}`)) === 1; }
-  async lock(l: FraudLock): Promise<void> { await this.redis.hsetnx(LOCKS, `${l.user}|${l.cls}`, JSON.stringify(l)); }
+  private readonly LOCKS: string;
+  constructor(private readonly redis: Redis | Cluster, prefix = 'sipedge:') { this.LOCKS = `${prefix}fraud:{cac}:locks`; }
+  async isLocked(user: string, cls: DestClass): Promise<boolean> { return (await this.redis.hexists(this.LOCKS, `${user}|${cls}`)) === 1; }
+  async lock(l: FraudLock): Promise<void> { await this.redis.hsetnx(this.LOCKS, `${l.user}|${l.cls}`, JSON.stringify(l)); }
   async unlock(user: string, cls?: DestClass): Promise<number> {
     const fields = cls !== undefined ? [`${user}|${cls}`] : (await this.list()).filter((l) => l.user === user).map((l) => `${l.user}|${l.cls}`);
-    return fields.length === 0 ? 0 : this.redis.hdel(LOCKS, ...fields);
+    return fields.length === 0 ? 0 : this.redis.hdel(this.LOCKS, ...fields);
   }
   async list(): Promise<FraudLock[]> {
-    const all = await this.redis.hgetall(LOCKS);
+    const all = await this.redis.hgetall(this.LOCKS);
     const out: FraudLock[] = [];
     for (const v of Object.values(all)) { try { out.push(JSON.parse(v) as FraudLock); } catch { /* a foreign value: skip */ } }
     return out;

@@ -7,6 +7,10 @@ export const DEST_CLASSES = ['emergency', 'internal', 'premium', 'international'
 export type DestClass = (typeof DEST_CLASSES)[number];
 
 const Limit = Type.Union([Type.Integer({ minimum: 0 }), Type.Null()]);
+const Budget = Type.Object({
+  concurrent: Type.Optional(Type.Integer({ minimum: 0 })),
+  perMinute: Type.Optional(Type.Integer({ minimum: 0 })),
+}, { additionalProperties: false });
 const ClassName = Type.Union(DEST_CLASSES.map((c) => Type.Literal(c)));
 
 export const CacRulesSchema = Type.Object({
@@ -40,13 +44,10 @@ export const CacRulesSchema = Type.Object({
   }, { additionalProperties: false, default: {} }),
   groups: Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]{1,32}$' }), Type.Object({
     allow: Type.Array(ClassName),
-    users: Type.Array(Type.String(), { default: [] }),
+    users: Type.Optional(Type.Array(Type.String())),
   }, { additionalProperties: false }), { default: { default: { allow: ['emergency', 'internal', 'national', 'international'], users: [] } } }),
   /** per class concurrency (per user) and velocity (new calls per minute, per user) */
-  classBudgets: Type.Record(ClassName, Type.Object({
-    concurrent: Type.Optional(Type.Integer({ minimum: 0 })),
-    perMinute: Type.Optional(Type.Integer({ minimum: 0 })),
-  }, { additionalProperties: false }), { default: {} }),
+  classBudgets: Type.Object(Object.fromEntries(DEST_CLASSES.map((c) => [c, Type.Optional(Budget)])), { additionalProperties: false, default: {} }),
 }, { additionalProperties: false });
 export type CacRules = Static<typeof CacRulesSchema>;
 
@@ -63,7 +64,8 @@ export const FraudProfileSchema = Type.Object({
 export const FraudRulesSchema = Type.Object({
   /** per destination class, the thresholds (OpenSIPS fraud_detection's profile rule); emergency
    *  can never be listed: it is never blocked */
-  classes: Type.Record(Type.Union(DEST_CLASSES.filter((c) => c !== 'emergency').map((c) => Type.Literal(c))), FraudProfileSchema, {
+  classes: Type.Object(Object.fromEntries(DEST_CLASSES.filter((c) => c !== 'emergency').map((c) => [c, Type.Optional(FraudProfileSchema)])), {
+    additionalProperties: false,
     default: {
       premium: { callsPerMinute: { warning: 3, critical: 6 }, concurrent: { warning: 2, critical: 4 }, sequential: { warning: 5, critical: 10 }, distinctPerHour: { warning: 10, critical: 20 }, minutesPerDay: { warning: 60, critical: 120 } },
       international: { callsPerMinute: { warning: 10, critical: 20 }, concurrent: { warning: 5, critical: 10 }, sequential: { warning: 20, critical: 40 }, distinctPerHour: { warning: 30, critical: 60 }, minutesPerDay: { warning: 300, critical: 600 } },
