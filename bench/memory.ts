@@ -1,13 +1,15 @@
 // Memory benchmark (issue: attack resilience): what state an attacker can make the edge hold.
 //
-//   node dist/bench/memory.js tx      [--count 100000] [--bytes 1000] [--pps 8000] [--pbx silent|trying] [--budget MB] [--heap-dir DIR]
+//   node dist/bench/memory.js tx      [--count 100000] [--bytes 1000] [--pps 8000] [--pbx silent|trying] [--budget MB] [--heap-dir DIR] [--settle 15]
 //   node dist/bench/memory.js sources [--count 120000] [--pps 8000] [--idle 60] [--probe-ms 500]
 //                                     [--heap-snapshot] [--auth edge|pbx]
 //
 // tx: live INVITE transactions. A trusted source sends --count INVITEs of about --bytes bytes to
 // an upstream that never answers, so every one stays live (Timer B is 64*T1 = 32 s; the sending
 // must end before the first ones expire, so --count / --pps must stay well under 32 s). Reports
-// the edge's RSS growth per live transaction. --pbx trying: the upstream answers each INVITE with
+// the edge's RSS growth per live transaction 2 s after the send, and again after --settle more
+// seconds without traffic (0: not; the transactions are still live then, --pbx trying keeps them
+// for Timer C's 3 min). --pbx trying: the upstream answers each INVITE with
 // 100 Trying and nothing more: the transaction is just as live (the caller still waits for a
 // final, Timer C bounds it at 3 min) but no longer retransmitted, and Timer B no longer bounds the
 // send, so a 2-core box that cannot take 100,000 INVITEs in 32 s still reaches 100,000 live ones. --budget sets transactions.memoryBudgetMB (left out
@@ -53,6 +55,7 @@ const PPS = arg('pps', 8000);
 const IDLE = arg('idle', 60);
 const PBX_MODE = ((): 'silent' | 'trying' => { const i = argv.indexOf('--pbx'); return i >= 0 && argv[i + 1] === 'trying' ? 'trying' : 'silent'; })();
 const BUDGET = arg('budget', 0);
+const SETTLE = arg('settle', 15);
 const HEAP_DIR = ((): string | undefined => { const i = argv.indexOf('--heap-dir'); return i >= 0 ? argv[i + 1] : undefined; })();
 
 /** ask the edge for a heap snapshot (SIGUSR2) and wait for the file to be complete */
@@ -177,6 +180,12 @@ async function main(): Promise<void> {
         external: Math.round((sample(mm, 'sipedge_nodejs_external_memory_bytes') ?? NaN) / 1048576),
       });
       const live = sample(m, 'sipedge_transactions_active') ?? NaN;
+      // and once the edge has been quiet for --settle s (its idle collector ticks every 5 s): the
+      // same live transactions without the garbage of receiving them
+      await sleep(SETTLE * 1000);
+      const rss2 = rssMiB(edge.pid);
+      const m2 = await metrics();
+      const live2 = sample(m2, 'sipedge_transactions_active') ?? NaN;
       // after the RSS reading: the snapshot itself costs memory
       if (HEAP_DIR) await snapshot(edge.pid, HEAP_DIR, 'after.heapsnapshot');
       s.close();
@@ -184,6 +193,7 @@ async function main(): Promise<void> {
         mode: MODE, invites: COUNT, inviteBytes: invite(0, port, me, BYTES).length, sendSeconds: Number(((Date.now() - t0) / 1000 - 2).toFixed(1)),
         pbx: PBX_MODE, liveTransactions: live, heapMiB: { start: heap(m0), end: heap(m) }, rssMiB: { start: Math.round(rss0), end: Math.round(rss1), peak: Math.round(Math.max(peak, rss1)) },
         bytesPerLiveTransaction: Math.round(((rss1 - rss0) * 1024 * 1024) / (live || COUNT)),
+        ...(SETTLE > 0 ? { settled: { afterSeconds: SETTLE, liveTransactions: live2, rssMiB: Math.round(rss2), heapMiB: heap(m2), bytesPerLiveTransaction: Math.round(((rss2 - rss0) * 1024 * 1024) / (live2 || COUNT)) } } : {}),
         pbxReceived: up.received(),
       }, null, 2));
     } else {
@@ -262,6 +272,8 @@ async function main(): Promise<void> {
         probe: PROBE_MS > 0 ? { everyMs: PROBE_MS, sent: probesSent, answered: probesAnswered, answeredPct: Number(((probesAnswered / Math.max(1, probesSent)) * 100).toFixed(1)) } : null,
         droppedAtRing: queueFull(m1) - drops0,
         memMiB: { start: mem(m0), afterFlood: mem(m1), afterIdle: mem(m2) },
+        // the idle collector's runs (edge/idle-gc.ts logs each)
+        idleGc: edge.logs().filter((l) => l.includes('"idle_gc"')).map((l) => { const j = JSON.parse(l) as Record<string, number>; return `${j.heapBeforeMiB} -> ${j.heapAfterMiB} MiB in ${j.ms} ms`; }),
         ...(HEAP ? { heapSnapshots: dir } : {}),
       }, null, 2));
       if (process.env.BENCH_METRICS) fs.writeFileSync(process.env.BENCH_METRICS, m2);

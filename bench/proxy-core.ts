@@ -2,6 +2,9 @@
 // rewriting), with the sockets replaced by counters: what the edge spends per call apart from
 // the kernel. Run: node dist/bench/proxy-core.js [--calls 20000]
 //
+// --topology: topology hiding on (edge/router/topology.ts); the phone then dials back what it was
+// sent (the folded Record-Route, the sealed Contact), so both directions of the rewrite are paid.
+//
 // Reference in the same run: the cost of parsing the same messages alone (the floor any SIP
 // element pays), so the result reads as a ratio rather than an absolute that depends on the box.
 import { performance } from 'node:perf_hooks';
@@ -59,14 +62,18 @@ async function main(): Promise<void> {
     // with the shipped rules the one bench phone would hit the per-source rate limit: it is a
     // trusted peer here (--policy runs name their stages explicitly, without ratelimit)
     ...(policy ? {} : { trusted: ['127.0.0.1/32'] }),
-  }), pino({ level: 'silent' }), {
+    // the proxy core alone, synchronously: without the pre-parse priority queues (they hand
+    // messages over on a later event-loop turn; bench/overload-prio.ts measures them)
+    overload: { enabled: false, retryAfterSeconds: 5, prioritize: false, turnBudgetMs: 10, maxQueuedMB: 32 },
+    ...(argv.includes('--topology') ? { topology: { enabled: true, key: 'b'.repeat(64), headers: { remove: ['server', 'user-agent', 'organization', 'warning'], replace: {} } } } : {}),
+  }), pino({ level: process.env.BENCH_LOG ?? 'silent' }), {
     ...(argv.includes('--system-clock') ? {} : { clock: new ManualClock() }),
     ...(argv.includes('--no-metrics') ? { metrics: new NullMetrics() } : {}),
     ...(rules ? { rules } : {}),
   });
   const port = edge.listeners[0]!.port;
   // capture what the edge sends instead of putting it on the wire
-  const l = (edge.proxy as unknown as { listeners: Array<{ send: (d: Endpoint, b: Buffer) => boolean }> }).listeners[0]!;
+  const l = (edge.proxy as unknown as { wire: { listeners: Array<{ send: (d: Endpoint, b: Buffer) => boolean }> } }).wire.listeners[0]!;
   l.send = (_d, b) => { sent.push(b); return true; };
   // a public documentation address when the policy is on, so GeoIP and the CIDR lists do real lookups
   const phoneIp = policy === 'full' ? '8.8.8.8' : '127.0.0.1';
@@ -96,10 +103,15 @@ async function main(): Promise<void> {
     const r200 = resp('200 OK', '1 INVITE', ['Contact: <sip:127.0.0.2:5080>', `Record-Route: ${rr}`]);
     inject(r180, pbx);
     inject(r200, pbx);
-    const route = `Route: ${rr.split(', ').reverse().join(', ')}`;
-    const ack = msg([`ACK sip:127.0.0.2:5080 SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-${i}-5;rport`, ...base, `To: <sip:service@127.0.0.1:${port}>;tag=u${i}`, 'CSeq: 1 ACK', route, 'Max-Forwards: 70', 'Content-Length: 0']);
+    // the phone's route set and remote target are what it received (RFC 3261 12.1.2)
+    const got = sent.find((b) => b.toString('latin1', 0, 11) === 'SIP/2.0 200');
+    if (!got) throw new Error(`200 not forwarded (call ${i}): ${sent.map((b) => b.toString("latin1", 0, 40)).join(" | ")}`);
+    const rrSeen = rrOf(got);
+    const target = /^Contact: <([^>]*)>/m.exec(got.toString('latin1'))![1]!;
+    const route = `Route: ${rrSeen.split(', ').reverse().join(', ')}`;
+    const ack = msg([`ACK ${target} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-${i}-5;rport`, ...base, `To: <sip:service@127.0.0.1:${port}>;tag=u${i}`, 'CSeq: 1 ACK', route, 'Max-Forwards: 70', 'Content-Length: 0']);
     inject(ack, phone);
-    const bye = msg([`BYE sip:127.0.0.2:5080 SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-${i}-7;rport`, ...base, `To: <sip:service@127.0.0.1:${port}>;tag=u${i}`, 'CSeq: 2 BYE', route, 'Max-Forwards: 70', 'Content-Length: 0']);
+    const bye = msg([`BYE ${target} SIP/2.0`, `Via: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bK-${i}-7;rport`, ...base, `To: <sip:service@127.0.0.1:${port}>;tag=u${i}`, 'CSeq: 2 BYE', route, 'Max-Forwards: 70', 'Content-Length: 0']);
     sent.length = 0;
     inject(bye, phone);
     const bvias = viaOf(sent[0]!);
@@ -126,6 +138,7 @@ async function main(): Promise<void> {
     calls,
     metrics: !argv.includes('--no-metrics'),
     policy: policy ?? 'shipped rules',
+    topology: argv.includes('--topology'),
     cpuUsPerCall: Number(usPerCall.toFixed(1)),
     wallUsPerCall: Number(((wall * 1000) / calls).toFixed(1)),
     parseOnlyUsPerCall: Number(parseUs.toFixed(1)),

@@ -14,6 +14,7 @@ import { cidrErrorText, cidrKey, parseCidr } from './net/cidr';
 import { sourceClassifier } from './classify';
 import { Pipeline, type StageEntry } from './pipeline';
 import { Proxy, PROXY_REASONS } from './router/proxy';
+import { createOutbound } from './router/resolve-route';
 import type { Endpoint, SipRequest } from './sip/types';
 import { SANITY_REASONS } from './stages/sanity';
 import { PARSE_STAGE_REASONS } from './stages/parse-verdict';
@@ -42,8 +43,13 @@ import { securityEvent } from './log';
 import { OverloadGuard, type PressureSource } from './overload';
 import { Observer } from './path/observer';
 import { MessagePath } from './path/server';
+/** datagrams the UDP transport takes from its I/O thread per turn when they only get classified
+ *  and queued (a microsecond or two each): enough to keep the hand-over ring from filling while
+ *  the handling budget (overload.turnBudgetMs) is spent on the best of them */
+const PRIORITY_DRAIN_BUDGET = 2048;
 import { IdleGc } from './idle-gc';
 import { startTls, type TlsService } from './tls-service';
+import { startWs } from './ws-service';
 
 export interface EdgeHandle {
   close(graceMs: number): Promise<void>;
@@ -282,6 +288,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   const path = new MessagePath({
     cfg, log, metrics, bans, classifier, suspicion, observer, overload, pipeline: () => pipeline,
     trustedConnection: (ep) => tls?.trustedConnection(ep) === true,
+    ...(ov.prioritize ? { priority: { turnBudgetMs: ov.turnBudgetMs, maxQueuedBytes: ov.maxQueuedMB * 1048576 } } : {}),
   });
   // after a flood, give its garbage back once traffic is quiet again (edge/idle-gc.ts)
   const idleGc = new IdleGc({
@@ -301,6 +308,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
 
   try {
     tls = startTls(cfg, log, metrics, (source, event, rule) => observer.evidence(source, event, rule ?? event), opts.watchRules !== false);
+    // ws/wss listeners' upgrades (edge/ws-service.ts)
+    const ws = startWs(cfg, metrics, (source, event, rule) => observer.evidence(source, event, rule), (address) => !isInside(address) && bans.check(address, Date.now()) !== null);
     for (const spec of cfg.listen) {
       listeners.push(await (opts.createListener ?? createListener)(spec, {
         onMessage: path.receive,
@@ -309,16 +318,18 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
           if (event === 'conn_closed') tls?.onClosed(source);
         },
         onHandshake: (reason, _l, source) => tls?.onHandshake(reason, source),
-        onPeerCertificate: (source, peer) => tls?.onPeerCertificate(source, peer),
+        onPeerCertificate: (source, peer) => tls?.onPeerCertificate(source, peer) ?? false,
+        onUpgrade: (reason, _l, source) => ws?.onUpgrade(reason, source),
         // a refused or unreachable connect toward an upstream is evidence about the PBX itself
         onConnectFailed: (dest, cause) => { if (cause === 'remote') proxy?.transportFailed(dest); },
         onAdmission: (cls, result) => metrics.tcpAdmission(cls, result),
         onOversize: path.oversize,
       }, {
-        ...cfg.tcp, ...cfg.udp, maxMessageBytes: cfg.limits.maxMessageBytes, classify: connClass,
+        ...cfg.tcp, ...cfg.udp, ...(path.queues !== undefined ? { drainBudget: PRIORITY_DRAIN_BUDGET } : {}), maxMessageBytes: cfg.limits.maxMessageBytes, classify: connClass,
         // the gate at accept: a banned source gets no connection slot and no TLS handshake
         refuse: (address) => !isInside(address) && bans.check(address, Date.now()) !== null,
-        ...(tls !== undefined ? { tls: tls.security } : {}),
+        ...(tls !== undefined ? { tls: tls.security, probation: tls.probation } : {}),
+        ...(ws !== undefined ? { ws: ws.upgrade } : {}),
       }));
     }
   } catch (err) {
@@ -328,8 +339,11 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   }
 
   const wildcard = listeners.some((l) => WILDCARDS.has(l.local.address));
+  // trunks, egress control and RFC 3263 routing of requests from inside (issue 15)
+  const outbound = createOutbound(cfg, listeners.map((l) => l.spec.transport), metrics);
   proxy = new Proxy({
     cfg, clock, listeners, secret, isInside, isInsideEndpoint: isInsideSource,
+    ...(outbound !== undefined ? { outbound } : {}),
     localAddresses: wildcard ? localAddresses() : [],
     events: {
       sent: (t, side, kind) => metrics.sent(t, side, kind),
@@ -346,6 +360,11 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
         return sub;
       },
       retransmission: (d) => metrics.retransmission(d),
+      // topology hiding: SDP that shows an inside address to the outside (no media relay yet)
+      sdpInside: (kind, field) => {
+        metrics.sdpInside(kind, field);
+        log.debug({ event: 'sdp_inside', kind, field }, 'SDP sent to the outside names an inside address');
+      },
       txExpired: () => metrics.transactionExpired(),
       txRejected: (r) => metrics.transactionRejected(r),
       upstreamResponse: (i, cls) => metrics.upstreamResponse(upstreamLabels[i] ?? 'other', cls === 'timeout' ? 'timeout' : Number(cls[0]) * 100),
@@ -445,6 +464,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       const r = await proxy!.drain(graceMs);
       log.info({ event: 'drained', ms: Date.now() - t0, ...r }, r.answered > 0 ? 'grace period over: pending requests answered 503' : 'drained');
       await Promise.all(listeners.map((l) => l.close(SOCKET_FLUSH_MS)));
+      outbound?.close();
+      path.queues?.close();
       if (!opts.rules) rules.close();
       for (const h of users.values()) h.close();
       tls?.close();

@@ -25,10 +25,12 @@ import * as path from 'node:path';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { Aggregator, Metric } from 'prom-client';
 import type { ParseReason } from './sip/parser';
+import { PRIORITY_CLASSES, PRIORITY_SHED_REASONS, type PriorityClass, type PriorityShedReason } from './path/priority';
 import type { TransportName } from './sip/types';
 import type { AdmissionResult, SourceClass, TransportEvent } from './transport/types';
 import type { HealthFailureCause } from './router/upstreams';
 import { TLS_HANDSHAKE_REASONS, type TlsHandshakeReason } from './transport/tls';
+import { WS_UPGRADE_REASONS, WS_UPGRADE_RESULTS, wsUpgradeResult, type WsUpgradeReason } from './transport/ws';
 import { DNS_CACHE_RESULTS, DNS_QUERY_TYPES, DNS_RESULTS } from './dns/types';
 import type { DnsCacheResult, DnsQueryType, DnsResult } from './dns/types';
 import type { Side, StageMode, Verdict } from './verdict';
@@ -61,6 +63,7 @@ export const PARSE_REASONS = [
   'request_uri_invalid', 'request_uri_too_long', 'header_line_too_long', 'too_many_headers',
   'message_too_large', 'headers_unterminated', 'header_syntax', 'control_char',
   'content_length_invalid', 'content_length_duplicate', 'content_length_missing', 'body_truncated',
+  'trailing_bytes',
 ] as const;
 const _parse: Exhaustive<ParseReason, typeof PARSE_REASONS> = PARSE_REASONS;
 
@@ -89,7 +92,7 @@ const _events: Exhaustive<TransportEvent, typeof TRANSPORT_EVENTS> = TRANSPORT_E
  *  sources cannot take what trusted, inside and promoted ones need) */
 export const SOURCE_CLASSES = ['inside', 'trusted', 'promoted', 'unknown'] as const;
 const _classes: Exhaustive<SourceClass, typeof SOURCE_CLASSES> = SOURCE_CLASSES;
-export const ADMISSION_RESULTS = ['accepted', 'evicted', 'rejected_class_cap', 'rejected_total_cap', 'rejected_source_cap'] as const;
+export const ADMISSION_RESULTS = ['accepted', 'evicted', 'rejected_class_cap', 'rejected_total_cap', 'rejected_source_cap', 'probation', 'probation_verified', 'probation_failed'] as const;
 const _admissions: Exhaustive<AdmissionResult, typeof ADMISSION_RESULTS> = ADMISSION_RESULTS;
 
 /** what counted against an upstream's health (edge/router/upstreams.ts) */
@@ -128,6 +131,10 @@ function tlsHandshakeResult(reason: TlsHandshakeReason): (typeof TLS_HANDSHAKE_R
 export const PROCESSING_BUCKETS = [
   0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 ] as const;
+
+/** 100 us .. 2 s: a queue that is served within the turn sits at the bottom; the class delay
+ *  bounds (edge/path/priority.ts MAX_DELAY_MS: 200 ms, 500 ms, 2 s) are bucket edges */
+export const PRIORITY_DELAY_BUCKETS = [0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2] as const;
 
 /** prom-client default metrics that are gauges despite their `_total` name (removed, see Metrics) */
 const DEFAULT_GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'] as const;
@@ -185,6 +192,8 @@ export const METRICS = {
     'Transactions that could not be created (e.g. table_full).'),
   retransmissions: def('sipedge_retransmissions_total', 'counter', ['direction'],
     'Retransmissions absorbed, answered from the stored response, or sent by the edge.'),
+  sdpInside: def('sipedge_sdp_inside_total', 'counter', ['kind', 'field'],
+    'Messages sent to the outside whose SDP c= or o= names an inside address (the edge relays no media; fix the PBX NAT settings). Counted with topology hiding on.'),
   upstreamUp: def('sipedge_upstream_up', 'gauge', ['upstream'],
     '1 when the configured upstream passes health checks, else 0.', 'max'),
   upstreamResponses: def('sipedge_upstream_responses_total', 'counter', ['upstream', 'class'],
@@ -196,7 +205,7 @@ export const METRICS = {
   tcpConnections: def('sipedge_tcp_connections', 'gauge', [],
     'Open stream (TCP/TLS/WS) connections at scrape time.'),
   tcpAdmissions: def('sipedge_tcp_admissions_total', 'counter', ['class', 'result'],
-    'Inbound TCP connections by source class (inside|trusted|promoted|unknown) and result (accepted, evicted to make room for a higher class, rejected by the class share, the total or the per-source cap).'),
+    'Inbound TCP connections by source class (inside|trusted|promoted|unknown) and result (accepted, evicted to make room for a higher class, rejected by the class share, the total or the per-source cap; TLS from a certificate-trusted peer address: probation = admitted as trusted before its handshake, then probation_verified or probation_failed).'),
   bansAdded: def('sipedge_bans_added_total', 'counter', ['reason'],
     'Source bans added, by reason code.'),
   bansActive: def('sipedge_bans_active', 'gauge', [],
@@ -215,6 +224,8 @@ export const METRICS = {
     'Rule file reloads by result (error keeps the previous snapshot).'),
   tlsHandshakes: def('sipedge_tls_handshakes_total', 'counter', ['result', 'reason'],
     'TLS handshakes on inbound connections admitted by the TCP caps: ok, failed (timeout, not_tls, protocol_version, no_shared_cipher, client_cert_missing, client_cert_invalid, reset, failed) or refused before they began (source_cap, total_cap).'),
+  wsUpgrades: def('sipedge_ws_upgrades_total', 'counter', ['result', 'reason'],
+    'WebSocket upgrades (RFC 7118) on inbound ws/wss connections admitted by the TCP caps (after the TLS handshake for wss): ok, refused by policy (origin_refused, no_subprotocol, banned) or failed (not_websocket, bad_handshake, forwarded_invalid, timeout, too_large, bad_request, reset).'),
   tlsReloads: def('sipedge_tls_reloads_total', 'counter', ['result'],
     'Reloads of the TLS certificate files by result (error keeps the previous certificates).'),
   connections: def('sipedge_connections', 'gauge', ['transport'],
@@ -223,6 +234,10 @@ export const METRICS = {
     'Always 1; the version label identifies the active rules snapshot.', 'max'),
   processing: def('sipedge_processing_seconds', 'histogram', ['kind'],
     'Time from receipt to verdict applied (gate, parse, stages, route) per message.'),
+  priorityShed: def('sipedge_priority_shed_total', 'counter', ['class', 'reason'],
+    'Messages shed before parsing by trusted-first prioritization, by class (dialog|favoured|unknown_dialog|unknown) and reason (queue_full|queue_delay).'),
+  priorityDelay: def('sipedge_priority_queue_delay_seconds', 'histogram', ['class'],
+    'Time a message waited in its priority class queue (from receipt) before it was handled.'),
   dnsQueries: def('sipedge_dns_queries_total', 'counter', ['type', 'result'],
     'DNS questions asked for RFC 3263 resolution (NAPTR|SRV|A|AAAA), by outcome after retries (ok|nxdomain|nodata|servfail|refused|timeout|busy|error).'),
   dnsCacheLookups: def('sipedge_dns_cache_lookups_total', 'counter', ['result'],
@@ -276,6 +291,7 @@ export interface EdgeMetrics {
   transactionExpired(): void;
   transactionRejected(reason: string): void;
   retransmission(direction: RetransmissionDirection): void;
+  sdpInside(kind: 'request' | 'response', field: 'c' | 'o'): void;
   upstreamUp(upstream: string, up: boolean): void;
   /** status 100..699 or 'timeout' */
   upstreamResponse(upstream: string, status: number | 'timeout'): void;
@@ -292,9 +308,14 @@ export interface EdgeMetrics {
   /** how a TLS handshake ended (edge/transport/tls.ts TLS_HANDSHAKE_REASONS) */
   tlsHandshake(reason: TlsHandshakeReason): void;
   tlsReload(ok: boolean): void;
+  /** how a WebSocket upgrade ended (edge/transport/ws.ts WS_UPGRADE_REASONS) */
+  wsUpgrade(reason: WsUpgradeReason): void;
   /** new rules snapshot: its version and the rule names that may appear in ruleHit() */
   rulesLoaded(version: string, ruleNames: readonly string[]): void;
   observeProcessing(kind: MessageKind, seconds: number): void;
+  /** a message shed before parsing by prioritization (edge/path/priority.ts) */
+  priorityShed(cls: PriorityClass, reason: PriorityShedReason): void;
+  observePriorityDelay(cls: PriorityClass, seconds: number): void;
   /** one DNS question answered or given up (edge/dns; wire it with dnsMetricsOf) */
   dnsQuery(type: DnsQueryType, result: DnsResult): void;
   /** one synchronous resolver lookup */
@@ -571,14 +592,16 @@ class ProcessingHistogram implements Collector {
   readonly help: string;
   readonly type: MetricType;
   readonly aggregator: Aggregator;
-  readonly kinds = new Dim(MESSAGE_KINDS);
+  readonly kinds: Dim;
   /** per kind: one count per bucket (non-cumulative) + one for +Inf */
   readonly buckets: Float64Array;
   readonly sums: Float64Array;
   readonly counts: Float64Array;
-  private readonly nb = PROCESSING_BUCKETS.length + 1;
+  private readonly nb: number;
 
-  constructor(d: MetricDef) {
+  constructor(d: MetricDef, values: readonly string[] = MESSAGE_KINDS, private readonly label = 'kind', private readonly bounds: readonly number[] = PROCESSING_BUCKETS) {
+    this.kinds = new Dim(values);
+    this.nb = bounds.length + 1;
     this.name = d.name;
     this.help = d.help;
     this.type = d.type;
@@ -592,7 +615,7 @@ class ProcessingHistogram implements Collector {
     if (!(seconds >= 0) || seconds === Infinity) return; // NaN, negative, Infinity: a clock bug, not data
     const k = this.kinds.at(kind);
     let b = 0;
-    while (b < PROCESSING_BUCKETS.length && seconds > PROCESSING_BUCKETS[b]) b++;
+    while (b < this.bounds.length && seconds > this.bounds[b]!) b++;
     this.buckets[k * this.nb + b]++;
     this.sums[k] += seconds;
     this.counts[k]++;
@@ -610,13 +633,13 @@ class ProcessingHistogram implements Collector {
       if (k === this.kinds.other && this.counts[k] === 0) continue;
       const kind = this.kinds.values[k];
       let acc = 0;
-      for (let b = 0; b < PROCESSING_BUCKETS.length; b++) {
+      for (let b = 0; b < this.bounds.length; b++) {
         acc += this.buckets[k * this.nb + b];
-        values.push({ value: acc, labels: { le: String(PROCESSING_BUCKETS[b]), kind }, metricName: `${this.name}_bucket` });
+        values.push({ value: acc, labels: { le: String(this.bounds[b]), [this.label]: kind }, metricName: `${this.name}_bucket` });
       }
-      values.push({ value: this.counts[k], labels: { le: '+Inf', kind }, metricName: `${this.name}_bucket` });
-      values.push({ value: this.sums[k], labels: { kind }, metricName: `${this.name}_sum` });
-      values.push({ value: this.counts[k], labels: { kind }, metricName: `${this.name}_count` });
+      values.push({ value: this.counts[k], labels: { le: '+Inf', [this.label]: kind }, metricName: `${this.name}_bucket` });
+      values.push({ value: this.sums[k], labels: { [this.label]: kind }, metricName: `${this.name}_sum` });
+      values.push({ value: this.counts[k], labels: { [this.label]: kind }, metricName: `${this.name}_count` });
     }
     return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
   }
@@ -664,6 +687,7 @@ export class Metrics implements EdgeMetrics {
   private readonly fTxExpired: Family;
   private readonly fTxRejected: Family;
   private readonly fRetrans: Family;
+  private readonly fSdpInside: Family;
   private readonly fUpUp: Family;
   private readonly fUpResp: Family;
   private readonly fUpHealth: Family;
@@ -680,10 +704,13 @@ export class Metrics implements EdgeMetrics {
   private readonly fReloads: Family;
   private readonly fRulesInfo: Family;
   private readonly fTlsHandshakes: Family;
+  private readonly fWsUpgrades: Family;
   private readonly fTlsReloads: Family;
   private readonly fConnections: Family;
   private connectionsOf?: (transport: TransportName) => number;
   private readonly hProcessing: ProcessingHistogram;
+  private readonly fPrioShed: Family;
+  private readonly hPrioDelay: ProcessingHistogram;
   private readonly fReady: Family;
   private readonly fBuild: Family;
   private readonly fDnsQueries: Family;
@@ -718,6 +745,7 @@ export class Metrics implements EdgeMetrics {
     this.fTxExpired = new Family(METRICS.transactionsExpired, []);
     this.fTxRejected = new Family(METRICS.transactionsRejected, [new Dim(TRANSACTION_REJECT_REASONS)]);
     this.fRetrans = new Family(METRICS.retransmissions, [new Dim(RETRANSMISSION_DIRECTIONS)]);
+    this.fSdpInside = new Family(METRICS.sdpInside, [new Dim(['request', 'response']), new Dim(['c', 'o'])]);
     this.fUpUp = new Family(METRICS.upstreamUp, [new Dim(opts.upstreams ?? [])]);
     this.fUpResp = new Family(METRICS.upstreamResponses, [new Dim(opts.upstreams ?? []), new Dim(RESPONSE_CLASSES)]);
     this.fUpHealth = new Family(METRICS.upstreamHealthFailures, [new Dim(opts.upstreams ?? []), new Dim(HEALTH_FAILURE_CAUSES)]);
@@ -738,6 +766,8 @@ export class Metrics implements EdgeMetrics {
     // a reason belongs to one result: only those pairs start at zero
     this.fTlsHandshakes.possible = ([result, reason]) => result === tlsHandshakeResult(reason as TlsHandshakeReason);
     this.fTlsReloads = new Family(METRICS.tlsReloads, [new Dim(RELOAD_RESULTS)]);
+    this.fWsUpgrades = new Family(METRICS.wsUpgrades, [new Dim(WS_UPGRADE_RESULTS), new Dim(WS_UPGRADE_REASONS)]);
+    this.fWsUpgrades.possible = ([result, reason]) => result === wsUpgradeResult(reason as WsUpgradeReason);
     this.fConnections = new Family(METRICS.connections, [transports]);
     const fConn = this.fConnections;
     const get = fConn.get.bind(fConn);
@@ -748,6 +778,8 @@ export class Metrics implements EdgeMetrics {
       return get();
     };
     this.hProcessing = new ProcessingHistogram(METRICS.processing);
+    this.fPrioShed = new Family(METRICS.priorityShed, [new Dim(PRIORITY_CLASSES), new Dim(PRIORITY_SHED_REASONS)]);
+    this.hPrioDelay = new ProcessingHistogram(METRICS.priorityDelay, PRIORITY_CLASSES, 'class', PRIORITY_DELAY_BUCKETS);
     this.fDnsQueries = new Family(METRICS.dnsQueries, [new Dim(DNS_QUERY_TYPES), new Dim(DNS_RESULTS)]);
     this.fDnsCache = new Family(METRICS.dnsCacheLookups, [new Dim(DNS_CACHE_RESULTS)]);
     this.fReady = new Family(METRICS.ready, []);
@@ -777,10 +809,10 @@ export class Metrics implements EdgeMetrics {
   private collectors(): Collector[] {
     return [
       this.fReceived, this.fRequests, this.fResponses, this.fUpInfo, this.fSent, this.fVerdicts, this.fRuleHits, this.fParse, this.fUnmatched,
-      this.fTxActive, this.fTxExpired, this.fTxRejected, this.fRetrans, this.fUpUp, this.fUpResp, this.fUpHealth,
+      this.fTxActive, this.fTxExpired, this.fTxRejected, this.fRetrans, this.fSdpInside, this.fUpUp, this.fUpResp, this.fUpHealth,
       this.fTransport, this.fTcp, this.fTcpAdmit, this.fBansAdded, this.fBansActive, this.fBansExpired, this.fAuth,
-      this.fAuthAlg, this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.fTlsHandshakes, this.fTlsReloads,
-      this.fConnections, this.hProcessing, this.fReady, this.fBuild,
+      this.fAuthAlg, this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.fTlsHandshakes, this.fTlsReloads, this.fWsUpgrades,
+      this.fConnections, this.hProcessing, this.fPrioShed, this.hPrioDelay, this.fReady, this.fBuild,
       this.fDnsQueries, this.fDnsCache,
     ];
   }
@@ -854,6 +886,11 @@ export class Metrics implements EdgeMetrics {
   retransmission(direction: RetransmissionDirection): void {
     const f = this.fRetrans;
     f.cells[f.dims[0].at(direction)]++;
+  }
+
+  sdpInside(kind: 'request' | 'response', field: 'c' | 'o'): void {
+    const f = this.fSdpInside;
+    f.cells[f.dims[0]!.at(kind) * 2 + f.dims[1]!.at(field)]++;
   }
 
   dnsQuery(type: DnsQueryType, result: DnsResult): void {
@@ -936,8 +973,22 @@ export class Metrics implements EdgeMetrics {
     this.fTlsReloads.cells[ok ? 0 : 1]++;
   }
 
+  wsUpgrade(reason: WsUpgradeReason): void {
+    const f = this.fWsUpgrades, d = f.dims;
+    f.cells[d[0].at(wsUpgradeResult(reason)) * d[1].size + d[1].at(reason)]++;
+  }
+
   observeProcessing(kind: MessageKind, seconds: number): void {
     this.hProcessing.observe(kind, seconds);
+  }
+
+  priorityShed(cls: PriorityClass, reason: PriorityShedReason): void {
+    const f = this.fPrioShed, d = f.dims;
+    f.cells[d[0]!.at(cls) * d[1]!.size + d[1]!.at(reason)]++;
+  }
+
+  observePriorityDelay(cls: PriorityClass, seconds: number): void {
+    this.hPrioDelay.observe(cls, seconds);
   }
 
   // --- setup / reload time -------------------------------------------------------------------
@@ -994,6 +1045,7 @@ export class NullMetrics implements EdgeMetrics {
   transactionExpired(): void {}
   transactionRejected(): void {}
   retransmission(): void {}
+  sdpInside(): void {}
   upstreamUp(): void {}
   upstreamResponse(): void {}
   upstreamHealthFailure(): void {}
@@ -1008,8 +1060,11 @@ export class NullMetrics implements EdgeMetrics {
   rulesReload(): void {}
   tlsHandshake(): void {}
   tlsReload(): void {}
+  wsUpgrade(): void {}
   rulesLoaded(): void {}
   observeProcessing(): void {}
+  priorityShed(): void {}
+  observePriorityDelay(): void {}
   dnsQuery(): void {}
   dnsCache(): void {}
   declareStage(): void {}

@@ -66,9 +66,9 @@ test('check: without --config validates the shipped sip-edge.yaml', () => {
 
 test('check: flags override the file and are validated too', () => {
   const file = tmp('upstreams: [udp:127.0.0.1:5080]\n');
-  const r = cli('check', '--config', file, '--listen', 'ws:0.0.0.0:5061');
+  const r = cli('check', '--config', file, '--listen', 'sctp:0.0.0.0:5061');
   assert.equal(r.code, 1);
-  assert.equal(r.stderr, '--listen "ws:0.0.0.0:5061": listen "ws:0.0.0.0:5061": transport "ws" is not supported yet (use udp or tcp or tls)\n');
+  assert.equal(r.stderr, '--listen "sctp:0.0.0.0:5061": listen "sctp:0.0.0.0:5061": unknown transport "sctp" (expected udp or tcp or tls or ws or wss)\n');
 });
 
 function cliEnv(env: Record<string, string>, ...args: string[]): { code: number | null; stdout: string; stderr: string } {
@@ -79,11 +79,11 @@ function cliEnv(env: Record<string, string>, ...args: string[]): { code: number 
 test('environment: SIPEDGE_* stand in for the flags (a container\'s interface): over the file, under the flags, named in errors', () => {
   const file = tmp('listen: [udp:127.0.0.1:0]\nupstreams: [udp:127.0.0.1:5080]\n');
   // the variable replaces the file's list, and is validated like the flag (lists: commas or spaces)
-  const bad = cliEnv({ SIPEDGE_CONFIG: file, SIPEDGE_LISTEN: 'udp:0.0.0.0:5060, ws:0.0.0.0:5080' }, 'check');
+  const bad = cliEnv({ SIPEDGE_CONFIG: file, SIPEDGE_LISTEN: 'udp:0.0.0.0:5060, sctp:0.0.0.0:5080' }, 'check');
   assert.equal(bad.code, 1);
-  assert.equal(bad.stderr, 'env SIPEDGE_LISTEN "ws:0.0.0.0:5080": listen "ws:0.0.0.0:5080": transport "ws" is not supported yet (use udp or tcp or tls)\n');
+  assert.equal(bad.stderr, 'env SIPEDGE_LISTEN "sctp:0.0.0.0:5080": listen "sctp:0.0.0.0:5080": unknown transport "sctp" (expected udp or tcp or tls or ws or wss)\n');
   // a flag wins over its variable: the bad value is never looked at
-  const flag = cliEnv({ SIPEDGE_CONFIG: file, SIPEDGE_LISTEN: 'ws:0.0.0.0:5080' }, 'check', '--listen', 'udp:127.0.0.1:0');
+  const flag = cliEnv({ SIPEDGE_CONFIG: file, SIPEDGE_LISTEN: 'sctp:0.0.0.0:5080' }, 'check', '--listen', 'udp:127.0.0.1:0');
   assert.equal(flag.code, 0, flag.stderr);
   assert.match(flag.stdout, new RegExp(`^ok: ${escapeRe(file)};`));
   // --no-config, everything from the environment; metrics "off" as the flag says it

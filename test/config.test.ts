@@ -173,14 +173,16 @@ const ERROR_CASES: ReadonlyArray<readonly [string, string, readonly string[]]> =
     ['FILE:2:1: Flow sequence in block collection must be sufficiently indented and end with a ]']],
   ['duplicate key', 'upstreams: [udp:10.0.0.5:5060]\nlog: {level: info}\nlog: {level: debug}\n',
     ['FILE:3:1: Map keys must be unique']],
-  ['ws not supported yet', 'upstreams: [udp:10.0.0.5:5060]\nlisten:\n  - udp:0.0.0.0:5060\n  - ws:0.0.0.0:5061\n',
-    ['FILE:4:5: listen "ws:0.0.0.0:5061": transport "ws" is not supported yet (use udp or tcp or tls)']],
+  ['ws upstream not supported', 'upstreams: [ws:10.0.0.5:5060]\n',
+    ['FILE:1:13: upstream "ws:10.0.0.5:5060": transport "ws" is not supported for upstreams yet (use udp or tcp or tls)']],
+  ['wss listener without a certificate', 'upstreams: [udp:10.0.0.5:5060]\nlisten:\n  - udp:0.0.0.0:5060\n  - wss:0.0.0.0:4443\n',
+    ['FILE:4:5: listen "wss:0.0.0.0:4443": a wss listener needs at least one certificate in tls.certificates ({cert, key})']],
   ['tls listener without a certificate', 'upstreams: [udp:10.0.0.5:5060]\nlisten:\n  - udp:0.0.0.0:5060\n  - tls:0.0.0.0:5061\n',
     ['FILE:4:5: listen "tls:0.0.0.0:5061": a tls listener needs at least one certificate in tls.certificates ({cert, key})']],
   ['tls upstream without a tls listener', 'upstreams: [tls:10.0.0.5:5061]\n',
     ['FILE:1:13: upstream "tls:10.0.0.5:5061": needs a tls listener of the same address family in listen (the edge connects from it)']],
   ['unknown transport', 'upstreams: [udp:10.0.0.5:5060]\nlisten: [sctp:0.0.0.0:5060]\n',
-    ['FILE:2:10: listen "sctp:0.0.0.0:5060": unknown transport "sctp" (expected udp or tcp or tls)']],
+    ['FILE:2:10: listen "sctp:0.0.0.0:5060": unknown transport "sctp" (expected udp or tcp or tls or ws or wss)']],
   ['port out of range', 'upstreams: [udp:10.0.0.5:5060]\nlisten: [udp:0.0.0.0:70000]\n',
     ['FILE:2:10: listen "udp:0.0.0.0:70000": port "70000" is not a number from 0 to 65535']],
   ['missing transport', 'upstreams: [udp:10.0.0.5:5060]\nlisten: ["0.0.0.0:5060"]\n',
@@ -223,15 +225,15 @@ const ERROR_CASES: ReadonlyArray<readonly [string, string, readonly string[]]> =
     ['FILE:2:9: secret: expected a string of 16 to 4096 characters (got "abc")']],
   // a schema error does not hide the semantic errors of the rest of the file (sip-edge check
   // reports everything in one run), and they come in file order
-  ['schema and semantic errors are reported together, in file order', 'listen: [ws:0.0.0.0:5061]\nlimits: {maxHeaders: 1}\nupstreams: [udp:h:1]\n',
+  ['schema and semantic errors are reported together, in file order', 'listen: [sctp:0.0.0.0:5061]\nlimits: {maxHeaders: 1}\nupstreams: [udp:h:1]\n',
     [
-      'FILE:1:10: listen "ws:0.0.0.0:5061": transport "ws" is not supported yet (use udp or tcp or tls)',
+      'FILE:1:10: listen "sctp:0.0.0.0:5061": unknown transport "sctp" (expected udp or tcp or tls or ws or wss)',
       'FILE:2:22: limits.maxHeaders: expected an integer from 10 to 1000 (got 1)',
       'FILE:3:13: upstream "udp:h:1": host "h" is not an IP address; DNS names for upstreams are not supported yet',
     ]],
-  ['semantic errors are all reported together', 'listen: [ws:0.0.0.0:5061]\nupstreams: [udp:h:1]\n',
+  ['semantic errors are all reported together', 'listen: [sctp:0.0.0.0:5061]\nupstreams: [udp:h:1]\n',
     [
-      'FILE:1:10: listen "ws:0.0.0.0:5061": transport "ws" is not supported yet (use udp or tcp or tls)',
+      'FILE:1:10: listen "sctp:0.0.0.0:5061": unknown transport "sctp" (expected udp or tcp or tls or ws or wss)',
       'FILE:2:13: upstream "udp:h:1": host "h" is not an IP address; DNS names for upstreams are not supported yet',
     ]],
 ];
@@ -266,10 +268,10 @@ function errorsOf(r: ReturnType<typeof loadConfig>): unknown {
 }
 
 test('flag errors name the flag', () => {
-  assert.deepEqual(errorsOf(loadConfig({ env: {}, overrides: { listen: ['ws:0.0.0.0:80'], upstreams: ['udp:10.0.0.5:5060'], logLevel: 'chatty', metrics: 'x:y' } })), {
+  assert.deepEqual(errorsOf(loadConfig({ env: {}, overrides: { listen: ['sctp:0.0.0.0:80'], upstreams: ['udp:10.0.0.5:5060'], logLevel: 'chatty', metrics: 'x:y' } })), {
     ok: false,
     errors: [
-      '--listen "ws:0.0.0.0:80": listen "ws:0.0.0.0:80": transport "ws" is not supported yet (use udp or tcp or tls)',
+      '--listen "sctp:0.0.0.0:80": listen "sctp:0.0.0.0:80": unknown transport "sctp" (expected udp or tcp or tls or ws or wss)',
       '--log-level "chatty": expected one of fatal, error, warn, info, debug, trace, silent',
       '--metrics "x:y": metrics.listen "x:y": port "y" is not a number from 0 to 65535',
     ],

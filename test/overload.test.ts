@@ -95,7 +95,7 @@ test('a saturated edge refuses new calls, keeps dialogs and answers flowing, and
   const edge = await startEdge(testConfig({
     upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }],
     trusted: ['127.0.0.1/32'],
-    overload: { enabled: true, retryAfterSeconds: 7 },
+    overload: { enabled: true, retryAfterSeconds: 7, prioritize: true, turnBudgetMs: 10, maxQueuedMB: 32 },
   }), silent, { clock: new ManualClock(), policyClock: policy, watchRules: false, pressure: () => util });
   const port = edge.listeners[0]!.port;
   try {

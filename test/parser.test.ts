@@ -98,7 +98,7 @@ test('leading CRLFs before the start line are ignored (RFC 3261 7.5)', () => {
 });
 
 // One row per reason code: input, expected reason, expected status, whether a partial comes back.
-const REASONS: [string, Buffer, ParseReason, number, boolean, { framing?: 'datagram' | 'stream' }?][] = [
+const REASONS: [string, Buffer, ParseReason, number, boolean, { framing?: 'datagram' | 'stream' | 'message' }?][] = [
   ['empty buffer', Buffer.alloc(0), 'empty', 400, false],
   ['only whitespace', Buffer.from('\r\n\r\n \t\r\n'), 'empty', 400, false],
   ['lwsstart: two SP after method', req('INVITE  sip:a@example.com SIP/2.0'), 'start_line_invalid', 400, true],
@@ -149,6 +149,8 @@ const REASONS: [string, Buffer, ParseReason, number, boolean, { framing?: 'datag
   ['stream without Content-Length', req(OPT, [], '', null), 'content_length_missing', 400, true, { framing: 'stream' }],
   ['clerr: body shorter than announced', req(OPT, [], '', 'Content-Length: 50'), 'body_truncated', 400, true],
   ['stream: body shorter than announced', req(OPT, [], 'abc', 'Content-Length: 5'), 'body_truncated', 400, true, { framing: 'stream' }],
+  // RFC 7118 5: one SIP message per WebSocket message
+  ['websocket: bytes after the message in its frame', req(OPT, [], 'abcXY', 'Content-Length: 3'), 'trailing_bytes', 400, true, { framing: 'message' }],
 ];
 
 test('one rejection per reason code, with status and partial', () => {

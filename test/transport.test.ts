@@ -249,7 +249,9 @@ test('createListener dispatches on transport and rejects unsupported ones', asyn
   await u.close();
   await t.close();
   const spec: ListenerSpec = { transport: 'ws', host: '127.0.0.1', port: 0 };
-  await assert.rejects(createListener(spec, r.hooks), /transport_unsupported/);
+  // ws/wss are stream listeners once they have their upgrade settings (edge/transport/ws.ts)
+  await assert.rejects(createListener(spec, r.hooks), /ws_not_configured/);
+  await assert.rejects(createListener({ transport: 'sctp' as ListenerSpec['transport'], host: '127.0.0.1', port: 0 }, r.hooks), /transport_unsupported/);
   // tls is a stream listener once it has certificates (edge/transport/tls.ts)
   await assert.rejects(createListener({ transport: 'tls', host: '127.0.0.1', port: 0 }, r.hooks), /tls_not_configured/);
   await assert.rejects(createListener({ transport: 'udp', host: 'example.com', port: 0 }, r.hooks), /listen_host_not_ip/);

@@ -16,6 +16,7 @@ import type { ConfigFile, LogLevel } from './schema';
 import { loadYamlFile, loadYamlText } from './yaml';
 import { parseRedisUrl } from '../store/redis-url';
 import { transactionBudget } from '../transaction/table';
+import { resolveTrunks } from './trunks';
 import type { ValuePath } from './yaml';
 
 /** Flags that replace (not extend) the corresponding file setting when given. */
@@ -58,7 +59,7 @@ export type LoadResult =
     };
 
 /** Transports the edge can serve today; the others parse but are refused with a clear error. */
-const SUPPORTED_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls'];
+const SUPPORTED_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls', 'ws', 'wss'];
 const SUPPORTED_UPSTREAM_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls'];
 const KNOWN_TRANSPORTS: readonly TransportName[] = ['udp', 'tcp', 'tls', 'ws', 'wss'];
 /** RFC 3261 19.1.2: default port for sip: over UDP/TCP. */
@@ -110,7 +111,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
       err(it.where, `listen ${JSON.stringify(it.text)}: ${r}`);
       continue;
     }
-    if (r.transport === 'tls' && f.tls.certificates.length === 0) needsCertificate.push(`${it.where}: listen ${JSON.stringify(it.text)}: a tls listener needs at least one certificate in tls.certificates ({cert, key})`);
+    if ((r.transport === 'tls' || r.transport === 'wss') && f.tls.certificates.length === 0) needsCertificate.push(`${it.where}: listen ${JSON.stringify(it.text)}: a ${r.transport} listener needs at least one certificate in tls.certificates ({cert, key})`);
     const key = `${r.transport}|${r.host}|${r.port}`;
     if (r.port !== 0 && seenListen.has(key)) err(it.where, `listen ${JSON.stringify(it.text)}: listed twice`);
     seenListen.add(key);
@@ -180,6 +181,9 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   };
   const inside = cidrs('inside', by('inside', '--inside'), ov.inside);
   const trusted = cidrs('trusted', by('trusted', '--trusted'), ov.trusted);
+  // trunks (issue 15): a trunk whose inbound skips auth is trusted by address
+  const trunkCfg = resolveTrunks(f, { err, at });
+  for (const c of trunkCfg.trusted) if (!trusted.includes(c)) trusted.push(c);
 
   // --- secret -------------------------------------------------------------------------------
   // Env wins over the file so that a deployment can keep the secret out of the config repo.
@@ -274,6 +278,7 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
   }
   for (const e of needsCertificate) errors.push(e);
   const tls = resolveTls(f, listen, { err, at, fileName });
+  const websocket = resolveWebsocket(f, listen, { err, at });
   const auth = resolveAuth(f, {
     domains: [...new Set(domains)], env, err, at, fileName, addressRealm: addressRealm(listen, advertise),
     usersOverride: ov.users !== undefined ? path.resolve(ov.users) : undefined,
@@ -287,15 +292,23 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     domains: [...new Set(domains)],
     inside,
     trusted,
+    trunks: trunkCfg.trunks,
+    egress: trunkCfg.egress,
     ...(secret !== undefined ? { secret } : {}),
     limits: { ...f.limits },
     tcp: { ...f.tcp },
     udp: { ...f.udp },
     ...(tls !== undefined ? { tls } : {}),
+    ...(websocket !== undefined ? { websocket } : {}),
     transactions: { max: txMax, memoryBudgetMB: f.transactions.memoryBudgetMB, t1Ms: f.transactions.t1Ms, t2Ms: f.transactions.t2Ms, t4Ms: f.transactions.t4Ms },
     health: { ...f.health },
     overload: { ...f.overload },
     proxy: { ...f.proxy },
+    topology: {
+      enabled: f.topology.enabled,
+      key: env.SIPEDGE_TOPOLOGY_KEY || f.topology.key,
+      headers: { remove: f.topology.headers.remove.map((n) => n.toLowerCase()), replace: { ...f.topology.headers.replace } },
+    },
     ...(rulesDir !== undefined ? { rulesDir } : {}),
     ...(redisUrl ? { redis: { url: redisUrl } } : {}),
     ...(f.serverHeader !== null ? { serverHeader: f.serverHeader } : {}),
@@ -309,6 +322,33 @@ export function loadConfig(opts: LoadOptions = {}): LoadResult {
     ...(fileName !== undefined ? { configFile: fileName } : {}),
   };
   return { ok: true, config: deepFreeze(config) };
+}
+
+/** The `websocket:` section resolved when a ws/wss listener is configured: origins keyed by the
+ *  listener's canonical text, proxies as canonical CIDRs. */
+function resolveWebsocket(f: ConfigFile, listen: readonly ListenerSpec[], c: { err: (where: string, msg: string) => void; at: (p: ValuePath) => string }): ResolvedConfig['websocket'] {
+  const w = f.websocket;
+  const text = (l: ListenerSpec): string => `${l.transport}:${l.host.includes(':') ? `[${l.host}]` : l.host}:${l.port}`;
+  const wsListeners = new Set(listen.filter((l) => l.transport === 'ws' || l.transport === 'wss').map(text));
+  const origins: Record<string, string[]> = {};
+  w.origins.forEach((o, i) => {
+    const r = parseTransportSpec(o.listener, 'listen');
+    if (typeof r === 'string') { c.err(c.at(['websocket', 'origins', i, 'listener']), `websocket.origins ${JSON.stringify(o.listener)}: ${r}`); return; }
+    if (!wsListeners.has(text(r))) { c.err(c.at(['websocket', 'origins', i, 'listener']), `websocket.origins ${JSON.stringify(o.listener)}: not one of the ws/wss listeners in listen`); return; }
+    o.allow.forEach((a, j) => {
+      // RFC 6454 6.2: scheme "://" host [":" port], no path
+      if (!/^https?:\/\/[^/\s]+\/?$/i.test(a)) c.err(c.at(['websocket', 'origins', i, 'allow', j]), `websocket.origins ${JSON.stringify(a)}: expected an origin "https://host[:port]"`);
+    });
+    (origins[text(r)] ??= []).push(...o.allow.map((a) => a.toLowerCase().replace(/\/+$/, '')));
+  });
+  const trustedProxies: string[] = [];
+  w.trustedProxies.forEach((t, i) => {
+    const p = parseCidr(t);
+    if (typeof p === 'string') c.err(c.at(['websocket', 'trustedProxies', i]), `websocket.trustedProxies ${JSON.stringify(t)}: ${cidrErrorText(t, p)}`);
+    else trustedProxies.push(formatCidr(p));
+  });
+  if (wsListeners.size === 0) return undefined;
+  return { origins, trustedProxies, upgradeTimeoutMs: w.upgradeTimeoutMs, maxUpgradeBytes: w.maxUpgradeBytes, pingIntervalMs: w.pingIntervalMs };
 }
 
 /** The `tls:` section resolved (paths absolute), when a tls listener or a certificate is
@@ -331,6 +371,10 @@ function resolveTls(f: ConfigFile, listen: readonly ListenerSpec[], c: { err: (w
   if (t.peers.length > 0 && t.clientCa === null) c.err(c.at(['tls', 'peers']), 'tls.peers: needs tls.clientCa (a peer is identified by a certificate that verifies against it)');
   t.peers.forEach((p, i) => {
     if ((p.fingerprint === undefined) === (p.name === undefined)) c.err(c.at(['tls', 'peers', i]), 'tls.peers: each entry has exactly one of fingerprint or name');
+    (p.addresses ?? []).forEach((a, j) => {
+      const r = parseCidr(a);
+      if (typeof r === 'string') c.err(c.at(['tls', 'peers', i, 'addresses', j]), `tls.peers addresses: ${cidrErrorText(a, r)}`);
+    });
   });
   return {
     certificates: t.certificates.map((x) => ({ cert: abs(x.cert), key: abs(x.key) })),
@@ -341,7 +385,10 @@ function resolveTls(f: ConfigFile, listen: readonly ListenerSpec[], c: { err: (w
     maxHandshakesPerSource: t.maxHandshakesPerSource,
     ...(t.clientCa !== null ? { clientCa: abs(t.clientCa) } : {}),
     requireClientCert: t.requireClientCert.flatMap((text) => { const r = parseTransportSpec(text, 'listen'); return typeof r === 'string' ? [] : [`tls:${r.host.includes(':') ? `[${r.host}]` : r.host}:${r.port}`]; }),
-    peers: t.peers.map((p) => (p.fingerprint !== undefined ? { fingerprint: p.fingerprint.toUpperCase() } : { name: p.name!.toLowerCase().replace(/\.$/, '') })),
+    peers: t.peers.map((p) => ({
+      ...(p.fingerprint !== undefined ? { fingerprint: p.fingerprint.toUpperCase() } : { name: p.name!.toLowerCase().replace(/\.$/, '') }),
+      ...(p.addresses !== undefined && p.addresses.length > 0 ? { addresses: p.addresses } : {}),
+    })),
     ...(t.upstreamCa !== null ? { upstreamCa: abs(t.upstreamCa) } : {}),
     ...(t.upstreamName !== null ? { upstreamName: t.upstreamName.toLowerCase() } : {}),
   };
@@ -399,7 +446,8 @@ export function parseTransportSpec(text: string, role: 'listen' | 'upstream'): L
       ? `host "${hp.host}" is not an IP address; DNS names for upstreams are not supported yet`
       : `host "${hp.host}" is not an IP address to bind (use e.g. 0.0.0.0, ::, 127.0.0.1)`;
   }
-  const port = hp.port ?? (proto === 'tls' ? SIPS_DEFAULT_PORT : SIP_DEFAULT_PORT);
+  // ws/wss: RFC 7118 names no port; those of RFC 6455 (http / https)
+  const port = hp.port ?? (proto === 'tls' ? SIPS_DEFAULT_PORT : proto === 'ws' ? 80 : proto === 'wss' ? 443 : SIP_DEFAULT_PORT);
   if (role === 'upstream') {
     if (port === 0) return 'upstream port must be 1..65535';
     if (isUnspecified(host)) return `"${host}" is a wildcard address, not an upstream`;

@@ -5,6 +5,7 @@
 // ("listne:") is an error, not a silently ignored setting.
 import { Type } from '@sinclair/typebox';
 import type { Static, TProperties } from '@sinclair/typebox';
+import { EgressSchema, TrunksSchema } from './trunks-schema';
 
 /** An object that rejects unknown keys and defaults to {} so that its fields' defaults apply. */
 function section<P extends TProperties>(properties: P, description: string) {
@@ -104,7 +105,7 @@ export const ConfigFileSchema = Type.Object(
   {
     listen: list(
       DEFAULT_LISTEN,
-      'Sockets to bind, "proto:host:port" (IPv6 in brackets: "udp:[::]:5060"): udp, tcp, tls (default port 5061; needs tls.certificates).',
+      'Sockets to bind, "proto:host:port" (IPv6 in brackets: "udp:[::]:5060"): udp, tcp, tls (default port 5061; needs tls.certificates), ws (default port 80) and wss (default 443; needs tls.certificates): SIP over WebSocket, RFC 7118.',
       'listener spec',
     ),
     advertise: nullableString(
@@ -115,6 +116,9 @@ export const ConfigFileSchema = Type.Object(
     domains: list([], 'SIP domains served (lower-cased). The edge\'s own addresses always count too.', 'domain name'),
     inside: list([], 'CIDRs whose traffic is inside traffic, besides the upstream addresses.', 'CIDR'),
     trusted: list([], 'Outside CIDRs authenticated by address (carriers, partner PBXs): skip auth and rate limits, never sanity.', 'CIDR'),
+    // trunks: edge/config/trunks.ts resolves them, edge/router/trunks.ts applies them (issue 15)
+    trunks: TrunksSchema,
+    egress: EgressSchema,
     secret: Type.Optional(
       Type.String({
         minLength: 16,
@@ -167,6 +171,7 @@ export const ConfigFileSchema = Type.Object(
             {
               fingerprint: Type.Optional(Type.String({ pattern: '^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$', description: 'SHA-256 fingerprint of the peer\'s certificate, "AB:CD:..." (openssl x509 -noout -fingerprint -sha256).', errorMessage: 'expected a SHA-256 fingerprint "AB:CD:..." (32 bytes)' })),
               name: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: 'A DNS name (subjectAltName, or CN without SAN) of the peer\'s certificate.', errorMessage: 'expected a host name' })),
+              addresses: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 1000, description: 'CIDRs the peer connects from: such a connection is admitted into the TCP capacity reserved for trusted sources while its handshake runs (on probation: closed if its certificate then matches no tls.peers entry), so that a connection flood from unknown sources cannot keep the peer out.', errorMessage: 'expected a list of CIDRs' })),
             },
             { additionalProperties: false },
           ),
@@ -176,6 +181,25 @@ export const ConfigFileSchema = Type.Object(
         upstreamName: nullableString(null, 'Name expected in the tls upstreams\' certificates; null = their IP address (an IP subjectAltName).'),
       },
       'TLS (RFC 3261 26.2): certificates, protocol policy, handshake limits, mutual TLS.',
+    ),
+    websocket: section(
+      {
+        origins: Type.Array(
+          Type.Object(
+            {
+              listener: Type.String({ minLength: 1, maxLength: 300, description: 'A ws or wss listener, as written in listen.', errorMessage: 'expected a listener spec' }),
+              allow: Type.Array(Type.String({ minLength: 1, maxLength: 2048, errorMessage: 'expected an origin "https://host[:port]"' }), { maxItems: 1000, description: 'Origins ("https://app.example.com") whose pages may open a WebSocket to this listener.', errorMessage: 'expected a list of origins' }),
+            },
+            { additionalProperties: false },
+          ),
+          { default: [], maxItems: 1000, description: 'Origin allow-list per ws/wss listener (RFC 6455 10.2). A listener with none refuses every browser (browsers always send Origin); clients that send no Origin (SIP phones, softphones) are not browsers and are let in.', errorMessage: 'expected a list of {listener, allow} entries' },
+        ),
+        trustedProxies: list([], 'CIDRs of TLS-terminating proxies / load balancers in front of ws listeners: from these peers only, the client address is taken from Forwarded (RFC 7239) or X-Forwarded-For; from anyone else those headers are ignored and the socket address is the source.', 'CIDR'),
+        upgradeTimeoutMs: int(5000, 100, 120000, 'Time from the accepted connection (after the TLS handshake for wss) to a complete HTTP upgrade request.'),
+        maxUpgradeBytes: int(8192, 1024, 65536, 'Bytes of the HTTP upgrade request head -> 431.'),
+        pingIntervalMs: int(30000, 1000, 3600000, 'WebSocket ping interval; a connection whose previous ping went unanswered is closed. Idle time (no SIP message either way) is tcp.idleTimeoutMs, or the registration\'s lifetime.'),
+      },
+      'SIP over WebSocket (RFC 7118): ws/wss listeners. Frames and messages are capped at limits.maxMessageBytes.',
     ),
     udp: section(
       {
@@ -207,6 +231,9 @@ export const ConfigFileSchema = Type.Object(
       {
         enabled: Type.Boolean({ default: false, description: 'Opt-in (measurements in bench/README.md). Refuse a share of new outside requests (503 to trusted and authenticated sources, silence to unknown ones) while the UDP receive queue is backlogged, so accepted calls keep flowing (RFC 7339 loss-based, applied locally).', errorMessage: 'expected true or false' }),
         retryAfterSeconds: int(5, 1, 3600, 'Retry-After on the overload 503 (jittered up to +50 %).'),
+        prioritize: Type.Boolean({ default: true, description: 'Trusted-first prioritization before parse (edge/path/priority.ts): past capacity, responses and in-dialog requests first, then the PBX side, trusted peers and promoted sources, unknown sources last and shed silently (measurements in bench/README.md).', errorMessage: 'expected true or false' }),
+        turnBudgetMs: int(10, 1, 1000, 'With prioritize: most milliseconds of message handling per event-loop turn before timers, TCP, /healthz and the UDP hand-over get their turn.'),
+        maxQueuedMB: int(32, 1, 1024, 'With prioritize: most MiB of received messages waiting in the priority queues (lowest class shed first).'),
       },
       'Overload control.',
     ),
@@ -217,6 +244,20 @@ export const ConfigFileSchema = Type.Object(
         maxForwards: int(70, 1, 255, 'Max-Forwards inserted when absent (RFC 3261 16.6 step 3).'),
       },
       'Proxy behaviour.',
+    ),
+    topology: section(
+      {
+        enabled: Type.Boolean({ default: false, description: 'Topology hiding toward the outside (edge/router/topology.ts): the inside Vias and Record-Routes folded into sealed parameters of the edge\'s own, Contacts rewritten to the edge with a sealed token, the header policy below applied. Opt-in for now (see README: sipp-style peers that do not echo Record-Route were not yet proven with it).', errorMessage: 'expected true or false' }),
+        key: Type.Union([Type.String({ minLength: 32, maxLength: 4096 }), Type.Null()], { default: null, description: 'Key of the sealed tokens (32+ characters; 64 hex digits are read as 32 bytes), shared by every instance. Env SIPEDGE_TOPOLOGY_KEY overrides. null = derived from `secret` (the flow-token secret), so tokens live as long as flow tokens do.', errorMessage: 'expected a string of 32 to 4096 characters or null' }),
+        headers: section(
+          {
+            remove: list(['server', 'user-agent', 'organization', 'warning'], 'Headers removed from everything sent to the outside (case-insensitive; `x-acme-*` names a prefix).', 'a header name or prefix*'),
+            replace: Type.Record(Type.String({ pattern: '^[A-Za-z0-9!%*_+`\'~.-]+$' }), Type.String({ minLength: 1, maxLength: 256, pattern: '^[\\x20-\\x7e]+$' }), { default: {}, description: 'Headers whose value is replaced toward the outside (name -> value), e.g. Server: sip-edge. A header in both lists is removed.', errorMessage: 'expected a map of header name to printable value' }),
+          },
+          'Header policy toward the outside.',
+        ),
+      },
+      'Topology hiding toward the outside (RFC 3261 16.6 allows a proxy to rewrite what it forwards; what Kamailio topoh/topos do).',
     ),
     auth: section(
       {

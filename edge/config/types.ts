@@ -1,5 +1,6 @@
 // The configuration the edge runs on, after the YAML file and the CLI flags have been merged,
 // validated and resolved. Immutable once built; a reload builds a new one.
+import type { TopologyConfig } from '../router/topology';
 import type { ParseLimits } from '../sip/parser';
 import type { TransportName } from '../sip/types';
 import type { ListenerSpec } from '../transport/types';
@@ -67,6 +68,19 @@ export interface DnsConfig {
   };
 }
 
+/** One named SIP trunk (carrier), resolved from `trunks:` (edge/config/trunks.ts). */
+export interface TrunkSpec {
+  readonly name: string;
+  /** canonical CIDRs */
+  readonly addresses: readonly string[];
+  /** lower-case host names (resolved by edge/dns at run time) */
+  readonly hosts: readonly string[];
+  readonly transport?: 'udp' | 'tcp' | 'tls';
+  readonly inbound: { readonly allowed: boolean; readonly skipAuth: boolean };
+  readonly outbound: { readonly allowed: boolean };
+  readonly register: { readonly allowed: boolean };
+}
+
 export interface ResolvedConfig {
   readonly listen: readonly ListenerSpec[];
   /** address (and port) to put in Via / Record-Route / Path instead of the bound one,
@@ -79,6 +93,10 @@ export interface ResolvedConfig {
   readonly inside: readonly string[];
   /** outside CIDRs authenticated by address (carriers, partner PBXs) */
   readonly trusted: readonly string[];
+  /** named trunks (carriers); absent (configs built by hand) = none */
+  readonly trunks?: readonly TrunkSpec[];
+  /** where inside requests may go: only to trunks, or anywhere; absent = any */
+  readonly egress?: 'trunks' | 'any';
   /** HMAC secret for flow tokens and branch derivation; shared by every instance of a cluster.
    *  From config `secret` or env SIPEDGE_SECRET; when absent a random per-process secret is used. */
   readonly secret?: string;
@@ -94,6 +112,16 @@ export interface ResolvedConfig {
   /** TLS listeners' certificates and policy; present when a tls listener or a certificate is
    *  configured */
   readonly tls?: TlsSettings;
+  /** WebSocket listeners (RFC 7118); present when a ws or wss listener is configured */
+  readonly websocket?: {
+    /** listener text ("wss:0.0.0.0:443", IPv6 in brackets) -> allowed origins (lower case, no
+     *  trailing slash); a listener not here allows none */
+    readonly origins: Readonly<Record<string, readonly string[]>>;
+    readonly trustedProxies: readonly string[];
+    readonly upgradeTimeoutMs: number;
+    readonly maxUpgradeBytes: number;
+    readonly pingIntervalMs: number;
+  };
   readonly udp: {
     readonly ioThread: boolean;        // syscalls on a thread of their own, default true
     readonly recvBufferBytes: number;  // SO_RCVBUF asked for and hand-over queue size, default 4 MiB
@@ -114,12 +142,18 @@ export interface ResolvedConfig {
   readonly overload: {
     readonly enabled: boolean;           // default true
     readonly retryAfterSeconds: number;  // Retry-After on the overload 503, default 5
+    readonly prioritize: boolean;        // trusted-first prioritization before parse, default true
+    readonly turnBudgetMs: number;       // handling per event-loop turn when prioritizing, default 10
+    readonly maxQueuedMB: number;        // bytes waiting in the priority queues, default 32
   };
   readonly proxy: {
     readonly recordRoute: boolean;  // default true
     readonly path: boolean;         // add Path to REGISTER (RFC 3327), default true
     readonly maxForwards: number;   // inserted when absent, default 70
   };
+  /** topology hiding toward the outside (edge/router/topology.ts); absent (configs built by
+   *  hand) = off */
+  readonly topology?: TopologyConfig;
   /** Server header of locally generated replies; absent = none (the default: the edge does not
    *  name itself to scanners) */
   readonly serverHeader?: string;

@@ -34,6 +34,7 @@ import type { MessageContext, Side, Verdict } from '../verdict';
 import { preview, sampled } from '../log';
 import type { Observer } from './observer';
 import { answerable } from './respond';
+import { PriorityQueues, priorityClass, type PriorityClass } from './priority';
 
 /** messages held while the path is being completed at start (a few ms of binding) */
 const STARTING_QUEUE = 4096;
@@ -51,20 +52,32 @@ export interface MessagePathOptions {
   readonly pipeline: () => Pipeline;
   /** a stream connection whose client certificate identifies a trusted peer (TLS, tls.peers) */
   readonly trustedConnection?: (source: Endpoint) => boolean;
+  /** trusted-first prioritization before parse (edge/path/priority.ts); absent: handled as it comes */
+  readonly priority?: { readonly turnBudgetMs: number; readonly maxQueuedBytes: number };
 }
 
 export class MessagePath {
   private proxy: Proxy | undefined;
   private starting: Inbound[] | null = [];
   private readonly o: MessagePathOptions;
-  private readonly parseLimits: { datagram: { limits: ResolvedConfig['limits']; framing: 'datagram' }; stream: { limits: ResolvedConfig['limits']; framing: 'stream' } };
+  private readonly parseLimits: { datagram: { limits: ResolvedConfig['limits']; framing: 'datagram' }; stream: { limits: ResolvedConfig['limits']; framing: 'stream' }; message: { limits: ResolvedConfig['limits']; framing: 'message' } };
 
   /** messages handed to the path so far (the idle collector's view of activity) */
   received = 0;
 
+  /** the per-class queues between the transports and the expensive path, when prioritizing */
+  readonly queues: PriorityQueues | undefined;
+
   constructor(o: MessagePathOptions) {
     this.o = o;
-    this.parseLimits = { datagram: { limits: o.cfg.limits, framing: 'datagram' }, stream: { limits: o.cfg.limits, framing: 'stream' } };
+    this.parseLimits = { datagram: { limits: o.cfg.limits, framing: 'datagram' }, stream: { limits: o.cfg.limits, framing: 'stream' }, message: { limits: o.cfg.limits, framing: 'message' } };
+    this.queues = o.priority === undefined ? undefined : new PriorityQueues({
+      ...o.priority,
+      classify: this.gate,
+      handle: this.handle,
+      onShed: (cls, reason) => o.metrics.priorityShed(cls, reason),
+      onDelay: (cls, seconds) => o.metrics.observePriorityDelay(cls, seconds),
+    });
   }
 
   /** the path is complete: deliver what waited, in order, then everything as it comes */
@@ -77,10 +90,31 @@ export class MessagePath {
 
   /** one inbound message from a transport (or a test, or the warm-up) */
   readonly receive = (inb: Inbound): void => {
-    const proxy = this.proxy;
-    if (proxy === undefined) { this.hold(inb); return; }
+    if (this.proxy === undefined) { this.hold(inb); return; }
     // counted once: a held message is counted when open() replays it through here
     this.received++;
+    if (this.queues !== undefined) this.queues.push(inb);
+    else this.handle(inb);
+  };
+
+  /** the priority class from the cheap view (no parse): the source against the inside, ban,
+   *  trusted and promoted sets, and the bytes' status line or To tag; null = banned, dropped */
+  private readonly gate = (inb: Inbound): PriorityClass | null => {
+    const source = inb.source;
+    const { classifier } = this.o;
+    if (classifier.isInsideSource(source)) return priorityClass(inb.bytes, true);
+    if (this.o.bans.check(source.address, Date.now())) {
+      this.o.metrics.received(source.transport, 'outside', 'invalid');
+      this.o.metrics.verdict('gate', 'drop', 'banned', 'enforce');
+      return null;
+    }
+    const favoured = classifier.outside(source.address).trust === 'trusted' || this.o.trustedConnection?.(source) === true || this.o.suspicion.isPromoted(source.address);
+    return priorityClass(inb.bytes, favoured);
+  };
+
+  /** gate, parse, classify, stages, then respond or route */
+  private readonly handle = (inb: Inbound): void => {
+    const proxy = this.proxy!;
     const { metrics, classifier } = this.o;
     try {
       const source = inb.source;
@@ -90,7 +124,8 @@ export class MessagePath {
         metrics.verdict('gate', 'drop', 'banned', 'enforce');
         return;
       }
-      const r = parseMessage(inb.bytes, source.transport === 'udp' ? this.parseLimits.datagram : this.parseLimits.stream);
+      const t = source.transport;
+      const r = parseMessage(inb.bytes, t === 'udp' ? this.parseLimits.datagram : t === 'ws' || t === 'wss' ? this.parseLimits.message : this.parseLimits.stream);
       if (!r.ok) {
         metrics.received(source.transport, side, 'invalid');
         metrics.parseFailure(r.reason as ParseReason);

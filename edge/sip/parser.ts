@@ -44,7 +44,8 @@ export type ParseReason =
   | 'content_length_invalid'   // non-numeric, negative, too large
   | 'content_length_duplicate' // more than one Content-Length (or one with several values)
   | 'content_length_missing'   // stream transports: RFC 3261 18.3 requires it
-  | 'body_truncated';          // fewer body bytes than Content-Length announces (RFC 3261 18.3)
+  | 'body_truncated'           // fewer body bytes than Content-Length announces (RFC 3261 18.3)
+  | 'trailing_bytes';          // WebSocket: bytes after the message in its frame (RFC 7118 5: one message per frame)
 
 /** All reason codes, for metric label pre-declaration. */
 export const PARSE_REASONS: readonly ParseReason[] = [
@@ -52,6 +53,7 @@ export const PARSE_REASONS: readonly ParseReason[] = [
   'request_uri_invalid', 'request_uri_too_long', 'header_line_too_long', 'too_many_headers',
   'message_too_large', 'headers_unterminated', 'header_syntax', 'control_char',
   'content_length_invalid', 'content_length_duplicate', 'content_length_missing', 'body_truncated',
+  'trailing_bytes',
 ];
 
 export type ParseResult =
@@ -69,8 +71,11 @@ export type ParseResult =
 export interface ParseOptions {
   limits?: ParseLimits;
   /** 'datagram': bytes past Content-Length are discarded, missing Content-Length means "to the end".
-   *  'stream': the buffer holds exactly one framed message, Content-Length is mandatory. */
-  framing?: 'datagram' | 'stream';
+   *  'stream': the buffer holds exactly one framed message, Content-Length is mandatory.
+   *  'message': one WebSocket message (RFC 7118 5): like a datagram, the frame delimits the
+   *  message (no Content-Length = to the end), but bytes past Content-Length are a second message
+   *  or garbage in the same frame -> trailing_bytes (CR/LF padding alone is tolerated). */
+  framing?: 'datagram' | 'stream' | 'message';
 }
 
 const CR = 0x0d;
@@ -299,7 +304,7 @@ export function parseMessage(raw: Buffer, opts?: ParseOptions): ParseResult {
   }
 }
 
-function parse(raw: Buffer, limits: ParseLimits, framing: 'datagram' | 'stream'): ParseResult {
+function parse(raw: Buffer, limits: ParseLimits, framing: 'datagram' | 'stream' | 'message'): ParseResult {
   const len = raw.length;
   // Scan for the end of the head only within the size cap (+2 for a CRLF straddling it).
   const scanEnd = Math.min(len, limits.maxMessageBytes);
@@ -424,6 +429,12 @@ function parse(raw: Buffer, limits: ParseLimits, framing: 'datagram' | 'stream')
     if (clValue < 0) return fail('content_length_invalid', partialOf(bodyStart));
     if (clValue > limits.maxMessageBytes || bodyStart + clValue > limits.maxMessageBytes) return fail('message_too_large', partialOf(bodyStart));
     if (bodyStart + clValue > len) return fail('body_truncated', partialOf(bodyStart));
+    if (framing === 'message') {
+      for (let i = bodyStart + clValue; i < len; i++) {
+        const b = raw[i]!;
+        if (b !== CR && b !== LF) return fail('trailing_bytes', partialOf(bodyStart));
+      }
+    }
     // datagram: bytes past Content-Length are discarded (RFC 3261 18.3); stream: the framer
     // already cut the buffer at Content-Length, so any excess is likewise not part of the message
     bodyLength = clValue;

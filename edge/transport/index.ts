@@ -3,6 +3,7 @@ import { createTcpListener, type TcpOptions } from './tcp';
 import { createUdpListener } from './udp';
 import type { Listener, ListenerSpec, TransportHooks } from './types';
 import type { StreamSecurity } from './tls';
+import type { StreamUpgrade } from './ws';
 
 export type { Inbound, Listener, ListenerSpec, TransportEvent, TransportHooks } from './types';
 export { StreamFramer, type FrameResult, type FramingError, type FramerOptions } from './framing';
@@ -18,6 +19,8 @@ export interface ListenerOptions extends TcpOptions {
   readonly ioThread?: boolean;
   /** TLS listeners: the handshake side for a listener spec (edge/transport/tls.ts) */
   readonly tls?: (spec: ListenerSpec) => StreamSecurity;
+  /** ws/wss listeners: the upgrade side for a listener spec (edge/transport/ws.ts) */
+  readonly ws?: (spec: ListenerSpec) => StreamUpgrade;
 }
 
 /** Defaults matching ResolvedConfig's documented defaults (edge/config/types.ts). */
@@ -33,7 +36,7 @@ export const DEFAULT_LISTENER_OPTIONS: ListenerOptions = Object.freeze({
 
 /**
  * Bind one listener. Rejects (startup error, not a packet verdict) when the address cannot be
- * bound or the transport is not implemented here (tls/ws/wss live elsewhere).
+ * bound or the transport is unknown.
  */
 export function createListener(spec: ListenerSpec, hooks: TransportHooks, opts: ListenerOptions = DEFAULT_LISTENER_OPTIONS): Promise<Listener> {
   switch (spec.transport) {
@@ -50,6 +53,14 @@ export function createListener(spec: ListenerSpec, hooks: TransportHooks, opts: 
       // a stream like TCP once the handshake is done (edge/transport/tls.ts)
       if (opts.tls === undefined) return Promise.reject(new Error('tls_not_configured: a tls listener needs tls.certificates'));
       return createTcpListener(spec, hooks, { ...opts, secure: opts.tls(spec) });
+    case 'ws':
+    case 'wss': {
+      // RFC 7118: the stream path of TCP/TLS with an HTTP upgrade and WebSocket framing
+      if (opts.ws === undefined) return Promise.reject(new Error('ws_not_configured: a ws/wss listener needs the websocket settings'));
+      if (spec.transport === 'wss' && opts.tls === undefined) return Promise.reject(new Error('tls_not_configured: a wss listener needs tls.certificates'));
+      const websocket = opts.ws(spec);
+      return createTcpListener(spec, hooks, { ...opts, websocket, ...(spec.transport === 'wss' ? { secure: opts.tls!(spec) } : {}) });
+    }
     default:
       return Promise.reject(new Error(`transport_unsupported: ${spec.transport}`));
   }

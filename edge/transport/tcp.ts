@@ -30,6 +30,7 @@ import type { Endpoint } from '../sip/types';
 import { addressFamily, canonicalAddress, formatHostPort, ipv6Prefix, isIP } from '../net/address';
 import { StreamFramer } from './framing';
 import type { StreamSecurity } from './tls';
+import type { StreamUpgrade, WsChannel } from './ws';
 import type { AdmissionResult, Inbound, Listener, ListenerSpec, SourceClass, TransportEvent, TransportHooks } from './types';
 
 export interface TcpOptions {
@@ -64,6 +65,16 @@ export interface TcpOptions {
   readonly refuse?: (address: string) => boolean;
   /** TLS: the handshake on accepted connections and the client side of outbound ones */
   readonly secure?: StreamSecurity;
+  /** TLS with mutual TLS: is this the address of a certificate-trusted peer (tls.peers
+   *  addresses)? Such a connection is admitted into trusted capacity before its handshake, on
+   *  probation: it stays only if its certificate matches a peer (onPeerCertificate says true);
+   *  otherwise it is closed, having held a reserved slot it had no claim to. Without this, a flood
+   *  of unknown connections fills the unknown share and the peer, still unknown while its
+   *  handshake runs, is refused before it can show its certificate. */
+  readonly probation?: (address: string) => boolean;
+  /** WebSocket (RFC 7118, edge/transport/ws.ts): the HTTP upgrade on admitted connections (after
+   *  the TLS handshake for wss), then WebSocket messages instead of Content-Length framing */
+  readonly websocket?: StreamUpgrade;
 }
 
 /** classes by rank, lowest first: capacity is reserved from the top down */
@@ -92,7 +103,10 @@ interface Conn {
   /** TLS: the raw socket during the handshake, then the TLS socket */
   socket: net.Socket;
   readonly framer: StreamFramer;
-  readonly remote: Endpoint;
+  /** WebSocket: the client address may be a forwarded one once the upgrade is read */
+  remote: Endpoint;
+  /** WebSocket: the upgraded channel; writes and idle handling go through it */
+  ws: WsChannel | null;
   /** "address|port" of the peer, for reuse by send() */
   readonly peerKey: string;
   /** per-source cap key; null for outbound connections */
@@ -110,6 +124,9 @@ interface Conn {
   rank: number;
   /** performance.now() when the class was last looked up */
   classAt: number;
+  /** its client certificate matched a trusted peer: never counted below trusted, whatever its
+   *  address classifies as */
+  certTrusted: boolean;
 }
 
 /** errno codes of a failed connect that are about the peer or the path to it (the rest, such as
@@ -136,7 +153,8 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
   const ipv6Only = family === 6 ? (opts.ipv6Only ?? canonicalAddress(spec.host) === '::') : false;
   const maxWriteQueue = opts.maxWriteQueueBytes ?? DEFAULT_WRITE_QUEUE;
   const secure = opts.secure;
-  const transport = secure?.transport ?? 'tcp';
+  const websocket = opts.websocket;
+  const transport = websocket?.transport ?? secure?.transport ?? 'tcp';
   const v6Prefix = opts.ipv6SourcePrefix ?? 64;
 
   const conns = new Map<number, Conn>();
@@ -196,6 +214,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       socket,
       framer: new StreamFramer({ maxMessageBytes: opts.maxMessageBytes, maxHeaderBytes: opts.maxHeaderBytes }),
       remote,
+      ws: null,
       peerKey: `${remote.address}|${remote.port}`,
       sourceKey,
       // bytes for a connection still connecting (outbound) or in its handshake wait in the queue
@@ -208,6 +227,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       msgTimerAt: 0,
       rank,
       classAt: performance.now(),
+      certTrusted: false,
     };
     conns.set(conn.id, conn);
     if (rank >= 0) byRank[rank]!.set(conn.id, conn);
@@ -276,9 +296,15 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     m.delete(conn.id);
     if (classify !== undefined && now - conn.classAt >= RECLASSIFY_MS) {
       conn.classAt = now;
-      conn.rank = RANK[classify(conn.remote.address)];
+      conn.rank = rankOf(conn);
     }
     byRank[conn.rank]!.set(conn.id, conn);
+  }
+
+  /** the class rank of an inbound connection now: its address's, or trusted for a certificate-trusted peer */
+  function rankOf(c: Conn): number {
+    const r = RANK[classify!(c.remote.address)];
+    return c.certTrusted && r < RANK.trusted ? RANK.trusted : r;
   }
 
   /** the least recently used connection of the lowest class below `rank`, re-classified first
@@ -292,7 +318,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
         budget--;
         const now = performance.now();
         c.classAt = now;
-        const actual = RANK[classify(c.remote.address)];
+        const actual = rankOf(c);
         if (actual === r) return c;
         // counted in the wrong class: move it and look further (the Map iterator is live and
         // skips what we delete)
@@ -344,6 +370,10 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       conn.queuedBytes += bytes.length;
       return true;
     }
+    if (conn.ws !== null) {
+      if (conn.ws.buffered() + bytes.length > maxWriteQueue) { destroy(conn); return false; }
+      return conn.ws.send(bytes);
+    }
     if (conn.socket.writableLength + bytes.length > maxWriteQueue) {
       // the peer does not read: holding its bytes would let it pin our memory
       destroy(conn);
@@ -362,6 +392,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     if (conn.closing || conn.closed) return;
     conn.closing = true;
     if (conn.msgTimer !== null) { clearTimeout(conn.msgTimer); conn.msgTimer = null; }
+    if (conn.ws !== null) { conn.ws.close(1001); return; }
     conn.socket.end(() => conn.socket.destroy());
     // a peer that never reads would keep the socket alive; the idle timer still applies
   }
@@ -412,7 +443,11 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       event('conn_rejected_banned', probe);
       return;
     }
-    const cls: SourceClass = classify === undefined ? 'unknown' : classify(address);
+    let cls: SourceClass = classify === undefined ? 'unknown' : classify(address);
+    // RFC 5922 / issue 14: a certificate-trusted peer's address takes trusted capacity before
+    // its certificate is seen (on probation, decided when the handshake ends)
+    const probation = secure !== undefined && classify !== undefined && RANK[cls] < RANK.trusted && opts.probation?.(address) === true;
+    if (probation) cls = 'trusted';
     const rank = RANK[cls];
     const sourceKey = sourceKeyOf(address);
     const have = perSource.get(sourceKey) ?? 0;
@@ -440,26 +475,78 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     perSource.set(sourceKey, have + 1);
     inboundCount++;
     const remote: Endpoint = { ...probe, connId: allocConnId() };
-    admissionEvent(cls, 'accepted');
-    if (secure === undefined) {
+    admissionEvent(cls, probation ? 'probation' : 'accepted');
+    if (secure === undefined && websocket === undefined) {
       setup(socket, remote, false, sourceKey, rank);
       event('conn_opened', remote);
       return;
     }
     const conn = setup(socket, remote, false, sourceKey, rank, true);
+    if (secure === undefined) { upgrade(conn); return; }
     secure.accept(socket, sourceKey, (r) => {
       hooks.onHandshake?.(r.ok ? 'ok' : r.reason, listener, remote);
-      if (!r.ok) { destroy(conn); return; }
+      if (!r.ok) {
+        if (probation) admissionEvent('trusted', 'probation_failed');
+        destroy(conn);
+        return;
+      }
       if (conn.closed) { r.socket.destroy(); return; }
       conn.socket = r.socket;
-      if (r.peer !== null) hooks.onPeerCertificate?.(remote, r.peer, listener);
+      const peerTrusted = r.peer !== null && hooks.onPeerCertificate?.(remote, r.peer, listener) === true;
+      if (probation) {
+        admissionEvent('trusted', peerTrusted ? 'probation_verified' : 'probation_failed');
+        if (!peerTrusted) { destroy(conn); return; }
+      }
+      if (peerTrusted && conn.rank < RANK.trusted) {
+        // a certificate-trusted peer from an address not listed for it: counted as trusted from
+        // now on (not evicted for a promoted or trusted-by-address newcomer)
+        byRank[conn.rank]!.delete(conn.id);
+        conn.rank = RANK.trusted;
+        byRank[conn.rank]!.set(conn.id, conn);
+      }
+      conn.certTrusted = peerTrusted;
+      if (websocket !== undefined) {
+        r.socket.on('error', () => destroy(conn));
+        r.socket.on('close', () => cleanup(conn));
+        upgrade(conn);
+        return;
+      }
       attach(conn);
       event('conn_opened', remote);
       established(conn);
     });
   });
 
+  /** WebSocket: the HTTP upgrade (the connection keeps its slot meanwhile), then messages are
+   *  WebSocket messages; the edge never dials a WebSocket peer (openOutbound) */
+  function upgrade(conn: Conn): void {
+    websocket!.accept(conn.socket, conn.remote, (r) => {
+      hooks.onUpgrade?.(r.ok ? 'ok' : r.reason, listener, conn.remote);
+      if (!r.ok) {
+        // the refusal (400/403/426/431) is on its way out: ws.ts cuts the socket after a short
+        // grace, and its 'close' frees the slot; a socket already gone is freed now
+        conn.closing = true;
+        if (conn.socket.destroyed) cleanup(conn);
+        return;
+      }
+      if (conn.closed) return;
+      // behind a trusted proxy the client's address is the source for every policy stage
+      if (r.client !== conn.remote.address) conn.remote = { ...conn.remote, address: r.client };
+      conn.ws = r.start({
+        message: (bytes, receivedAt) => {
+          if (conn.closing || conn.closed) return;
+          if (conn.rank >= 0) touch(conn, receivedAt);
+          hooks.onMessage({ bytes, source: conn.remote, receivedAt } satisfies Inbound);
+        },
+        event: (e) => event(e, conn.remote),
+      });
+      event('conn_opened', conn.remote);
+      established(conn);
+    });
+  }
+
   function openOutbound(address: string, port: number): Conn | null {
+    if (websocket !== undefined) return null;
     const remote: Endpoint = { transport, address, port, connId: allocConnId(), listenerId: id };
     const destFamily = addressFamily(address);
     let host = address;
@@ -536,6 +623,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     holdOpen(connId: number, ms: number): void {
       const c = conns.get(connId);
       if (c === undefined || c.closing || !Number.isFinite(ms)) return;
+      if (c.ws !== null) { c.ws.holdOpen(ms); return; }
       // the same Node idle timer as for every connection (re-armed by each read and write),
       // only longer
       c.socket.setTimeout(Math.max(opts.idleTimeoutMs, Math.min(Math.round(ms), MAX_HOLD_MS)));
@@ -543,6 +631,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     close(graceMs = 0): Promise<void> {
       if (closePromise !== null) return closePromise;
       closed = true;
+      websocket?.close();
       const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
       const drained = new Promise<void>((resolve) => {
         onDrained = resolve;

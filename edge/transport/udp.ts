@@ -24,6 +24,8 @@ export interface UdpOptions {
   /** run the socket's syscalls on a thread of their own (udp-io.ts), default true; false keeps
    *  them on the event loop (one thread fewer, about a third more event-loop time per call) */
   readonly ioThread?: boolean;
+  /** most datagrams one turn of the event loop takes from the I/O thread (default 256) */
+  readonly drainBudget?: number;
 }
 
 /** An IPv4 datagram cannot carry more than 65507 bytes of payload, IPv6 without jumbograms
@@ -130,14 +132,15 @@ async function openDirect(spec: ListenerSpec, family: 4 | 6, ipv6Only: boolean, 
 }
 
 /** most datagrams one turn of the event loop takes from the I/O thread before letting timers
- *  and TCP run */
+ *  and TCP run (when each is handled in full; with prioritization, edge/path/priority.ts, they
+ *  are only classified and queued, and the edge asks for more per turn) */
 const DRAIN_BUDGET = 256;
 const CLOSE_WAIT_MS = 2000;
 const MIN_RING = 1 << 20;
 const MAX_RING = 64 << 20;
 
 /** The socket on its own thread (udp-io.ts), datagrams handed over through two rings. */
-async function openThreaded(spec: ListenerSpec, family: 4 | 6, ipv6Only: boolean, recvBufferBytes: number, deliver: Deliver, report: Report): Promise<UdpIo> {
+async function openThreaded(spec: ListenerSpec, family: 4 | 6, ipv6Only: boolean, recvBufferBytes: number, deliver: Deliver, report: Report, drainBudget = DRAIN_BUDGET): Promise<UdpIo> {
   const ringBytes = Math.min(MAX_RING, Math.max(MIN_RING, recvBufferBytes));
   const inboundRing = allocRing(ringBytes);
   const outboundRing = allocRing(ringBytes);
@@ -201,7 +204,7 @@ async function openThreaded(spec: ListenerSpec, family: 4 | 6, ipv6Only: boolean
           inBuf.copy(bytes, 0, off + IN_HEAD + alen, end);
           reader.release();
           deliver(bytes, address, port, receivedAt);
-          if (++n >= DRAIN_BUDGET) {
+          if (++n >= drainBudget) {
             reportCounts();
             setImmediate(drain);
             return;
@@ -268,7 +271,9 @@ export async function createUdpListener(spec: ListenerSpec, hooks: TransportHook
     hooks.onMessage(inbound);
   };
   const report: Report = (event) => hooks.onEvent?.(event, listener);
-  const io = await (opts.ioThread ?? true ? openThreaded : openDirect)(spec, family, ipv6Only, recvBufferBytes, deliver, report);
+  const io = opts.ioThread ?? true
+    ? await openThreaded(spec, family, ipv6Only, recvBufferBytes, deliver, report, opts.drainBudget)
+    : await openDirect(spec, family, ipv6Only, recvBufferBytes, deliver, report);
 
   const local = { address: canonicalAddress(io.address), port: io.port, family };
   const id = `udp:${formatHostPort(local.address, local.port)}`;

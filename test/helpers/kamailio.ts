@@ -41,6 +41,9 @@ export interface KamailioOptions {
   readonly minExpires?: number;
   /** readiness bound (an OPTIONS answered with 200); default 10 s */
   readonly readyTimeoutMs?: number;
+  /** product string in Kamailio's Server and User-Agent headers (server_header/user_agent_header,
+   *  [A-Za-z0-9._/ -]); default Kamailio's own "kamailio (version ...)" */
+  readonly product?: string;
 }
 
 /** One KAMEV line: kind (REGISTER, INITIAL, INDIALOG, CHALLENGE, NOTFOUND) and its fields. */
@@ -127,6 +130,7 @@ export function kamailioConfig(o: KamailioOptions & { address: string; port: num
     ...(o.tls !== undefined ? [`listen=tls:${o.address}:${o.tls.tlsPort ?? o.port + 1}`, 'enable_tls=yes'] : []),
     transports.includes('tcp') || o.tls !== undefined ? 'tcp_children=2' : 'disable_tcp=yes',
     `alias="${o.domain}"`,
+    ...(o.product !== undefined && /^[A-Za-z0-9._/ -]+$/.test(o.product) ? [`server_header="Server: ${o.product}"`, `user_agent_header="User-Agent: ${o.product}"`] : []),
     '',
     'loadmodule "kex.so"',
     'loadmodule "corex.so"',
