@@ -96,6 +96,18 @@ describe('sips: only over TLS (RFC 3261 26.2.2, RFC 5630)', { skip }, () => {
     assert.match(ev.fields.rr ?? '', new RegExp(`^<sips:up0@127\\.0\\.0\\.1:${tlsPort};lr>, <sips:[^@>]+@127\\.0\\.0\\.1:${tlsPort};lr>$`), `Record-Route: ${ev.fields.rr}`);
   });
 
+  test('a REGISTER to sips: through the edge over TLS: Kamailio stores a sips: Path naming the edge (RFC 3327, RFC 5630)', async () => {
+    const tlsPort = port(viaTls, 'tls');
+    const r = await overTls(tlsPort, (p) => request(p, {
+      method: 'REGISTER', ruri: `sips:${DOMAIN}`, from: `<sips:carol@${DOMAIN}>`, to: `<sips:carol@${DOMAIN}>`,
+      via: `SIP/2.0/TLS ${p.address}:${p.port};branch=${uniq('z9hG4bK')}`, contact: `<sips:carol@${p.address}:${p.port}>`, extra: ['Expires: 60'],
+    }));
+    assert.match(r ?? '', /^SIP\/2\.0 200 /, 'registered');
+    const reg = pbx.events().find((e) => e.kind === 'REGISTER' && e.fields.from === 'carol');
+    assert.ok(reg, 'Kamailio saw the REGISTER');
+    assert.match(reg.fields.path ?? '', new RegExp(`^<sips:sef1\\.[^@>]+@127\\.0\\.0\\.1:${tlsPort};lr>$`), `Path: ${reg.fields.path}`);
+  });
+
   test('a sips: INVITE arriving over UDP from outside: 400 + Warning 381 (sips_not_tls_inbound)', async () => {
     const phone = await UdpPeer.bind('127.0.0.1');
     try {
