@@ -106,7 +106,7 @@ async function harness(usersFile: string, auth: 'enforce' | 'off'): Promise<Harn
     auth: cfgAuth,
   }), pino({ level: 'silent' }), { clock: new ManualClock(), rules: new RulesHolder(rulesDir(auth)), watchRules: false });
   const port = edge.listeners[0]!.port;
-  const l = (edge.proxy as unknown as { listeners: Array<{ send: (d: Endpoint, b: Buffer) => boolean }> }).listeners[0]!;
+  const l = (edge.proxy as unknown as { wire: { listeners: Array<{ send: (d: Endpoint, b: Buffer) => boolean }> } }).wire.listeners[0]!;
   let hook: ((b: Buffer) => void) | null = null;
   l.send = (_d, b) => { const h = hook; hook = null; h?.(b); return true; };
   const pbx: Endpoint = { transport: 'udp', address: '127.0.0.2', port: 5080, listenerId: `udp:127.0.0.1:${port}` };

@@ -73,7 +73,7 @@ async function main(): Promise<void> {
   });
   const port = edge.listeners[0]!.port;
   // capture what the edge sends instead of putting it on the wire
-  const l = (edge.proxy as unknown as { listeners: Array<{ send: (d: Endpoint, b: Buffer) => boolean }> }).listeners[0]!;
+  const l = (edge.proxy as unknown as { wire: { listeners: Array<{ send: (d: Endpoint, b: Buffer) => boolean }> } }).wire.listeners[0]!;
   l.send = (_d, b) => { sent.push(b); return true; };
   // a public documentation address when the policy is on, so GeoIP and the CIDR lists do real lookups
   const phoneIp = policy === 'full' ? '8.8.8.8' : '127.0.0.1';

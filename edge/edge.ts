@@ -318,7 +318,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
           if (event === 'conn_closed') tls?.onClosed(source);
         },
         onHandshake: (reason, _l, source) => tls?.onHandshake(reason, source),
-        onPeerCertificate: (source, peer) => tls?.onPeerCertificate(source, peer),
+        onPeerCertificate: (source, peer) => tls?.onPeerCertificate(source, peer) ?? false,
         onUpgrade: (reason, _l, source) => ws?.onUpgrade(reason, source),
         // a refused or unreachable connect toward an upstream is evidence about the PBX itself
         onConnectFailed: (dest, cause) => { if (cause === 'remote') proxy?.transportFailed(dest); },
@@ -328,7 +328,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
         ...cfg.tcp, ...cfg.udp, ...(path.queues !== undefined ? { drainBudget: PRIORITY_DRAIN_BUDGET } : {}), maxMessageBytes: cfg.limits.maxMessageBytes, classify: connClass,
         // the gate at accept: a banned source gets no connection slot and no TLS handshake
         refuse: (address) => !isInside(address) && bans.check(address, Date.now()) !== null,
-        ...(tls !== undefined ? { tls: tls.security } : {}),
+        ...(tls !== undefined ? { tls: tls.security, probation: tls.probation } : {}),
         ...(ws !== undefined ? { ws: ws.upgrade } : {}),
       }));
     }

@@ -92,7 +92,7 @@ const _events: Exhaustive<TransportEvent, typeof TRANSPORT_EVENTS> = TRANSPORT_E
  *  sources cannot take what trusted, inside and promoted ones need) */
 export const SOURCE_CLASSES = ['inside', 'trusted', 'promoted', 'unknown'] as const;
 const _classes: Exhaustive<SourceClass, typeof SOURCE_CLASSES> = SOURCE_CLASSES;
-export const ADMISSION_RESULTS = ['accepted', 'evicted', 'rejected_class_cap', 'rejected_total_cap', 'rejected_source_cap'] as const;
+export const ADMISSION_RESULTS = ['accepted', 'evicted', 'rejected_class_cap', 'rejected_total_cap', 'rejected_source_cap', 'probation', 'probation_verified', 'probation_failed'] as const;
 const _admissions: Exhaustive<AdmissionResult, typeof ADMISSION_RESULTS> = ADMISSION_RESULTS;
 
 /** what counted against an upstream's health (edge/router/upstreams.ts) */
@@ -205,7 +205,7 @@ export const METRICS = {
   tcpConnections: def('sipedge_tcp_connections', 'gauge', [],
     'Open stream (TCP/TLS/WS) connections at scrape time.'),
   tcpAdmissions: def('sipedge_tcp_admissions_total', 'counter', ['class', 'result'],
-    'Inbound TCP connections by source class (inside|trusted|promoted|unknown) and result (accepted, evicted to make room for a higher class, rejected by the class share, the total or the per-source cap).'),
+    'Inbound TCP connections by source class (inside|trusted|promoted|unknown) and result (accepted, evicted to make room for a higher class, rejected by the class share, the total or the per-source cap; TLS from a certificate-trusted peer address: probation = admitted as trusted before its handshake, then probation_verified or probation_failed).'),
   bansAdded: def('sipedge_bans_added_total', 'counter', ['reason'],
     'Source bans added, by reason code.'),
   bansActive: def('sipedge_bans_active', 'gauge', [],

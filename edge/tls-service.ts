@@ -8,6 +8,7 @@ import type { EdgeMetrics } from './metrics';
 import type { Endpoint } from './sip/types';
 import type { SuspicionEvent } from './suspicion';
 import { securityEvent } from './log';
+import { CidrSet } from './net/cidr';
 import { createTlsSecurity, type PeerCertificate, type StreamSecurity, type TlsHandshakeReason } from './transport/tls';
 import { daysLeft, TlsHolder, type TlsSettings } from './transport/tls-context';
 import type { ListenerSpec } from './transport/types';
@@ -33,7 +34,12 @@ export interface TlsService {
   /** ListenerOptions.tls: the handshake side of one tls listener */
   security(spec: ListenerSpec): StreamSecurity;
   onHandshake(reason: TlsHandshakeReason, source: Endpoint): void;
-  onPeerCertificate(source: Endpoint, peer: PeerCertificate): void;
+  /** a verified client certificate: true when it matches a tls.peers entry (a trusted peer) */
+  onPeerCertificate(source: Endpoint, peer: PeerCertificate): boolean;
+  /** is `address` one a certificate-trusted peer connects from (tls.peers addresses)? Its
+   *  connections are admitted into trusted-class TCP capacity before their handshake, on
+   *  probation: kept there only if the handshake yields a matching certificate */
+  probation(address: string): boolean;
   onClosed(source: Endpoint | undefined): void;
   /** is this inbound connection a trusted peer by its certificate? */
   trustedConnection(source: Endpoint): boolean;
@@ -90,6 +96,8 @@ export function startTls(cfg: ResolvedConfig, log: Logger, metrics: EdgeMetrics,
   if (watch) holder.watch();
   /** connIds of open connections whose client certificate matched tls.peers */
   const trusted = new Set<number>();
+  const peerAddresses = new CidrSet();
+  for (const p of settings.peers) for (const a of p.addresses ?? []) peerAddresses.add(a);
   return {
     security: (spec) => createTlsSecurity({ holder, settings, requireClientCert: settings.requireClientCert.includes(listenerText(spec)) }),
     onHandshake(reason, source) {
@@ -98,8 +106,11 @@ export function startTls(cfg: ResolvedConfig, log: Logger, metrics: EdgeMetrics,
       if (ev !== undefined) suspect(source, ev, `tls_${reason}`);
     },
     onPeerCertificate(source, peer) {
-      if (source.connId !== undefined && peerMatches(settings, peer)) trusted.add(source.connId);
+      const ok = peerMatches(settings, peer);
+      if (ok && source.connId !== undefined) trusted.add(source.connId);
+      return ok;
     },
+    probation: (address) => peerAddresses.has(address),
     onClosed(source) {
       if (source?.connId !== undefined) trusted.delete(source.connId);
     },

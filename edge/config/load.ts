@@ -371,6 +371,10 @@ function resolveTls(f: ConfigFile, listen: readonly ListenerSpec[], c: { err: (w
   if (t.peers.length > 0 && t.clientCa === null) c.err(c.at(['tls', 'peers']), 'tls.peers: needs tls.clientCa (a peer is identified by a certificate that verifies against it)');
   t.peers.forEach((p, i) => {
     if ((p.fingerprint === undefined) === (p.name === undefined)) c.err(c.at(['tls', 'peers', i]), 'tls.peers: each entry has exactly one of fingerprint or name');
+    (p.addresses ?? []).forEach((a, j) => {
+      const r = parseCidr(a);
+      if (typeof r === 'string') c.err(c.at(['tls', 'peers', i, 'addresses', j]), `tls.peers addresses: ${cidrErrorText(a, r)}`);
+    });
   });
   return {
     certificates: t.certificates.map((x) => ({ cert: abs(x.cert), key: abs(x.key) })),
@@ -381,7 +385,10 @@ function resolveTls(f: ConfigFile, listen: readonly ListenerSpec[], c: { err: (w
     maxHandshakesPerSource: t.maxHandshakesPerSource,
     ...(t.clientCa !== null ? { clientCa: abs(t.clientCa) } : {}),
     requireClientCert: t.requireClientCert.flatMap((text) => { const r = parseTransportSpec(text, 'listen'); return typeof r === 'string' ? [] : [`tls:${r.host.includes(':') ? `[${r.host}]` : r.host}:${r.port}`]; }),
-    peers: t.peers.map((p) => (p.fingerprint !== undefined ? { fingerprint: p.fingerprint.toUpperCase() } : { name: p.name!.toLowerCase().replace(/\.$/, '') })),
+    peers: t.peers.map((p) => ({
+      ...(p.fingerprint !== undefined ? { fingerprint: p.fingerprint.toUpperCase() } : { name: p.name!.toLowerCase().replace(/\.$/, '') }),
+      ...(p.addresses !== undefined && p.addresses.length > 0 ? { addresses: p.addresses } : {}),
+    })),
     ...(t.upstreamCa !== null ? { upstreamCa: abs(t.upstreamCa) } : {}),
     ...(t.upstreamName !== null ? { upstreamName: t.upstreamName.toLowerCase() } : {}),
   };

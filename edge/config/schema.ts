@@ -171,6 +171,7 @@ export const ConfigFileSchema = Type.Object(
             {
               fingerprint: Type.Optional(Type.String({ pattern: '^([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$', description: 'SHA-256 fingerprint of the peer\'s certificate, "AB:CD:..." (openssl x509 -noout -fingerprint -sha256).', errorMessage: 'expected a SHA-256 fingerprint "AB:CD:..." (32 bytes)' })),
               name: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: 'A DNS name (subjectAltName, or CN without SAN) of the peer\'s certificate.', errorMessage: 'expected a host name' })),
+              addresses: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 1000, description: 'CIDRs the peer connects from: such a connection is admitted into the TCP capacity reserved for trusted sources while its handshake runs (on probation: closed if its certificate then matches no tls.peers entry), so that a connection flood from unknown sources cannot keep the peer out.', errorMessage: 'expected a list of CIDRs' })),
             },
             { additionalProperties: false },
           ),
@@ -246,7 +247,7 @@ export const ConfigFileSchema = Type.Object(
     ),
     topology: section(
       {
-        enabled: Type.Boolean({ default: false, description: 'Topology hiding toward the outside (edge/router/topology.ts): the inside Vias and Record-Routes folded into sealed parameters of the edge\'s own, Contacts rewritten to the edge with a sealed token, the header policy below applied. Opt-in for now (see README: sipp-style peers that do not echo Record-Route were not yet proven with it).', errorMessage: 'expected true or false' }),
+        enabled: Type.Boolean({ default: true, description: 'Topology hiding toward the outside (edge/router/topology.ts): the inside Vias and Record-Routes folded into sealed parameters of the edge\'s own, Contacts rewritten to the edge with a sealed token, the header policy below applied. On by default: the edge stands where the PBX meets the internet, and a PBX\'s addresses and product name are what a scanner collects; stateless, the tokens authenticated (a forged one only fails).', errorMessage: 'expected true or false' }),
         key: Type.Union([Type.String({ minLength: 32, maxLength: 4096 }), Type.Null()], { default: null, description: 'Key of the sealed tokens (32+ characters; 64 hex digits are read as 32 bytes), shared by every instance. Env SIPEDGE_TOPOLOGY_KEY overrides. null = derived from `secret` (the flow-token secret), so tokens live as long as flow tokens do.', errorMessage: 'expected a string of 32 to 4096 characters or null' }),
         headers: section(
           {

@@ -66,6 +66,8 @@ export interface PriorityOptions {
   readonly onShed?: (cls: PriorityClass, reason: PriorityShedReason) => void;
   /** seconds a message waited in its queue, observed when it is handled */
   readonly onDelay?: (cls: PriorityClass, seconds: number) => void;
+  /** per-class delay bounds, ms (tests; default MAX_DELAY_MS) */
+  readonly maxDelayMs?: Readonly<Record<PriorityClass, number>>;
 }
 
 /** a FIFO of fixed capacity (no shifting, no growth past the cap) */
@@ -99,7 +101,11 @@ export class PriorityQueues {
   private pumping = false;
   private closed = false;
 
-  constructor(private readonly o: PriorityOptions) {}
+  private readonly maxDelay: Readonly<Record<PriorityClass, number>>;
+
+  constructor(private readonly o: PriorityOptions) {
+    this.maxDelay = o.maxDelayMs ?? MAX_DELAY_MS;
+  }
 
   /** messages waiting, per class (tests, the bench) */
   get depth(): Record<PriorityClass, number> {
@@ -147,7 +153,7 @@ export class PriorityQueues {
 
   private serve(cls: PriorityClass, inb: Inbound, now: number): void {
     const waited = now - inb.receivedAt;
-    if (waited > MAX_DELAY_MS[cls]) { this.o.onShed?.(cls, 'queue_delay'); return; }
+    if (waited > this.maxDelay[cls]) { this.o.onShed?.(cls, 'queue_delay'); return; }
     this.o.onDelay?.(cls, waited > 0 ? waited / 1000 : 0);
     try {
       this.o.handle(inb);

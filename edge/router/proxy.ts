@@ -1,5 +1,9 @@
-// The stateful proxy core (RFC 3261 sections 16 and 17): transactions, routing both ways,
-// Record-Route / Path with flow tokens, hop-by-hop ACK and CANCEL, retransmissions, failover.
+// The stateful proxy (RFC 3261 section 16): it takes a request or response the message path
+// has classified, asks the router where it goes (route.ts), has the header edits made
+// (edits.ts), and hands the result to the transaction layer (../transaction/layer.ts: state,
+// timers, retransmissions, hop-by-hop ACK/CANCEL), which reports failed branches back here. The
+// one decision this file owns besides that plumbing is failover(). Health probes: health.ts;
+// sockets and the edge's own addresses: wire.ts.
 //
 // Routing model. The edge has an outside (phones, carriers) and an inside (the PBX, `upstreams`
 // and `inside` CIDRs). It record-routes twice (one entry per side, like Kamailio's double RR) and
@@ -8,28 +12,29 @@
 // on REGISTER (RFC 3327), reach the phone behind its NAT, over the same TCP connection if it
 // registered over TCP (RFC 5626 5.3). Requests from outside go only to served domains (no open
 // relay) and only to the inside.
-import { randomFillSync } from 'node:crypto';
-import { isIP } from 'node:net';
 import type { Clock } from '../clock';
 import type { ResolvedConfig } from '../config/types';
 import { parseMessage } from '../sip/parser';
 import * as H from '../sip/headers';
-import { buildHopRequest, buildReply, phraseFor, stableTag, stampVia } from '../sip/reply';
+import { buildReply, phraseFor, stableTag } from '../sip/reply';
 import { Responder } from '../path/respond';
-import type { Endpoint, NameAddr, SipRequest, SipResponse, SipUri, TransportName } from '../sip/types';
+import type { Endpoint, SipRequest, SipResponse, SipUri, TransportName } from '../sip/types';
 import { MessageWriter, packOrigin, receivedBytes } from '../sip/writer';
 import type { Listener } from '../transport/types';
+import { TransactionLayer } from '../transaction/layer';
 import { type ClientTx, type ServerTx, TransactionTable, transactionBudget } from '../transaction/table';
 import type { MessageContext } from '../verdict';
+import { DIALOG_CREATING, editAck, editForward, edgeUri, isSips, recordRouteValue, viaValue } from './edits';
 import { fastHash } from './fasthash';
 import { FlowCodec } from './flow';
-import { type HealthFailureCause, UpstreamPool } from './upstreams';
+import { HealthProbes } from './health';
+import { type RouteDecision, Router } from './route';
 import { OUTBOUND_REASONS, type OutboundRouter } from './resolve-route';
+import { SIPS_REASONS, sipsInbound, sipsNextHop } from './sips';
 import { Topology } from './topology';
+import { type HealthFailureCause, UpstreamPool } from './upstreams';
+import { Wire } from './wire';
 
-/** RFC 3261 16.6 item 6 / 12.1.1: requests that create a dialog get Record-Route. */
-const DIALOG_CREATING = new Set(['INVITE', 'SUBSCRIBE', 'REFER', 'NOTIFY']);
-const TIMER_C_MS = 180_000; // RFC 3261 16.6 item 11: greater than 3 minutes
 /** RFC 3261 10.3 step 7: the registrar's own default when a REGISTER states no expiry */
 const DEFAULT_REGISTRATION_S = 3600;
 
@@ -125,23 +130,8 @@ export const PROXY_REASONS = [
   'no_route', 'transaction_table_full', 'request_timeout', 'cancel_unmatched', 'send_failed',
   'unmatched_response', 'unmatched_ack', 'transport_unavailable', 'shutting_down',
   ...OUTBOUND_REASONS, // trunks and DNS (edge/router/resolve-route.ts)
+  ...SIPS_REASONS, // sips: only over TLS (edge/router/sips.ts)
 ] as const;
-
-type Forward =
-  | { kind: 'upstream' }
-  | { kind: 'dest'; dest: Endpoint; mayConnect: boolean; upstream?: number; alts?: readonly Endpoint[] };
-
-interface RouteDecision {
-  fwd?: Forward;
-  reply?: { status: number; reason: string; headers?: ReadonlyArray<readonly [string, string]> };
-  popRoutes: number;
-  /** upstream marker found in our own Route entry */
-  upstreamHint?: number;
-  /** the loop-detection hash of this request as routed (computed once, written into our branch) */
-  loopHash?: string;
-  /** [trunks] DNS has not answered for the target yet: route again when this settles */
-  wait?: Promise<unknown>;
-}
 
 export interface ProxyOptions {
   cfg: ResolvedConfig;
@@ -159,39 +149,24 @@ export interface ProxyOptions {
   outbound?: OutboundRouter;
 }
 
-interface Advertised { host: string; port: number; hostPort: string }
-
 export class Proxy {
   readonly table: TransactionTable;
   readonly upstreams: UpstreamPool;
+  /** the one place replies are built and sent (edge/path/respond.ts), on this proxy's wire */
+  readonly responder: Responder;
   private readonly flow: FlowCodec;
   private readonly cfg: ResolvedConfig;
   private readonly clock: Clock;
   private readonly ev: ProxyEvents;
-  private readonly listeners: readonly Listener[];
-  private readonly ownHosts = new Set<string>();
-  private readonly ownPorts = new Set<number>();
-  private readonly domains: Set<string>;
-  private readonly adv = new Map<string, Advertised>();
+  private readonly wire: Wire;
+  private readonly router: Router;
+  private readonly health: HealthProbes;
+  private readonly tx: TransactionLayer;
   private readonly t1: number;
-  private readonly t2: number;
-  private readonly t4: number;
-  private readonly isInside: (a: string) => boolean;
-  private readonly isInsideEp: (ep: Endpoint) => boolean;
-  private readonly probes = new Map<string, { idx: number; timer: ReturnType<Clock['setTimer']> }>();
-  private probeTimer?: ReturnType<Clock['setTimer']>;
-  /** clock time of the last probe sent to each upstream (early probes are spaced by timeoutMs) */
-  private readonly probeSentAt: number[];
-  /** one Endpoint per upstream, shared by every transaction sent there */
-  private readonly upstreamDests: readonly Endpoint[];
   /** [i] per upstream i: the `tried` list of a first attempt, shared (never mutated) */
   private readonly triedOnly: readonly number[][];
-  private rnd = Buffer.alloc(0);
-  private rndOff = 0;
   private closing = false;
   private readonly outbound?: OutboundRouter;
-  /** the one place replies are built and sent (edge/path/respond.ts), on this proxy's wire */
-  readonly responder: Responder;
   /** topology hiding toward the outside (edge/router/topology.ts); undefined when off */
   private readonly topo?: Topology;
 
@@ -199,14 +174,11 @@ export class Proxy {
     this.cfg = o.cfg;
     this.clock = o.clock;
     this.ev = o.events ?? {};
-    this.listeners = o.listeners;
     this.flow = new FlowCodec(o.secret);
-    this.isInside = o.isInside;
     if (o.outbound !== undefined) this.outbound = o.outbound;
-    this.isInsideEp = o.isInsideEndpoint ?? ((ep) => o.isInside(ep.address));
-    this.t1 = o.cfg.transactions.t1Ms;
-    this.t2 = o.cfg.transactions.t2Ms;
-    this.t4 = o.cfg.transactions.t4Ms;
+    const isInsideEp = o.isInsideEndpoint ?? ((ep: Endpoint) => o.isInside(ep.address));
+    const sent = this.ev.sent;
+    this.wire = new Wire(o.cfg, o.listeners, isInsideEp, sent ? (t, s, k) => sent.call(this.ev, t, s, k) : undefined, o.localAddresses);
     this.table = new TransactionTable(o.cfg.transactions.max, undefined,
       transactionBudget(o.cfg.transactions.memoryBudgetMB, o.cfg.limits.maxMessageBytes).settledBytes);
     const h = o.cfg.health;
@@ -220,69 +192,43 @@ export class Proxy {
       onChange: (i, up, cause) => this.ev.upstreamHealth?.(i, up, cause),
       onFailure: (i, cause) => this.ev.upstreamFailure?.(i, cause),
     });
-    this.probeSentAt = o.cfg.upstreams.map(() => Number.NEGATIVE_INFINITY);
-    this.upstreamDests = o.cfg.upstreams.map((u) => ({ transport: u.transport, address: u.host, port: u.port }));
     this.triedOnly = o.cfg.upstreams.map((_, i) => [i]);
-    for (const l of o.listeners) {
-      const wildcard = l.local.address === '0.0.0.0' || l.local.address === '::';
-      const host = o.cfg.advertise?.host ?? (wildcard ? (o.localAddresses?.find((a) => (isIP(a) === 6) === (l.family === 6)) ?? l.local.address) : l.local.address);
-      const port = o.cfg.advertise?.port ?? l.local.port;
-      this.adv.set(l.id, { host, port, hostPort: host.includes(':') ? `[${host}]:${port}` : `${host}:${port}` });
-      this.ownPorts.add(l.local.port);
-      if (!wildcard) this.ownHosts.add(l.local.address);
-    }
-    if (o.cfg.advertise) {
-      this.ownHosts.add(o.cfg.advertise.host.toLowerCase());
-      if (o.cfg.advertise.port) this.ownPorts.add(o.cfg.advertise.port);
-    }
-    for (const a of o.localAddresses ?? []) this.ownHosts.add(a);
-    this.domains = new Set(o.cfg.domains.map((d) => d.toLowerCase()));
+    const upstreamDests: Endpoint[] = o.cfg.upstreams.map((u) => ({ transport: u.transport, address: u.host, port: u.port }));
+    this.router = new Router(o.cfg, this.wire, this.flow, this.upstreams, upstreamDests, o.isInside, o.outbound);
+    this.health = new HealthProbes(o.cfg, o.clock, this.wire, this.upstreams);
+    this.tx = new TransactionLayer(o.cfg, o.clock, this.wire, this.table, this.ev, {
+      branchFailed: (ct, reason) => this.branchFailed(ct, reason),
+      // RFC 3261 16.8: Timer C fired (the layer CANCELled the branch): answer 408 ourselves
+      timerC: (ct) => { this.finalLocal(ct.server, 408, 'request_timeout'); },
+    });
+    this.t1 = this.tx.t1;
     // the edge's own replies carry nothing from inside (built from the request): not rewritten
-    this.responder = new Responder({ server: o.cfg.serverHeader, send: (dest, bytes) => this.send(dest, bytes, false, this.sideOf(dest), 'response', false) });
+    this.responder = new Responder({ server: o.cfg.serverHeader, send: (dest, bytes) => this.wire.send(dest, bytes, false, this.wire.sideOf(dest), 'response', false) });
     // TOPOLOGY HOOK (construction): key from topology.key, else derived from the flow secret
     if (o.cfg.topology?.enabled) {
       this.topo = new Topology({
         cfg: o.cfg.topology.key ? o.cfg.topology : { ...o.cfg.topology, key: o.secret.toString('hex').padEnd(64, '0') },
         isInside: o.isInside,
         ...(o.cfg.serverHeader !== undefined ? { ownServer: o.cfg.serverHeader } : {}),
-        isOwnHost: (host, port) => this.ownHosts.has(host) && this.ownPorts.has(port ?? 5060),
+        isOwnHost: (host, port) => this.wire.ownHosts.has(host) && this.wire.ownPorts.has(port ?? 5060),
         onSdpInside: (kind, field) => this.ev.sdpInside?.(kind, field),
       });
+      this.wire.topo = this.topo;
     }
   }
 
-  // ---------------------------------------------------------------- identity helpers
+  // ---------------------------------------------------------------- identity (route.ts)
 
   /** Is this URI one of the edge's own addresses (a Route/Record-Route entry we inserted)? */
-  isOwnUri(u: SipUri): boolean {
-    if (u.scheme !== 'sip' && u.scheme !== 'sips') return false;
-    if (!this.ownHosts.has(u.host)) return false;
-    const port = u.port ?? (u.scheme === 'sips' ? 5061 : 5060);
-    return this.ownPorts.has(port);
-  }
-
+  isOwnUri(u: SipUri): boolean { return this.router.isOwnUri(u); }
   /** RFC 3261 16.4 / 16.3: is the Request-URI for a domain this edge serves (or the edge itself)? */
-  servesDomain(u: SipUri): boolean {
-    return this.servesHost(u.host);
-  }
-
+  servesDomain(u: SipUri): boolean { return this.router.servesDomain(u); }
   /** a served domain or one of the edge's own addresses (lower-case host) */
-  servesHost(host: string): boolean {
-    return this.domains.has(host) || this.ownHosts.has(host);
-  }
-
-  /**
-   * Does this request's first Route name the edge with a flow token we signed (the outside-facing
-   * Record-Route entry of a dialog set up through the edge)? In-dialog requests that do are part
-   * of a dialog whose creation was authenticated; the inside-facing "upN" entry is not proof
-   * (it is not secret).
-   */
-  hasDialogRoute(req: SipRequest): boolean {
-    const rs = H.routes(req);
-    const r = rs && rs.length > 0 ? rs[0]! : undefined;
-    if (!r || !this.isOwnUri(r.uri) || !r.uri.user || r.uri.user.startsWith('up')) return false;
-    return this.flow.decode(r.uri.user) !== null;
-  }
+  servesHost(host: string): boolean { return this.router.servesHost(host); }
+  /** does the first Route carry a flow token we signed? (Router.hasDialogRoute) */
+  hasDialogRoute(req: SipRequest): boolean { return this.router.hasDialogRoute(req); }
+  /** Decide where a new request goes (Router.route). */
+  route(ctx: MessageContext, req: SipRequest): RouteDecision { return this.router.route(ctx, req); }
 
   /** Is this request a retransmission of a server transaction the edge holds (RFC 3261 17.2.3),
    *  from the same source (TransactionTable.serverKey)? */
@@ -302,66 +248,11 @@ export class Proxy {
     return TransactionTable.serverKey(top.branch, sentBy, method, fallback, TransactionTable.sourceKey(source));
   }
 
-  private listenerFor(transport: TransportName, address: string, preferId?: string): Listener | undefined {
-    const fam = isIP(address) === 6 ? 6 : 4;
-    if (preferId) {
-      const l = this.listeners.find((x) => x.id === preferId);
-      if (l && l.spec.transport === transport && l.family === fam) return l;
-    }
-    return this.listeners.find((x) => x.spec.transport === transport && x.family === fam);
-  }
-
-  private send(dest: Endpoint, bytes: Buffer, mayConnect: boolean, side: 'outside' | 'inside', kind: 'request' | 'response', hide = true): boolean {
-    const l = this.listenerFor(dest.transport, dest.address, dest.listenerId);
-    if (!l) return false;
-    // TOPOLOGY HOOK (out): everything leaving toward the outside passes the topology rewrite
-    if (this.topo && hide && side === 'outside') bytes = this.topo.outbound(bytes, { hostPort: this.adv.get(l.id)!.hostPort, transport: dest.transport });
-    const ok = l.send(dest, bytes, mayConnect);
-    if (ok) this.ev.sent?.(dest.transport, side, kind);
-    return ok;
-  }
-
-  private sideOf(ep: Endpoint): 'outside' | 'inside' {
-    return this.isInsideEp(ep) ? 'inside' : 'outside';
-  }
-
-  private randomToken(n: number): string {
-    if (this.rndOff + n > this.rnd.length) {
-      this.rnd = randomFillSync(Buffer.allocUnsafe(4096));
-      this.rndOff = 0;
-    }
-    const s = this.rnd.subarray(this.rndOff, this.rndOff + n).toString('base64url');
-    this.rndOff += n;
-    return s;
-  }
-
   /** RFC 3261 16.6 item 8 and 16.3 item 4: a branch with a random part (unguessable: it keys our
    *  client transactions, so an attacker must not be able to forge a matching response) and a
    *  loop-detection part that is the same whenever the same request comes back unchanged. */
   private newBranch(loopHash: string): string {
-    return `z9hG4bK${this.randomToken(12)}.${loopHash}`;
-  }
-
-  /**
-   * The loop-detection part of our branch (RFC 3261 16.6 item 8): it "MUST depend on all
-   * information affecting processing of a request, including the incoming Request-URI and any
-   * header fields affecting the request's admission or routing". So besides the Request-URI,
-   * Call-ID, From tag and CSeq number it covers the To tag, Proxy-Require, Proxy-Authorization and
-   * the topmost Route left after our own entries were removed (16.4). That last one is what tells
-   * a spiral from a loop: a BYE that goes edge -> record-routing PBX -> edge comes back with the
-   * PBX's Route entry gone, so its hash differs and it passes (16.3 item 4); a request that comes
-   * back unchanged hashes the same and gets 482. The received top Via is left out on purpose: each
-   * upstream hop writes a fresh random branch there, so including it (as the RFC's example does)
-   * would make a true loop look new on every turn and leave only Max-Forwards to stop it.
-   */
-  private loopHash(req: SipRequest, nextRoute: string): string {
-    const pr = H.fields(req, 'proxy-require');
-    const pa = H.fields(req, 'proxy-authorization');
-    return fastHash([
-      req.uri, H.first(req, 'call-id') ?? '', H.from(req)?.params.get('tag') ?? '', String(H.cseq(req)?.seq ?? ''),
-      H.to(req)?.params.get('tag') ?? '', nextRoute,
-      ...pr.map((f) => f.value), '|', ...pa.map((f) => f.value),
-    ]);
+    return `z9hG4bK${this.wire.randomToken(12)}.${loopHash}`;
   }
 
   /** TOPOLOGY HOOK (in): undo the topology rewrite on a message from the outside (sealed
@@ -397,14 +288,7 @@ export class Proxy {
     if (req.method === 'CANCEL') return this.handleCancel(ctx, req, key);
 
     const existing = this.table.server.get(key);
-    if (existing) {
-      // RFC 3261 17.2.1 / 17.2.2: a retransmission: resend the last response, never forward again
-      const last = existing.lastResponse
-        ?? (existing.trying && existing.finalStatus === undefined ? buildReply(req, 100, { source: existing.source, server: this.cfg.serverHeader }) ?? undefined : undefined);
-      this.ev.retransmission?.(last ? 'answered' : 'absorbed');
-      if (last) this.send(existing.source, last, false, ctx.side, 'response');
-      return;
-    }
+    if (existing) { this.tx.retransmitted(existing, req); return; }
     // draining for a shutdown: nothing new starts here (RFC 3261 21.5.4: 503 + Retry-After, and
     // RFC 3263 4.3 sends the caller to another server); requests inside a dialog that exists
     // (a To tag: the BYE of a call in progress) still go through while the sockets are open
@@ -419,7 +303,10 @@ export class Proxy {
       return;
     }
 
-    const dec = this.route(ctx, req);
+    // RFC 3261 26.2.2 / RFC 5630 (edge/router/sips.ts): a sips: request from outside in clear
+    const sipsIn = ctx.side === 'outside' ? sipsInbound(req, ctx.source) : undefined;
+    if (sipsIn) { this.replyTo(req, ctx.source, sipsIn.status, sipsIn.reason, { headers: sipsIn.headers }); return; }
+    const dec = this.router.route(ctx, req);
     if (dec.wait) { this.awaitDns(dec.wait, ctx, req); return; }
     if (dec.reply) {
       this.replyTo(req, ctx.source, dec.reply.status, dec.reply.reason, { headers: dec.reply.headers });
@@ -431,7 +318,7 @@ export class Proxy {
       key: TransactionTable.flat(key), method: TransactionTable.method(req.method), source: ctx.source, live: true, state: 'proceeding',
       lastResponse: undefined, trying: false, finalStatus: undefined, client: undefined,
       cancelPending: false, cancelled: false, timerG: undefined, timerH: undefined, timerEnd: undefined,
-      gInterval: this.t1, held: 0, edits: ctx.edits,
+      gInterval: this.t1, held: 0, edits: ctx.edits, side: ctx.side, trust: ctx.trust,
     };
     this.table.addServer(st);
     if (req.method === 'INVITE') {
@@ -439,10 +326,10 @@ export class Proxy {
       const trying = buildReply(req, 100, { source: ctx.source, server: this.cfg.serverHeader });
       if (trying) {
         st.trying = true;
-        this.send(ctx.source, trying, false, ctx.side, 'response', false);
+        this.wire.send(ctx.source, trying, false, ctx.side, 'response', false);
       }
     }
-    this.forward(st, ctx, dec, [], req);
+    this.forward(st, req, dec, []);
   }
 
   /** [trunks] The first request for a host name waits for DNS (bounded by dns.timeoutMs x
@@ -456,7 +343,7 @@ export class Proxy {
       if (!r.ok || r.msg.kind !== 'request') return;
       const again: MessageContext = { ...ctx, msg: r.msg };
       // resolved now (or failed and cached as such): lookup answers without waiting again
-      const dec = this.route(again, r.msg);
+      const dec = this.router.route(again, r.msg);
       if (dec.wait) { this.replyTo(r.msg, ctx.source, 503, 'dns_failed', { headers: [['Retry-After', this.retryAfter()]] }); return; }
       this.handleRequest(again);
     });
@@ -479,8 +366,9 @@ export class Proxy {
     return r.ok && r.msg.kind === 'request' ? r.msg : undefined;
   }
 
-  /** Build and send the forwarded request for server transaction `st` (also used for failover). */
-  private forward(st: ServerTx, ctx: MessageContext, dec: RouteDecision, tried: number[], req: SipRequest): void {
+  /** Build and send the forwarded request for server transaction `st` (a first attempt or a
+   *  failover): pick the destination and its listener once, make the edits, start the branch. */
+  private forward(st: ServerTx, req: SipRequest, dec: RouteDecision, tried: number[]): void {
     let dest: Endpoint;
     let mayConnect: boolean;
     let upstream: number | undefined;
@@ -491,7 +379,7 @@ export class Proxy {
         this.finalLocal(st, 503, 'no_upstream', [['Retry-After', String(this.cfg.health.retryAfterSeconds + Math.floor(Math.random() * 10))]], req);
         return;
       }
-      dest = this.upstreamDests[idx]!;
+      dest = this.router.upstreamDests[idx]!;
       mayConnect = true;
       upstream = idx;
     } else {
@@ -499,49 +387,26 @@ export class Proxy {
       mayConnect = fwd.mayConnect;
       upstream = fwd.upstream;
     }
-    const listener = this.listenerFor(dest.transport, dest.address, dest.listenerId);
+    // RFC 5630 5.3 (edge/router/sips.ts): a sips: request never leaves on a hop that is not TLS
+    const sipsOut = sipsNextHop(req, dest);
+    if (sipsOut) { this.finalLocal(st, sipsOut.status, sipsOut.reason, sipsOut.headers, req); return; }
+    const listener = this.wire.listenerFor(dest.transport, dest.address, dest.listenerId);
     if (!listener) {
       this.finalLocal(st, 503, 'transport_unavailable', undefined, req);
       return;
     }
-    const adv = this.adv.get(listener.id)!;
-    const branch = this.newBranch(dec.loopHash ?? this.loopHash(req, H.routes(req)?.[dec.popRoutes]?.uriRaw ?? ''));
-    const tname = dest.transport.toUpperCase();
-    const via = `SIP/2.0/${tname} ${adv.hostPort};branch=${branch}${dest.transport === 'udp' ? ';rport' : ''}`;
-
-    const w = new MessageWriter(req);
-    // RFC 3581 4 / RFC 3261 18.2.1: record where the request really came from in the client's Via
-    const top = H.topVia(req)!;
-    const hasEmptyRport = top.params.has('rport') && !top.params.get('rport');
-    if (hasEmptyRport || top.host !== ctx.source.address) {
-      const stamped = stampVia(top.raw, ctx.source, top.host, hasEmptyRport);
-      if (stamped !== top.raw) {
-        w.removeFirstValue('via');
-        w.prependTop('Via', stamped);
-      }
-    }
-    w.prependTop('Via', via);
-    // RFC 3261 16.6 item 3: decrement Max-Forwards, or add it
-    const mf = H.maxForwards(req);
-    if (typeof mf === 'number') w.replaceFirst('max-forwards', String(mf - 1));
-    else w.append('Max-Forwards', String(this.cfg.proxy.maxForwards));
-    // RFC 3261 16.4 / 16.6 item 6: remove the Route entries that name us
-    for (let i = 0; i < dec.popRoutes; i++) w.removeFirstValue('route');
-    if (st.edits) {
-      for (const name of st.edits.remove) w.removeAll(name);
-      for (const [name, value] of st.edits.add) w.append(name, value);
-    }
-
+    const hostPort = this.wire.adv.get(listener.id)!.hostPort;
+    const branch = this.newBranch(dec.loopHash ?? this.router.loopHash(req, H.routes(req)?.[dec.popRoutes]?.uriRaw ?? ''));
     const initial = !H.to(req)?.params.has('tag');
-    if (this.cfg.proxy.recordRoute && initial && DIALOG_CREATING.has(req.method)) {
-      w.prependBefore('Record-Route', this.recordRouteValue(ctx, dest, listener, upstream));
-    }
-    if (this.cfg.proxy.path && req.method === 'REGISTER' && ctx.side === 'outside') {
-      // RFC 3327 5.2: the registrar stores this Path and puts it as Route on requests to the
-      // phone; our flow token in it says where the phone really is
-      const tok = this.flow.encode(ctx.source);
-      w.prependBefore('Path', edgeUri(tok, adv.hostPort, dest.transport, isSips(req)));
-    }
+    const w = editForward(req, {
+      via: viaValue(dest.transport, hostPort, branch), source: st.source, popRoutes: dec.popRoutes,
+      maxForwards: this.cfg.proxy.maxForwards, stage: st.edits,
+      recordRoute: this.cfg.proxy.recordRoute && initial && DIALOG_CREATING.has(req.method)
+        ? this.recordRoute(st, req, dest, listener, hostPort, upstream) : undefined,
+      // RFC 3327 5.2: our flow token in the Path says where the phone really is
+      path: this.cfg.proxy.path && req.method === 'REGISTER' && st.side === 'outside'
+        ? edgeUri(this.flow.encode(st.source), hostPort, dest.transport, isSips(req)) : undefined,
+    });
     const origin: (string | number)[] = [];
     const bytes = w.toBuffer(origin);
     const method = TransactionTable.method(req.method);
@@ -550,162 +415,80 @@ export class Proxy {
       dest, sent: bytes.toString('latin1'), received: packOrigin(origin), state: req.method === 'INVITE' ? 'calling' : 'trying', upstream, failover: fwd.kind === 'upstream',
       tried: upstream === undefined ? tried : tried.length === 0 ? this.triedOnly[upstream]! : [...tried, upstream], retransmitMs: this.t1,
       timerA: undefined, timerB: undefined, timerC: undefined, timerEnd: undefined, ack: undefined, cancel: undefined, cancels: undefined,
+      side: this.wire.sideOf(dest),
     };
     // a failover: the branch given up keeps its bytes (its ACK is built from them), not the origin
     if (st.client) st.client.received = undefined;
     st.client = ct;
-    this.table.client.set(ct.key, ct);
     if (fwd.kind === 'dest' && fwd.alts !== undefined) this.outbound?.remember(st, fwd.alts, dec.popRoutes, dec.loopHash);
-    const side = this.sideOf(dest);
-    if (!this.send(dest, bytes, mayConnect, side, 'request')) {
-      this.clientFailed(ct, 'send_failed');
-      return;
-    }
-    this.startClientTimers(ct);
+    this.tx.startClient(ct, listener, bytes, mayConnect);
   }
 
-  /** Double Record-Route (one entry per side). The outside entry carries the phone's flow token,
-   *  the inside one the upstream index, so in-dialog requests find their way back. */
-  private recordRouteValue(ctx: MessageContext, dest: Endpoint, outListener: Listener, upstream: number | undefined): string {
-    const inListener = this.listenerFor(ctx.source.transport, ctx.source.address, ctx.source.listenerId) ?? outListener;
-    const sips = isSips(ctx.msg as SipRequest);
-    const mk = (l: Listener, user: string | undefined, transport: TransportName): string => edgeUri(user, this.adv.get(l.id)!.hostPort, transport, sips);
-    const fromInside = ctx.side === 'inside';
-    const phoneFlow = fromInside ? dest : ctx.source;
-    const tok = this.flow.encode(phoneFlow);
-    const srcUp = fromInside ? this.upstreams.indexOf(ctx.source.address) : upstream;
+  /** Double Record-Route (edits.ts recordRouteValue) for st's request going to dest on outListener. */
+  private recordRoute(st: ServerTx, req: SipRequest, dest: Endpoint, outListener: Listener, outHostPort: string, upstream: number | undefined): string {
+    const src = st.source;
+    const inListener = this.wire.listenerFor(src.transport, src.address, src.listenerId) ?? outListener;
+    const fromInside = st.side === 'inside';
+    const tok = this.flow.encode(fromInside ? dest : src);
+    const srcUp = fromInside ? this.upstreams.indexOf(src.address) : upstream;
     const upUser = srcUp !== undefined && srcUp >= 0 ? `up${srcUp}` : undefined;
-    const arrival = mk(inListener, fromInside ? upUser : tok, ctx.source.transport);
-    const departure = mk(outListener, fromInside ? tok : upUser, dest.transport);
-    // top -> bottom: departure side first (the next hop sees it first), then the arrival side
-    return `${departure}, ${arrival}`;
+    return recordRouteValue(fromInside, isSips(req), tok, upUser,
+      { hostPort: this.wire.adv.get(inListener.id)!.hostPort, transport: src.transport },
+      { hostPort: outHostPort, transport: dest.transport });
   }
 
-  /** Decide where a new request goes (RFC 3261 16.4 Route processing, 16.5 targets). */
-  route(ctx: MessageContext, req: SipRequest): RouteDecision {
-    const rs = H.routes(req) ?? [];
-    let pop = 0;
-    let flowEp: Endpoint | null = null;
-    let upstreamHint: number | undefined;
-    while (pop < rs.length && this.isOwnUri(rs[pop]!.uri)) {
-      const user = rs[pop]!.uri.user;
-      if (user?.startsWith('up')) {
-        const n = Number(user.slice(2));
-        if (Number.isInteger(n) && n >= 0 && n < this.upstreams.list.length) upstreamHint = n;
-      } else if (user) {
-        flowEp = this.flow.decode(user) ?? flowEp;
-      }
-      pop++;
-    }
-    const rest: NameAddr[] = rs.slice(pop);
-    const ruri = H.requestUri(req);
-    if (!ruri) return { reply: { status: 400, reason: 'ruri_invalid' }, popRoutes: 0 };
-    const initial = !H.to(req)?.params.has('tag');
-
-    // loop detection (RFC 3261 16.3 item 4): one of our Vias with the same loop hash is a loop;
-    // one of our Vias with another hash is a spiral (the request was routed back to us changed)
-    const lh = this.loopHash(req, rest.length > 0 ? rest[0]!.uriRaw : '');
-    const vias = H.vias(req) ?? [];
-    for (let i = 1; i < vias.length; i++) {
-      const v = vias[i]!;
-      if (v.branch?.endsWith('.' + lh) && v.branch.startsWith('z9hG4bK') && this.ownHosts.has(v.host)) {
-        return { reply: { status: 482, reason: 'loop_detected' }, popRoutes: pop };
-      }
-    }
-    const dec = this.decide(ctx, req, ruri, rest, pop, flowEp, upstreamHint, initial);
-    if (!dec.reply) dec.loopHash = lh;
-    return dec;
+  /**
+   * The one failover decision. A branch sent to "any healthy upstream" that failed (no answer,
+   * the bytes could not be sent, or a 503: RFC 3261 16.7 item 6, a 503 is not forwarded while
+   * another target exists) and was not cancelled goes to the next healthy upstream not tried
+   * yet, routed again from the request as received, with the side and source st remembers.
+   * A branch sent to a name resolved by RFC 3263 goes to the name's next target first (4.3,
+   * [trunks]); `upstreams` false (a non-INVITE 503) tries only that.
+   * 'sent' when it did; otherwise the request when it had to be parsed (for the final answer).
+   */
+  private failover(st: ServerTx, ct: ClientTx, upstreams = true): 'sent' | SipRequest | undefined {
+    if (st.cancelled) return undefined;
+    if (this.nextTarget(st, ct)) return 'sent';
+    if (!upstreams || !ct.failover || this.upstreams.pick(ct.tried) < 0) return undefined;
+    const req = this.requestOf(st);
+    if (!req) return undefined;
+    const dec = this.router.route(st, req);
+    if (dec.fwd?.kind !== 'upstream') return req;
+    this.forward(st, req, dec, ct.tried);
+    return 'sent';
   }
 
-  private decide(ctx: MessageContext, req: SipRequest, ruri: SipUri, rest: NameAddr[], pop: number,
-    flowEp: Endpoint | null, upstreamHint: number | undefined, initial: boolean): RouteDecision {
-    if (ctx.side === 'outside') {
-      if (initial && this.outbound !== undefined) {
-        // [trunks] a carrier whose trunk may not call in
-        const v = this.outbound.trunks.inbound(ctx.source.address, req.method);
-        if (!v.ok) return { reply: { status: v.status, reason: v.reason, ...(v.status === 503 ? { headers: [['Retry-After', '1']] as const } : {}) }, popRoutes: pop };
-      }
-      if (rest.length > 0) {
-        // RFC 3261 16.4 leaves pre-loaded routes to policy: from the internet they are a way to
-        // use the edge as a relay toward arbitrary hosts, so only our own Route is honoured
-        if (initial) return { reply: { status: 403, reason: 'route_preloaded' }, popRoutes: pop };
-        const next = rest[0]!.uri;
-        if (!isIP(next.host) || !this.isInside(next.host)) return { reply: { status: 403, reason: 'route_not_inside' }, popRoutes: pop };
-        return { fwd: { kind: 'dest', dest: this.uriDest(next), mayConnect: true }, popRoutes: pop };
-      }
-      const ruriInside = isIP(ruri.host) !== 0 && this.isInside(ruri.host);
-      if (!initial && pop === 0 && ruriInside) {
-        // an in-dialog request of a dialog that was not record-routed (the UAS did not echo
-        // Record-Route, as sipp's built-in uas does not): RFC 3261 16.12 lets it go straight to
-        // the remote target, which we allow only when that target is inside
-        return { fwd: { kind: 'dest', dest: this.uriDest(ruri), mayConnect: true, upstream: this.upstreamAt(ruri) }, popRoutes: 0 };
-      }
-      if (initial || pop === 0) {
-        if (!this.servesDomain(ruri)) return { reply: { status: 403, reason: 'relay_denied' }, popRoutes: pop };
-        if (!this.upstreams.anyUp()) return { reply: { status: 503, reason: 'no_upstream', headers: [['Retry-After', String(this.cfg.health.retryAfterSeconds)]] }, popRoutes: pop };
-        return { fwd: { kind: 'upstream' }, popRoutes: pop };
-      }
-      // in-dialog, came through our Record-Route: to the PBX's contact when it is inside,
-      // else to the upstream the dialog was set up with
-      if (ruriInside) {
-        return { fwd: { kind: 'dest', dest: this.uriDest(ruri), mayConnect: true, upstream: this.upstreamAt(ruri) }, popRoutes: pop, upstreamHint };
-      }
-      if (upstreamHint !== undefined) {
-        return { fwd: { kind: 'dest', dest: this.upstreamDests[upstreamHint]!, mayConnect: true, upstream: upstreamHint }, popRoutes: pop };
-      }
-      return { fwd: { kind: 'upstream' }, popRoutes: pop };
-    }
-
-    // from inside: trusted to reach anywhere; a flow token wins (RFC 5626 5.3)
-    if (flowEp) {
-      if (flowEp.connId !== undefined) {
-        const l = this.listeners.find((x) => x.id === flowEp!.listenerId);
-        if (!l || !l.isOpen?.(flowEp.connId)) return { reply: { status: 430, reason: 'flow_failed' }, popRoutes: pop };
-        return { fwd: { kind: 'dest', dest: flowEp, mayConnect: false }, popRoutes: pop };
-      }
-      return { fwd: { kind: 'dest', dest: flowEp, mayConnect: false }, popRoutes: pop };
-    }
-    const target = rest.length > 0 ? rest[0]!.uri : ruri;
-    // [trunks] egress control and RFC 3263 (edge/router/resolve-route.ts): anything but an inside
-    // address or a dialog that came through our Record-Route goes only where the trunks allow
-    if (this.outbound !== undefined && !(pop > 0 && !initial) && !(isIP(target.host) && this.isInside(target.host))) {
-      const o = this.outbound.route(req.method, target);
-      if (o.kind === 'reply') return { reply: { status: o.status, reason: o.reason, ...(o.status === 503 ? { headers: [['Retry-After', '1']] as const } : {}) }, popRoutes: pop };
-      if (o.kind === 'wait') return { wait: o.done, popRoutes: pop };
-      if (o.kind === 'resolved') return { fwd: { kind: 'dest', dest: o.dest, mayConnect: true, alts: o.alts }, popRoutes: pop };
-    }
-    if (!isIP(target.host)) {
-      // without a resolver (configs built by hand) inside peers address by IP
-      return { reply: { status: 404, reason: 'no_route' }, popRoutes: pop };
-    }
-    if (this.isOwnUri(target)) return { reply: { status: 404, reason: 'no_route' }, popRoutes: pop };
-    return { fwd: { kind: 'dest', dest: this.uriDest(target), mayConnect: true }, popRoutes: pop };
+  /** [trunks] RFC 3263 4.3: after a timeout, a transport error or a 503 from a resolved target,
+   *  send the request to the next target of its name. False when there is none. */
+  private nextTarget(st: ServerTx, ct: ClientTx): boolean {
+    if (this.outbound === undefined || ct.upstream !== undefined) return false;
+    const n = this.outbound.next(st, ct.dest);
+    if (n === undefined) return false;
+    const req = this.requestOf(st);
+    if (!req) return false;
+    this.forward(st, req, { fwd: { kind: 'dest', dest: n.dest, mayConnect: true }, popRoutes: n.popRoutes, ...(n.loopHash !== undefined ? { loopHash: n.loopHash } : {}) }, []);
+    return true;
   }
 
-  private upstreamAt(u: SipUri): number | undefined {
-    const i = this.upstreams.indexOf(u.host, u.port ?? 5060);
-    return i < 0 ? undefined : i;
-  }
-
-  private uriDest(u: SipUri): Endpoint {
-    const t = (u.params.get('transport') ?? (u.scheme === 'sips' ? 'tls' : 'udp')).toLowerCase();
-    const transport: TransportName = t === 'tcp' || t === 'tls' || t === 'ws' || t === 'wss' ? t : 'udp';
-    return { transport, address: u.host, port: u.port ?? (transport === 'tls' ? 5061 : 5060) };
+  /** The transaction layer gave up on branch ct (timeout or send failure): fail over, or answer 408/503. */
+  private branchFailed(ct: ClientTx, reason: 'request_timeout' | 'send_failed'): void {
+    if (ct.upstream !== undefined) {
+      // counted as traffic, never as ill health: anyone can send a request the PBX does not
+      // answer, or whose answer the edge refuses (upstreams.ts); a probe decides instead
+      if (reason === 'request_timeout') this.ev.upstreamResponse?.(ct.upstream, 'timeout');
+      this.health.suspect(ct.upstream);
+    }
+    const st = ct.server;
+    if (st.client !== ct || st.finalStatus !== undefined) return;
+    const r = this.failover(st, ct);
+    if (r === 'sent') return;
+    if (st.cancelled) this.finalLocal(st, 487, 'request_terminated', undefined, r);
+    else this.finalLocal(st, reason === 'send_failed' ? 503 : 408, reason, undefined, r);
   }
 
   private handleAck(ctx: MessageContext, req: SipRequest, key: string): void {
-    const st = this.table.server.get(key);
-    if (st && st.method === 'INVITE' && st.finalStatus !== undefined && st.finalStatus >= 300) {
-      // RFC 3261 17.2.1: the ACK for a non-2xx final is hop-by-hop: absorb it, stop Timer G
-      this.clock.clearTimer(st.timerG);
-      this.clock.clearTimer(st.timerH);
-      if (st.state === 'completed') {
-        st.state = 'confirmed';
-        this.clock.clearTimer(st.timerEnd);
-        st.timerEnd = this.clock.setTimerWith(st.source.transport === 'udp' ? this.t4 : 0, this.onEndServer, st);
-      }
-      return;
-    }
+    // RFC 3261 17.2.1: the ACK for a non-2xx final we sent is hop-by-hop (the layer absorbs it)
+    if (this.tx.absorbAck(this.table.server.get(key))) return;
     // the ACK for a final reply the edge sent statelessly (a challenge, a 403): it carries the
     // To tag we made; absorb it quietly (Kamailio's sl_filter_ACK), it is neither stray nor forged
     const toTag = H.to(req)?.params.get('tag');
@@ -715,7 +498,7 @@ export class Proxy {
     // route() accepts it when it carries our Route, or when the dialog was not record-routed
     // and the target is inside (RFC 3261 16.12); a stray ACK from outside toward anything
     // else matches nothing and is dropped
-    const dec = this.route(ctx, req);
+    const dec = this.router.route(ctx, req);
     // an ACK with neither our Route nor an inside target would only reach the PBX because its
     // Request-URI names a served domain: that is a stray ACK (Kamailio: t_check_trans() fails)
     if (!dec.fwd || dec.reply || (dec.fwd.kind === 'upstream' && dec.popRoutes === 0)) { this.ev.unmatched?.('ack', ctx.source); return; }
@@ -724,23 +507,17 @@ export class Proxy {
     if (dec.fwd.kind === 'upstream') {
       const idx = this.upstreams.pick();
       if (idx < 0) return;
-      const u = this.upstreams.list[idx]!.spec;
-      dest = { transport: u.transport, address: u.host, port: u.port };
+      dest = this.router.upstreamDests[idx]!;
     } else { dest = dec.fwd.dest; mayConnect = dec.fwd.mayConnect; }
-    const listener = this.listenerFor(dest.transport, dest.address, dest.listenerId);
+    // the ACK of a sips: dialog: never in clear either (edge/router/sips.ts)
+    if (sipsNextHop(req, dest)) return;
+    const listener = this.wire.listenerFor(dest.transport, dest.address, dest.listenerId);
     if (!listener) return;
-    const adv = this.adv.get(listener.id)!;
     // stateless forwarding: derive the branch from the incoming one so that ACK retransmissions
     // carry the same branch (RFC 3261 16.11)
-    const inBranch = H.topVia(req)?.branch ?? '';
-    const branch = 'z9hG4bK' + fastHash(['ack', inBranch], 16);
-    const w = new MessageWriter(req);
-    w.prependTop('Via', `SIP/2.0/${dest.transport.toUpperCase()} ${adv.hostPort};branch=${branch}${dest.transport === 'udp' ? ';rport' : ''}`);
-    const mf = H.maxForwards(req);
-    if (typeof mf === 'number') w.replaceFirst('max-forwards', String(Math.max(0, mf - 1)));
-    else w.append('Max-Forwards', String(this.cfg.proxy.maxForwards));
-    for (let i = 0; i < dec.popRoutes; i++) w.removeFirstValue('route');
-    this.send(dest, w.toBuffer(), mayConnect, this.sideOf(dest), 'request');
+    const branch = 'z9hG4bK' + fastHash(['ack', H.topVia(req)?.branch ?? ''], 16);
+    const bytes = editAck(req, viaValue(dest.transport, this.wire.adv.get(listener.id)!.hostPort, branch), dec.popRoutes, this.cfg);
+    this.wire.sendOn(listener, dest, bytes, mayConnect, this.wire.sideOf(dest), 'request');
   }
 
   private handleCancel(ctx: MessageContext, req: SipRequest, key: string): void {
@@ -757,111 +534,8 @@ export class Proxy {
     st.cancelled = true;
     const ct = st.client;
     if (!ct) return;
-    if (ct.state === 'proceeding') this.sendCancel(ct);
+    if (ct.state === 'proceeding') this.tx.sendCancel(ct);
     else st.cancelPending = true; // RFC 3261 9.1: not before a provisional response
-  }
-
-  private sendCancel(ct: ClientTx): void {
-    if (ct.cancel) return;
-    const sent = parseMessage(Buffer.from(ct.sent, 'latin1'), { framing: 'datagram' });
-    if (!sent.ok || sent.msg.kind !== 'request') return;
-    // RFC 3261 9.1: the CANCEL's Via is the INVITE's top Via (ours: the first line we wrote)
-    const bytes = buildHopRequest('CANCEL', sent.msg, H.first(sent.msg, 'via') ?? '');
-    const cancel: ClientTx = {
-      key: TransactionTable.clientKey(TransactionTable.branchOf(ct.key), 'CANCEL'), method: 'CANCEL', server: ct.server,
-      dest: ct.dest, sent: bytes.toString('latin1'), received: undefined, state: 'trying', upstream: undefined, failover: undefined,
-      tried: [], retransmitMs: this.t1,
-      timerA: undefined, timerB: undefined, timerC: undefined, timerEnd: undefined, ack: undefined, cancel: undefined, cancels: ct,
-    };
-    ct.cancel = cancel;
-    this.table.client.set(cancel.key, cancel);
-    this.send(ct.dest, bytes, true, this.sideOf(ct.dest), 'request');
-    this.startClientTimers(cancel);
-  }
-
-  // ---------------------------------------------------------------- client timers
-
-  // The timer handlers: one function each per proxy, the transaction as argument (no closure per
-  // transaction and timer: with 100,000 live transactions those were a tenth of their memory).
-
-  /** Timer A (INVITE) / E (non-INVITE): retransmit, doubling, non-INVITE capped at T2 */
-  private readonly onTimerA = (ct: ClientTx): void => {
-    const invite = ct.method === 'INVITE';
-    if (ct.state === 'calling' || ct.state === 'trying' || (!invite && ct.state === 'proceeding')) {
-      this.ev.retransmission?.('sent');
-      this.send(ct.dest, Buffer.from(ct.sent, 'latin1'), true, this.sideOf(ct.dest), 'request');
-      ct.retransmitMs = invite ? ct.retransmitMs * 2 : Math.min(ct.retransmitMs * 2, this.t2);
-      if (!invite && ct.state === 'proceeding') ct.retransmitMs = this.t2;
-      ct.timerA = this.clock.setTimerWith(ct.retransmitMs, this.onTimerA, ct);
-    }
-  };
-
-  /** Timer B / F: 64*T1 without a final (INVITE: without any response; non-INVITE: Timer F keeps
-   *  running in Proceeding, RFC 3261 17.1.2.2) */
-  private readonly onTimerB = (ct: ClientTx): void => {
-    if (ct.state === 'calling' || ct.state === 'trying' || (ct.method !== 'INVITE' && ct.state === 'proceeding')) this.clientFailed(ct, 'request_timeout');
-  };
-
-  private readonly onTimerC = (ct: ClientTx): void => this.timerC(ct);
-  private readonly onEndClient = (ct: ClientTx): void => this.endClient(ct);
-  private readonly onEndServer = (st: ServerTx): void => this.endServer(st);
-
-  /** Timer G: retransmit a non-2xx final to an INVITE until the ACK comes (RFC 3261 17.2.1) */
-  private readonly onTimerG = (st: ServerTx): void => {
-    if (st.state !== 'completed' || !st.lastResponse) return;
-    this.ev.retransmission?.('sent');
-    this.send(st.source, st.lastResponse, false, this.sideOf(st.source), 'response');
-    st.gInterval = Math.min(st.gInterval * 2, this.t2);
-    st.timerG = this.clock.setTimerWith(st.gInterval, this.onTimerG, st);
-  };
-
-  private startClientTimers(ct: ClientTx): void {
-    if (ct.dest.transport === 'udp') ct.timerA = this.clock.setTimerWith(this.t1, this.onTimerA, ct);
-    ct.timerB = this.clock.setTimerWith(64 * this.t1, this.onTimerB, ct);
-  }
-
-  /** No answer (timeout) or the bytes could not be sent: fail over, or answer 408/503. */
-  private clientFailed(ct: ClientTx, reason: 'request_timeout' | 'send_failed'): void {
-    this.clock.clearTimer(ct.timerA);
-    this.clock.clearTimer(ct.timerB);
-    this.clock.clearTimer(ct.timerC);
-    ct.state = 'terminated';
-    this.table.client.delete(ct.key);
-    if (ct.cancels) return; // a CANCEL that timed out: the INVITE's own timers decide
-    if (ct.upstream !== undefined) {
-      // counted as traffic, never as ill health: anyone can send a request the PBX does not
-      // answer, or whose answer the edge refuses (upstreams.ts); a probe decides instead
-      if (reason === 'request_timeout') this.ev.upstreamResponse?.(ct.upstream, 'timeout');
-      this.suspectUpstream(ct.upstream);
-    }
-    const st = ct.server;
-    if (st.client !== ct || st.finalStatus !== undefined) return;
-    if (!st.cancelled && this.nextTarget(st, ct)) return; // [trunks] RFC 3263 4.3
-    // failover (only for requests that went to "any upstream" and were not cancelled)
-    const req = ct.failover && !st.cancelled && this.upstreams.pick(ct.tried) >= 0 ? this.requestOf(st) : undefined;
-    if (req) {
-      const ctx: MessageContext = { msg: req, source: st.source, side: 'outside', trust: 'untrusted', receivedAt: this.clock.now() };
-      const dec = this.route(ctx, req);
-      if (dec.fwd?.kind === 'upstream') {
-        this.forward(st, ctx, dec, ct.tried, req);
-        return;
-      }
-    }
-    if (st.cancelled) this.finalLocal(st, 487, 'request_terminated', undefined, req);
-    else this.finalLocal(st, reason === 'send_failed' ? 503 : 408, reason, undefined, req);
-  }
-
-  /** [trunks] RFC 3263 4.3: after a timeout, a transport error or a 503 from a resolved target,
-   *  send the request to the next target of its name. False when there is none. */
-  private nextTarget(st: ServerTx, ct: ClientTx): boolean {
-    if (this.outbound === undefined || ct.upstream !== undefined) return false;
-    const n = this.outbound.next(st, ct.dest);
-    if (n === undefined) return false;
-    const req = this.requestOf(st);
-    if (!req) return false;
-    const ctx: MessageContext = { msg: req, source: st.source, side: this.sideOf(st.source), trust: 'inside', receivedAt: this.clock.now() };
-    this.forward(st, ctx, { fwd: { kind: 'dest', dest: n.dest, mayConnect: true }, popRoutes: n.popRoutes, ...(n.loopHash !== undefined ? { loopHash: n.loopHash } : {}) }, [], req);
-    return true;
   }
 
   /** A final response generated by the edge for server transaction st (from `req` when the
@@ -871,11 +545,11 @@ export class Proxy {
     const r = req ?? this.requestOf(st);
     // without the request nothing can be answered (it always re-parses: see requestOf); end the
     // transaction rather than leave it live: the client's own timer answers its user
-    if (!r) { this.endServer(st); return false; }
+    if (!r) { this.tx.endServer(st); return false; }
     const bytes = buildReply(r, status, { source: st.source, toTag: stableTag(r, 'se'), headers, server: this.cfg.serverHeader });
     this.ev.proxyReply?.(status, reason);
-    if (!bytes) { this.endServer(st); return false; }
-    this.sendFinal(st, status, bytes);
+    if (!bytes) { this.tx.endServer(st); return false; }
+    this.tx.sendFinal(st, status, bytes);
     return true;
   }
 
@@ -888,18 +562,9 @@ export class Proxy {
     const cs = H.cseq(res);
     if (!top || !top.branch || !cs) { this.ev.unmatched?.('response', ctx.source); return; }
     // health probe answers
-    const probe = this.probes.get(top.branch);
-    if (probe) {
-      // only the upstream we probed answers a probe (the branch is random; the source must match)
-      const u = this.upstreams.list[probe.idx]!.spec;
-      if (ctx.source.address !== u.host) { this.ev.unmatched?.('response', ctx.source); return; }
-      if (res.status < 200) return; // wait for the final answer (or the timeout)
-      this.clock.clearTimer(probe.timer);
-      this.probes.delete(top.branch);
-      // RFC 3261 21.5.4: a 503 to an OPTIONS aimed at the PBX itself is the PBX saying it cannot
-      // serve now; any other answer means it is alive (a 404 or 401 from Asterisk included)
-      if (res.status === 503) this.upstreams.failure(probe.idx, 'probe_unavailable');
-      else this.upstreams.success(probe.idx);
+    const probe = this.health.onResponse(top.branch, res, ctx.source);
+    if (probe !== 'none') {
+      if (probe === 'unmatched') this.ev.unmatched?.('response', ctx.source);
       return;
     }
     const ct = this.table.client.get(TransactionTable.clientKey(top.branch, cs.method));
@@ -916,99 +581,60 @@ export class Proxy {
       // A 503 on real traffic proves nothing about the PBX: it may be the PBX's own overload or
       // one it turned a trunk's failure into (a B2BUA answers 503 for a congested trunk, and an
       // outsider picks the number). It fails this request over (below) and asks for a probe.
-      if (status === 503) this.suspectUpstream(ct.upstream);
+      if (status === 503) this.health.suspect(ct.upstream);
       else this.upstreams.success(ct.upstream);
     } else if (status !== 503) {
       this.outbound?.answered(ct.dest); // [trunks] a resolved target lives
     }
     if (ct.cancels) {
       // the answer to our CANCEL ends there (hop by hop)
-      if (status >= 200) this.completeClient(ct);
+      if (status >= 200) this.tx.completeClient(ct);
       return;
     }
     const st = ct.server;
     if (st.client !== ct) {
       // a late answer from an upstream we failed over from: acknowledge a non-2xx, drop the rest
-      if (status >= 300 && ct.method === 'INVITE') this.ackNon2xx(ct, res);
+      if (status >= 300 && ct.method === 'INVITE') this.tx.ackNon2xx(ct, res);
       return;
     }
     if (status < 200) {
-      this.clock.clearTimer(ct.timerA);
-      if (ct.state === 'calling' || ct.state === 'trying') {
-        ct.state = 'proceeding';
-        this.clock.clearTimer(ct.timerB);
-        if (ct.method === 'INVITE') {
-          // Timer C (RFC 3261 16.6 item 11): bound how long an INVITE may ring
-          ct.timerC = this.clock.setTimerWith(TIMER_C_MS, this.onTimerC, ct);
-        } else {
-          // RFC 3261 17.1.2.2: non-INVITE keeps Timer F running in Proceeding
-          ct.timerB = this.clock.setTimerWith(64 * this.t1, this.onTimerB, ct);
-        }
-      }
-      if (ct.method === 'INVITE' && st.cancelPending && !ct.cancel) { st.cancelPending = false; this.sendCancel(ct); }
+      this.tx.provisional(ct);
+      if (ct.method === 'INVITE' && st.cancelPending && !ct.cancel) { st.cancelPending = false; this.tx.sendCancel(ct); }
       if (status === 100) return; // RFC 3261 16.7 item 3: 100 is hop by hop
       if (st.finalStatus !== undefined) return;
-      const bytes = this.stripTopVia(res);
-      st.lastResponse = bytes;
-      this.send(st.source, bytes, false, this.sideOf(st.source), 'response');
+      this.tx.sendProvisional(st, this.stripTopVia(res));
       return;
     }
     // final response
     if (ct.method === 'INVITE' && status >= 300) {
-      if (ct.state === 'completed') {
-        // retransmitted final: resend our ACK (RFC 3261 17.1.1.2), absorb
-        this.ev.retransmission?.('absorbed');
-        if (ct.ack) this.send(ct.dest, ct.ack, true, this.sideOf(ct.dest), 'request');
-        return;
-      }
-      this.ackNon2xx(ct, res);
-      if (status === 503 && !st.cancelled && this.nextTarget(st, ct)) return; // [trunks] RFC 3263 4.3
-      // failover on 503 (RFC 3261 16.7 item 6: a 503 is not forwarded when another target exists)
-      const req = status === 503 && ct.failover && !st.cancelled && this.upstreams.pick(ct.tried) >= 0 ? this.requestOf(st) : undefined;
-      if (req) {
-        const ctx2: MessageContext = { msg: req, source: st.source, side: 'outside', trust: 'untrusted', receivedAt: this.clock.now() };
-        const dec = this.route(ctx2, req);
-        if (dec.fwd?.kind === 'upstream') { this.forward(st, ctx2, dec, ct.tried, req); return; }
-      }
-      this.sendFinal(st, status, this.finalBytes(st, res));
+      // retransmitted final: resend our ACK (RFC 3261 17.1.1.2), absorb
+      if (ct.state === 'completed') { this.tx.resendAck(ct); return; }
+      this.tx.ackNon2xx(ct, res);
+      if (status === 503 && this.failover(st, ct) === 'sent') return;
+      this.tx.sendFinal(st, status, this.finalBytes(st, res));
       return;
     }
     if (ct.method === 'INVITE') {
       // 2xx: forward, and keep forwarding retransmissions while Accepted (RFC 6026 7.2)
-      if (ct.state !== 'accepted') {
-        this.clock.clearTimer(ct.timerA);
-        this.clock.clearTimer(ct.timerB);
-        this.clock.clearTimer(ct.timerC);
-        ct.state = 'accepted';
-        ct.timerEnd = this.clock.setTimerWith(64 * this.t1, this.onEndClient, ct);
-      } else {
-        this.ev.retransmission?.('sent');
-      }
+      if (!this.tx.acceptClient(ct)) this.ev.retransmission?.('sent');
       const bytes = this.stripTopVia(res);
       if (st.finalStatus === undefined) {
         this.watchFinal(st, res); // observed; a 2xx is never replaced
-        st.finalStatus = status;
-        st.state = 'accepted';
-        this.clock.clearTimer(st.timerEnd);
-        st.timerEnd = this.clock.setTimerWith(64 * this.t1, this.onEndServer, st);
-        // RFC 6026: an Accepted server transaction absorbs INVITE retransmissions, it never
-        // resends the 2xx itself (the UAS does): keep no copy
-        st.lastResponse = undefined;
-        this.settle(st);
+        this.tx.accept(st, status);
       }
-      this.send(st.source, bytes, false, this.sideOf(st.source), 'response');
+      this.tx.sendAccepted(st, bytes);
       return;
     }
     // non-INVITE final
     if (ct.state === 'completed') { this.ev.retransmission?.('absorbed'); return; }
-    this.completeClient(ct);
-    if (status === 503 && this.nextTarget(st, ct)) return; // [trunks] RFC 3263 4.3
-    if (ct.method === 'REGISTER' && status < 300 && this.sideOf(st.source) === 'outside') {
+    this.tx.completeClient(ct);
+    if (status === 503 && this.failover(st, ct, false) === 'sent') return; // [trunks] RFC 3263 4.3
+    if (ct.method === 'REGISTER' && status < 300 && st.side === 'outside') {
       // a REGISTER the PBX accepted proves the source holds valid credentials (pass-through auth)
       this.ev.registered?.(st.source);
       this.holdRegisteredFlow(st, res);
     }
-    this.sendFinal(st, status, this.finalBytes(st, res));
+    this.tx.sendFinal(st, status, this.finalBytes(st, res));
   }
 
   /**
@@ -1024,7 +650,7 @@ export class Proxy {
   private holdRegisteredFlow(st: ServerTx, res: SipResponse): void {
     const src = st.source;
     if (src.connId === undefined) return;
-    const l = this.listenerFor(src.transport, src.address, src.listenerId);
+    const l = this.wire.listenerFor(src.transport, src.address, src.listenerId);
     if (l?.holdOpen === undefined) return;
     const req = this.requestOf(st);
     if (req === undefined) return;
@@ -1056,13 +682,13 @@ export class Proxy {
 
   /** does the pass-through watcher look at finals to st's client (before the request is re-parsed for it)? */
   private watcherWants(st: ServerTx): boolean {
-    return this.ev.finalToOutside !== undefined && this.sideOf(st.source) === 'outside'
+    return this.ev.finalToOutside !== undefined && st.side === 'outside'
       && (this.ev.watchesSource === undefined || this.ev.watchesSource(st.source));
   }
 
   /** hand a final response to an outside client's request to the pass-through watcher */
   private watchFinal(st: ServerTx, res: SipResponse, req: SipRequest | undefined = this.watcherWants(st) ? this.requestOf(st) : undefined): FinalSubstitute | undefined {
-    if (!req || !this.ev.finalToOutside || this.sideOf(st.source) !== 'outside') return undefined;
+    if (!req || !this.ev.finalToOutside || st.side !== 'outside') return undefined;
     return this.ev.finalToOutside(req, st.source, res);
   }
 
@@ -1070,156 +696,20 @@ export class Proxy {
     return new MessageWriter(res).removeFirstValue('via').toBuffer();
   }
 
-  private ackNon2xx(ct: ClientTx, res: SipResponse): void {
-    this.clock.clearTimer(ct.timerA);
-    this.clock.clearTimer(ct.timerB);
-    this.clock.clearTimer(ct.timerC);
-    const sent = parseMessage(Buffer.from(ct.sent, 'latin1'), { framing: 'datagram' });
-    if (sent.ok && sent.msg.kind === 'request') {
-      // RFC 3261 17.1.1.3: one Via, equal to the top Via of the INVITE we sent
-      ct.ack = buildHopRequest('ACK', sent.msg, H.first(sent.msg, 'via') ?? '', H.first(res, 'to'));
-      this.send(ct.dest, ct.ack, true, this.sideOf(ct.dest), 'request');
-    }
-    ct.state = 'completed';
-    // Timer D: 32 s over UDP to absorb retransmitted finals, 0 over reliable transports
-    ct.timerEnd = this.clock.setTimerWith(ct.dest.transport === 'udp' ? Math.max(32_000, 64 * this.t1) : 0, this.onEndClient, ct);
-  }
-
-  private completeClient(ct: ClientTx): void {
-    this.clock.clearTimer(ct.timerA);
-    this.clock.clearTimer(ct.timerB);
-    this.clock.clearTimer(ct.timerC);
-    ct.state = 'completed';
-    // Timer K: T4 over UDP, 0 otherwise (RFC 3261 17.1.2.2)
-    ct.timerEnd = this.clock.setTimerWith(ct.dest.transport === 'udp' ? this.t4 : 0, this.onEndClient, ct);
-  }
-
-  private timerC(ct: ClientTx): void {
-    if (ct.state !== 'proceeding') return;
-    // RFC 3261 16.8: Timer C fired: cancel the branch and answer 408 ourselves
-    this.sendCancel(ct);
-    this.finalLocal(ct.server, 408, 'request_timeout');
-  }
-
-  /** send a final response upstream-to-client and run the server transaction's end timers */
-  private sendFinal(st: ServerTx, status: number, bytes: Buffer): void {
-    if (st.finalStatus !== undefined) return;
-    st.finalStatus = status;
-    st.lastResponse = bytes;
-    this.send(st.source, bytes, false, this.sideOf(st.source), 'response');
-    const udp = st.source.transport === 'udp';
-    this.clock.clearTimer(st.timerEnd);
-    if (st.method === 'INVITE') {
-      if (status >= 300) {
-        st.state = 'completed';
-        // Timer G: retransmit the final (st.lastResponse) until the ACK comes (RFC 3261 17.2.1)
-        if (udp) st.timerG = this.clock.setTimerWith(this.t1, this.onTimerG, st);
-        // Timer H: give up waiting for the ACK (endServer stops Timer G)
-        st.timerH = this.clock.setTimerWith(64 * this.t1, this.onEndServer, st);
-      } else {
-        st.state = 'accepted';
-        st.timerEnd = this.clock.setTimerWith(64 * this.t1, this.onEndServer, st);
-      }
-    } else {
-      st.state = 'completed';
-      // Timer J: absorb retransmissions for 64*T1 over UDP
-      st.timerEnd = this.clock.setTimerWith(udp ? 64 * this.t1 : 0, this.onEndServer, st);
-    }
-    this.settle(st);
-  }
-
-  private settle(st: ServerTx): void {
-    for (const old of this.table.settle(st)) this.endServer(old);
-  }
-
-  private endClient(ct: ClientTx): void {
-    ct.state = 'terminated';
-    this.clock.clearTimer(ct.timerA);
-    this.clock.clearTimer(ct.timerB);
-    this.clock.clearTimer(ct.timerC);
-    this.table.client.delete(ct.key);
-  }
-
-  private endServer(st: ServerTx): void {
-    if (st.state === 'terminated') return;
-    st.state = 'terminated';
-    this.clock.clearTimer(st.timerG);
-    this.clock.clearTimer(st.timerH);
-    this.clock.clearTimer(st.timerEnd);
-    if (this.table.removeServer(st)) {
-      this.table.expired++;
-      this.ev.txExpired?.();
-    }
-    const ct = st.client;
-    if (ct && ct.state !== 'terminated' && ct.state !== 'completed' && ct.state !== 'accepted') {
-      // server side is done but the branch is still pending (no final ever came): stop it
-      this.endClient(ct);
-    }
-  }
-
-  // ---------------------------------------------------------------- health probes
+  // ---------------------------------------------------------------- health probes (health.ts)
 
   /** Start periodic OPTIONS probes toward each upstream (health.intervalMs 0 disables them). */
   startProbes(): void {
-    const every = this.cfg.health.intervalMs;
-    if (every <= 0 || this.closing) return;
-    const run = (): void => {
-      this.upstreams.list.forEach((_, i) => this.probe(i));
-      this.probeTimer = this.clock.setTimer(every, run);
-    };
-    run();
+    if (!this.closing) this.health.start();
   }
 
-  /**
-   * Real traffic hinted that upstream idx may be sick (a timeout, a 503, a transport error):
-   * probe it now rather than at the next period. Bounded whatever the traffic: one probe in flight
-   * per upstream, at most one per health.timeoutMs. Without periodic probes (intervalMs 0) the
-   * edge sends no OPTIONS at all, as configured.
-   */
-  private suspectUpstream(idx: number): void {
-    if (this.cfg.health.intervalMs <= 0 || this.closing) return;
-    if (this.clock.now() - this.probeSentAt[idx]! < this.cfg.health.timeoutMs) return;
-    this.probe(idx);
-  }
-
-  /**
-   * The transport could not connect to dest (TCP: refused, unreachable, timed out; local causes
-   * such as EMFILE are filtered out by the caller). When dest is an upstream this is evidence only
-   * a dead or unreachable PBX produces: a failure (bursts count once) and an early probe.
-   */
+  /** the transport could not connect to dest (HealthProbes.transportFailed) */
   transportFailed(dest: Endpoint): void {
-    const idx = this.upstreams.list.findIndex((u) => u.spec.transport === dest.transport && u.spec.host === dest.address && u.spec.port === dest.port);
-    if (idx < 0) return;
-    this.upstreams.failure(idx, 'transport_error');
-    this.suspectUpstream(idx);
+    this.health.transportFailed(dest);
   }
 
   probe(idx: number): void {
-    const u = this.upstreams.list[idx]!.spec;
-    const dest: Endpoint = { transport: u.transport, address: u.host, port: u.port };
-    const l = this.listenerFor(dest.transport, dest.address);
-    if (!l) return;
-    // one probe at a time per upstream: an answer or a timeout first
-    for (const p of this.probes.values()) if (p.idx === idx) return;
-    this.probeSentAt[idx] = this.clock.now();
-    const adv = this.adv.get(l.id)!;
-    const branch = `z9hG4bK${this.randomToken(12)}.hc`;
-    const host = u.host.includes(':') ? `[${u.host}]` : u.host;
-    const bytes = Buffer.from([
-      `OPTIONS sip:${host}:${u.port} SIP/2.0`,
-      `Via: SIP/2.0/${u.transport.toUpperCase()} ${adv.hostPort};branch=${branch}${u.transport === 'udp' ? ';rport' : ''}`,
-      `From: <sip:sip-edge@${adv.hostPort}>;tag=${this.randomToken(6)}`,
-      `To: <sip:${host}:${u.port}>`,
-      `Call-ID: ${this.randomToken(12)}@sip-edge`,
-      'CSeq: 1 OPTIONS', 'Max-Forwards: 70', 'User-Agent: sip-edge health check', 'Content-Length: 0', '', '',
-    ].join('\r\n'), 'latin1');
-    const timer = this.clock.setTimer(this.cfg.health.timeoutMs, () => {
-      if (this.probes.delete(branch)) this.upstreams.failure(idx, 'probe_timeout');
-    });
-    this.probes.set(branch, { idx, timer });
-    // a probe that could not even be handed to the socket (a full send queue, no listener for
-    // the transport) stays pending: it fails by its timeout like any unanswered one, once
-    this.send(dest, bytes, true, 'inside', 'request');
+    this.health.probe(idx);
   }
 
   /** Retry-After for a 503 the edge sends when it cannot take a request now: jittered, so the
@@ -1232,9 +722,7 @@ export class Proxy {
    *  what is live carries on. The first step of drain(), callable on its own. */
   beginDrain(): void {
     this.closing = true;
-    this.clock.clearTimer(this.probeTimer);
-    for (const p of this.probes.values()) this.clock.clearTimer(p.timer);
-    this.probes.clear();
+    this.health.stop();
   }
 
   /**
@@ -1270,7 +758,7 @@ export class Proxy {
       if (st.method === 'INVITE' && ct && ct.server === st && (ct.state === 'calling' || ct.state === 'proceeding')) {
         st.cancelled = true;
         if (ct.state === 'proceeding') {
-          this.sendCancel(ct);
+          this.tx.sendCancel(ct);
           report.cancelled++;
         } else {
           // no retransmission either: an INVITE that reaches the PBX only now would start a call
@@ -1297,26 +785,4 @@ export class Proxy {
 
   /** live transaction count, for metrics */
   get activeTransactions(): number { return this.table.live; }
-}
-
-/** RFC 3261 16.6 item 4 / RFC 5630 4.1: is this a request for a SIPS URI (its Request-URI or its
- *  first Route)? Then the edge's Record-Route and Path entries on TLS sides are SIPS URIs. */
-function isSips(req: SipRequest): boolean {
-  if (/^sips:/i.test(req.uri)) return true;
-  const r = H.routes(req)?.[0];
-  return r !== undefined && r.uri.scheme === 'sips';
-}
-
-/**
- * A Record-Route / Path URI naming the edge on one side: `<sips:user@host:port;lr>` for a SIPS
- * request on a TLS side (SIPS implies TLS, RFC 5630 3.1.1, so no transport parameter), else
- * `<sip:user@host:port;transport=T;lr>` (none for UDP). A SIPS request whose other side is not
- * TLS (an upstream over UDP or TCP) keeps a sip: entry there: that hop is not TLS, and a sips:
- * URI naming it would make the next hop try TLS on a UDP port.
- */
-function edgeUri(user: string | undefined, hostPort: string, transport: TransportName, sips: boolean): string {
-  const u = user ? `${user}@` : '';
-  if (sips && transport === 'tls') return `<sips:${u}${hostPort};lr>`;
-  const t = transport === 'udp' ? '' : `;transport=${transport}`;
-  return `<sip:${u}${hostPort}${t};lr>`;
 }

@@ -12,7 +12,7 @@
 //   than sent in clear: 480 Temporarily Unavailable with Warning 380 "SIPS Not Allowed", the
 //   answer RFC 5630 5.3 gives when a SIPS request has no SIPS-capable target.
 //   ACKs are never answered (RFC 3261 17): an ACK of a SIPS dialog toward a non-TLS hop is
-//   dropped and counted under the same reason.
+//   dropped (its INVITE was refused the same way, so only a forged or stray one gets here).
 //
 // What counts as TLS: tls, and wss (SIP over secure WebSocket, RFC 7118 5.3 maps sips: to wss).
 import type { Endpoint, SipRequest } from '../sip/types';

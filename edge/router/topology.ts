@@ -221,11 +221,9 @@ export class Topology {
     // bottom-most own one: the edge added it when the request arrived, before any spiral)
     const isMine = (p: ReturnType<typeof H.parseNameAddr>): boolean => p !== null && this.o.isOwnHost(p.uri.host, p.uri.port) && p.uri.user !== undefined && !p.uri.user.startsWith('up');
     const at = isReq ? parsed.findIndex(isMine) : lastIndex(parsed, isMine);
-    if (at < 0) {
-      // not record-routed through the edge's outside entry: hide the entries naming inside hosts
-      const keep = rr.filter((_, i) => !this.namesInside(parsed[i]?.uri.host));
-      return keep.length === rr.length ? undefined : keep;
-    }
+    // a UAS that did not copy the edge's entries (RFC 3261 12.1.1 says it MUST): nothing to
+    // carry the folded set, and dropping the inside entries would break its route set: left as is
+    if (at < 0) return undefined;
     const inner = isReq ? rr.slice(at + 1) : rr.slice(0, at);
     if (inner.length === 0) return undefined;
     const sealed = this.sealer.seal((isReq ? 'q' : 's') + inner.join(SEP));
@@ -239,10 +237,6 @@ export class Topology {
     return false;
   }
 
-  private namesInside(host: string | undefined): boolean {
-    if (host === undefined) return false;
-    return isIP(host) !== 0 && this.o.isInside(host);
-  }
 
   private sealContacts(value: string, own: { hostPort: string; transport: string }): string {
     if (value.trim() === '*') return value;

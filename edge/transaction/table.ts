@@ -5,7 +5,7 @@
 // against the INVITE they belong to; server keys also carry the transport source (see serverKey). Branches lacking the z9hG4bK cookie (RFC 2543 peers) are
 // made unique with Call-ID, From tag and CSeq number (17.2.3's fallback, simplified).
 // The table is bounded: when full, new requests are refused with 503 (never an unbounded Map).
-import type { ForwardEdits } from '../verdict';
+import type { ForwardEdits, Trust } from '../verdict';
 import type { TimerHandle } from '../clock';
 import type { Endpoint } from '../sip/types';
 
@@ -70,6 +70,10 @@ export interface ServerTx {
   /** header edits the stages asked for (auth: strip credentials and untrusted identities); kept
    *  here so that a failover re-forward makes them too */
   edits?: ForwardEdits;
+  /** the side and trust the request arrived with (classified once by the message path: sends and
+   *  failover use these, never a re-classification) */
+  readonly side: 'outside' | 'inside';
+  readonly trust: Trust;
 }
 
 export interface ClientTx {
@@ -105,6 +109,8 @@ export interface ClientTx {
   cancel?: ClientTx;
   /** a CANCEL's transaction: the INVITE transaction it cancels */
   cancels?: ClientTx;
+  /** the side `dest` is on (classified once when the branch is created) */
+  readonly side: 'outside' | 'inside';
 }
 
 

@@ -65,6 +65,13 @@ export interface TcpOptions {
   readonly refuse?: (address: string) => boolean;
   /** TLS: the handshake on accepted connections and the client side of outbound ones */
   readonly secure?: StreamSecurity;
+  /** TLS with mutual TLS: is this the address of a certificate-trusted peer (tls.peers
+   *  addresses)? Such a connection is admitted into trusted capacity before its handshake, on
+   *  probation: it stays only if its certificate matches a peer (onPeerCertificate says true);
+   *  otherwise it is closed, having held a reserved slot it had no claim to. Without this, a flood
+   *  of unknown connections fills the unknown share and the peer, still unknown while its
+   *  handshake runs, is refused before it can show its certificate. */
+  readonly probation?: (address: string) => boolean;
   /** WebSocket (RFC 7118, edge/transport/ws.ts): the HTTP upgrade on admitted connections (after
    *  the TLS handshake for wss), then WebSocket messages instead of Content-Length framing */
   readonly websocket?: StreamUpgrade;
@@ -117,6 +124,9 @@ interface Conn {
   rank: number;
   /** performance.now() when the class was last looked up */
   classAt: number;
+  /** its client certificate matched a trusted peer: never counted below trusted, whatever its
+   *  address classifies as */
+  certTrusted: boolean;
 }
 
 /** errno codes of a failed connect that are about the peer or the path to it (the rest, such as
@@ -217,6 +227,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       msgTimerAt: 0,
       rank,
       classAt: performance.now(),
+      certTrusted: false,
     };
     conns.set(conn.id, conn);
     if (rank >= 0) byRank[rank]!.set(conn.id, conn);
@@ -285,9 +296,15 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     m.delete(conn.id);
     if (classify !== undefined && now - conn.classAt >= RECLASSIFY_MS) {
       conn.classAt = now;
-      conn.rank = RANK[classify(conn.remote.address)];
+      conn.rank = rankOf(conn);
     }
     byRank[conn.rank]!.set(conn.id, conn);
+  }
+
+  /** the class rank of an inbound connection now: its address's, or trusted for a certificate-trusted peer */
+  function rankOf(c: Conn): number {
+    const r = RANK[classify!(c.remote.address)];
+    return c.certTrusted && r < RANK.trusted ? RANK.trusted : r;
   }
 
   /** the least recently used connection of the lowest class below `rank`, re-classified first
@@ -301,7 +318,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
         budget--;
         const now = performance.now();
         c.classAt = now;
-        const actual = RANK[classify(c.remote.address)];
+        const actual = rankOf(c);
         if (actual === r) return c;
         // counted in the wrong class: move it and look further (the Map iterator is live and
         // skips what we delete)
@@ -426,7 +443,11 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
       event('conn_rejected_banned', probe);
       return;
     }
-    const cls: SourceClass = classify === undefined ? 'unknown' : classify(address);
+    let cls: SourceClass = classify === undefined ? 'unknown' : classify(address);
+    // RFC 5922 / issue 14: a certificate-trusted peer's address takes trusted capacity before
+    // its certificate is seen (on probation, decided when the handshake ends)
+    const probation = secure !== undefined && classify !== undefined && RANK[cls] < RANK.trusted && opts.probation?.(address) === true;
+    if (probation) cls = 'trusted';
     const rank = RANK[cls];
     const sourceKey = sourceKeyOf(address);
     const have = perSource.get(sourceKey) ?? 0;
@@ -454,7 +475,7 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     perSource.set(sourceKey, have + 1);
     inboundCount++;
     const remote: Endpoint = { ...probe, connId: allocConnId() };
-    admissionEvent(cls, 'accepted');
+    admissionEvent(cls, probation ? 'probation' : 'accepted');
     if (secure === undefined && websocket === undefined) {
       setup(socket, remote, false, sourceKey, rank);
       event('conn_opened', remote);
@@ -464,10 +485,26 @@ export async function createTcpListener(spec: ListenerSpec, hooks: TransportHook
     if (secure === undefined) { upgrade(conn); return; }
     secure.accept(socket, sourceKey, (r) => {
       hooks.onHandshake?.(r.ok ? 'ok' : r.reason, listener, remote);
-      if (!r.ok) { destroy(conn); return; }
+      if (!r.ok) {
+        if (probation) admissionEvent('trusted', 'probation_failed');
+        destroy(conn);
+        return;
+      }
       if (conn.closed) { r.socket.destroy(); return; }
       conn.socket = r.socket;
-      if (r.peer !== null) hooks.onPeerCertificate?.(remote, r.peer, listener);
+      const peerTrusted = r.peer !== null && hooks.onPeerCertificate?.(remote, r.peer, listener) === true;
+      if (probation) {
+        admissionEvent('trusted', peerTrusted ? 'probation_verified' : 'probation_failed');
+        if (!peerTrusted) { destroy(conn); return; }
+      }
+      if (peerTrusted && conn.rank < RANK.trusted) {
+        // a certificate-trusted peer from an address not listed for it: counted as trusted from
+        // now on (not evicted for a promoted or trusted-by-address newcomer)
+        byRank[conn.rank]!.delete(conn.id);
+        conn.rank = RANK.trusted;
+        byRank[conn.rank]!.set(conn.id, conn);
+      }
+      conn.certTrusted = peerTrusted;
       if (websocket !== undefined) {
         r.socket.on('error', () => destroy(conn));
         r.socket.on('close', () => cleanup(conn));

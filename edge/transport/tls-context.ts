@@ -72,6 +72,9 @@ export interface TlsPeer {
   readonly fingerprint?: string;
   /** lower-case DNS name (a SAN dNSName, or the CN when the certificate has no SAN) */
   readonly name?: string;
+  /** CIDRs the peer connects from: its connections take trusted-class TCP capacity during the
+   *  handshake, on probation (edge/tls-service.ts probation) */
+  readonly addresses?: readonly string[];
 }
 
 export const DEFAULT_TLS_SETTINGS: Omit<TlsSettings, 'certificates'> = Object.freeze({

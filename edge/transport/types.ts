@@ -63,7 +63,11 @@ export type TransportEvent =
  */
 export type SourceClass = 'inside' | 'trusted' | 'promoted' | 'unknown';
 /** what happened to an inbound connection at admission (or later, evicted for a higher class) */
-export type AdmissionResult = 'accepted' | 'evicted' | 'rejected_class_cap' | 'rejected_total_cap' | 'rejected_source_cap';
+export type AdmissionResult = 'accepted' | 'evicted' | 'rejected_class_cap' | 'rejected_total_cap' | 'rejected_source_cap'
+  /** TLS, from a certificate-trusted peer's address (tls.peers addresses): admitted into trusted
+   *  capacity before the handshake; then verified (its certificate matched a peer) or failed
+   *  (it did not: the connection is closed) */
+  | 'probation' | 'probation_verified' | 'probation_failed';
 
 export interface TransportHooks {
   onMessage(msg: Inbound): void;
@@ -82,7 +86,7 @@ export interface TransportHooks {
   /** TLS listeners: how the handshake of an admitted inbound connection ended ('ok' or why not) */
   onHandshake?(reason: TlsHandshakeReason, listener: Listener, source: Endpoint): void;
   /** TLS listeners: the connection's client certificate verified against the client CA */
-  onPeerCertificate?(source: Endpoint, peer: PeerCertificate, listener: Listener): void;
+  onPeerCertificate?(source: Endpoint, peer: PeerCertificate, listener: Listener): boolean | void;
   /** WebSocket listeners: how the HTTP upgrade of an admitted connection ended */
   onUpgrade?(reason: WsUpgradeReason, listener: Listener, source: Endpoint): void;
 }
