@@ -187,7 +187,7 @@ test('settled transactions are forgotten oldest first once what they keep passes
   const mk = (i: number): ServerTx => ({
     key: `k${i}`, method: 'OPTIONS', source: { transport: 'udp', address: '127.0.0.1', port: 5060 }, live: true, state: 'proceeding',
     lastResponse: undefined, trying: false, finalStatus: undefined, client: undefined, cancelPending: false, cancelled: false,
-    timerG: undefined, timerH: undefined, timerEnd: undefined, gInterval: 500, held: 0, edits: undefined,
+    timerG: undefined, timerEnd: undefined, gInterval: 500, held: 0, edits: undefined,
     side: 'outside', trust: 'untrusted',
   });
   const txs = [0, 1, 2, 3, 4].map(mk);
