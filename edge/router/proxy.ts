@@ -410,9 +410,10 @@ export class Proxy {
     const origin: (string | number)[] = [];
     const bytes = w.toBuffer(origin);
     const method = TransactionTable.method(req.method);
+    const sent = bytes.toString('latin1');
     const ct: ClientTx = {
       key: TransactionTable.flat(TransactionTable.clientKey(branch, method)), method, server: st,
-      dest, sent: bytes.toString('latin1'), received: packOrigin(origin), state: req.method === 'INVITE' ? 'calling' : 'trying', upstream, failover: fwd.kind === 'upstream',
+      dest, sent, received: packOrigin(origin, sent), state: req.method === 'INVITE' ? 'calling' : 'trying', upstream, failover: fwd.kind === 'upstream',
       tried: upstream === undefined ? tried : tried.length === 0 ? this.triedOnly[upstream]! : [...tried, upstream], retransmitMs: this.t1,
       timerA: undefined, timer: undefined, ack: undefined, cancel: undefined, cancels: undefined,
       side: this.wire.sideOf(dest),
