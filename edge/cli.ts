@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // sip-edge command line. The pure parts (parseCli, main with injected I/O) are exported for
 // tests; the bottom of the file is the only place that touches process.exit.
+import { trunkSummary } from './router/trunks';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -407,7 +408,7 @@ function checkCommand(loaded: ReturnType<typeof loadConfig>, file: string | unde
     return 1;
   }
   const tx = loaded.config.transactions;
-  io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}; transactions: up to ${tx.max} live (memoryBudgetMB ${tx.memoryBudgetMB})${tlsSummary}\n`);
+  io.out(`ok: ${loaded.config.configFile ?? '(built-in defaults)'}; rules ${rulesDir} version ${version}${usersFiles.length > 0 ? `; users ${usersFiles.join(', ')}` : ''}; transactions: up to ${tx.max} live (memoryBudgetMB ${tx.memoryBudgetMB})${tlsSummary}${trunkSummary(loaded.config.trunks, loaded.config.egress)}\n`);
   return 0;
 }
 

@@ -5,6 +5,7 @@
 //
 // Pure apart from the stages themselves: no socket, no file. The CLI reads the file, builds the
 // stages from the rules snapshot and prints formatExplain(report).
+import { trunkOfAddress } from './router/trunks';
 import type { ResolvedConfig } from './config/types';
 import { sourceClassifier } from './classify';
 import { canonicalAddress } from './net/address';
@@ -55,6 +56,8 @@ export interface ExplainReport {
   readonly source: Endpoint;
   readonly side: Side;
   readonly trust: Trust;
+  /** the configured trunk the source address belongs to, if any */
+  readonly trunk?: string;
   readonly bytes: number;
   readonly parse:
     | { readonly ok: true; readonly kind: 'request' | 'response'; readonly startLine: string; readonly headers: number; readonly bodyBytes: number }
@@ -95,7 +98,8 @@ export async function explainMessage(opts: ExplainOptions): Promise<ExplainRepor
   const derived = classifySource(source, cfg, rules);
   const side = opts.side ?? derived.side;
   const trust = opts.trust ?? (side === 'inside' ? 'inside' : derived.trust);
-  const base = { rulesVersion: rules.version, source, side, trust, bytes: bytes.length };
+  const trunk = trunkOfAddress(cfg.trunks, source.address); // [trunks]
+  const base = { rulesVersion: rules.version, source, side, trust, ...(trunk !== undefined ? { trunk } : {}), bytes: bytes.length };
 
   // exactly what the edge does: the configured limits, datagram framing for UDP (bytes past
   // Content-Length are discarded, RFC 3261 18.3), stream framing otherwise
@@ -151,7 +155,7 @@ const EFFECT_TEXT: Record<ExplainStageStep['effect'], string> = {
 export function formatExplain(rep: ExplainReport): string {
   const out: string[] = [];
   out.push(`rules version ${rep.rulesVersion}`);
-  out.push(`source   ${endpointText(rep.source)} (${rep.side}, ${rep.trust})`);
+  out.push(`source   ${endpointText(rep.source)} (${rep.side}, ${rep.trust}${rep.trunk !== undefined ? `, trunk ${rep.trunk}` : ''})`);
   if (!rep.parse.ok) {
     out.push(`parse    FAILED: ${rep.parse.reason} (a request with this defect deserves ${rep.parse.status}); no stage runs`);
     const v = rep.final.verdict;

@@ -9,6 +9,9 @@ const strings = (description: string, item: string) =>
     default: [], maxItems: 1000, description, errorMessage: 'expected a list of strings (at most 1000)',
   });
 
+const cps = (description: string) =>
+  Type.Integer({ default: 0, minimum: 0, maximum: 100000, description, errorMessage: 'expected an integer from 0 to 100000' });
+
 export const TrunkSchema = Type.Object(
   {
     name: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$', description: 'Trunk name: lower-case letters, digits, _ and -, at most 32 (used in logs and as a metric label).', errorMessage: 'expected a name of 1 to 32 characters a-z 0-9 _ -' }),
@@ -19,11 +22,15 @@ export const TrunkSchema = Type.Object(
       {
         allowed: bool(true, 'Calls from the carrier\'s addresses to the PBX.'),
         skipAuth: bool(true, 'Treat the carrier\'s addresses as trusted (like `trusted:`): no digest challenge, no per-source rate limits; never the sanity stage.'),
+        callsPerSecond: cps('New INVITEs per second the carrier may send in (its own budget, burst of one second); more get 503 trunk_rate_limited. 0 = no limit.'),
       },
       { additionalProperties: false, default: {}, description: 'What the carrier may send in.' },
     ),
     outbound: Type.Object(
-      { allowed: bool(true, 'Requests from the PBX toward this trunk (INVITE, MESSAGE, OPTIONS ...).') },
+      {
+        allowed: bool(true, 'Requests from the PBX toward this trunk (INVITE, MESSAGE, OPTIONS ...).'),
+        callsPerSecond: cps('New INVITEs per second the PBX may send to this trunk (burst of one second); more get 503 trunk_rate_limited. 0 = no limit.'),
+      },
       { additionalProperties: false, default: {}, description: 'What the PBX may send out to this trunk.' },
     ),
     register: Type.Object(

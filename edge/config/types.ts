@@ -76,8 +76,9 @@ export interface TrunkSpec {
   /** lower-case host names (resolved by edge/dns at run time) */
   readonly hosts: readonly string[];
   readonly transport?: 'udp' | 'tcp' | 'tls';
-  readonly inbound: { readonly allowed: boolean; readonly skipAuth: boolean };
-  readonly outbound: { readonly allowed: boolean };
+  /** callsPerSecond: new INVITEs per second, 0 = no limit */
+  readonly inbound: { readonly allowed: boolean; readonly skipAuth: boolean; readonly callsPerSecond: number };
+  readonly outbound: { readonly allowed: boolean; readonly callsPerSecond: number };
   readonly register: { readonly allowed: boolean };
 }
 

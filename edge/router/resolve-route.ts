@@ -12,7 +12,7 @@ import { TargetCursor, createResolver, destinationFromUri, targetKey } from '../
 import { performance } from 'node:perf_hooks';
 import type { ResolvedConfig } from '../config/types';
 import type { EdgeMetrics } from '../metrics';
-import { Trunks } from './trunks';
+import { TRUNK_REASONS, Trunks } from './trunks';
 import { isIP } from '../net/address';
 import type { Endpoint, SipUri, TransportName } from '../sip/types';
 
@@ -88,7 +88,7 @@ export type OutboundChoice =
   | { readonly kind: 'resolved'; readonly dest: Endpoint; readonly alts: readonly Endpoint[] };
 
 /** Closed list of the reasons the outbound router replies with (joins the proxy's reasons). */
-export const OUTBOUND_REASONS = ['egress_denied', 'trunk_outbound_denied', 'trunk_register_denied', 'trunk_inbound_denied', ...DNS_ROUTE_REASONS] as const;
+export const OUTBOUND_REASONS = [...TRUNK_REASONS, ...DNS_ROUTE_REASONS] as const;
 
 interface FailoverState { readonly alts: readonly Endpoint[]; next: number; readonly popRoutes: number; readonly loopHash?: string }
 
@@ -159,6 +159,6 @@ export function createOutbound(cfg: ResolvedConfig, transports: readonly Transpo
   if (cfg.dns === undefined && trunks.length === 0) return undefined;
   const usable = (['udp', 'tcp', 'tls'] as const).filter((t) => transports.includes(t));
   const resolver = cfg.dns !== undefined ? createResolver(cfg.dns, usable.length > 0 ? usable : ['udp'], metrics) : undefined;
-  return new OutboundRouter(new Trunks(trunks, cfg.egress ?? 'any', resolver), resolver, now);
+  return new OutboundRouter(new Trunks(trunks, cfg.egress ?? 'any', resolver, now), resolver, now);
 }
 

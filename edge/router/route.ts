@@ -143,8 +143,8 @@ export class Router {
     if (ctx.side === 'outside') {
       if (initial && this.outbound !== undefined) {
         // [trunks] a carrier whose trunk may not call in
-        const v = this.outbound.trunks.inbound(ctx.source.address);
-        if (!v.ok) return { reply: { status: v.status, reason: v.reason }, popRoutes: pop };
+        const v = this.outbound.trunks.inbound(ctx.source.address, req.method);
+        if (!v.ok) return { reply: { status: v.status, reason: v.reason, ...(v.status === 503 ? { headers: [['Retry-After', '1']] as const } : {}) }, popRoutes: pop };
       }
       if (rest.length > 0) {
         // RFC 3261 16.4 leaves pre-loaded routes to policy: from the internet they are a way to
@@ -191,7 +191,7 @@ export class Router {
     // address or a dialog that came through our Record-Route goes only where the trunks allow
     if (this.outbound !== undefined && !(pop > 0 && !initial) && !(isIP(target.host) && this.isInside(target.host))) {
       const o = this.outbound.route(req.method, target);
-      if (o.kind === 'reply') return { reply: { status: o.status, reason: o.reason }, popRoutes: pop };
+      if (o.kind === 'reply') return { reply: { status: o.status, reason: o.reason, ...(o.status === 503 ? { headers: [['Retry-After', '1']] as const } : {}) }, popRoutes: pop };
       if (o.kind === 'wait') return { wait: o.done, popRoutes: pop };
       if (o.kind === 'resolved') return { fwd: { kind: 'dest', dest: o.dest, mayConnect: true, alts: o.alts }, popRoutes: pop };
     }

@@ -10,20 +10,36 @@
 // in-dialog request to the carrier's resolved address is recognised without DNS on the path.
 import type { TrunkSpec } from '../config/types';
 import { CidrMap } from '../net/cidr';
+import { performance } from 'node:perf_hooks';
 import type { SipResolver } from '../dns';
 
 /** Stable reason codes of the trunk checks (reply reasons; a closed set). */
-export const TRUNK_REASONS = ['egress_denied', 'trunk_outbound_denied', 'trunk_register_denied', 'trunk_inbound_denied'] as const;
+export const TRUNK_REASONS = ['egress_denied', 'trunk_outbound_denied', 'trunk_register_denied', 'trunk_inbound_denied', 'trunk_rate_limited'] as const;
 export type TrunkReason = (typeof TRUNK_REASONS)[number];
 
 export type EgressVerdict =
   | { readonly ok: true; readonly trunk?: TrunkSpec }
-  | { readonly ok: false; readonly status: 403; readonly reason: TrunkReason };
+  | { readonly ok: false; readonly status: 403 | 503; readonly reason: TrunkReason };
 
 const DENIED = { ok: false, status: 403, reason: 'egress_denied' } as const;
 const OUT_DENIED = { ok: false, status: 403, reason: 'trunk_outbound_denied' } as const;
 const REG_DENIED = { ok: false, status: 403, reason: 'trunk_register_denied' } as const;
 const ALLOWED = { ok: true } as const;
+const RATE_LIMITED = { ok: false, status: 503, reason: 'trunk_rate_limited' } as const;
+
+/** A token bucket: `rate` per second, a burst of one second's worth. */
+class Bucket {
+  private tokens: number;
+  private at: number;
+  constructor(private readonly rate: number, now: number) { this.tokens = rate; this.at = now; }
+  take(now: number): boolean {
+    this.tokens = Math.min(this.rate, this.tokens + ((now - this.at) / 1000) * this.rate);
+    this.at = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
 
 export class Trunks {
   readonly list: readonly TrunkSpec[];
@@ -34,11 +50,18 @@ export class Trunks {
   private resolved = new Map<string, TrunkSpec>();
   private readonly perHost = new Map<string, readonly string[]>();
   private readonly unwatch: (() => void)[] = [];
+  private readonly inBudget = new Map<TrunkSpec, Bucket>();
+  private readonly outBudget = new Map<TrunkSpec, Bucket>();
+  private readonly now: () => number;
 
-  constructor(specs: readonly TrunkSpec[], egress: 'trunks' | 'any', resolver?: SipResolver) {
+  /** `now`: monotonic ms for the calls-per-second budgets */
+  constructor(specs: readonly TrunkSpec[], egress: 'trunks' | 'any', resolver?: SipResolver, now: () => number = () => performance.now()) {
     this.list = specs;
     this.egressMode = egress;
+    this.now = now;
     for (const t of specs) {
+      if (t.inbound.callsPerSecond > 0) this.inBudget.set(t, new Bucket(t.inbound.callsPerSecond, now()));
+      if (t.outbound.callsPerSecond > 0) this.outBudget.set(t, new Bucket(t.outbound.callsPerSecond, now()));
       for (const c of t.addresses) this.byCidr.add(c, t);
       for (const h of t.hosts) this.byHost.set(h, t);
     }
@@ -87,17 +110,37 @@ export class Trunks {
     const t = this.byDestination(host, ip);
     if (t === undefined) return this.egressMode === 'any' ? ALLOWED : DENIED;
     if (method === 'REGISTER') return t.register.allowed ? { ok: true, trunk: t } : REG_DENIED;
-    return t.outbound.allowed ? { ok: true, trunk: t } : OUT_DENIED;
+    if (!t.outbound.allowed) return OUT_DENIED;
+    // the trunk's own budget for new calls (a carrier's contract, and a runaway PBX's bound)
+    if (method === 'INVITE' && this.outBudget.get(t)?.take(this.now()) === false) return RATE_LIMITED;
+    return { ok: true, trunk: t };
   }
 
-  /** a request from outside: refused when it comes from a trunk that may not call in */
-  inbound(address: string): EgressVerdict {
+  /** a new request from outside: refused when it comes from a trunk that may not call in, or
+   *  (INVITE) past the trunk's own calls-per-second budget */
+  inbound(address: string, method: string): EgressVerdict {
     const t = this.bySource(address);
-    if (t === undefined || t.inbound.allowed) return t === undefined ? ALLOWED : { ok: true, trunk: t };
-    return { ok: false, status: 403, reason: 'trunk_inbound_denied' };
+    if (t === undefined) return ALLOWED;
+    if (!t.inbound.allowed) return { ok: false, status: 403, reason: 'trunk_inbound_denied' };
+    if (method === 'INVITE' && this.inBudget.get(t)?.take(this.now()) === false) return RATE_LIMITED;
+    return { ok: true, trunk: t };
   }
 
   close(): void {
     for (const u of this.unwatch.splice(0)) u();
   }
+}
+
+/** The trunk a source address belongs to by the configured CIDRs (for `sip-edge explain`; the
+ *  running edge also counts the addresses the trunk's names resolve to). */
+export function trunkOfAddress(specs: readonly TrunkSpec[] | undefined, address: string): string | undefined {
+  if (specs === undefined || specs.length === 0) return undefined;
+  return new Trunks(specs, 'any').bySource(address)?.name;
+}
+
+/** The part of the `sip-edge check` line about trunks and the egress mode ('' when none are configured). */
+export function trunkSummary(specs: readonly TrunkSpec[] | undefined, egress: 'trunks' | 'any' | undefined): string {
+  if ((specs ?? []).length === 0 && egress !== 'trunks') return '';
+  const list = (specs ?? []).map((t) => `${t.name} (${t.addresses.length} CIDR${t.addresses.length === 1 ? '' : 's'}, ${t.hosts.length} name${t.hosts.length === 1 ? '' : 's'})`);
+  return `; trunks: ${list.length > 0 ? list.join(', ') : 'none'}, egress ${egress ?? 'any'}`;
 }
