@@ -323,9 +323,9 @@ export class Proxy {
 
     // every field set here, in one order: one hidden class, all properties in the object
     const st: ServerTx = {
-      key: TransactionTable.flat(key), method: TransactionTable.method(req.method), source: ctx.source, live: true, state: 'proceeding',
+      key: TransactionTable.flat(key), method: TransactionTable.method(req.method), source: this.table.internSource(ctx.source), live: true, state: 'proceeding',
       lastResponse: undefined, trying: false, finalStatus: undefined, client: undefined,
-      cancelPending: false, cancelled: false, timerG: undefined, timerH: undefined, timerEnd: undefined,
+      cancelPending: false, cancelled: false, timerG: undefined, timerEnd: undefined,
       gInterval: this.t1, held: 0, edits: ctx.edits, side: ctx.side, trust: ctx.trust,
     };
     this.table.addServer(st);
@@ -418,11 +418,12 @@ export class Proxy {
     const origin: (string | number)[] = [];
     const bytes = w.toBuffer(origin);
     const method = TransactionTable.method(req.method);
+    const sent = bytes.toString('latin1');
     const ct: ClientTx = {
       key: TransactionTable.flat(TransactionTable.clientKey(branch, method)), method, server: st,
-      dest, sent: bytes.toString('latin1'), received: packOrigin(origin), state: req.method === 'INVITE' ? 'calling' : 'trying', upstream, failover: fwd.kind === 'upstream',
+      dest, sent, received: packOrigin(origin, sent), state: req.method === 'INVITE' ? 'calling' : 'trying', upstream, failover: fwd.kind === 'upstream',
       tried: upstream === undefined ? tried : tried.length === 0 ? this.triedOnly[upstream]! : [...tried, upstream], retransmitMs: this.t1,
-      timerA: undefined, timerB: undefined, timerC: undefined, timerEnd: undefined, ack: undefined, cancel: undefined, cancels: undefined,
+      timerA: undefined, timer: undefined, ack: undefined, cancel: undefined, cancels: undefined,
       side: this.wire.sideOf(dest),
     };
     // a failover: the branch given up keeps its bytes (its ACK is built from them), not the origin
