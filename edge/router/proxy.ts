@@ -38,6 +38,9 @@ import { Wire } from './wire';
 /** RFC 3261 10.3 step 7: the registrar's own default when a REGISTER states no expiry */
 const DEFAULT_REGISTRATION_S = 3600;
 
+/** the server-transaction key of one request, kept in its parse cache (Proxy.serverKeyOf) */
+interface ServerKeyMemo { readonly method: string; readonly source: Endpoint; readonly key: string | undefined }
+
 /**
  * The lifetime (seconds) a registrar granted to the bindings a REGISTER sent: RFC 3261 10.3 step 8
  * lists every binding of the AOR in the 2xx, each with its expires parameter (or the Expires
@@ -241,11 +244,16 @@ export class Proxy {
    *  + sent-by + method; the RFC 2543 fallback when the branch is not magic; plus the transport
    *  source, see TransactionTable.serverKey); undefined without a Via. */
   private serverKeyOf(req: SipRequest, method: string, source: Endpoint): string | undefined {
+    // derived once per message: the auth stage and overload shedding ask (isRetransmission)
+    // before handleRequest does, for the same request, method and source
+    const memo = req.cache.get('px:skey') as ServerKeyMemo | undefined;
+    if (memo !== undefined && memo.method === method && memo.source === source) return memo.key;
     const top = H.topVia(req);
-    if (!top) return undefined;
-    const sentBy = top.port ? `${top.host}:${top.port}` : top.host;
-    const fallback = (): string => `${H.first(req, 'call-id')}|${H.from(req)?.params.get('tag') ?? ''}|${H.cseq(req)?.seq}|${req.uri}`;
-    return TransactionTable.serverKey(top.branch, sentBy, method, fallback, TransactionTable.sourceKey(source));
+    const key = top ? TransactionTable.serverKey(top.branch, top.port ? `${top.host}:${top.port}` : top.host, method,
+      () => `${H.first(req, 'call-id')}|${H.from(req)?.params.get('tag') ?? ''}|${H.cseq(req)?.seq}|${req.uri}`,
+      TransactionTable.sourceKey(source)) : undefined;
+    req.cache.set('px:skey', { method, source, key } satisfies ServerKeyMemo);
+    return key;
   }
 
   /** RFC 3261 16.6 item 8 and 16.3 item 4: a branch with a random part (unguessable: it keys our
@@ -315,9 +323,9 @@ export class Proxy {
 
     // every field set here, in one order: one hidden class, all properties in the object
     const st: ServerTx = {
-      key: TransactionTable.flat(key), method: TransactionTable.method(req.method), source: ctx.source, live: true, state: 'proceeding',
+      key: TransactionTable.flat(key), method: TransactionTable.method(req.method), source: this.table.internSource(ctx.source), live: true, state: 'proceeding',
       lastResponse: undefined, trying: false, finalStatus: undefined, client: undefined,
-      cancelPending: false, cancelled: false, timerG: undefined, timerH: undefined, timerEnd: undefined,
+      cancelPending: false, cancelled: false, timerG: undefined, timerEnd: undefined,
       gInterval: this.t1, held: 0, edits: ctx.edits, side: ctx.side, trust: ctx.trust,
     };
     this.table.addServer(st);
@@ -410,11 +418,12 @@ export class Proxy {
     const origin: (string | number)[] = [];
     const bytes = w.toBuffer(origin);
     const method = TransactionTable.method(req.method);
+    const sent = bytes.toString('latin1');
     const ct: ClientTx = {
       key: TransactionTable.flat(TransactionTable.clientKey(branch, method)), method, server: st,
-      dest, sent: bytes.toString('latin1'), received: packOrigin(origin), state: req.method === 'INVITE' ? 'calling' : 'trying', upstream, failover: fwd.kind === 'upstream',
+      dest, sent, received: packOrigin(origin, sent), state: req.method === 'INVITE' ? 'calling' : 'trying', upstream, failover: fwd.kind === 'upstream',
       tried: upstream === undefined ? tried : tried.length === 0 ? this.triedOnly[upstream]! : [...tried, upstream], retransmitMs: this.t1,
-      timerA: undefined, timerB: undefined, timerC: undefined, timerEnd: undefined, ack: undefined, cancel: undefined, cancels: undefined,
+      timerA: undefined, timer: undefined, ack: undefined, cancel: undefined, cancels: undefined,
       side: this.wire.sideOf(dest),
     };
     // a failover: the branch given up keeps its bytes (its ACK is built from them), not the origin
@@ -492,7 +501,8 @@ export class Proxy {
     // the ACK for a final reply the edge sent statelessly (a challenge, a 403): it carries the
     // To tag we made; absorb it quietly (Kamailio's sl_filter_ACK), it is neither stray nor forged
     const toTag = H.to(req)?.params.get('tag');
-    if (toTag && toTag === stableTag(req, 'se')) return;
+    // (stableTag is a SHA-1: only worth it for a tag of its length, 12)
+    if (toTag && toTag.length === 12 && toTag === stableTag(req, 'se')) return;
     // ACK for a 2xx is its own transaction and goes end to end along the route set
     // (RFC 3261 13.2.2.4, 16.6): forward statelessly if it came through our Record-Route
     // route() accepts it when it carries our Route, or when the dialog was not record-routed

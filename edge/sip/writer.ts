@@ -238,16 +238,61 @@ export class MessageWriter {
 /**
  * The origin toBuffer() filled in, as one flat string (a transaction keeps it: one string costs
  * less than an array of pieces): `r<a>,<b>;` for a range of the output, `t<length>:<text>` for
- * received text that was not forwarded.
+ * received text that was not forwarded. With `out` (the output as a latin1 string), received
+ * text that is also in the output is referenced instead of copied (packText).
  */
-export function packOrigin(origin: readonly (string | number)[]): string {
+export function packOrigin(origin: readonly (string | number)[], out?: string): string {
   const parts: string[] = [];
   for (let k = 0; k < origin.length; k++) {
     const p = origin[k] as string | number;
     if (typeof p === 'number') parts.push(`r${p},${origin[++k] as number};`);
+    else if (out !== undefined) packText(p, out, parts);
     else parts.push(`t${p.length}:`, p);
   }
   return parts.join('');
+}
+
+/** shortest run of received text worth a reference into the output instead of a copy */
+const MIN_REF = 16;
+
+/**
+ * Received text that was not forwarded as is, packed against the forwarded bytes `out`: most of
+ * it is there anyway with a few bytes changed (the client's Via gets its received/rport stamp,
+ * RFC 3581 4), so runs of at least MIN_REF characters found in `out` become output ranges (`r`)
+ * and only the rest is kept as text (`t`): about 90 bytes less per live transaction for a
+ * typical INVITE. Looked up from the start of the text and after each delimiter (space, ';',
+ * ',', CR), a few indexOf per transaction; exact by construction (every range is compared
+ * character by character), so receivedBytes is unchanged.
+ */
+function packText(p: string, out: string, parts: string[]): void {
+  let lit = 0; // start of the pending literal
+  let i = 0;
+  while (i < p.length) {
+    let len = 0;
+    let at = -1;
+    if (p.length - i >= MIN_REF) {
+      at = out.indexOf(p.substring(i, i + MIN_REF));
+      if (at >= 0) {
+        len = MIN_REF;
+        while (i + len < p.length && at + len < out.length && out.charCodeAt(at + len) === p.charCodeAt(i + len)) len++;
+      }
+    }
+    if (at >= 0) {
+      if (lit < i) parts.push(`t${i - lit}:`, p.substring(lit, i));
+      parts.push(`r${at},${at + len};`);
+      i += len;
+      lit = i;
+      continue;
+    }
+    // no run here: the literal goes on to just past the next delimiter
+    i++;
+    while (i < p.length) {
+      const c = p.charCodeAt(i - 1);
+      if (c === 0x20 || c === 0x3b || c === 0x2c || c === 0x0d || c === 0x0a) break;
+      i++;
+    }
+  }
+  if (lit < p.length) parts.push(`t${p.length - lit}:`, p.substring(lit));
 }
 
 /** The received message back from the forwarded bytes (a Buffer, or a latin1 string of them)

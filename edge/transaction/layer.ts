@@ -57,10 +57,9 @@ export class TransactionLayer {
   absorbAck(st: ServerTx | undefined): boolean {
     if (!st || st.method !== 'INVITE' || st.finalStatus === undefined || st.finalStatus < 300) return false;
     this.clock.clearTimer(st.timerG);
-    this.clock.clearTimer(st.timerH);
     if (st.state === 'completed') {
       st.state = 'confirmed';
-      this.clock.clearTimer(st.timerEnd);
+      this.clock.clearTimer(st.timerEnd); // Timer H
       // Timer I: T4 over UDP, 0 otherwise
       st.timerEnd = this.clock.setTimerWith(st.source.transport === 'udp' ? this.t4 : 0, this.onEndServer, st);
     }
@@ -87,7 +86,7 @@ export class TransactionLayer {
         // Timer G: retransmit the final (st.lastResponse) until the ACK comes (RFC 3261 17.2.1)
         if (udp) st.timerG = this.clock.setTimerWith(this.t1, this.onTimerG, st);
         // Timer H: give up waiting for the ACK (endServer stops Timer G)
-        st.timerH = this.clock.setTimerWith(64 * this.t1, this.onEndServer, st);
+        st.timerEnd = this.clock.setTimerWith(64 * this.t1, this.onEndServer, st);
       } else {
         st.state = 'accepted';
         st.timerEnd = this.clock.setTimerWith(64 * this.t1, this.onEndServer, st);
@@ -126,7 +125,6 @@ export class TransactionLayer {
     if (st.state === 'terminated') return;
     st.state = 'terminated';
     this.clock.clearTimer(st.timerG);
-    this.clock.clearTimer(st.timerH);
     this.clock.clearTimer(st.timerEnd);
     if (this.table.removeServer(st)) {
       this.table.expired++;
@@ -154,7 +152,7 @@ export class TransactionLayer {
 
   private startClientTimers(ct: ClientTx): void {
     if (ct.dest.transport === 'udp') ct.timerA = this.clock.setTimerWith(this.t1, this.onTimerA, ct);
-    ct.timerB = this.clock.setTimerWith(64 * this.t1, this.onTimerB, ct);
+    ct.timer = this.clock.setTimerWith(64 * this.t1, this.onTimerB, ct);
   }
 
   /** A provisional response on ct: Calling/Trying -> Proceeding (Timer C for INVITE, RFC 3261
@@ -163,9 +161,9 @@ export class TransactionLayer {
     this.clock.clearTimer(ct.timerA);
     if (ct.state !== 'calling' && ct.state !== 'trying') return;
     ct.state = 'proceeding';
-    this.clock.clearTimer(ct.timerB);
-    if (ct.method === 'INVITE') ct.timerC = this.clock.setTimerWith(TIMER_C_MS, this.onTimerC, ct);
-    else ct.timerB = this.clock.setTimerWith(64 * this.t1, this.onTimerB, ct);
+    this.clock.clearTimer(ct.timer); // Timer B / F
+    if (ct.method === 'INVITE') ct.timer = this.clock.setTimerWith(TIMER_C_MS, this.onTimerC, ct);
+    else ct.timer = this.clock.setTimerWith(64 * this.t1, this.onTimerB, ct);
   }
 
   /** A 2xx on an INVITE branch: Accepted (RFC 6026 7.2), forwarding retransmissions for 64*T1.
@@ -173,10 +171,9 @@ export class TransactionLayer {
   acceptClient(ct: ClientTx): boolean {
     if (ct.state === 'accepted') return false;
     this.clock.clearTimer(ct.timerA);
-    this.clock.clearTimer(ct.timerB);
-    this.clock.clearTimer(ct.timerC);
+    this.clock.clearTimer(ct.timer);
     ct.state = 'accepted';
-    ct.timerEnd = this.clock.setTimerWith(64 * this.t1, this.onEndClient, ct);
+    ct.timer = this.clock.setTimerWith(64 * this.t1, this.onEndClient, ct);
     return true;
   }
 
@@ -195,8 +192,7 @@ export class TransactionLayer {
 
   ackNon2xx(ct: ClientTx, res: SipResponse): void {
     this.clock.clearTimer(ct.timerA);
-    this.clock.clearTimer(ct.timerB);
-    this.clock.clearTimer(ct.timerC);
+    this.clock.clearTimer(ct.timer);
     const sent = this.sentRequest(ct);
     if (sent) {
       // RFC 3261 17.1.1.3: one Via, equal to the top Via of the INVITE we sent
@@ -205,7 +201,7 @@ export class TransactionLayer {
     }
     ct.state = 'completed';
     // Timer D: 32 s over UDP to absorb retransmitted finals, 0 over reliable transports
-    ct.timerEnd = this.clock.setTimerWith(ct.dest.transport === 'udp' ? Math.max(32_000, 64 * this.t1) : 0, this.onEndClient, ct);
+    ct.timer = this.clock.setTimerWith(ct.dest.transport === 'udp' ? Math.max(32_000, 64 * this.t1) : 0, this.onEndClient, ct);
   }
 
   sendCancel(ct: ClientTx): void {
@@ -218,7 +214,7 @@ export class TransactionLayer {
       key: TransactionTable.clientKey(TransactionTable.branchOf(ct.key), 'CANCEL'), method: 'CANCEL', server: ct.server,
       dest: ct.dest, sent: bytes.toString('latin1'), received: undefined, state: 'trying', upstream: undefined, failover: undefined,
       tried: [], retransmitMs: this.t1,
-      timerA: undefined, timerB: undefined, timerC: undefined, timerEnd: undefined, ack: undefined, cancel: undefined, cancels: ct,
+      timerA: undefined, timer: undefined, ack: undefined, cancel: undefined, cancels: ct,
       side: ct.side,
     };
     ct.cancel = cancel;
@@ -229,26 +225,23 @@ export class TransactionLayer {
 
   completeClient(ct: ClientTx): void {
     this.clock.clearTimer(ct.timerA);
-    this.clock.clearTimer(ct.timerB);
-    this.clock.clearTimer(ct.timerC);
+    this.clock.clearTimer(ct.timer);
     ct.state = 'completed';
     // Timer K: T4 over UDP, 0 otherwise (RFC 3261 17.1.2.2)
-    ct.timerEnd = this.clock.setTimerWith(ct.dest.transport === 'udp' ? this.t4 : 0, this.onEndClient, ct);
+    ct.timer = this.clock.setTimerWith(ct.dest.transport === 'udp' ? this.t4 : 0, this.onEndClient, ct);
   }
 
   endClient(ct: ClientTx): void {
     ct.state = 'terminated';
     this.clock.clearTimer(ct.timerA);
-    this.clock.clearTimer(ct.timerB);
-    this.clock.clearTimer(ct.timerC);
+    this.clock.clearTimer(ct.timer);
     this.table.client.delete(ct.key);
   }
 
   /** No answer (timeout) or the bytes could not be sent: end the branch, tell the proxy. */
   private clientFailed(ct: ClientTx, reason: 'request_timeout' | 'send_failed'): void {
     this.clock.clearTimer(ct.timerA);
-    this.clock.clearTimer(ct.timerB);
-    this.clock.clearTimer(ct.timerC);
+    this.clock.clearTimer(ct.timer);
     ct.state = 'terminated';
     this.table.client.delete(ct.key);
     if (ct.cancels) return; // a CANCEL that timed out: the INVITE's own timers decide
