@@ -40,8 +40,17 @@ export interface AdminOptions {
   /** ban operations for `sip-edge bans` on a single node (no Redis): GET/POST/DELETE /bans.
    *  Guarded by the token like /metrics (the config requires a token off loopback). */
   readonly bans?: BanAdmin;
+  /** fraud locks of call admission control (issue 16): GET /fraud, DELETE /fraud/<user>[/<class>],
+   *  guarded by the token like /bans */
+  readonly fraud?: FraudAdmin;
   /** max simultaneous connections (default 32): scrapers and probes need a handful */
   readonly maxConnections?: number;
+}
+
+export interface FraudAdmin {
+  list(): Promise<unknown[]>;
+  /** cls undefined: every class of the user; the number of locks removed, or an error string */
+  unlock(user: string, cls?: string): Promise<number | string>;
 }
 
 export interface BanAdmin {
@@ -133,10 +142,28 @@ export async function startAdmin(opts: AdminOptions): Promise<AdminServer> {
     return send(res, false, 405, TEXT_TYPE, 'method not allowed\n', { Allow: 'GET, POST, DELETE' });
   };
 
+  /** GET /fraud; DELETE /fraud/<user>[/<class>] (path segments percent-encoded) */
+  const handleFraud = async (req: http.IncomingMessage, res: http.ServerResponse, pathname: string, fraud: FraudAdmin): Promise<void> => {
+    if (!authorized(req)) return send(res, false, 401, TEXT_TYPE, 'unauthorized\n', { 'WWW-Authenticate': 'Bearer realm="sip-edge"' });
+    if (pathname === '/fraud') {
+      if (req.method !== 'GET') return send(res, false, 405, TEXT_TYPE, 'method not allowed\n', { Allow: 'GET' });
+      return send(res, false, 200, JSON_TYPE, `${JSON.stringify(await fraud.list())}\n`);
+    }
+    if (req.method !== 'DELETE') return send(res, false, 405, TEXT_TYPE, 'method not allowed\n', { Allow: 'DELETE' });
+    const parts = pathname.slice('/fraud/'.length).split('/');
+    let user: string, cls: string | undefined;
+    try { user = decodeURIComponent(parts[0] ?? ''); cls = parts[1] !== undefined ? decodeURIComponent(parts[1]) : undefined; } catch { return send(res, false, 400, TEXT_TYPE, 'bad percent-encoding\n'); }
+    if (user === '' || parts.length > 2) return send(res, false, 400, TEXT_TYPE, 'DELETE /fraud/<user>[/<class>]\n');
+    const r = await fraud.unlock(user, cls);
+    if (typeof r === 'string') return send(res, false, 400, TEXT_TYPE, `${r}\n`);
+    return send(res, false, r > 0 ? 200 : 404, JSON_TYPE, `${JSON.stringify({ removed: r })}\n`);
+  };
+
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> => {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const pathname = q < 0 ? url : url.slice(0, q);
+    if ((pathname === '/fraud' || pathname.startsWith('/fraud/')) && opts.fraud) return handleFraud(req, res, pathname, opts.fraud);
     if (pathname === '/bans' && opts.bans) return handleBans(req, res, url.slice(q < 0 ? url.length : q + 1), opts.bans);
     const known = pathname === '/metrics' || pathname === '/healthz' || pathname === '/readyz';
     if (!known) return send(res, req.method === 'HEAD', 404, TEXT_TYPE, 'not found\n');

@@ -21,6 +21,7 @@ import type { DigestAlgorithm } from './auth/digest';
 import { auditOffers, offerable } from './auth/offer';
 import { DIGEST_ALGORITHMS, UsersDb, checkRealm, checkUser, upsertUser } from './auth/users';
 import { daysLeft, loadTlsMaterial, type TlsSettings } from './transport/tls-context';
+import { fraudCommand, parseFraudArgs, type FraudCli } from './policy/cac/cli';
 
 /** Package root: dist/edge/cli.js -> the folder holding package.json and sip-edge.yaml. */
 export const PACKAGE_ROOT = path.resolve(__dirname, '../..');
@@ -34,6 +35,7 @@ export const USAGE = `Usage:
                              run one message through every stage without sending anything;
                              exit 0 forward, 3 reply, 4 drop or ban
   sip-edge bans list | add IP|CIDR --for DURATION [--reason TEXT] | remove IP|CIDR [--json]
+  sip-edge fraud list | unlock USER [CLASS] [--json]   (fraud locks of call admission control)
                              the shared ban list (Redis from --redis or the config; without
                              Redis, the running edge's admin listener); times in ISO-8601,
                              --json: the records as stored (epoch milliseconds)
@@ -84,7 +86,9 @@ export type ParsedCli =
   | { readonly kind: 'version' }
   | { readonly kind: 'usage_error'; readonly message: string }
   | {
-      readonly kind: 'run' | 'check' | 'explain' | 'bans' | 'passwd';
+      readonly kind: 'run' | 'check' | 'explain' | 'bans' | 'passwd' | 'fraud';
+      /** fraud: list | unlock, the user and optional class */
+      readonly fraud?: FraudCli;
       /** passwd: the user, and the realm / file / algorithms given (or defaulted) */
       readonly passwd?: { readonly user: string; readonly realm?: string; readonly file?: string; readonly algorithms: readonly DigestAlgorithm[] };
       /** bans: list | add | remove, its target, duration (s) and reason */
@@ -143,7 +147,7 @@ export function parseCli(argv: readonly string[]): ParsedCli {
   if (v.version === true) return { kind: 'version' };
   const [command, ...extra] = positionals;
   if (command === undefined) return { kind: 'usage_error', message: 'missing command (run, check or explain)' };
-  if (command !== 'run' && command !== 'check' && command !== 'explain' && command !== 'bans' && command !== 'passwd') return { kind: 'usage_error', message: `unknown command "${command}"` };
+  if (command !== 'run' && command !== 'check' && command !== 'explain' && command !== 'bans' && command !== 'passwd' && command !== 'fraud') return { kind: 'usage_error', message: `unknown command "${command}"` };
   let passwd: { user: string; realm?: string; file?: string; algorithms: readonly DigestAlgorithm[] } | undefined;
   if (command === 'passwd') {
     const user = extra.shift();
@@ -184,8 +188,14 @@ export function parseCli(argv: readonly string[]): ParsedCli {
       bans.seconds = seconds;
       bans.reason = v.reason ?? 'manual';
     }
-  } else if (v.for !== undefined || v.reason !== undefined || v.token !== undefined || v.json !== undefined) {
+  } else if (v.for !== undefined || v.reason !== undefined || (command !== 'fraud' && (v.token !== undefined || v.json !== undefined))) {
     return { kind: 'usage_error', message: '--for, --reason, --token and --json go with bans' };
+  }
+  let fraud: FraudCli | undefined;
+  if (command === 'fraud') {
+    const f = parseFraudArgs(extra, v.token, v.json === true);
+    if (typeof f === 'string') return { kind: 'usage_error', message: f };
+    fraud = f;
   }
   const file = command === 'explain' ? extra.shift() : undefined;
   if (command === 'explain' && file === undefined) return { kind: 'usage_error', message: 'explain needs a message file' };
@@ -213,6 +223,7 @@ export function parseCli(argv: readonly string[]): ParsedCli {
     kind: command,
     ...(file !== undefined ? { file } : {}),
     ...(bans !== undefined ? { bans } : {}),
+    ...(fraud !== undefined ? { fraud } : {}),
     ...(passwd !== undefined ? { passwd } : {}),
     ...(v.source !== undefined ? { source: v.source } : {}),
     ...(v.transport !== undefined ? { transport: v.transport } : {}),
@@ -335,6 +346,7 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
     case 'run':
     case 'explain':
     case 'bans':
+    case 'fraud':
       break;
     case 'passwd':
       return passwdCommand(p, io);
@@ -347,6 +359,7 @@ export async function main(argv: readonly string[], io: CliIo = defaultIo()): Pr
     return 1;
   }
   if (p.kind === 'bans') return bansCommand(p.bans!, loaded.config, io);
+  if (p.kind === 'fraud') return fraudCommand(p.fraud!, loaded.config, io);
   const rulesDir = loaded.config.rulesDir ?? defaultRulesDir();
   const rules = loadRules(rulesDir, { displayDir: path.relative(process.cwd(), rulesDir) || '.' });
   if (!rules.ok) {

@@ -31,7 +31,7 @@ import { PING_REASONS, createPingStage, isPing, type PingTarget } from './stages
 import { USERLIMIT_REASONS, createUserLimitStage } from './policy/limits/userlimit';
 import { UsersHolder, type UsersDb } from './auth/users';
 import { CAC_REASONS } from './policy/cac/stage';
-import { buildCac } from './policy/cac/wire';
+import { buildCac, cacAdmin } from './policy/cac/wire';
 import type { Ha1Lookup } from './auth/verify';
 import { auditOffers } from './auth/offer';
 import { addressRealm, defaultAuthConfig, edgeUsersFiles } from './config/load';
@@ -419,6 +419,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     metrics.bindGauges({ ready: () => readiness().ready });
     admin = await startAdmin({
       listen: cfg.metrics.listen, token: cfg.metrics.token, metrics, readiness,
+      fraud: cacAdmin(cac, log),
       bans: {
         list: () => store.listBans(),
         // the key as `sip-edge bans` spells it (edge/net/cidr.ts cidrKey), whoever calls: the

@@ -10,10 +10,18 @@ import { after, test } from 'node:test';
 import pino from 'pino';
 import { ManualClock } from '../edge/clock';
 import { startEdge } from '../edge/edge';
+import { main } from '../edge/cli';
+import { EventEmitter } from 'node:events';
 import { RulesHolder } from '../edge/policy/reload';
 import { testConfig } from './helpers/config';
 import { sample } from './helpers/prom';
 import { UdpPeer, header, request, uniq } from './helpers/udp-peer';
+
+async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '', err = '';
+  const code = await main(args, { out: (t) => { out += t; }, err: (t) => { err += t; }, env: {}, signals: new EventEmitter() });
+  return { code, out, err };
+}
 
 const silent = pino({ level: 'silent' });
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'sipedge-cac-'));
@@ -27,10 +35,12 @@ function rulesDir(withCac: boolean): string {
   return dir;
 }
 
-async function run(withCac: boolean): Promise<{ premiumPassed: number; premium403: number; busyPassed: number; busyRefused: number; metrics: string }> {
+interface Run { premiumPassed: number; premium403: number; busyPassed: number; busyRefused: number; metrics: string; locks?: unknown; locksAfter?: unknown; cliList?: string; cliUnlock?: string; unlock?: number; afterUnlock?: number; unauth?: number }
+
+async function run(withCac: boolean): Promise<Run> {
   const pbx = await UdpPeer.bind('127.0.0.2');
   const phone = await UdpPeer.bind('127.0.0.1');
-  const edge = await startEdge(testConfig({ upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }], domains: ['pbx.example.com'] }),
+  const edge = await startEdge(testConfig({ upstreams: [{ transport: 'udp', host: '127.0.0.2', port: pbx.port }], domains: ['pbx.example.com'], metrics: { listen: '127.0.0.1:0', token: 'tok' } }),
     silent, { clock: new ManualClock(), watchRules: false, rules: new RulesHolder(rulesDir(withCac)) });
   const port = edge.listeners[0]!.port;
   const call = async (user: string, number: string): Promise<'passed' | number> => {
@@ -52,7 +62,26 @@ async function run(withCac: boolean): Promise<{ premiumPassed: number; premium40
       const r = await call('busy', `212555${String(1000 + i)}`);
       if (r === 'passed') busyPassed++; else busyRefused++;
     }
-    return { premiumPassed, premium403, busyPassed, busyRefused, metrics: await edge.metrics.metrics() };
+    const out: Run = { premiumPassed, premium403, busyPassed, busyRefused, metrics: await edge.metrics.metrics() };
+    if (withCac) {
+      // the operator's view and unlock, through the admin listener (same token as /metrics)
+      const base = `http://127.0.0.1:${edge.admin!.port}`;
+      const auth = { Authorization: 'Bearer tok' };
+      out.unauth = (await fetch(`${base}/fraud`)).status;
+      out.locks = await (await fetch(`${base}/fraud`, { headers: auth })).json();
+      // the operator's command: `sip-edge fraud list` and `sip-edge fraud unlock USER CLASS`
+      const cliArgs = ['--no-config', '--upstream', `udp:127.0.0.2:${pbx.port}`, '--metrics', `127.0.0.1:${edge.admin!.port}`, '--token', 'tok'];
+      const listed = await cli('fraud', 'list', ...cliArgs);
+      out.cliList = listed.out;
+      const un = await cli('fraud', 'unlock', 'cracked@pbx.example.com', 'premium', ...cliArgs);
+      out.unlock = un.code ?? -1;
+      out.cliUnlock = un.out + un.err;
+      out.locksAfter = await (await fetch(`${base}/fraud`, { headers: auth })).json();
+      let again = 0;
+      for (let i = 0; i < 3; i++) if (await call('cracked', `1900666${String(1000 + i)}`) === 'passed') again++;
+      out.afterUnlock = again;
+    }
+    return out;
   } finally {
     phone.close(); pbx.close(); await edge.close(0);
   }
@@ -70,6 +99,13 @@ test('cac listed in stages.yaml: the premium burst is stopped at the threshold, 
   assert.ok((sample(r.metrics, 'sipedge_fraud_signals_total', { signal: 'calls_per_minute', level: 'warning' }) ?? 0) >= 1);
   assert.equal(sample(r.metrics, 'sipedge_dialogs_live', { side: 'outside', state: 'early', class: 'premium' }), 5);
   assert.equal(sample(r.metrics, 'sipedge_dialogs_live', { side: 'outside', state: 'early', class: 'national' }), 30);
+  assert.equal(r.unauth, 401, 'the fraud endpoints need the admin token');
+  assert.deepEqual((r.locks as Array<{ user: string; cls: string; signal: string }>).map((l) => [l.user, l.cls, l.signal]), [['cracked@pbx.example.com', 'premium', 'calls_per_minute']]);
+  assert.match(r.cliList!, /^cracked@pbx\.example\.com\s+premium\s+calls_per_minute\s/m, 'sip-edge fraud list shows the lock');
+  assert.equal(r.unlock, 0, r.cliUnlock);
+  assert.match(r.cliUnlock!, /unlocked cracked@pbx\.example\.com/);
+  assert.deepEqual(r.locksAfter, []);
+  assert.equal(r.afterUnlock, 3, 'unlocked: premium calls pass again');
 });
 
 test('cac not listed (the shipped default): nothing is refused or tracked', async () => {

@@ -77,6 +77,10 @@ export class FraudSignals {
     return s;
   }
 
+  /** an operator unlocked the user: its windows start afresh (on this instance), else the next
+   *  call within the minute would cross the same threshold again */
+  reset(user: string): void { this.users.delete(user); }
+
   /**
    * A new call attempt of `user` to `number` of class `cls`, with `concurrent` calls of that user
    * and class already up. Records it and returns the thresholds crossed (the worst first).

@@ -11,6 +11,8 @@ import { MemoryLeases, RedisLeases } from '../../dialogs/leases';
 import { createRedisConnection } from '../../store/redis';
 import type { RulesSnapshot } from '../snapshot';
 import { MemoryLocks, RedisLocks } from './fraud';
+import { DEST_CLASSES, type DestClass } from './rules';
+import type { FraudAdmin } from '../../admin';
 import { createCacStage, type CacStage } from './stage';
 
 export function buildCac(cfg: ResolvedConfig, current: () => RulesSnapshot, log: Logger, metrics: () => EdgeMetrics | undefined): CacStage {
@@ -32,5 +34,20 @@ export function buildCac(cfg: ResolvedConfig, current: () => RulesSnapshot, log:
   return {
     ...stage,
     async close() { await stage.close(); redis?.disconnect(); },
+  };
+}
+
+/** the admin listener's /fraud endpoints (and `sip-edge fraud` through them): the locks of every
+ *  instance when they are in Redis */
+export function cacAdmin(cac: CacStage, log: Logger): FraudAdmin {
+  return {
+    list: () => cac.locks.list(),
+    async unlock(user, cls) {
+      if (cls !== undefined && !(DEST_CLASSES as readonly string[]).includes(cls)) return `unknown class "${cls}": one of ${DEST_CLASSES.join(', ')}`;
+      const n = await cac.locks.unlock(user, cls as DestClass | undefined);
+      cac.fraud.reset(user);
+      if (n > 0) securityEvent(log, 'fraud_unlock', { user, ...(cls !== undefined ? { class: cls } : {}), removed: n });
+      return n;
+    },
   };
 }
