@@ -30,6 +30,8 @@ import { AUTH_REASONS, createAuthStage } from './auth/stage';
 import { PING_REASONS, createPingStage, isPing, type PingTarget } from './stages/ping';
 import { USERLIMIT_REASONS, createUserLimitStage } from './policy/limits/userlimit';
 import { UsersHolder, type UsersDb } from './auth/users';
+import { CAC_REASONS } from './policy/cac/stage';
+import { buildCac } from './policy/cac/wire';
 import type { Ha1Lookup } from './auth/verify';
 import { auditOffers } from './auth/offer';
 import { addressRealm, defaultAuthConfig, edgeUsersFiles } from './config/load';
@@ -168,6 +170,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     rules: current, store, suspicion,
     active: () => (current().stages.find((s) => s.name === 'userlimit')?.mode ?? 'off') !== 'off',
   });
+  const cac = buildCac(cfg, current, log, () => metrics);
   const authStage = createAuthStage({
     auth: authCfg,
     users: (file) => lookups.get(file),
@@ -194,7 +197,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
     // what the stage learns after its verdict; applied only when it enforces
     report: (src, events) => observer.late(authMode(), src, events),
   });
-  const policy = await createPolicy(current, { store, suspicion, auth: authStage, ping: pingStage, userlimit: userLimit }, (e) => {
+  const policy = await createPolicy(current, { store, suspicion, auth: authStage, ping: pingStage, userlimit: userLimit, cac }, (e) => {
     if (e.ok) log.warn({ event: 'geoip_reloaded', path: e.path }, 'GeoIP database reloaded');
     else log.error({ event: 'geoip_reload_failed', path: e.path, error: e.error }, 'GeoIP database change rejected: the previous database stays in use');
   });
@@ -209,7 +212,8 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       // only the rule-driven stages can ban (a signature's or a list's `action: ban`); only the
       // pipeline's stages can be put in shadow mode
       ...Object.entries(POLICY_STAGE_REASONS).map(([name, reasons]) => ({
-        name, reasons, actions: BANNING_STAGES.has(name) ? ['reply', 'drop', 'ban'] as const : ['reply', 'drop'] as const,
+        // cac only ever replies (a refused call must hear why: 403, 486 or 503 + Retry-After)
+        name, reasons, actions: BANNING_STAGES.has(name) ? ['reply', 'drop', 'ban'] as const : name === 'cac' ? ['reply'] as const : ['reply', 'drop'] as const,
       })),
       { name: 'gate', reasons: ['banned', 'starting'], actions: ['drop'] as const, shadow: false },
       { name: 'overload', reasons: ['overload'], actions: ['reply', 'drop'] as const, shadow: false },
@@ -381,6 +385,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
   upstreamLabels.forEach((l) => metrics.upstreamUp(l, true));
   bans.onExpire = () => metrics.banExpired();
   metrics.bindGauges({
+    dialogsLive: () => cac.tracker.census(),
     transactionsActive: () => proxy!.activeTransactions,
     tcpConnections: () => listeners.reduce((n, l) => n + (l.connections?.() ?? 0), 0),
     connectionsOf: (t) => listeners.reduce((n, l) => n + (l.spec.transport === t ? l.connections?.() ?? 0 : 0), 0),
@@ -470,6 +475,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
       for (const h of users.values()) h.close();
       tls?.close();
       policy.close();
+      await cac.close();
       if (!opts.store) await store.close();
       await admin?.close();
     },
@@ -482,6 +488,7 @@ export async function startEdge(cfg: ResolvedConfig, log: Logger, opts: EdgeOpti
 const POLICY_STAGE_REASONS: Readonly<Record<KnownStage, readonly string[]>> = {
   sanity: SANITY_REASONS, access: ACCESS_REASONS, scanner: SCANNER_REASONS, geoip: GEO_REASONS,
   ratelimit: RATELIMIT_REASONS, ping: PING_REASONS, auth: AUTH_REASONS, userlimit: USERLIMIT_REASONS,
+  cac: CAC_REASONS,
 };
 
 /** how long closing a TCP listener may wait for the last replies (the 503s of a shutdown) to be

@@ -99,7 +99,7 @@ export function sampled(key: string, perSecond: number): boolean {
  *  keyed on the transport source address only, never on anything a SIP header claims.
  *  Low volume by construction (one line per ban, unban, reload, lockout), so never sampled.
  *  auth_lockout: a user locked after repeated failures; src is the source whose failure locked it. */
-export type SecurityEventKind = 'ban' | 'unban' | 'rules_reload' | 'users_reload' | 'auth_lockout' | 'tls_reload';
+export type SecurityEventKind = 'ban' | 'unban' | 'rules_reload' | 'users_reload' | 'auth_lockout' | 'tls_reload' | 'fraud_signal' | 'fraud_unlock';
 
 export interface SecurityEventFields {
   /** transport source address (or the banned key: an address, an IPv6 /64, a CIDR) */

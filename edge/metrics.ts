@@ -34,6 +34,8 @@ import { WS_UPGRADE_REASONS, WS_UPGRADE_RESULTS, wsUpgradeResult, type WsUpgrade
 import { DNS_CACHE_RESULTS, DNS_QUERY_TYPES, DNS_RESULTS } from './dns/types';
 import type { DnsCacheResult, DnsQueryType, DnsResult } from './dns/types';
 import type { Side, StageMode, Verdict } from './verdict';
+import { CAC_REASONS, type CacReason } from './policy/cac/stage';
+import { DEST_CLASSES, FRAUD_SIGNALS, type FraudSignal } from './policy/cac/rules';
 
 // ---------------------------------------------------------------------------------------------
 // Closed label value lists. Each list is checked against its source type at compile time.
@@ -234,6 +236,12 @@ export const METRICS = {
     'Always 1; the version label identifies the active rules snapshot.', 'max'),
   processing: def('sipedge_processing_seconds', 'histogram', ['kind'],
     'Time from receipt to verdict applied (gate, parse, stages, route) per message.'),
+  dialogsLive: def('sipedge_dialogs_live', 'gauge', ['side', 'state', 'class'],
+    'Calls tracked by call admission control on this instance at scrape time, by the side that placed them (outside), state (early|confirmed) and destination class (edge/policy/cac/rules.ts DEST_CLASSES).'),
+  cacRefused: def('sipedge_cac_refused_total', 'counter', ['reason'],
+    'New calls refused by call admission control and the fraud rules, by reason (edge/policy/cac/stage.ts CAC_REASONS).'),
+  fraudSignals: def('sipedge_fraud_signals_total', 'counter', ['signal', 'level'],
+    'Fraud signals raised (warning: logged; critical: the user is locked for the destination class), by signal and level.'),
   priorityShed: def('sipedge_priority_shed_total', 'counter', ['class', 'reason'],
     'Messages shed before parsing by trusted-first prioritization, by class (dialog|favoured|unknown_dialog|unknown) and reason (queue_full|queue_delay).'),
   priorityDelay: def('sipedge_priority_queue_delay_seconds', 'histogram', ['class'],
@@ -272,6 +280,8 @@ export interface GaugeSources {
   /** a counter kept by its owner: failed shared-store operations (the store counts every failed
    *  or timed-out command itself, so the metric cannot miss one that no caller reported) */
   redisErrors?: () => number;
+  /** live tracked calls per `state|class` (edge/dialogs/tracker.ts census) */
+  dialogsLive?: () => ReadonlyMap<string, number>;
 }
 
 export interface EdgeMetrics {
@@ -322,6 +332,9 @@ export interface EdgeMetrics {
   dnsCache(result: DnsCacheResult): void;
   declareStage(stage: string, reasons: readonly string[], shape?: Pick<StageDeclaration, 'actions' | 'shadow'>): void;
   bindGauges(sources: GaugeSources): void;
+  /** a new call refused by call admission control (edge/policy/cac/stage.ts CAC_REASONS) */
+  cacRefused?(reason: CacReason): void;
+  fraudSignal?(signal: FraudSignal, level: 'warning' | 'critical'): void;
   /** Prometheus text exposition */
   metrics(): Promise<string>;
   readonly contentType: string;
@@ -715,6 +728,10 @@ export class Metrics implements EdgeMetrics {
   private readonly fBuild: Family;
   private readonly fDnsQueries: Family;
   private readonly fDnsCache: Family;
+  private readonly fDialogs: Family;
+  private readonly fCacRefused: Family;
+  private readonly fFraud: Family;
+  private dialogsOf?: () => ReadonlyMap<string, number>;
 
   private extraBanReasons: readonly string[];
 
@@ -782,6 +799,24 @@ export class Metrics implements EdgeMetrics {
     this.hPrioDelay = new ProcessingHistogram(METRICS.priorityDelay, PRIORITY_CLASSES, 'class', PRIORITY_DELAY_BUCKETS);
     this.fDnsQueries = new Family(METRICS.dnsQueries, [new Dim(DNS_QUERY_TYPES), new Dim(DNS_RESULTS)]);
     this.fDnsCache = new Family(METRICS.dnsCacheLookups, [new Dim(DNS_CACHE_RESULTS)]);
+    this.fDialogs = new Family(METRICS.dialogsLive, [new Dim(SIDES), new Dim(['early', 'confirmed']), new Dim(DEST_CLASSES)]);
+    const fDlg = this.fDialogs;
+    const getDlg = fDlg.get.bind(fDlg);
+    // read at scrape time from the tracker; the CAC stage tracks the calls placed from outside
+    fDlg.get = () => {
+      const census = this.dialogsOf?.();
+      if (census !== undefined) {
+        fDlg.cells.fill(0);
+        const d = fDlg.dims;
+        for (const [k, n] of census) {
+          const [state, cls] = k.split('|');
+          fDlg.cells[(d[0]!.at('outside') * d[1]!.size + d[1]!.at(state!)) * d[2]!.size + d[2]!.at(cls!)] = n;
+        }
+      }
+      return getDlg();
+    };
+    this.fCacRefused = new Family(METRICS.cacRefused, [new Dim(CAC_REASONS)]);
+    this.fFraud = new Family(METRICS.fraudSignals, [new Dim(FRAUD_SIGNALS), new Dim(['warning', 'critical'])]);
     this.fReady = new Family(METRICS.ready, []);
     this.fReady.hidden = true; // absent until someone says how readiness is known
     this.fBuild = new Family(METRICS.buildInfo, [
@@ -813,7 +848,7 @@ export class Metrics implements EdgeMetrics {
       this.fTransport, this.fTcp, this.fTcpAdmit, this.fBansAdded, this.fBansActive, this.fBansExpired, this.fAuth,
       this.fAuthAlg, this.fRedisUp, this.fRedisErrors, this.fReloads, this.fRulesInfo, this.fTlsHandshakes, this.fTlsReloads, this.fWsUpgrades,
       this.fConnections, this.hProcessing, this.fPrioShed, this.hPrioDelay, this.fReady, this.fBuild,
-      this.fDnsQueries, this.fDnsCache,
+      this.fDnsQueries, this.fDnsCache, this.fDialogs, this.fCacRefused, this.fFraud,
     ];
   }
 
@@ -956,6 +991,16 @@ export class Metrics implements EdgeMetrics {
     this.fRedisUp.cells[0] = up ? 1 : 0;
   }
 
+  cacRefused(reason: CacReason): void {
+    const f = this.fCacRefused;
+    f.cells[f.dims[0]!.at(reason)]++;
+  }
+
+  fraudSignal(signal: FraudSignal, level: 'warning' | 'critical'): void {
+    const f = this.fFraud, d = f.dims;
+    f.cells[d[0]!.at(signal) * d[1]!.size + d[1]!.at(level)]++;
+  }
+
   redisError(): void {
     this.fRedisErrors.cells[0]++;
   }
@@ -1015,6 +1060,7 @@ export class Metrics implements EdgeMetrics {
     if (sources.connectionsOf) this.connectionsOf = sources.connectionsOf;
     if (sources.bansActive) this.fBansActive.source = sources.bansActive;
     if (sources.redisErrors) this.fRedisErrors.source = sources.redisErrors;
+    if (sources.dialogsLive) this.dialogsOf = sources.dialogsLive;
     const ready = sources.ready;
     if (ready) {
       this.fReady.source = () => (ready() ? 1 : 0);
@@ -1067,6 +1113,8 @@ export class NullMetrics implements EdgeMetrics {
   observePriorityDelay(): void {}
   dnsQuery(): void {}
   dnsCache(): void {}
+  cacRefused(): void {}
+  fraudSignal(): void {}
   declareStage(): void {}
   bindGauges(): void {}
   async metrics(): Promise<string> {

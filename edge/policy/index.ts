@@ -28,7 +28,7 @@ export interface Policy {
 
 export async function createPolicy(
   current: () => RulesSnapshot,
-  deps?: { store: SharedStore; suspicion: Suspicion; auth?: Stage; ping?: Stage; userlimit?: Stage },
+  deps?: { store: SharedStore; suspicion: Suspicion; auth?: Stage; ping?: Stage; userlimit?: Stage; cac?: Stage },
   /** a GeoIP database file changed on disk and was reopened (or kept, when the new file is bad) */
   onGeoReload?: (e: ReloadEvent) => void,
 ): Promise<Policy> {
@@ -50,6 +50,8 @@ export async function createPolicy(
   if (deps?.auth) stages.set('auth', deps.auth);
   // the per-user budgets: the edge also feeds it the PBX's acceptances (pbx auth mode)
   if (deps?.userlimit) stages.set('userlimit', deps.userlimit);
+  // call admission control and fraud signals (issue 16): the edge owns its dialog leases and locks
+  if (deps?.cac) stages.set('cac', deps.cac);
   return {
     stages,
     geoErrors: geo.errors,

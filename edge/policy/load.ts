@@ -7,6 +7,8 @@
 //   geoip.yaml    country / ASN policy                              (edge/policy/geo/compile.ts)
 //   limits.yaml   rate limits, suspicion budget, bans, promotion    (edge/policy/limits/compile.ts)
 //   auth-clients.yaml  which digest challenges which client gets    (edge/auth/clients.ts)
+//   cac.yaml      call admission limits, destination classes, groups (edge/policy/cac/rules.ts)
+//   fraud.yaml    fraud signal thresholds per destination class     (edge/policy/cac/rules.ts)
 //
 // Every file is optional: a missing stages.yaml means the shipped order, a missing scanner /
 // access / geoip file means that stage has nothing to say (no signature, no list, no policy); a
@@ -29,6 +31,7 @@ import type { CompiledAuthClients } from '../auth/clients';
 import type { CompiledGeo, GeoPolicy } from './geo/compile';
 import type { CompiledLimits } from './limits/compile';
 import type { CompiledScanner } from './scanner/compile';
+import { CacRulesSchema, FraudRulesSchema, checkCacRules, checkFraudRules, type CacRules, type FraudRules } from './cac/rules';
 
 export const RULE_FILES = {
   stages: 'stages.yaml',
@@ -37,6 +40,8 @@ export const RULE_FILES = {
   geoip: 'geoip.yaml',
   limits: 'limits.yaml',
   authClients: 'auth-clients.yaml',
+  cac: 'cac.yaml',
+  fraud: 'fraud.yaml',
 } as const;
 
 /** `at(path)` of a validated document: `file:line:column` of the node at path. */
@@ -381,8 +386,24 @@ function loadRulesOnce(dir: string, opts: LoadRulesOptions): LoadRulesResult {
     }
   }
 
+  // 7. cac.yaml and fraud.yaml (absent: every schema default; the cac stage itself is off
+  // unless stages.yaml lists it)
+  const cacDoc = <T>(file: string, schema: TSchema, check: (v: T, at: AtFn) => string[]): T | null => {
+    let d = loadDoc(file, () => ({ schema }));
+    if (d === 'error') return null;
+    if (d === 'missing') {
+      const y = loadYamlText('', display(path.join(absDir, file)), schema);
+      if (!y.ok) { errors.push(...y.errors); return null; }
+      d = { value: y.value, at: y.at, c: { schema } };
+    }
+    errors.push(...check(d.value as T, d.at));
+    return d.value as T;
+  };
+  const cacRules = cacDoc<CacRules>(RULE_FILES.cac, CacRulesSchema, checkCacRules);
+  const fraudRules = cacDoc<FraudRules>(RULE_FILES.fraud, FraudRulesSchema, checkFraudRules);
+
   if (limits === null && errors.length === 0) errors.push(`${display(limitsFile)}: no limits compiled`);
-  if (errors.length > 0 || limits === null) return { ok: false, errors };
+  if (errors.length > 0 || limits === null || cacRules === null || fraudRules === null) return { ok: false, errors };
 
   const ruleNames = Object.freeze([...new Set([...scannerNames, ...accessNames, ...geoNames, ...limitNames, ...clientNames])]);
   const snapshot: RulesSnapshot = Object.freeze({
@@ -396,6 +417,8 @@ function loadRulesOnce(dir: string, opts: LoadRulesOptions): LoadRulesResult {
     geoip,
     limits,
     authClients,
+    cac: cacRules,
+    fraud: fraudRules,
     ruleNames,
   });
   return { ok: true, snapshot };

@@ -14,7 +14,7 @@ import type { StageMode } from '../verdict';
 import type { StageSetting } from './snapshot';
 
 /** Stages a rules file may name. */
-export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip', 'ratelimit', 'ping', 'auth', 'userlimit'] as const;
+export const KNOWN_STAGES = ['sanity', 'scanner', 'access', 'geoip', 'ratelimit', 'ping', 'auth', 'userlimit', 'cac'] as const;
 export type KnownStage = (typeof KNOWN_STAGES)[number];
 
 export const STAGE_MODES: readonly StageMode[] = ['enforce', 'shadow', 'off'];

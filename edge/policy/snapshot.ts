@@ -8,6 +8,7 @@ import type { CompiledAccess } from './access/compile';
 import type { CompiledGeo } from './geo/compile';
 import type { CompiledLimits } from './limits/compile';
 import type { CompiledScanner } from './scanner/compile';
+import type { CacRules, FraudRules } from './cac/rules';
 
 /** What a matching rule does. `log` only counts and logs; the message goes on. */
 export type RuleAction =
@@ -51,6 +52,10 @@ export interface RulesSnapshot {
   /** digest challenge profiles; null = no auth-clients.yaml: every client is offered the
    *  domain's auth.algorithms in their order, nothing is learned */
   readonly authClients: CompiledAuthClients | null;
+  /** call admission limits, destination classes, user groups (rules/cac.yaml; defaults when absent) */
+  readonly cac: CacRules;
+  /** fraud signal thresholds per destination class (rules/fraud.yaml; defaults when absent) */
+  readonly fraud: FraudRules;
   /** every rule name (signature names, list rule names, geoip rule names) for metrics */
   readonly ruleNames: readonly string[];
 }

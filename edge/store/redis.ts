@@ -1018,3 +1018,12 @@ export async function createRedisStore(opts: RedisStoreOptions): Promise<SharedS
   store.markStarted();
   return store;
 }
+
+/** One more command connection in the topology the URL names, with the store's tuning (the call
+ *  admission leases and fraud locks, edge/dialogs/leases.ts, edge/policy/cac/fraud.ts); lazily
+ *  connected on its first command. */
+export function createRedisConnection(url: string): Conn {
+  const parsed = parseRedisUrl(url);
+  if ('error' in parsed) throw new StoreInputError('redis_url_invalid', parsed.error);
+  return connection(parsed, tuning({ url }));
+}

@@ -2,6 +2,7 @@
 // parts a test cares about replaced.
 import { EMPTY_ACCESS, EMPTY_GEO, EMPTY_SCANNER } from '../../edge/policy/load';
 import { defaultLimits } from '../../edge/policy/limits/compile';
+import { defaultCacRules, defaultFraudRules } from '../../edge/policy/cac/rules';
 import type { RulesSnapshot } from '../../edge/policy/snapshot';
 
 export function snapshotWith(over: Partial<RulesSnapshot> = {}): RulesSnapshot {
@@ -14,6 +15,8 @@ export function snapshotWith(over: Partial<RulesSnapshot> = {}): RulesSnapshot {
     geoip: EMPTY_GEO,
     limits: defaultLimits(),
     authClients: null,
+    cac: defaultCacRules(),
+    fraud: defaultFraudRules(),
     ruleNames: [],
     ...over,
   };

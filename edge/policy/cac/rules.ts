@@ -1,6 +1,8 @@
 // rules/cac.yaml and rules/fraud.yaml: schemas, defaults and compilation (issue 16).
 // Compiled once per load (STYLE.md principle 6): prefixes into one longest-prefix table.
 import { Type, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import type { ValuePath } from '../../config/yaml';
 
 /** closed set of destination classes: they are metric labels (sipedge_dialogs_live{class}) */
 export const DEST_CLASSES = ['emergency', 'internal', 'premium', 'international', 'national', 'other'] as const;
@@ -74,3 +76,34 @@ export const FraudRulesSchema = Type.Object({
 }, { additionalProperties: false });
 export type FraudRules = Static<typeof FraudRulesSchema>;
 export type FraudProfile = Static<typeof FraudProfileSchema>;
+
+// ---- defaults and the semantic checks the schema cannot express (rules/cac.yaml, rules/fraud.yaml
+// are loaded by edge/policy/load.ts; errors carry file:line:column through `at`)
+
+/** what a missing rules/cac.yaml means: every schema default (no concurrency limit) */
+export const defaultCacRules = (): CacRules => Value.Default(CacRulesSchema, {}) as CacRules;
+/** what a missing rules/fraud.yaml means: the shipped premium and international thresholds */
+export const defaultFraudRules = (): FraudRules => Value.Default(FraudRulesSchema, {}) as FraudRules;
+
+export function checkCacRules(r: CacRules, at: (p: ValuePath) => string): string[] {
+  const errors: string[] = [];
+  const seen = new Map<string, string>();
+  for (const [g, def] of Object.entries(r.groups)) {
+    (def.users ?? []).forEach((u, i) => {
+      const prev = seen.get(u);
+      if (prev !== undefined) errors.push(`${at(['groups', g, 'users', i])}: user "${u}" is already in group "${prev}"`);
+      else seen.set(u, g);
+    });
+  }
+  return errors;
+}
+
+export function checkFraudRules(r: FraudRules, at: (p: ValuePath) => string): string[] {
+  const errors: string[] = [];
+  for (const [cls, prof] of Object.entries(r.classes) as Array<[string, FraudProfile | undefined]>) {
+    for (const [sig, t] of Object.entries(prof ?? {}) as Array<[string, { warning: number; critical: number } | undefined]>) {
+      if (t && t.warning > t.critical) errors.push(`${at(['classes', cls, sig, 'warning'])}: warning (${t.warning}) above critical (${t.critical})`);
+    }
+  }
+  return errors;
+}
