@@ -22,7 +22,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tls from 'node:tls';
 import { findRepoRoot } from '../test/helpers/sipp';
-import { edgeCliAvailable, procCpuSeconds, startEdge } from '../test/helpers/edge-proc';
+import { edgeCliAvailable, startEdge, treeCpuSeconds, waitExit } from '../test/helpers/edge-proc';
 import { makeCa, makeLeaf } from '../test/helpers/certs';
 import { kamailioTlsAvailable } from '../test/helpers/kamailio';
 import { freePort } from '../test/helpers/ports';
@@ -55,33 +55,8 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
-function treeCpuSeconds(pid: number): number {
-  const parentOf = new Map<number, number>();
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const s = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      parentOf.set(Number(d), Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch { /* gone while listing */ }
-  }
-  const tree = new Set<number>([pid]);
-  for (let grew = true; grew;) {
-    grew = false;
-    for (const [p, pp] of parentOf) if (!tree.has(p) && tree.has(pp)) { tree.add(p); grew = true; }
-  }
-  let total = 0;
-  for (const p of tree) total += procCpuSeconds(p) ?? 0;
-  return total;
-}
 
 const children: ChildProcess[] = [];
-function waitExit(child: ChildProcess, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolve();
-    const t = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, ms);
-    child.once('exit', () => { clearTimeout(t); resolve(); });
-  });
-}
 
 async function startResponder(): Promise<{ port: number; child: ChildProcess }> {
   const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'bench', 'tls-responder.js'), UAS_IP], { stdio: ['ignore', 'pipe', 'inherit'] });

@@ -8,13 +8,13 @@
 // CPU = utime+stime of the proxy's process tree from /proc over the measured phase, divided by
 // the messages answered / upgrades completed. The generator shares the machine: absolute rates
 // are floors, compare targets within one run (ratios), CPU per message is the portable number.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
-import { startEdge } from '../test/helpers/edge-proc';
+import { startEdge, treeCpuSeconds, waitExit } from '../test/helpers/edge-proc';
 import { freePort } from '../test/helpers/ports';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -46,45 +46,10 @@ function parseArgs(argv: string[]): Args {
   return a;
 }
 
-function procCpuSeconds(pid: number): number | undefined {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return undefined;
-  }
-}
 
-/** utime+stime (s) of `pid` and its descendants (Kamailio forks its workers) */
-function treeCpuSeconds(pid: number): number {
-  const parentOf = new Map<number, number>();
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const s = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      parentOf.set(Number(d), Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]));
-    } catch { /* gone */ }
-  }
-  const tree = new Set<number>([pid]);
-  for (let grew = true; grew;) {
-    grew = false;
-    for (const [p, pp] of parentOf) if (!tree.has(p) && tree.has(pp)) { tree.add(p); grew = true; }
-  }
-  let total = 0;
-  for (const p of tree) total += procCpuSeconds(p) ?? 0;
-  return total;
-}
 
 interface Proxy { readonly url: string; readonly ruri: string; readonly pid: number; stop(): Promise<void> }
 
-function waitExit(child: ChildProcess, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) { resolve(); return; }
-    const t = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, ms);
-    child.once('exit', () => { clearTimeout(t); resolve(); });
-  });
-}
 
 async function startKamailioWs(dir: string, workers: number): Promise<Proxy> {
   const port = await freePort('tcp');

@@ -180,3 +180,32 @@ export function procCpuSeconds(pid: number): number | undefined {
     return undefined;
   }
 }
+
+/** utime+stime (s) of `pid` and its descendants (Kamailio forks its workers); a process gone while listing counts 0 */
+export function treeCpuSeconds(pid: number): number {
+  const parentOf = new Map<number, number>();
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const s = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      parentOf.set(Number(d), Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch { /* gone while listing */ }
+  }
+  const tree = new Set<number>([pid]);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const [p, pp] of parentOf) if (!tree.has(p) && tree.has(pp)) { tree.add(p); grew = true; }
+  }
+  let total = 0;
+  for (const p of tree) total += procCpuSeconds(p) ?? 0;
+  return total;
+}
+
+/** resolves when `child` has exited; SIGKILLs it after `ms` */
+export function waitExit(child: ChildProcess, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) { resolve(); return; }
+    const t = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, ms);
+    child.once('exit', () => { clearTimeout(t); resolve(); });
+  });
+}
